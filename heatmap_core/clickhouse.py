@@ -1,0 +1,130 @@
+"""The one way to reach ClickHouse.
+
+``clickhouse()`` yields a clickhouse-connect client for either a server DSN
+(http/https) or embedded chDB (``chdb:///abs/dir``). Embedded chDB admits one
+process at a time, so in that mode every unit of work holds an exclusive file
+lock beside the data directory while the client is open: other processes and
+threads wait for it instead of failing. The code path is otherwise the same.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import uuid
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from datetime import UTC, datetime
+
+import clickhouse_connect
+from clickhouse_connect.driver.client import Client
+from filelock import FileLock, Timeout
+
+from heatmap_core.schema import COLUMN_NAMES, BucketTable, schema_statements
+from heatmap_core.settings import Settings, get_settings
+
+log = logging.getLogger(__name__)
+
+_local = threading.local()
+LOCK_WAIT_LOG_S = 10.0
+
+
+def _lock_for(settings: Settings) -> FileLock | None:
+    path = settings.clickhouse_path
+    if path is None:
+        return None
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return FileLock(str(path) + ".lock", thread_local=True)
+
+
+@contextmanager
+def _held(lock: FileLock | None) -> Iterator[None]:
+    if lock is None:
+        yield
+        return
+    started = time.monotonic()
+    while True:
+        try:
+            lock.acquire(timeout=LOCK_WAIT_LOG_S)
+            break
+        except Timeout:
+            log.info("waiting for the embedded ClickHouse lock (%.0f s)", time.monotonic() - started)
+    try:
+        yield
+    finally:
+        lock.release()
+
+
+@contextmanager
+def clickhouse(settings: Settings | None = None) -> Iterator[Client]:
+    """A client for one unit of work; nested use in one thread reuses the open client."""
+    settings = settings or get_settings()
+    current = getattr(_local, "client", None)
+    if current is not None:
+        yield current
+        return
+    with _held(_lock_for(settings)):
+        client = clickhouse_connect.get_client(dsn=settings.clickhouse_url)
+        _local.client = client
+        try:
+            yield client
+        finally:
+            _local.client = None
+            client.close()
+
+
+def apply_schema(client: Client, database: str | None = None) -> None:
+    """Create the database and tables if missing; running it again changes nothing."""
+    for statement in schema_statements(database or get_settings().clickhouse_database):
+        client.command(statement)
+
+
+def partition_id(bucket_start: datetime) -> str:
+    return bucket_start.astimezone(UTC).strftime("%Y%m%d")
+
+
+def replace_bucket(
+    client: Client,
+    table: BucketTable,
+    bucket_start: datetime,
+    *,
+    rows: Sequence[Sequence] | None = None,
+    select_sql: str | None = None,
+    parameters: dict | None = None,
+    database: str | None = None,
+) -> int:
+    """Replace every row of one bucket atomically; returns the bucket's new row count.
+
+    The new rows (``rows`` as COLUMN_NAMES tuples, or a parameterized
+    ``select_sql`` producing those columns) go into a staging table together
+    with the untouched buckets of the same day partition; ``REPLACE PARTITION``
+    then swaps the whole partition in one step, so readers see the old bucket
+    or the new one, never a mix, duplicates or stale cells.
+    """
+    database = database or get_settings().clickhouse_database
+    target = f"`{database}`.`{table.name}`"
+    staging = f"`{database}`.`_stage_{table.name}_{uuid.uuid4().hex}`"
+    start = bucket_start.astimezone(UTC).replace(tzinfo=None)
+    part = partition_id(bucket_start)
+    client.command(f"CREATE TABLE {staging} AS {target}")
+    try:
+        client.command(
+            f"INSERT INTO {staging} SELECT * FROM {target} "
+            f"WHERE toYYYYMMDD(bucket_start) = {{part:UInt32}} AND bucket_start != {{start:DateTime('UTC')}}",
+            parameters={"part": int(part), "start": start},
+        )
+        if rows:
+            client.insert(staging.replace("`", ""), list(rows), column_names=COLUMN_NAMES)
+        if select_sql:
+            client.command(f"INSERT INTO {staging} ({', '.join(COLUMN_NAMES)}) {select_sql}", parameters=parameters or {})
+        new_rows = int(
+            client.query(
+                f"SELECT count() FROM {staging} WHERE bucket_start = {{start:DateTime('UTC')}}",
+                parameters={"start": start},
+            ).result_rows[0][0]
+        )
+        client.command(f"ALTER TABLE {target} REPLACE PARTITION ID '{part}' FROM {staging}")
+        return new_rows
+    finally:
+        client.command(f"DROP TABLE IF EXISTS {staging} SYNC")

@@ -1,0 +1,98 @@
+"""The event model shared by ingestion, landing and the batch side.
+
+``Event`` carries the field constraints the ingestion API validates with;
+``RawBatchRecord`` is the versioned Kafka value; ``LakeEvent`` is one line of
+the raw lake.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Literal
+
+import msgspec
+
+from heatmap_core.ids import ID_PATTERN
+
+RECORD_VERSION = 1
+EVENT_TYPES = ("mousemove", "click", "scroll", "touch")
+
+EventType = Literal["mousemove", "click", "scroll", "touch"]
+Identifier = Annotated[str, msgspec.Meta(pattern=ID_PATTERN, min_length=1, max_length=64)]
+Norm = Annotated[float, msgspec.Meta(ge=0.0, le=1.0)]
+# RFC 3339 with an explicit zone: msgspec refuses naive datetimes for tz=True.
+AwareDatetime = Annotated[datetime, msgspec.Meta(tz=True)]
+
+
+class Event(msgspec.Struct, forbid_unknown_fields=True):
+    event_time: AwareDatetime
+    x_norm: Norm
+    y_norm: Norm
+    event_type: EventType = "mousemove"
+
+
+class RawBatchRecord(msgspec.Struct, kw_only=True):
+    """Kafka value of topic heatmap.events.raw: one accepted batch."""
+
+    version: int = RECORD_VERSION
+    client_id: Identifier
+    screen_id: Identifier
+    batch_id: str
+    received_at: AwareDatetime
+    events: list[Event]
+
+    @property
+    def key(self) -> bytes:
+        return kafka_key(self.client_id, self.screen_id)
+
+
+class LakeEvent(msgspec.Struct, kw_only=True):
+    """One line of the raw lake; (kafka_partition, kafka_offset, batch_index) is unique."""
+
+    client_id: str
+    screen_id: str
+    event_time: datetime
+    x_norm: float
+    y_norm: float
+    event_type: str
+    received_at: datetime
+    batch_id: str
+    kafka_partition: int
+    kafka_offset: int
+    batch_index: int
+
+
+def kafka_key(client_id: str, screen_id: str) -> bytes:
+    return f"{client_id}|{screen_id}".encode()
+
+
+_record_decoder = msgspec.json.Decoder(RawBatchRecord)
+_encoder = msgspec.json.Encoder()
+
+
+def encode_record(record: RawBatchRecord) -> bytes:
+    return _encoder.encode(record)
+
+
+def decode_record(value: bytes) -> RawBatchRecord:
+    return _record_decoder.decode(value)
+
+
+def lake_events(record: RawBatchRecord, partition: int, offset: int) -> list[LakeEvent]:
+    """Flatten a Kafka record into lake lines, each stamped with its Kafka origin."""
+    return [
+        LakeEvent(
+            client_id=record.client_id,
+            screen_id=record.screen_id,
+            event_time=event.event_time,
+            x_norm=event.x_norm,
+            y_norm=event.y_norm,
+            event_type=event.event_type,
+            received_at=record.received_at,
+            batch_id=record.batch_id,
+            kafka_partition=partition,
+            kafka_offset=offset,
+            batch_index=index,
+        )
+        for index, event in enumerate(record.events)
+    ]

@@ -1,0 +1,98 @@
+"""Raw lake layout on the object store: the one path builder.
+
+    <bucket>/[<parquet_prefix>/]dt=YYYY-MM-DD/hour=HH/client_id=<id>/part-p<P>-o<first>-<last>.<ext>
+
+dt and hour come from the event's event_time in UTC. A part file is named by
+the Kafka partition and offset range it holds, so re-flushing the same range
+overwrites the same object.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from heatmap_core.ids import validate_id
+
+FORMATS = {"json": "json", "parquet": "parquet"}
+
+_PART_RE = re.compile(
+    r"^(?:(?P<prefix>[^/]+)/)?dt=(?P<dt>\d{4}-\d{2}-\d{2})/hour=(?P<hour>\d{2})/"
+    r"client_id=(?P<client_id>[A-Za-z0-9_-]{1,64})/"
+    r"part-p(?P<partition>\d+)-o(?P<first>\d+)-(?P<last>\d+)\.(?P<ext>json|parquet)$"
+)
+
+
+def hour_start(moment: datetime) -> datetime:
+    """The UTC hour containing ``moment`` (which must carry a zone)."""
+    if moment.tzinfo is None:
+        raise ValueError("lake times must be timezone-aware")
+    return moment.astimezone(UTC).replace(minute=0, second=0, microsecond=0)
+
+
+def _root(fmt: str, parquet_prefix: str) -> str:
+    if fmt not in FORMATS:
+        raise ValueError(f"unknown lake format {fmt!r}")
+    return f"{parquet_prefix}/" if fmt == "parquet" else ""
+
+
+def hour_prefix(hour: datetime, fmt: str = "json", parquet_prefix: str = "parquet") -> str:
+    """Key prefix holding every client's files of one UTC hour."""
+    h = hour_start(hour)
+    return f"{_root(fmt, parquet_prefix)}dt={h:%Y-%m-%d}/hour={h:%H}/"
+
+
+def client_hour_prefix(
+    hour: datetime, client_id: str, fmt: str = "json", parquet_prefix: str = "parquet"
+) -> str:
+    validate_id(client_id, "client_id")
+    return f"{hour_prefix(hour, fmt, parquet_prefix)}client_id={client_id}/"
+
+
+def part_key(
+    hour: datetime,
+    client_id: str,
+    kafka_partition: int,
+    first_offset: int,
+    last_offset: int,
+    fmt: str = "json",
+    parquet_prefix: str = "parquet",
+) -> str:
+    if kafka_partition < 0 or first_offset < 0 or last_offset < first_offset:
+        raise ValueError("invalid Kafka origin for a part file")
+    return (
+        f"{client_hour_prefix(hour, client_id, fmt, parquet_prefix)}"
+        f"part-p{kafka_partition:04d}-o{first_offset:020d}-{last_offset:020d}.{FORMATS[fmt]}"
+    )
+
+
+@dataclass(frozen=True)
+class PartKey:
+    hour: datetime
+    client_id: str
+    kafka_partition: int
+    first_offset: int
+    last_offset: int
+    fmt: str
+
+
+def parse_part_key(key: str) -> PartKey | None:
+    """Inverse of ``part_key``; None for keys that are not lake part files."""
+    match = _PART_RE.match(key)
+    if not match:
+        return None
+    hour = datetime.strptime(f"{match['dt']} {match['hour']}", "%Y-%m-%d %H").replace(tzinfo=UTC)
+    return PartKey(
+        hour=hour,
+        client_id=match["client_id"],
+        kafka_partition=int(match["partition"]),
+        first_offset=int(match["first"]),
+        last_offset=int(match["last"]),
+        fmt=match["ext"],
+    )
+
+
+def s3a_hour_glob(bucket: str, hour: datetime, fmt: str = "json", parquet_prefix: str = "parquet") -> str:
+    """What the Spark job reads for one hour: every client's part files."""
+    return f"s3a://{bucket}/{hour_prefix(hour, fmt, parquet_prefix)}client_id=*/part-*.{FORMATS[fmt]}"

@@ -1,0 +1,62 @@
+"""The Spark session builder: local[*] by default, s3a:// pointed at the object store."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+from heatmap_core.settings import Settings, get_settings
+
+# Jars PySpark already ships, so they are not put on the classpath a second time.
+_ALREADY_IN_PYSPARK = ("slf4j-api-", "commons-logging-", "commons-codec-")
+
+
+def s3a_jars(settings: Settings) -> list[str]:
+    """hadoop-aws and the AWS SDK v2 modules resolved by infra/maven/s3a."""
+    directory = settings.cache_dir / "jars" / "s3a"
+    jars = sorted(str(p) for p in directory.glob("*.jar") if not p.name.startswith(_ALREADY_IN_PYSPARK))
+    if not any(Path(j).name.startswith("hadoop-aws-") for j in jars):
+        raise RuntimeError(
+            f"hadoop-aws is missing from {directory}: run `python -m infra.stack fetch` to resolve it from Maven Central"
+        )
+    return jars
+
+
+def spark_conf(settings: Settings | None = None) -> dict[str, str]:
+    settings = settings or get_settings()
+    return {
+        "spark.master": settings.spark_master,
+        "spark.driver.memory": settings.spark_driver_memory,
+        "spark.jars": ",".join(s3a_jars(settings)),
+        "spark.sql.session.timeZone": "UTC",
+        "spark.sql.shuffle.partitions": "4",
+        "spark.ui.enabled": "false",
+        "spark.driver.host": "127.0.0.1",
+        "spark.driver.bindAddress": "127.0.0.1",
+        "spark.driver.extraJavaOptions": "-Duser.timezone=UTC",
+        "spark.executor.extraJavaOptions": "-Duser.timezone=UTC",
+        "spark.hadoop.fs.s3a.endpoint": settings.s3_endpoint,
+        "spark.hadoop.fs.s3a.access.key": settings.s3_access_key,
+        "spark.hadoop.fs.s3a.secret.key": settings.s3_secret_key,
+        "spark.hadoop.fs.s3a.endpoint.region": settings.s3_region,
+        "spark.hadoop.fs.s3a.path.style.access": "true",
+        "spark.hadoop.fs.s3a.connection.ssl.enabled": str(settings.s3_endpoint.startswith("https")).lower(),
+        "spark.hadoop.fs.s3a.impl": "org.apache.hadoop.fs.s3a.S3AFileSystem",
+        "spark.hadoop.fs.s3a.aws.credentials.provider": "org.apache.hadoop.fs.s3a.SimpleAWSCredentialsProvider",
+        # S3Proxy and MinIO do not implement S3 checksums the way AWS does.
+        "spark.hadoop.fs.s3a.checksum.validation": "false",
+        "spark.hadoop.fs.s3a.create.checksum.algorithm": "",
+        "spark.hadoop.fs.s3a.change.detection.mode": "none",
+    }
+
+
+def spark_session(app_name: str = "heatmap", settings: Settings | None = None):
+    from pyspark.sql import SparkSession
+
+    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+    os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
+    builder = SparkSession.builder.appName(app_name)
+    for key, value in spark_conf(settings).items():
+        builder = builder.config(key, value)
+    return builder.getOrCreate()

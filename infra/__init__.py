@@ -1,0 +1,1 @@
+"""Local stack: fetch, start, stop and report the real components."""
