@@ -291,6 +291,7 @@ def _env(settings: Settings, paths: StackPaths) -> dict[str, str]:
     env = {f"HEATMAP_{name.upper()}": str(value) for name, value in settings.model_dump().items()}
     env["HEATMAP_DATA_DIR"] = str(paths.data)
     env["HEATMAP_STACK_ID"] = str(paths.stack)
+    env["DAGSTER_HOME"] = str(paths.data / "dagster_home")
     env["PYTHONUNBUFFERED"] = "1"
     return env
 
