@@ -13,6 +13,8 @@ import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
+import msgspec
+
 from heatmap_core.ids import validate_id
 
 FORMATS = {"json": "json", "parquet": "parquet"}
@@ -96,3 +98,44 @@ def parse_part_key(key: str) -> PartKey | None:
 def s3a_hour_glob(bucket: str, hour: datetime, fmt: str = "json", parquet_prefix: str = "parquet") -> str:
     """What the Spark job reads for one hour: every client's part files."""
     return f"s3a://{bucket}/{hour_prefix(hour, fmt, parquet_prefix)}client_id=*/part-*.{FORMATS[fmt]}"
+
+
+# --------------------------------------------------------------------------- change ledger
+#
+# After landing has durably written a flush's part files (and before it commits
+# the Kafka offsets), it writes one small ledger entry naming what it wrote.
+# Keys sort by write time, so the Dagster sensor reads only entries after its
+# cursor instead of listing the whole lake.
+
+LEDGER_PREFIX = "_ledger/"
+
+
+class LedgerFile(msgspec.Struct, kw_only=True):
+    key: str
+    dt: str  # YYYY-MM-DD
+    hour: int
+    client_id: str
+    events: int
+    bytes: int
+    format: str = "json"
+
+
+class LedgerEntry(msgspec.Struct, kw_only=True):
+    written_at: datetime
+    kafka_partition: int
+    first_offset: int
+    last_offset: int
+    files: list[LedgerFile]
+
+
+def ledger_key(written_at: datetime, kafka_partition: int, first_offset: int) -> str:
+    moment = written_at.astimezone(UTC)
+    return f"{LEDGER_PREFIX}{moment:%Y%m%dT%H%M%S%f}Z-p{kafka_partition:04d}-o{first_offset:020d}.json"
+
+
+def encode_ledger(entry: LedgerEntry) -> bytes:
+    return msgspec.json.encode(entry)
+
+
+def decode_ledger(body: bytes) -> LedgerEntry:
+    return msgspec.json.decode(body, type=LedgerEntry)
