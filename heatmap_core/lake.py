@@ -139,3 +139,62 @@ def encode_ledger(entry: LedgerEntry) -> bytes:
 
 def decode_ledger(body: bytes) -> LedgerEntry:
     return msgspec.json.decode(body, type=LedgerEntry)
+
+
+# --------------------------------------------------------------------------- partition watermarks
+#
+# One small object per Kafka partition, rewritten by landing at every flush and
+# while a caught-up partition idles. Before a flush writes its part files it
+# records the flush's offset range, so whoever consumes the partition next
+# (a restarted process, another instance) re-flushes exactly that range onto
+# exactly the same keys. After the files and the ledger entry are durable it
+# advances the watermarks, which tell the Dagster sensor how far in receive
+# time each partition has landed, so it can call an hour complete.
+
+WATERMARK_PREFIX = "_watermarks/"
+
+
+class PartitionWatermark(msgspec.Struct, kw_only=True):
+    topic: str
+    kafka_partition: int
+    updated_at: datetime
+    # The newest flush's Kafka offset range; it is durable once landed_through_offset reaches it.
+    flush_first_offset: int = -1
+    flush_last_offset: int = -1
+    # The last offset whose events are durably in the lake (-1: none yet).
+    landed_through_offset: int = -1
+    max_event_time: datetime | None = None
+    max_received_at: datetime | None = None
+    # Wall time at which landing last saw this partition fully landed (nothing unread or buffered).
+    caught_up_at: datetime | None = None
+
+    @property
+    def landed_until(self) -> datetime | None:
+        """Receive time before which this partition's events are in the lake."""
+        return max((t for t in (self.max_received_at, self.caught_up_at) if t is not None), default=None)
+
+
+def watermark_key(topic: str, kafka_partition: int) -> str:
+    return f"{WATERMARK_PREFIX}{topic}/p{kafka_partition:04d}.json"
+
+
+def encode_watermark(watermark: PartitionWatermark) -> bytes:
+    return msgspec.json.encode(watermark)
+
+
+def decode_watermark(body: bytes) -> PartitionWatermark:
+    return msgspec.json.decode(body, type=PartitionWatermark)
+
+
+def lake_watermark(watermarks: list[PartitionWatermark], partitions: int) -> datetime | None:
+    """Receive time before which every partition of the topic has landed.
+
+    None until each of the ``partitions`` has reported. An hour may be called
+    complete once this passes the hour's end plus a grace for batches still in
+    flight; events for it that arrive later are late and land as new part files
+    with their own ledger entries.
+    """
+    by_partition = {w.kafka_partition: w.landed_until for w in watermarks}
+    if len(by_partition) < partitions or any(t is None for t in by_partition.values()):
+        return None
+    return min(by_partition.values())
