@@ -1,0 +1,1 @@
+"""Litestar ingestion API: validated pointer-event batches to Kafka, and the demo client."""

@@ -1,0 +1,147 @@
+"""The ingestion API: POST /events/batch -> Kafka; GET /health, /metrics, /schema; the demo at /demo/.
+
+Run with ``uvicorn ingestion_api.app:app``; tests build their own app with
+``create_app(settings)``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+from litestar import Litestar, MediaType, Request, Response, Router, get, post
+from litestar.config.cors import CORSConfig
+from litestar.di import Provide
+from litestar.exceptions import HTTPException
+from litestar.logging import LoggingConfig
+from litestar.openapi import OpenAPIConfig
+from litestar.openapi.datastructures import ResponseSpec
+from litestar.response import Redirect
+from litestar.static_files import create_static_files_router
+
+from heatmap_core.settings import Settings, get_settings
+from ingestion_api.auth import WRITE_KEY_HEADER, WriteKeys
+from ingestion_api.errors import rejection_handler
+from ingestion_api.ledger import BatchLedger
+from ingestion_api.models import BatchAccepted, BatchIn, ErrorBody, Health
+from ingestion_api.observability import Metrics
+from ingestion_api.publisher import KafkaPublisher
+from ingestion_api.service import IngestService
+
+DEMO_DIR = Path(__file__).resolve().parent.parent / "dashboard" / "demo"
+DEMO_PATH = "/demo"
+
+_REFUSALS = {
+    code: ResponseSpec(data_container=ErrorBody, description=text)
+    for code, text in {
+        400: "Invalid field; `field` names it, e.g. events[3].x_norm. Nothing was published.",
+        401: f"Missing or unknown write key ({WRITE_KEY_HEADER} header or write_key query parameter).",
+        403: "The write key belongs to another client_id.",
+        409: "The same batch_id is being published by another request; retry after Retry-After.",
+        413: "Body larger than the configured cap.",
+        503: "Kafka (or Redis) unavailable: nothing acknowledged; retry after Retry-After.",
+    }.items()
+}
+
+
+@post(
+    "/events/batch",
+    status_code=202,
+    summary="Ingest one batch of pointer events",
+    description="Answers 202 only after Kafka acknowledged the batch (acks=all). A batch_id already "
+    "acknowledged for this client is acknowledged again with duplicate=true and not re-published.",
+    responses=_REFUSALS,
+)
+async def post_batch(data: BatchIn, service: IngestService, writer: str | None) -> BatchAccepted:
+    return await service.ingest(data, writer)
+
+
+@get("/health", summary="Kafka and Redis reachability", responses={503: ResponseSpec(Health, description="degraded")})
+async def health(service: IngestService) -> Response[Health]:
+    kafka, redis = await asyncio.gather(service.publisher.ping(), service.ledger.ping(), return_exceptions=True)
+    report = Health(
+        status="ok" if kafka is None and redis is None else "degraded",
+        kafka="ok" if kafka is None else str(kafka),
+        redis="ok" if redis is None else str(redis),
+    )
+    return Response(report, status_code=200 if report.status == "ok" else 503)
+
+
+@get("/metrics", media_type=MediaType.TEXT, summary="Counters in Prometheus text format")
+async def metrics(service: IngestService) -> str:
+    return service.metrics.render()
+
+
+@get("/", include_in_schema=False)
+async def index() -> Redirect:
+    return Redirect(f"{DEMO_PATH}/")
+
+
+def _logging_config() -> LoggingConfig:
+    # Our logger writes one JSON object per line (observability.log_event); Litestar's keeps its format.
+    return LoggingConfig(
+        formatters={
+            "standard": {"format": "%(levelname)s - %(asctime)s - %(name)s - %(module)s - %(message)s"},
+            "json": {"format": "%(message)s"},
+        },
+        handlers={
+            "queue_listener": {"class": "litestar.logging.standard.QueueListenerHandler", "level": "DEBUG", "formatter": "standard"},
+            "json_queue": {"class": "litestar.logging.standard.QueueListenerHandler", "level": "DEBUG", "formatter": "json"},
+        },
+        loggers={
+            "litestar": {"level": "INFO", "handlers": ["queue_listener"], "propagate": False},
+            "ingestion_api": {"level": "INFO", "handlers": ["json_queue"], "propagate": False},
+        },
+    )
+
+
+def create_app(settings: Settings | None = None) -> Litestar:
+    settings = settings or get_settings()
+    metrics_ = Metrics()
+    write_keys = WriteKeys(settings)
+    service = IngestService(settings, KafkaPublisher(settings), BatchLedger(settings), write_keys, metrics_)
+
+    def provide_service() -> IngestService:
+        return service
+
+    @asynccontextmanager
+    async def lifespan(_: Litestar) -> AsyncIterator[None]:
+        await service.publisher.start()
+        try:
+            yield
+        finally:
+            await service.publisher.stop()
+            await service.ledger.close()
+
+    ingest = Router(
+        "/",
+        route_handlers=[post_batch],
+        guards=[write_keys.guard],
+        dependencies={"writer": Provide(write_keys.writer, sync_to_thread=False)},
+        exception_handlers={HTTPException: rejection_handler(metrics_, settings.max_body_bytes)},
+    )
+    return Litestar(
+        route_handlers=[
+            ingest,
+            health,
+            metrics,
+            index,
+            create_static_files_router(path=DEMO_PATH, directories=[DEMO_DIR], html_mode=True, include_in_schema=False),
+        ],
+        dependencies={"service": Provide(provide_service, sync_to_thread=False)},
+        lifespan=[lifespan],
+        request_max_body_size=settings.max_body_bytes,
+        cors_config=CORSConfig(
+            allow_origins=settings.cors_origin_list,
+            allow_methods=["GET", "POST", "OPTIONS"],
+            allow_headers=["Content-Type", WRITE_KEY_HEADER],
+            max_age=600,
+        ),
+        openapi_config=OpenAPIConfig(title="Heatmap ingestion API", version="1.0.0", path="/schema"),
+        logging_config=_logging_config(),
+    )
+
+
+app = create_app()

@@ -1,0 +1,91 @@
+"""The Kafka side of ingestion: one aiokafka producer, every wait bounded.
+
+The producer is started in the app lifespan but the app also starts (and
+answers 503) when Kafka is down: a failed start is retried on the next
+request, so a Kafka that comes back is used again without a restart.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+from aiokafka import AIOKafkaProducer
+from aiokafka.errors import KafkaError
+from aiokafka.structs import RecordMetadata
+
+from heatmap_core.settings import Settings
+
+
+class KafkaUnavailable(Exception):
+    """Kafka did not acknowledge within the delivery timeout (or refused the record)."""
+
+
+class KafkaPublisher:
+    def __init__(self, settings: Settings):
+        self._settings = settings
+        self.timeout_s = settings.kafka_delivery_timeout_s
+        self._producer: AIOKafkaProducer | None = None
+        self._lock = asyncio.Lock()
+
+    def _new_producer(self) -> AIOKafkaProducer:
+        return AIOKafkaProducer(
+            bootstrap_servers=self._settings.kafka_bootstrap,
+            client_id="heatmap-ingestion",
+            acks="all",
+            # Broker-side dedup of the producer's own retries (needs acks=all).
+            enable_idempotence=True,
+            compression_type="lz4",
+            # A few ms of linger lets concurrent requests share one produce request.
+            linger_ms=5,
+            max_batch_size=512 * 1024,
+            # Unsent batches expire with the request, so a 503 is not followed by a late write.
+            request_timeout_ms=int(self.timeout_s * 1000),
+            retry_backoff_ms=100,
+            metadata_max_age_ms=60_000,
+        )
+
+    async def _ready(self) -> AIOKafkaProducer:
+        async with self._lock:
+            if self._producer is None:
+                producer = self._new_producer()
+                try:
+                    await producer.start()
+                except BaseException:
+                    await asyncio.shield(producer.stop())
+                    raise
+                self._producer = producer
+            return self._producer
+
+    async def start(self) -> None:
+        """Connect now if Kafka is there; otherwise the first request tries again."""
+        try:
+            async with asyncio.timeout(self.timeout_s):
+                await self._ready()
+        except (KafkaError, OSError, TimeoutError):
+            pass
+
+    async def publish(self, topic: str, key: bytes, value: bytes) -> RecordMetadata:
+        """Send one record and wait for acks=all; KafkaUnavailable after the delivery timeout."""
+        try:
+            async with asyncio.timeout(self.timeout_s):
+                producer = await self._ready()
+                delivery = await producer.send(topic, value, key=key)
+                return await delivery
+        except (KafkaError, OSError, TimeoutError) as exc:
+            raise KafkaUnavailable(f"Kafka did not acknowledge within {self.timeout_s:g} s: {exc!r}") from exc
+
+    async def ping(self) -> None:
+        """Fetch cluster metadata from a broker; raises KafkaUnavailable when none answers."""
+        try:
+            async with asyncio.timeout(min(self.timeout_s, 2.0)):
+                producer = await self._ready()
+                await producer.client.fetch_all_metadata()
+        except (KafkaError, OSError, TimeoutError) as exc:
+            raise KafkaUnavailable(repr(exc)) from exc
+
+    async def stop(self) -> None:
+        if self._producer is not None:
+            producer, self._producer = self._producer, None
+            # Flushes what is in flight; bounded because unsent batches expire with the request timeout.
+            async with asyncio.timeout(self.timeout_s + 1):
+                await producer.stop()
