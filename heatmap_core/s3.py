@@ -22,9 +22,6 @@ def s3_client(settings: Settings | None = None):
             retries={"max_attempts": 5, "mode": "standard"},
             connect_timeout=5,
             read_timeout=30,
-            # S3Proxy (and older MinIO) reject the flexible-checksum trailers boto3 sends by default.
-            request_checksum_calculation="when_required",
-            response_checksum_validation="when_required",
         ),
     )
 

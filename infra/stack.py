@@ -198,7 +198,8 @@ def _s3_prepare(settings: Settings, paths: StackPaths) -> list[str]:
             data_dir=paths.data,
         )
     )
-    return _java_command(settings, "s3proxy", "org.gaul.s3proxy.Main", "384m", "--properties", str(props))
+    logback = f"-Dlogback.configurationFile={CONFIG / 's3proxy-logback.xml'}"
+    return _java_command(settings, "s3proxy", "org.gaul.s3proxy.Main", "384m", "--properties", str(props), props=[logback])
 
 
 def _redis_prepare(settings: Settings, paths: StackPaths) -> list[str]:

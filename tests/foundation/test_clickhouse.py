@@ -1,0 +1,85 @@
+"""ClickHouse schema and the access module, on embedded chDB."""
+
+import multiprocessing
+from datetime import UTC, datetime, timedelta
+
+from heatmap_core.clickhouse import apply_schema, clickhouse, replace_bucket
+from heatmap_core.schema import HOURLY, TABLES
+
+EXPECTED_TTL = {"heatmap_hourly": "toIntervalDay(90)", "heatmap_daily": "toIntervalYear(2)", "heatmap_weekly": "toIntervalYear(5)"}
+
+
+def _tables(client, database):
+    return {
+        name: (partition_key, sorting_key, create)
+        for name, partition_key, sorting_key, create in client.query(
+            "SELECT name, partition_key, sorting_key, create_table_query FROM system.tables "
+            "WHERE database = {db:String} AND name LIKE 'heatmap_%' ORDER BY name",
+            parameters={"db": database},
+        ).result_rows
+    }
+
+
+def test_schema_has_keys_and_ttl_and_is_idempotent(settings):
+    with clickhouse(settings) as client:
+        apply_schema(client, settings.clickhouse_database)
+        first = _tables(client, settings.clickhouse_database)
+        apply_schema(client, settings.clickhouse_database)
+        second = _tables(client, settings.clickhouse_database)
+    assert first == second
+    assert sorted(first) == sorted(table.name for table in TABLES.values())
+    for name, (partition_key, sorting_key, create) in first.items():
+        assert partition_key == "toYYYYMMDD(bucket_start)"
+        assert sorting_key == "client_id, screen_id, bucket_start, cell_x, cell_y"
+        assert "ENGINE = MergeTree" in create
+        assert f"TTL bucket_start + {EXPECTED_TTL[name]}" in create
+
+
+# Recent buckets: rows older than a table's TTL are dropped as they are written.
+TODAY = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0) - timedelta(days=1)
+
+
+def test_replace_bucket_swaps_exactly_one_hour(settings):
+    hour = TODAY.replace(hour=10)
+    neighbour = hour + timedelta(hours=1)
+    with clickhouse(settings) as client:
+        apply_schema(client, settings.clickhouse_database)
+        db = settings.clickhouse_database
+        replace_bucket(client, HOURLY, neighbour, rows=[("acme", "home", neighbour, 1, 1, 7)], database=db)
+        replace_bucket(client, HOURLY, hour, rows=[("acme", "home", hour, 1, 1, 5), ("acme", "home", hour, 2, 2, 3)], database=db)
+        replace_bucket(client, HOURLY, hour, rows=[("acme", "home", hour, 9, 9, 1)], database=db)
+        rows = client.query(
+            f"SELECT toHour(bucket_start), cell_x, cell_y, count FROM `{db}`.heatmap_hourly ORDER BY 1, 2"
+        ).result_rows
+        staging_left = client.query(
+            "SELECT count() FROM system.tables WHERE database = {db:String} AND name LIKE '_stage%'", parameters={"db": db}
+        ).result_rows[0][0]
+    assert rows == [(10, 9, 9, 1), (11, 1, 1, 7)]
+    assert staging_left == 0
+
+
+def _hammer(dsn: str, database: str, worker: int, rounds: int) -> None:
+    from heatmap_core.settings import Settings
+
+    settings = Settings(clickhouse_dsn=dsn, clickhouse_database=database)
+    for i in range(rounds):
+        with clickhouse(settings) as client:
+            apply_schema(client, database)
+            hour = TODAY.replace(hour=worker)
+            replace_bucket(client, HOURLY, hour, rows=[("acme", "home", hour, worker, i % 200, i + 1)], database=database)
+
+
+def test_two_processes_share_embedded_clickhouse(settings):
+    """Both processes succeed: each waits for the other's unit of work instead of failing on chDB's lock."""
+    context = multiprocessing.get_context("spawn")
+    workers = [context.Process(target=_hammer, args=(settings.clickhouse_url, settings.clickhouse_database, w, 8)) for w in (1, 2)]
+    for process in workers:
+        process.start()
+    for process in workers:
+        process.join(timeout=300)
+    assert [process.exitcode for process in workers] == [0, 0]
+    with clickhouse(settings) as client:
+        rows = client.query(
+            f"SELECT toHour(bucket_start), count FROM `{settings.clickhouse_database}`.heatmap_hourly ORDER BY 1"
+        ).result_rows
+    assert rows == [(1, 8), (2, 8)]
