@@ -14,6 +14,7 @@ from pathlib import Path
 from litestar import Litestar, MediaType, Request, Response, Router, get, post
 from litestar.config.cors import CORSConfig
 from litestar.di import Provide
+from litestar.dto import MsgspecDTO
 from litestar.exceptions import HTTPException
 from litestar.logging import LoggingConfig
 from litestar.openapi import OpenAPIConfig
@@ -23,9 +24,9 @@ from litestar.static_files import create_static_files_router
 
 from heatmap_core.settings import Settings, get_settings
 from ingestion_api.auth import WRITE_KEY_HEADER, WriteKeys
-from ingestion_api.errors import rejection_handler
+from ingestion_api.errors import ErrorBody, rejection_handler
 from ingestion_api.ledger import BatchLedger
-from ingestion_api.models import BatchAccepted, BatchIn, ErrorBody, Health
+from ingestion_api.models import BatchAccepted, BatchIn, Health, decode_batch
 from ingestion_api.observability import Metrics
 from ingestion_api.publisher import KafkaPublisher
 from ingestion_api.service import IngestService
@@ -34,7 +35,7 @@ DEMO_DIR = Path(__file__).resolve().parent.parent / "dashboard" / "demo"
 DEMO_PATH = "/demo"
 
 _REFUSALS = {
-    code: ResponseSpec(data_container=ErrorBody, description=text)
+    code: ResponseSpec(data_container=ErrorBody, description=text, generate_examples=False)
     for code, text in {
         400: "Invalid field; `field` names it, e.g. events[3].x_norm. Nothing was published.",
         401: f"Missing or unknown write key ({WRITE_KEY_HEADER} header or write_key query parameter).",
@@ -46,8 +47,17 @@ _REFUSALS = {
 }
 
 
+class BatchInDTO(MsgspecDTO[BatchIn]):
+    """Our strict decoder instead of Litestar's lax conversion; the OpenAPI schema still comes from BatchIn."""
+
+    def decode_bytes(self, value: bytes) -> BatchIn:
+        return decode_batch(value)
+
+
 @post(
     "/events/batch",
+    dto=BatchInDTO,
+    return_dto=None,
     status_code=202,
     summary="Ingest one batch of pointer events",
     description="Answers 202 only after Kafka acknowledged the batch (acks=all). A batch_id already "
@@ -58,7 +68,7 @@ async def post_batch(data: BatchIn, service: IngestService, writer: str | None) 
     return await service.ingest(data, writer)
 
 
-@get("/health", summary="Kafka and Redis reachability", responses={503: ResponseSpec(Health, description="degraded")})
+@get("/health", summary="Kafka and Redis reachability", responses={503: ResponseSpec(Health, description="degraded", generate_examples=False)})
 async def health(service: IngestService) -> Response[Health]:
     kafka, redis = await asyncio.gather(service.publisher.ping(), service.ledger.ping(), return_exceptions=True)
     report = Health(

@@ -5,15 +5,23 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 
-from litestar import Request, Response
-from litestar.exceptions import HTTPException, ValidationException
+import msgspec
 
-from ingestion_api.models import ErrorBody
+from litestar import Request, Response
+from litestar.exceptions import HTTPException
+
 from ingestion_api.observability import Metrics, log_event
 
 # Kafka outages are usually seconds (leader election, restart); the demo client backs off on top.
 KAFKA_RETRY_AFTER_S = 5
 IN_FLIGHT_RETRY_AFTER_S = 1
+
+
+class ErrorBody(msgspec.Struct, omit_defaults=True):
+    status_code: int
+    detail: str
+    # The offending field as a path into the body, e.g. "events[3].x_norm".
+    field: str | None = None
 
 
 class BatchRejected(HTTPException):
@@ -34,20 +42,16 @@ class BatchRejected(HTTPException):
         self.events = events
 
 
+class InvalidField(BatchRejected):
+    def __init__(self, field: str, message: str, *, events: int | None = None):
+        super().__init__(400, f"{field}: {message}", field=field, events=events)
+
+
 def _field_and_detail(exc: HTTPException, max_body_bytes: int) -> tuple[str | None, str]:
     if isinstance(exc, BatchRejected):
         return exc.field, exc.detail
-    if isinstance(exc, ValidationException) and isinstance(exc.extra, list) and exc.extra:
-        # Litestar's msgspec decoding reports the path ("events[3].x_norm"), or "data" for the whole body.
-        first = exc.extra[0]
-        field = first.get("key") or "data"
-        field = "body" if field == "data" else field
-        return field, f"{field}: {first.get('message')}"
     if exc.status_code == 413:
         return "body", f"body: larger than the {max_body_bytes} bytes a batch may have"
-    if exc.status_code == 400:
-        # Undecodable JSON: the whole body is the offending field.
-        return "body", f"body: {exc.detail}"
     return None, exc.detail
 
 

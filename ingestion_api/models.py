@@ -1,13 +1,15 @@
-"""Request and response bodies of the ingestion API, and the rules msgspec cannot express.
+"""Request and response bodies of the ingestion API, and the validator.
 
 ``BatchIn`` carries every static rule (id charset and length, event_type,
 x_norm/y_norm range, RFC 3339 with zone, no unknown fields) through the
-constraints of ``heatmap_core.events``; Litestar decodes it with msgspec.
-``check_batch`` adds the rules that depend on settings or the clock.
+constraints of ``heatmap_core.events``; ``decode_batch`` applies them with
+msgspec in strict mode and names the offending field. ``check_batch`` adds
+the rules that depend on settings or the clock.
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Annotated
@@ -17,6 +19,7 @@ import msgspec
 
 from heatmap_core.events import Event, Identifier
 from heatmap_core.settings import Settings
+from ingestion_api.errors import InvalidField
 
 
 class BatchIn(msgspec.Struct, forbid_unknown_fields=True):
@@ -34,20 +37,6 @@ class BatchAccepted(msgspec.Struct):
     duplicate: bool = False
 
 
-class ErrorBody(msgspec.Struct, omit_defaults=True):
-    status_code: int
-    detail: str
-    # The offending field as a path into the body, e.g. "events[3].x_norm".
-    field: str | None = None
-
-
-class InvalidField(ValueError):
-    def __init__(self, field: str, message: str):
-        super().__init__(f"{field}: {message}")
-        self.field = field
-        self.message = message
-
-
 @dataclass(frozen=True)
 class Limits:
     max_events: int
@@ -63,10 +52,30 @@ class Limits:
         )
 
 
+_decoder = msgspec.json.Decoder(BatchIn)
+# msgspec names the container in " - at `$.events[3]`" and, for missing or unknown keys, the key in the text.
+_NAMED_KEY = re.compile(r"(?:missing required|unknown) field `(?P<name>[^`]+)`")
+
+
+def decode_batch(body: bytes) -> BatchIn:
+    """Strict decoding: "0.5" is not a number and a unix time is not an RFC 3339 event_time."""
+    try:
+        return _decoder.decode(body)
+    except msgspec.ValidationError as exc:
+        message, _, where = str(exc).partition(" - at `$")
+        path = where.rstrip("`").lstrip(".")
+        if named := _NAMED_KEY.search(message):
+            path = f"{path}.{named['name']}" if path else named["name"]
+        raise InvalidField(path or "body", message) from exc
+    except msgspec.DecodeError as exc:
+        raise InvalidField("body", f"not a JSON document: {exc}") from exc
+
+
 def check_batch(batch: BatchIn, limits: Limits, now: datetime) -> None:
     """Raise InvalidField for the first rule the decoded batch breaks."""
-    if len(batch.events) > limits.max_events:
-        raise InvalidField("events", f"at most {limits.max_events} events per batch, got {len(batch.events)}")
+    count = len(batch.events)
+    if count > limits.max_events:
+        raise InvalidField("events", f"at most {limits.max_events} events per batch, got {count}", events=count)
     earliest, latest = now - limits.past, now + limits.future
     for index, event in enumerate(batch.events):
         if not earliest <= event.event_time <= latest:
@@ -74,6 +83,7 @@ def check_batch(batch: BatchIn, limits: Limits, now: datetime) -> None:
                 f"events[{index}].event_time",
                 f"{event.event_time.isoformat()} is outside the accepted window "
                 f"[{earliest.isoformat(timespec='seconds')}, {latest.isoformat(timespec='seconds')}]",
+                events=count,
             )
 
 

@@ -11,7 +11,7 @@ from heatmap_core.settings import Settings
 from ingestion_api.auth import WriteKeys
 from ingestion_api.errors import IN_FLIGHT_RETRY_AFTER_S, KAFKA_RETRY_AFTER_S, BatchRejected
 from ingestion_api.ledger import BatchLedger, Claim, LedgerUnavailable
-from ingestion_api.models import BatchAccepted, BatchIn, InvalidField, Limits, check_batch
+from ingestion_api.models import BatchAccepted, BatchIn, Limits, check_batch
 from ingestion_api.observability import Metrics, log_event
 from ingestion_api.publisher import KafkaPublisher, KafkaUnavailable
 
@@ -29,10 +29,7 @@ class IngestService:
         count = len(batch.events)
         self.write_keys.authorize(writer, batch.client_id, count)
         now = datetime.now(UTC)
-        try:
-            check_batch(batch, self._limits, now)
-        except InvalidField as exc:
-            raise BatchRejected(400, str(exc), field=exc.field, events=count) from exc
+        check_batch(batch, self._limits, now)
 
         batch_id = str(batch.batch_id or uuid.uuid4())
         try:
