@@ -1,0 +1,138 @@
+"""HTTP handlers: parse, delegate to the store, shape the answer. Blocking
+ClickHouse and S3 calls run in worker threads (sync_to_thread=True)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import date, datetime
+from typing import Annotated
+
+from litestar import Controller, Request, Response, get, put
+from litestar.exceptions import ClientException, NotFoundException
+from litestar.params import Parameter
+from litestar.openapi.spec import OpenAPIFormat, OpenAPIMediaType, OpenAPIType, Operation, RequestBody, Schema
+from litestar.status_codes import HTTP_415_UNSUPPORTED_MEDIA_TYPE
+
+from heatmap_core.ids import ID_PATTERN
+from heatmap_core.settings import Settings
+from query_api.auth import READ_KEY_HEADER, SECURITY_SCHEME, client_guard, readable_clients
+from query_api.buckets import Grain, Span, day_bucket, hour_bucket, range_bounds, week_bucket
+from query_api.caching import cached_json, etag_matches
+from query_api.models import BucketList, BucketSpan, ClientList, Heatmap, RangeHeatmap, ScreenList, ScreenshotInfo
+from query_api.screenshots import MAX_SCREENSHOT_BYTES, SIGNATURES, InvalidImage, ScreenshotStore
+from query_api.store import HeatmapStore
+
+_ID = {"pattern": ID_PATTERN, "min_length": 1, "max_length": 64}
+ClientId = Annotated[str, Parameter(description="client id, 1-64 of [A-Za-z0-9_-]", **_ID)]
+ScreenId = Annotated[str, Parameter(description="screen id, 1-64 of [A-Za-z0-9_-]", **_ID)]
+Day = Annotated[date, Parameter(description="UTC date YYYY-MM-DD")]
+Hour = Annotated[int, Parameter(ge=0, le=23, description="UTC hour 0-23")]
+WeekStart = Annotated[date, Parameter(description="the Sunday (UTC) a week starts on, YYYY-MM-DD")]
+From = Annotated[datetime, Parameter(query="from", description="range start, an RFC 3339 time on a UTC hour boundary")]
+To = Annotated[datetime, Parameter(query="to", description="range end (exclusive), on a UTC hour boundary")]
+ReadKey = Annotated[str | None, Parameter(header=READ_KEY_HEADER, required=False, description="client read key")]
+
+@dataclass
+class ImageUpload(Operation):
+    """The upload's body is raw image bytes, which Litestar cannot infer from ``body: bytes``."""
+
+    def __post_init__(self) -> None:
+        binary = OpenAPIMediaType(schema=Schema(type=OpenAPIType.STRING, format=OpenAPIFormat.BINARY))
+        self.request_body = RequestBody(required=True, content={media: binary for media in SIGNATURES})
+
+
+_SECURED = {"guards": [client_guard], "security": [{SECURITY_SCHEME: []}], "sync_to_thread": True}
+
+
+class HeatmapController(Controller):
+    path = "/heatmap"
+    tags = ["heatmap"]
+
+    def _bucket(self, request: Request, store: HeatmapStore, settings: Settings, client_id: str, screen_id: str, span: Span) -> Response:
+        return cached_json(request, Heatmap(cells=store.cells(client_id, screen_id, [span])), span.end, settings)
+
+    @get("/hourly", **_SECURED)
+    def hourly(
+        self, request: Request, store: HeatmapStore, settings: Settings,
+        client_id: ClientId, screen_id: ScreenId, dt: Day, hour: Hour,
+    ) -> Response[Heatmap]:
+        """Cells of one UTC hour."""
+        return self._bucket(request, store, settings, client_id, screen_id, hour_bucket(dt, hour))
+
+    @get("/daily", **_SECURED)
+    def daily(
+        self, request: Request, store: HeatmapStore, settings: Settings,
+        client_id: ClientId, screen_id: ScreenId, dt: Day,
+    ) -> Response[Heatmap]:
+        """Cells of one UTC day."""
+        return self._bucket(request, store, settings, client_id, screen_id, day_bucket(dt))
+
+    @get("/weekly", **_SECURED)
+    def weekly(
+        self, request: Request, store: HeatmapStore, settings: Settings,
+        client_id: ClientId, screen_id: ScreenId, week_start: WeekStart,
+    ) -> Response[Heatmap]:
+        """Cells of one week, Sunday 00:00 UTC to the next Sunday."""
+        return self._bucket(request, store, settings, client_id, screen_id, week_bucket(week_start))
+
+    @get("/range", **_SECURED)
+    def range_(
+        self, request: Request, store: HeatmapStore, settings: Settings,
+        client_id: ClientId, screen_id: ScreenId, from_: From, to: To,
+    ) -> Response[RangeHeatmap]:
+        """Cells of [from, to), summed from the fewest rows: whole weeks, whole days, then hours.
+
+        ``buckets`` reports the spans of each grain that answered.
+        """
+        start, end = range_bounds(from_, to)
+        spans, cells = store.range_cells(client_id, screen_id, start, end)
+        used = [BucketSpan(grain=s.grain, start=s.start, end=s.end, buckets=s.buckets) for s in spans]
+        return cached_json(request, RangeHeatmap(cells=cells, start=start, end=end, used=used), end, settings)
+
+    @get("/clients", sync_to_thread=True, security=[{SECURITY_SCHEME: []}])
+    def clients(self, store: HeatmapStore, settings: Settings, read_key: ReadKey = None) -> ClientList:
+        """Clients holding data (with keys on: those the presented read key opens)."""
+        allowed = readable_clients(settings, read_key)
+        return ClientList(clients=[c for c in store.clients() if allowed is None or c in allowed])
+
+    @get("/screens", **_SECURED)
+    def screens(self, store: HeatmapStore, client_id: ClientId) -> ScreenList:
+        """Screens of a client holding data."""
+        return ScreenList(client_id=client_id, screens=store.screens(client_id))
+
+    @get("/buckets", **_SECURED)
+    def buckets(self, store: HeatmapStore, client_id: ClientId, screen_id: ScreenId, grain: Grain) -> BucketList:
+        """Buckets of one grain holding data for a screen, newest first."""
+        return BucketList(client_id=client_id, screen_id=screen_id, grain=grain, buckets=store.buckets(client_id, screen_id, grain))
+
+
+class ScreenshotController(Controller):
+    path = "/screenshots/{client_id:str}/{screen_id:str}"
+    tags = ["screenshots"]
+
+    @put(
+        **_SECURED,
+        operation_class=ImageUpload,
+        request_max_body_size=MAX_SCREENSHOT_BYTES,
+        status_code=200,
+        description=f"PNG, JPEG or WebP bytes as the body, at most {MAX_SCREENSHOT_BYTES} bytes; replaces the screen's screenshot.",
+    )
+    def upload(
+        self, request: Request, screenshots: ScreenshotStore, client_id: ClientId, screen_id: ScreenId, body: bytes,
+    ) -> ScreenshotInfo:
+        content_type = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+        try:
+            etag = screenshots.put(client_id, screen_id, body, content_type)
+        except InvalidImage as exc:
+            raise ClientException(str(exc), status_code=HTTP_415_UNSUPPORTED_MEDIA_TYPE) from exc
+        return ScreenshotInfo(client_id=client_id, screen_id=screen_id, content_type=content_type, bytes=len(body), etag=etag)
+
+    @get(**_SECURED, media_type="image/png", description="The screen's screenshot with its stored Content-Type; 404 when none.")
+    def download(self, request: Request, screenshots: ScreenshotStore, client_id: ClientId, screen_id: ScreenId) -> Response[bytes]:
+        found = screenshots.get(client_id, screen_id)
+        if found is None:
+            raise NotFoundException(f"no screenshot for {client_id}/{screen_id}; upload one with PUT")
+        headers = {"ETag": found.etag, "Cache-Control": "private, no-cache", "X-Content-Type-Options": "nosniff"}
+        if etag_matches(request.headers.get("if-none-match"), found.etag):
+            return Response(content=b"", status_code=304, headers=headers)
+        return Response(content=found.body, media_type=found.content_type, headers=headers)
