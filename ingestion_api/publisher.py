@@ -32,14 +32,17 @@ class KafkaPublisher:
             bootstrap_servers=self._settings.kafka_bootstrap,
             client_id="heatmap-ingestion",
             acks="all",
-            # Broker-side dedup of the producer's own retries (needs acks=all).
-            enable_idempotence=True,
+            # No idempotent producer: aiokafka never expires its batches, so a batch answered 503
+            # would still land when Kafka returns and its retry would land again. A plain producer
+            # drops a batch once it is older than request_timeout_ms.
+            enable_idempotence=False,
             compression_type="lz4",
             # A few ms of linger lets concurrent requests share one produce request.
             linger_ms=5,
             max_batch_size=512 * 1024,
-            # Unsent batches expire with the request, so a 503 is not followed by a late write.
-            request_timeout_ms=int(self.timeout_s * 1000),
+            # Shorter than the handler's wait: the producer gives a batch up (and drops it) before the
+            # handler answers 503, so a 503 means "not stored".
+            request_timeout_ms=int(self.timeout_s * 1000 * 0.8),
             retry_backoff_ms=100,
             metadata_max_age_ms=60_000,
         )
