@@ -40,7 +40,8 @@ MAVEN_DIR = Path(__file__).resolve().parent / "maven"
 console = Console(stderr=True)
 
 INFRA_SERVICES = ("kafka", "s3", "redis")
-APT_PACKAGES = {"redis-server": "redis-server", "chromium": "chromium"}
+# binary -> Debian package; docker-compose only matters where a docker client exists
+APT_PACKAGES = {"redis-server": "redis-server", "chromium": "chromium", "docker-compose": "docker-compose"}
 
 
 class StackError(RuntimeError):
@@ -141,9 +142,14 @@ def fetch_npm() -> None:
     subprocess.run([*command, "--no-audit", "--no-fund"], cwd=dashboard, check=True)
 
 
+def _has_compose_plugin() -> bool:
+    return subprocess.run(["docker", "compose", "version"], capture_output=True).returncode == 0
+
+
 def fetch(settings: Settings, browser: bool = True) -> None:
     fetch_jars(settings)
-    fetch_apt(["redis-server", *(["chromium"] if browser else [])])
+    compose = ["docker-compose"] if shutil.which("docker") and not _has_compose_plugin() else []
+    fetch_apt(["redis-server", *(["chromium"] if browser else []), *compose])
     fetch_npm()
 
 
@@ -212,9 +218,18 @@ def _redis_prepare(settings: Settings, paths: StackPaths) -> list[str]:
     return [shutil.which("redis-server") or "redis-server", str(conf)]
 
 
+def _port_open(port: int) -> None:
+    import socket
+
+    with socket.create_connection(("127.0.0.1", port), timeout=1):
+        pass
+
+
 def _kafka_healthy(settings: Settings) -> None:
     from kafka import KafkaAdminClient
 
+    # A closed port fails at once; kafka-python's own bootstrap backs off for many seconds.
+    _port_open(settings.kafka_port)
     admin = KafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap, request_timeout_ms=3000)
     try:
         admin.list_topics()
@@ -320,19 +335,39 @@ def _supervisord_pid(paths: StackPaths) -> int | None:
     return None
 
 
-def stack_processes(paths: StackPaths) -> list[psutil.Process]:
-    """Every live process started for this data directory (found by HEATMAP_STACK_ID)."""
+def _record_pid(paths: StackPaths, name: str) -> None:
+    """Remember a program's pid and start time: some (redis) rewrite their environment block."""
+    pid = int(_supervisorctl(paths, "pid", name).stdout.strip() or 0)
+    if pid:
+        (paths.stack / f"{name}.pid").write_text(f"{pid} {psutil.Process(pid).create_time()}")
+
+
+def _recorded_processes(paths: StackPaths) -> list[psutil.Process]:
     found = []
+    for pidfile in paths.stack.glob("*.pid"):
+        try:
+            pid, created = pidfile.read_text().split()
+            proc = psutil.Process(int(pid))
+            if abs(proc.create_time() - float(created)) < 0.01:
+                found.append(proc)
+        except (ValueError, psutil.Error):
+            continue
+    return found
+
+
+def stack_processes(paths: StackPaths) -> list[psutil.Process]:
+    """Every live process started for this data directory (by HEATMAP_STACK_ID or recorded pid)."""
+    found = {proc.pid: proc for proc in _recorded_processes(paths)}
     marker = str(paths.stack)
     for proc in psutil.process_iter(["pid"]):
-        if proc.pid == os.getpid():
+        if proc.pid == os.getpid() or proc.pid in found:
             continue
         try:
             if proc.environ().get("HEATMAP_STACK_ID") == marker or str(paths.conf) in proc.cmdline():
-                found.append(proc)
+                found[proc.pid] = proc
         except psutil.Error:
             continue
-    return found
+    return list(found.values())
 
 
 def _kill(processes: list[psutil.Process], timeout: float = 15.0) -> None:
@@ -431,7 +466,8 @@ def start(settings: Settings, services: Iterable[str] = INFRA_SERVICES, do_fetch
             console.print(f"[yellow]recovering[/] from an unclean stop: ending {len(leftovers)} leftover process(es)")
             _kill(leftovers)
         paths.socket.unlink(missing_ok=True)
-        paths.pidfile.unlink(missing_ok=True)
+        for pidfile in paths.stack.glob("*.pid"):
+            pidfile.unlink()
 
     # Always rewrite the config so every registered program is known, then reload it.
     commands = {name: PROGRAMS[name].prepare(settings, paths) for name in PROGRAMS if name in wanted or name in INFRA_SERVICES}
@@ -460,6 +496,7 @@ def start(settings: Settings, services: Iterable[str] = INFRA_SERVICES, do_fetch
             console.print(f"[cyan]{name}[/] starting (log: {paths.log(name)})")
             _supervisorctl(paths, "start", name, check=False)
         _wait_healthy(program, settings, paths)
+        _record_pid(paths, name)
         if program.after_start:
             program.after_start(settings)
 
@@ -490,7 +527,8 @@ def stop(settings: Settings, timeout: float = 60.0) -> None:
     if leftovers:
         _kill(leftovers)
     paths.socket.unlink(missing_ok=True)
-    paths.pidfile.unlink(missing_ok=True)
+    for pidfile in paths.stack.glob("*.pid"):
+        pidfile.unlink()
     console.print("[green]stack[/] stopped")
 
 
