@@ -1,0 +1,1 @@
+"""Synthetic visitor traffic with exact ground truth, sent through the real ingestion API."""

@@ -1,0 +1,3 @@
+from traffic.cli import app
+
+app()
