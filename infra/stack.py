@@ -593,15 +593,8 @@ def status_command() -> None:
 
 
 def _load_app_programs() -> None:
-    """Import the modules that register application programs, when they exist."""
-    import importlib
-
-    for module in ("infra.programs",):
-        try:
-            importlib.import_module(module)
-        except ModuleNotFoundError as exc:
-            if exc.name != module:
-                raise
+    """Register the application programs (infra.programs imports this module, so import late)."""
+    import infra.programs  # noqa: F401
 
 
 if __name__ == "__main__":

@@ -1,0 +1,130 @@
+"""The whole pipeline on local defaults: `make demo`.
+
+Starts the stack (Kafka, S3 server, Redis, ingestion API, landing, query API
+with the dashboard, Dagster UI and daemon), sends realistic traffic through the
+real ingestion API, waits until the Dagster daemon has materialized it into
+ClickHouse (watching the query API), prints the URLs and runs until Ctrl-C.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import threading
+import time
+from datetime import UTC, datetime
+
+import httpx
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from heatmap_core.settings import Settings
+from infra import programs  # noqa: F401  (registers the application programs)
+from infra import stack
+from traffic.cli import build, send_batches
+from traffic.generator import GroundTruth, TrafficSpec
+
+console = Console(stderr=True)
+app = typer.Typer(help=__doc__, add_completion=False)
+
+ALL_PROGRAMS = ("kafka", "s3", "redis", "ingestion", "landing", "query", "dagster")
+
+
+def day_totals(truth: GroundTruth) -> dict[tuple[str, str, str], int]:
+    totals: dict[tuple[str, str, str], int] = {}
+    for (client, screen, hour, _, _), count in truth.cells.items():
+        key = (client, screen, hour.strftime("%Y-%m-%d"))
+        totals[key] = totals.get(key, 0) + count
+    return totals
+
+
+def served_total(settings: Settings, client: str, screen: str, dt: str) -> int:
+    response = httpx.get(
+        f"http://127.0.0.1:{settings.query_port}/heatmap/daily",
+        params={"client_id": client, "screen_id": screen, "dt": dt},
+        timeout=10,
+    )
+    response.raise_for_status()
+    return sum(cell["count"] for cell in response.json()["cells"])
+
+
+def wait_for_pipeline(settings: Settings, expected: dict[tuple[str, str, str], int], timeout_s: float) -> bool:
+    """Poll the query API until every day of the demo traffic is served at least in full."""
+    goal = sum(expected.values())
+    deadline = time.monotonic() + timeout_s
+    with Progress(
+        TextColumn("[cyan]pipeline[/] events served by the query API"), BarColumn(), MofNCompleteColumn(),
+        TimeElapsedColumn(), console=console,
+    ) as bar:
+        task = bar.add_task("wait", total=goal)
+        while time.monotonic() < deadline:
+            try:
+                served = {key: served_total(settings, *key) for key in expected}
+            except httpx.HTTPError:
+                served = {}
+            bar.update(task, completed=min(sum(min(served.get(k, 0), v) for k, v in expected.items()), goal))
+            if served and all(served[key] >= count for key, count in expected.items()):
+                return True
+            time.sleep(5)
+    return False
+
+
+@app.command()
+def run(
+    visitors: int = typer.Option(60, help="Visitor sessions of demo traffic."),
+    hours_back: int = typer.Option(3, help="Spread the demo traffic over the last N hours."),
+    wait_minutes: float = typer.Option(15, help="How long to wait for the pipeline before printing the URLs anyway."),
+    keep_running: bool = typer.Option(True, help="Stay up until Ctrl-C (off: stop after the check)."),
+) -> None:
+    # The demo client has no write keys; the production default keeps auth on.
+    os.environ.setdefault("HEATMAP_AUTH_ENABLED", "false")
+    settings = Settings()
+    stop_requested = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop_requested.set())
+    try:
+        console.rule("[bold]starting the stack")
+        stack.start(settings, ALL_PROGRAMS)
+
+        console.rule("[bold]sending demo traffic through the ingestion API")
+        spec = TrafficSpec(
+            clients=("acme", "globex"), screens=("home_v1", "pricing_v2"), visitors=visitors,
+            hours_back=hours_back, seed=int(time.time()), now=datetime.now(UTC),
+        )
+        batches, truth = build(spec)
+        asyncio.run(send_batches(batches, f"http://127.0.0.1:{settings.ingestion_port}"))
+        console.print(f"sent {truth.total()} events over {len(truth.hours())} hour(s)")
+
+        console.rule("[bold]landing -> lake -> Dagster daemon -> ClickHouse")
+        done = wait_for_pipeline(settings, day_totals(truth), wait_minutes * 60)
+        if not done:
+            console.print("[yellow]the pipeline has not caught up yet; check the Dagster UI and logs under "
+                          f"{settings.data_path / 'logs'}[/]")
+
+        first_client, first_screen = spec.clients[0], spec.screens[0]
+        today = datetime.now(UTC).strftime("%Y-%m-%d")
+        console.rule("[bold green]ready")
+        console.print(
+            f"dashboard    http://127.0.0.1:{settings.query_port}/?client_id={first_client}&screen_id={first_screen}"
+            f"&granularity=daily&dt={today}\n"
+            f"demo client  http://127.0.0.1:{settings.ingestion_port}/demo/\n"
+            f"Dagster UI   http://127.0.0.1:{settings.dagster_port}/asset-groups\n"
+            f"logs         {settings.data_path / 'logs'}"
+        )
+        if keep_running:
+            console.print("running; press Ctrl-C to stop everything")
+            while not stop_requested.wait(1):
+                pass
+    except KeyboardInterrupt:
+        pass
+    except stack.StackError as exc:
+        console.print(f"[red]error:[/] {exc}")
+        raise typer.Exit(1) from exc
+    finally:
+        console.rule("[bold]stopping")
+        stack.stop(settings)
+
+
+if __name__ == "__main__":
+    app()
