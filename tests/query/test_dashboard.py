@@ -1,0 +1,119 @@
+"""The dashboard in Debian's Chromium against the query API under uvicorn."""
+
+from __future__ import annotations
+
+import base64
+import struct
+import zlib
+
+import pytest
+
+from tests.query.conftest import CLIENT, HOUR, SCREEN, WEEK
+
+HOT_HOUR = WEEK + 10 * HOUR  # cells (25, 40): 500 and (26, 40): 200, nothing else
+GREY = (130, 130, 130)
+
+# Alpha of the heat canvas over one grid cell's pixel box, and the colour at its centre.
+CELL_PIXELS = """([cx, cy]) => {
+  const canvas = document.querySelector('#heat canvas');
+  const w = canvas.width / 100, h = canvas.height / 200;
+  const box = canvas.getContext('2d').getImageData(Math.floor(cx * w), Math.floor(cy * h), Math.ceil(w), Math.ceil(h)).data;
+  let maxAlpha = 0;
+  for (let i = 3; i < box.length; i += 4) maxAlpha = Math.max(maxAlpha, box[i]);
+  const centre = canvas.getContext('2d').getImageData(Math.floor((cx + 0.5) * w), Math.floor((cy + 0.5) * h), 1, 1).data;
+  return {maxAlpha, centre: Array.from(centre), width: canvas.width, height: canvas.height};
+}"""
+
+# The RGB of a PNG (a Playwright screenshot) at fractional positions, decoded by the browser itself.
+PNG_PIXELS = """async ([b64, points]) => {
+  const img = new Image();
+  img.src = 'data:image/png;base64,' + b64;
+  await img.decode();
+  const canvas = Object.assign(document.createElement('canvas'), {width: img.width, height: img.height});
+  const ctx = canvas.getContext('2d');
+  ctx.drawImage(img, 0, 0);
+  return points.map(([fx, fy]) => Array.from(ctx.getImageData(Math.floor(fx * img.width), Math.floor(fy * img.height), 1, 1).data.slice(0, 3)));
+}"""
+
+
+def solid_png(width: int, height: int, rgb: tuple[int, int, int]) -> bytes:
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    raw = b"".join(b"\x00" + bytes(rgb) * width for _ in range(height))
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b"")
+
+
+def wait_ready(page) -> None:
+    page.wait_for_selector("#stage[data-state=ready], #stage[data-state=error]", state="attached")
+    assert page.get_attribute("#stage", "data-state") == "ready", page.text_content("#error")
+
+
+def is_grey(rgb: list[int]) -> bool:
+    return all(abs(a - b) <= 3 for a, b in zip(rgb, GREY))
+
+
+@pytest.mark.browser
+def test_dashboard_draws_heat_over_blank_then_screenshot(browser, live_api, dataset, artifacts_dir):
+    page = browser.new_page(viewport={"width": 1100, "height": 900})
+    try:
+        page.goto(f"{live_api}/dashboard/")
+        wait_ready(page)
+        page.select_option("#client", CLIENT)
+        wait_ready(page)
+        page.select_option("#screen", SCREEN)
+        wait_ready(page)
+        page.select_option("#grain", "hour")
+        wait_ready(page)
+        page.select_option("#bucket", HOT_HOUR.strftime("%Y-%m-%dT%H:%M:%SZ"))
+        wait_ready(page)
+        assert page.is_hidden("#error")
+
+        # No screenshot yet: a blank stage in the grid's 1:2 shape.
+        hot, empty = page.evaluate(CELL_PIXELS, [25, 40]), page.evaluate(CELL_PIXELS, [75, 160])
+        assert (hot["width"], hot["height"]) == (300, 600)
+        assert hot["maxAlpha"] > 0 and empty["maxAlpha"] == 0
+        red, green, blue, alpha = hot["centre"]
+        assert alpha > 0 and red > max(green, blue)  # the hottest cell wears the top of the gradient
+        assert page.text_content("#max") == "500" and page.text_content("#total") == "700"
+        assert page.text_content("#cells") == "2"
+
+        # The selection is in the URL: reopening it restores the same view.
+        shared = page.url
+        assert f"bucket={HOT_HOUR:%Y-%m-%dT%H}" in shared.replace("%3A", ":")
+        page.goto("about:blank")
+        page.goto(shared)
+        wait_ready(page)
+        assert page.input_value("#bucket") == HOT_HOUR.strftime("%Y-%m-%dT%H:%M:%SZ")
+        assert page.text_content("#total") == "700"
+
+        # Upload a grey 200 x 300 screenshot: the stage takes its shape and shows it under the heat.
+        page.set_input_files("#screenshot-file", files=[{"name": "home.png", "mimeType": "image/png", "buffer": solid_png(200, 300, GREY)}])
+        page.click("#upload button")
+        page.wait_for_function("document.getElementById('upload-status').textContent.startsWith('Uploaded')")
+        wait_ready(page)
+        assert page.is_visible("#screenshot")
+        assert page.evaluate("document.getElementById('screenshot').naturalWidth") == 200
+        hot, empty = page.evaluate(CELL_PIXELS, [25, 40]), page.evaluate(CELL_PIXELS, [75, 160])
+        assert (hot["width"], hot["height"]) == (300, 450)
+        assert hot["maxAlpha"] > 0 and empty["maxAlpha"] == 0
+
+        stage = page.locator("#stage").screenshot()
+        on_empty, on_hot = page.evaluate(PNG_PIXELS, [base64.b64encode(stage).decode(), [[75.5 / 100, 160.5 / 200], [25.5 / 100, 40.5 / 200]]])
+        assert is_grey(on_empty), on_empty  # the screenshot shows through where there is no heat
+        assert not is_grey(on_hot), on_hot  # and the heat is drawn over it where there is
+        page.screenshot(path=str(artifacts_dir / "query-dashboard.png"), full_page=True)
+    finally:
+        page.close()
+
+
+@pytest.mark.browser
+def test_dashboard_shows_readable_errors(browser, live_api, dataset):
+    page = browser.new_page()
+    try:
+        page.goto(f"{live_api}/dashboard/?client={CLIENT}&screen={SCREEN}&grain=range&from=2026-02-01T10:30:00Z&to=2026-02-01T12:00:00Z")
+        page.wait_for_selector("#stage[data-state=error]")
+        assert "on an hour boundary" in page.text_content("#error")
+    finally:
+        page.close()
