@@ -385,25 +385,28 @@ def _kill(processes: list[psutil.Process], timeout: float = 15.0) -> None:
     psutil.wait_procs(alive, timeout=5)
 
 
-def _write_supervisord_conf(settings: Settings, paths: StackPaths, commands: dict[str, list[str]]) -> None:
+def _global_sections(settings: Settings, paths: StackPaths) -> str:
     env = _env(settings, paths)
     env_line = ",".join(f'{key}="{value.replace("%", "%%").replace(chr(34), "")}"' for key, value in env.items())
-    sections = [
-        f"[unix_http_server]\nfile={paths.socket}\nchmod=0700\n",
-        f"[supervisord]\nlogfile={paths.log('supervisord')}\npidfile={paths.pidfile}\n"
-        f"directory={ROOT}\nenvironment={env_line}\nminfds=4096\n",
-        "[rpcinterface:supervisor]\nsupervisor.rpcinterface_factory = supervisor.rpcinterface:make_main_rpcinterface\n",
-        f"[supervisorctl]\nserverurl=unix://{paths.socket}\n",
-    ]
-    for name, command in commands.items():
-        quoted = " ".join(_quote(part) for part in command)
-        sections.append(
-            f"[program:{name}]\ncommand={quoted}\nautostart=false\nautorestart=unexpected\nstartsecs=2\n"
-            f"startretries=3\nstopasgroup=true\nkillasgroup=true\nstopwaitsecs=30\nstopsignal=TERM\n"
-            f"redirect_stderr=true\nstdout_logfile={paths.log(name)}\nstdout_logfile_maxbytes=50MB\n"
-            f"stdout_logfile_backups=2\n"
-        )
-    paths.conf.write_text("\n".join(sections))
+    return "\n".join(
+        [
+            f"[unix_http_server]\nfile={paths.socket}\nchmod=0700\n",
+            f"[supervisord]\nlogfile={paths.log('supervisord')}\npidfile={paths.pidfile}\n"
+            f"directory={ROOT}\nenvironment={env_line}\nminfds=4096\n",
+            "[rpcinterface:supervisor]\nsupervisor.rpcinterface_factory = supervisor.rpcinterface:make_main_rpcinterface\n",
+            f"[supervisorctl]\nserverurl=unix://{paths.socket}\n",
+        ]
+    )
+
+
+def _program_section(name: str, command: list[str], paths: StackPaths) -> str:
+    quoted = " ".join(_quote(part) for part in command)
+    return (
+        f"\n[program:{name}]\ncommand={quoted}\nautostart=false\nautorestart=unexpected\nstartsecs=2\n"
+        f"startretries=3\nstopasgroup=true\nkillasgroup=true\nstopwaitsecs=30\nstopsignal=TERM\n"
+        f"redirect_stderr=true\nstdout_logfile={paths.log(name)}\nstdout_logfile_maxbytes=50MB\n"
+        f"stdout_logfile_backups=2\n"
+    )
 
 
 def _quote(part: str) -> str:
@@ -443,14 +446,20 @@ def is_running(settings: Settings) -> bool:
     return _supervisord_pid(StackPaths(settings.data_path)) is not None
 
 
-def start(settings: Settings, services: Iterable[str] = INFRA_SERVICES, do_fetch: bool = True) -> None:
-    """Start the named programs (and what they require), waiting until each is healthy."""
+def start(
+    settings: Settings, services: Iterable[str] = INFRA_SERVICES, do_fetch: bool = True, with_requirements: bool = True
+) -> None:
+    """Start the named programs (and, unless told not to, what they require), waiting until each is healthy.
+
+    with_requirements=False runs only the named programs, against infrastructure
+    that already runs elsewhere (the end-to-end tests use this).
+    """
     paths = StackPaths(settings.data_path)
     wanted: list[str] = []
     for name in services:
         if name not in PROGRAMS:
             raise StackError(f"unknown program {name!r}; known: {', '.join(PROGRAMS)}")
-        for dep in (*PROGRAMS[name].requires, name):
+        for dep in (*(PROGRAMS[name].requires if with_requirements else ()), name):
             if dep not in wanted:
                 wanted.append(dep)
     if do_fetch:
@@ -469,11 +478,9 @@ def start(settings: Settings, services: Iterable[str] = INFRA_SERVICES, do_fetch
         for pidfile in paths.stack.glob("*.pid"):
             pidfile.unlink()
 
-    # Always rewrite the config so every registered program is known, then reload it.
-    commands = {name: PROGRAMS[name].prepare(settings, paths) for name in PROGRAMS if name in wanted or name in INFRA_SERVICES}
-    running_pid = _supervisord_pid(paths)
-    if running_pid is None:
-        _write_supervisord_conf(settings, paths, commands)
+    if _supervisord_pid(paths) is None:
+        sections = "".join(_program_section(name, PROGRAMS[name].prepare(settings, paths), paths) for name in wanted)
+        paths.conf.write_text(_global_sections(settings, paths) + sections)
         subprocess.run(
             [sys.executable, "-m", "supervisor.supervisord", "-c", str(paths.conf)],
             check=True,
@@ -483,10 +490,13 @@ def start(settings: Settings, services: Iterable[str] = INFRA_SERVICES, do_fetch
             with attempt:
                 _supervisorctl(paths, "pid")
     else:
-        known = paths.conf.read_text() if paths.conf.exists() else ""
-        missing = {name: cmd for name, cmd in commands.items() if f"[program:{name}]" not in known}
+        # Append only the programs the running supervisord lacks: rewriting the
+        # global section would make `update` restart everything already running.
+        known = paths.conf.read_text()
+        missing = [name for name in wanted if f"[program:{name}]" not in known]
         if missing:
-            _write_supervisord_conf(settings, paths, {**_known_commands(settings, paths, known), **missing})
+            sections = "".join(_program_section(name, PROGRAMS[name].prepare(settings, paths), paths) for name in missing)
+            paths.conf.write_text(known + sections)
             _supervisorctl(paths, "update")
 
     for name in wanted:
@@ -499,14 +509,6 @@ def start(settings: Settings, services: Iterable[str] = INFRA_SERVICES, do_fetch
         _record_pid(paths, name)
         if program.after_start:
             program.after_start(settings)
-
-
-def _known_commands(settings: Settings, paths: StackPaths, conf_text: str) -> dict[str, list[str]]:
-    return {
-        name: PROGRAMS[name].prepare(settings, paths)
-        for name in PROGRAMS
-        if f"[program:{name}]" in conf_text
-    }
 
 
 def stop(settings: Settings, timeout: float = 60.0) -> None:

@@ -1,0 +1,1 @@
+"""Benchmarks: each figure beside a reference measured in the same run."""

@@ -1,0 +1,105 @@
+"""Shared bench plumbing: machine description, repeated timing, result table, service processes."""
+
+from __future__ import annotations
+
+import os
+import platform
+import socket
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import httpx
+import psutil
+from rich.console import Console
+from rich.table import Table
+from tenacity import Retrying, stop_after_delay, wait_fixed
+
+from heatmap_core.settings import Settings
+
+console = Console()
+
+
+def machine() -> str:
+    model = "unknown CPU"
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    memory = psutil.virtual_memory().total / 2**30
+    return f"{model}, {os.cpu_count()} cores, {memory:.0f} GiB, {platform.system()} {platform.release()}, Python {platform.python_version()}"
+
+
+def median_seconds(run: Callable[[], object], repeats: int) -> tuple[float, list[float]]:
+    times = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        run()
+        times.append(time.perf_counter() - started)
+    return statistics.median(times), times
+
+
+@dataclass
+class Result:
+    bench: str
+    subject: str
+    subject_value: float
+    reference: str
+    reference_value: float
+    unit: str
+    higher_is_better: bool
+
+    @property
+    def ratio(self) -> float:
+        return self.subject_value / self.reference_value if self.reference_value else float("nan")
+
+
+def show(results: list[Result]) -> None:
+    table = Table(title=f"benchmarks on {machine()}")
+    for column in ("bench", "subject", "median", "reference", "median", "subject/reference"):
+        table.add_column(column)
+    for r in results:
+        table.add_row(
+            r.bench, r.subject, f"{r.subject_value:,.1f} {r.unit}", r.reference, f"{r.reference_value:,.1f} {r.unit}",
+            f"{r.ratio:.2f}x ({'higher' if r.higher_is_better else 'lower'} is better)",
+        )
+    console.print(table)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def env_for(settings: Settings, **extra: str) -> dict[str, str]:
+    env = dict(os.environ)
+    env.update({f"HEATMAP_{name.upper()}": str(value) for name, value in settings.model_dump().items()})
+    env.update(extra)
+    return env
+
+
+@contextmanager
+def uvicorn_app(module: str, settings: Settings, health_path: str = "/health", **extra_env: str) -> Iterator[str]:
+    """Run `module` (e.g. ingestion_api.app:app) under uvicorn on a free port; yields its base URL."""
+    port = free_port()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "uvicorn", module, "--host", "127.0.0.1", "--port", str(port), "--no-access-log", "--log-level", "warning"],
+        env=env_for(settings, **extra_env),
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        for attempt in Retrying(stop=stop_after_delay(60), wait=wait_fixed(0.3), reraise=True):
+            with attempt:
+                httpx.get(url + health_path, timeout=2).raise_for_status()
+        yield url
+    finally:
+        process.terminate()
+        process.wait(timeout=20)
