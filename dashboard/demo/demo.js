@@ -1,11 +1,12 @@
 // Heatmap demo client: capture pointer events on #screen, batch them, send them to the ingestion API.
 // Plain JS, no dependencies. URL parameters override the defaults:
-//   client_id, screen_id, write_key, endpoint (default /events/batch), throttle_ms (default 16; 0 = every event).
+//   client_id, screen_id, write_key, endpoint (default /events/batch),
+//   throttle_ms (default 16; 0 = every event), flush_ms (default 1000).
 "use strict";
 
 (() => {
   const params = new URLSearchParams(location.search);
-  const FLUSH_MS = 1000;
+  const FLUSH_MS = Number(params.get("flush_ms") ?? 1000);
   const MAX_BATCH = 200;
   const THROTTLE_MS = Number(params.get("throttle_ms") ?? 16);
   const BACKOFF_BASE_MS = 500;
@@ -126,7 +127,8 @@
     if (fields.write_key.value) headers["X-Write-Key"] = fields.write_key.value;
     let response;
     try {
-      response = await fetch(endpoint, { method: "POST", headers, body: JSON.stringify(batch) });
+      // keepalive lets a request already under way finish when the page is closed.
+      response = await fetch(endpoint, { method: "POST", headers, body: JSON.stringify(batch), keepalive: true });
     } catch (error) {
       return retry(batch, attempt, 0, `network error: ${error.message}`);
     }
