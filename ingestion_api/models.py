@@ -37,6 +37,12 @@ class BatchAccepted(msgspec.Struct):
     duplicate: bool = False
 
 
+class Health(msgspec.Struct):
+    status: str  # "ok" or "degraded"
+    kafka: str  # "ok" or why the broker is unreachable
+    redis: str
+
+
 @dataclass(frozen=True)
 class Limits:
     max_events: int
@@ -85,9 +91,3 @@ def check_batch(batch: BatchIn, limits: Limits, now: datetime) -> None:
                 f"[{earliest.isoformat(timespec='seconds')}, {latest.isoformat(timespec='seconds')}]",
                 events=count,
             )
-
-
-class Health(msgspec.Struct):
-    status: str  # "ok" or "degraded"
-    kafka: str  # "ok" or the error that made the broker unreachable
-    redis: str

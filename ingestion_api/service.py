@@ -51,6 +51,7 @@ class IngestService:
             delivered = await self.publisher.publish(self._topic, record.key, encode_record(record))
         except KafkaUnavailable as exc:
             await self.ledger.release(batch.client_id, batch_id)
+            log_event("kafka_publish_failed", logging.WARNING, batch_id=batch_id, error=str(exc))
             raise BatchRejected(503, "Kafka unavailable: batch not accepted, retry later", events=count, retry_after_s=KAFKA_RETRY_AFTER_S) from exc
         try:
             await self.ledger.commit(batch.client_id, batch_id)

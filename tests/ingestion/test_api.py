@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from datetime import UTC, datetime, timedelta
 
@@ -11,6 +12,8 @@ from litestar.testing import TestClient
 
 from heatmap_core.events import RECORD_VERSION, Event
 from ingestion_api.app import create_app
+from ingestion_api.ledger import BatchLedger, Claim
+from tests.conftest import free_port
 
 from .conftest import ACME, WRITE_KEYS, make_batch, read_topic
 
@@ -208,3 +211,33 @@ def test_health_schema_demo_and_cors(client, ingest_settings):
     assert demo.status_code == 200 and '<div id="screen"' in demo.text
     assert preflight.status_code == 204 and preflight.headers["access-control-allow-origin"] == origin
     assert "access-control-allow-origin" not in stranger.headers
+
+
+def test_redis_down_gives_503_and_publishes_nothing(ingest_settings):
+    no_redis = ingest_settings.model_copy(update={"redis_url": f"redis://127.0.0.1:{free_port()}/0"})
+    with TestClient(create_app(no_redis)) as client:
+        response = client.post("/events/batch", json=make_batch(), headers=ACME)
+        health = client.get("/health")
+
+    assert response.status_code == 503 and response.headers["Retry-After"].isdigit()
+    assert health.status_code == 503 and health.json()["kafka"] == "ok" and health.json()["redis"] != "ok"
+    assert read_topic(no_redis) == []
+
+
+def test_ledger_claim_states(ingest_settings):
+    batch_id = str(uuid.uuid4())
+
+    async def walk() -> list[Claim]:
+        ledger = BatchLedger(ingest_settings)
+        try:
+            states = [await ledger.claim("acme", batch_id), await ledger.claim("acme", batch_id)]
+            await ledger.release("acme", batch_id)
+            states.append(await ledger.claim("acme", batch_id))
+            await ledger.commit("acme", batch_id)
+            states += [await ledger.claim("acme", batch_id), await ledger.claim("globex", batch_id)]
+            return states
+        finally:
+            await ledger.close()
+
+    # new, in flight, released after a failed publish, done after Kafka's ack, and scoped per client
+    assert asyncio.run(walk()) == [Claim.NEW, Claim.PENDING, Claim.NEW, Claim.DONE, Claim.NEW]
