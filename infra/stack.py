@@ -367,7 +367,15 @@ def stack_processes(paths: StackPaths) -> list[psutil.Process]:
                 found[proc.pid] = proc
         except psutil.Error:
             continue
-    return list(found.values())
+    # This machine's init does not always reap orphans: a zombie is already gone.
+    return [proc for proc in found.values() if _alive(proc)]
+
+
+def _alive(proc: psutil.Process) -> bool:
+    try:
+        return proc.status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return False
 
 
 def _kill(processes: list[psutil.Process], timeout: float = 15.0) -> None:
@@ -376,13 +384,20 @@ def _kill(processes: list[psutil.Process], timeout: float = 15.0) -> None:
             proc.terminate()
         except psutil.Error:
             pass
-    _, alive = psutil.wait_procs(processes, timeout=timeout)
-    for proc in alive:
-        try:
-            proc.kill()
-        except psutil.Error:
-            pass
-    psutil.wait_procs(alive, timeout=5)
+    _wait_gone(processes, timeout)
+    for proc in processes:
+        if _alive(proc):
+            try:
+                proc.kill()
+            except psutil.Error:
+                pass
+    _wait_gone(processes, 5.0)
+
+
+def _wait_gone(processes: list[psutil.Process], timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and any(_alive(proc) for proc in processes):
+        time.sleep(0.2)
 
 
 def _global_sections(settings: Settings, paths: StackPaths) -> str:

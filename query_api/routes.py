@@ -4,12 +4,15 @@ ClickHouse and S3 calls run in worker threads (sync_to_thread=True)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from http import HTTPStatus
 from datetime import date, datetime
 from typing import Annotated
 
 from litestar import Controller, Request, Response, get, put
 from litestar.exceptions import ClientException, NotFoundException
 from litestar.params import Parameter
+from litestar.datastructures import ResponseHeader
+from litestar.openapi import ResponseSpec
 from litestar.openapi.spec import OpenAPIFormat, OpenAPIMediaType, OpenAPIType, Operation, RequestBody, Schema
 from litestar.status_codes import HTTP_415_UNSUPPORTED_MEDIA_TYPE
 
@@ -18,7 +21,7 @@ from heatmap_core.settings import Settings
 from query_api.auth import READ_KEY_HEADER, SECURITY_SCHEME, client_guard, readable_clients
 from query_api.buckets import Grain, Span, day_bucket, hour_bucket, range_bounds, week_bucket
 from query_api.caching import cached_json, etag_matches
-from query_api.models import BucketList, BucketSpan, ClientList, Heatmap, RangeHeatmap, ScreenList, ScreenshotInfo
+from query_api.models import BucketList, BucketSpan, ClientList, Heatmap, Problem, RangeHeatmap, ScreenList, ScreenshotInfo
 from query_api.screenshots import MAX_SCREENSHOT_BYTES, SIGNATURES, InvalidImage, ScreenshotStore
 from query_api.store import HeatmapStore
 
@@ -41,7 +44,20 @@ class ImageUpload(Operation):
         self.request_body = RequestBody(required=True, content={media: binary for media in SIGNATURES})
 
 
-_SECURED = {"guards": [client_guard], "security": [{SECURITY_SCHEME: []}], "sync_to_thread": True}
+def problems(*codes: int) -> dict[int, ResponseSpec]:
+    return {code: ResponseSpec(data_container=Problem, description=HTTPStatus(code).phrase) for code in codes}
+
+
+_SECURED = {
+    "guards": [client_guard],
+    "security": [{SECURITY_SCHEME: []}],
+    "sync_to_thread": True,
+    "responses": problems(401, 403),
+}
+_CACHED = [
+    ResponseHeader(name="ETag", documentation_only=True, description="hash of the body; send it back in If-None-Match for a 304"),
+    ResponseHeader(name="Cache-Control", documentation_only=True, description="max-age once the bucket can no longer change, else no-cache"),
+]
 
 
 class HeatmapController(Controller):
@@ -51,7 +67,7 @@ class HeatmapController(Controller):
     def _bucket(self, request: Request, store: HeatmapStore, settings: Settings, client_id: str, screen_id: str, span: Span) -> Response:
         return cached_json(request, Heatmap(cells=store.cells(client_id, screen_id, [span])), span.end, settings)
 
-    @get("/hourly", **_SECURED)
+    @get("/hourly", **_SECURED, response_headers=_CACHED)
     def hourly(
         self, request: Request, store: HeatmapStore, settings: Settings,
         client_id: ClientId, screen_id: ScreenId, dt: Day, hour: Hour,
@@ -59,7 +75,7 @@ class HeatmapController(Controller):
         """Cells of one UTC hour."""
         return self._bucket(request, store, settings, client_id, screen_id, hour_bucket(dt, hour))
 
-    @get("/daily", **_SECURED)
+    @get("/daily", **_SECURED, response_headers=_CACHED)
     def daily(
         self, request: Request, store: HeatmapStore, settings: Settings,
         client_id: ClientId, screen_id: ScreenId, dt: Day,
@@ -67,7 +83,7 @@ class HeatmapController(Controller):
         """Cells of one UTC day."""
         return self._bucket(request, store, settings, client_id, screen_id, day_bucket(dt))
 
-    @get("/weekly", **_SECURED)
+    @get("/weekly", **_SECURED, response_headers=_CACHED)
     def weekly(
         self, request: Request, store: HeatmapStore, settings: Settings,
         client_id: ClientId, screen_id: ScreenId, week_start: WeekStart,
@@ -75,7 +91,7 @@ class HeatmapController(Controller):
         """Cells of one week, Sunday 00:00 UTC to the next Sunday."""
         return self._bucket(request, store, settings, client_id, screen_id, week_bucket(week_start))
 
-    @get("/range", **_SECURED)
+    @get("/range", **_SECURED, response_headers=_CACHED)
     def range_(
         self, request: Request, store: HeatmapStore, settings: Settings,
         client_id: ClientId, screen_id: ScreenId, from_: From, to: To,
@@ -89,7 +105,7 @@ class HeatmapController(Controller):
         used = [BucketSpan(grain=s.grain, start=s.start, end=s.end, buckets=s.buckets) for s in spans]
         return cached_json(request, RangeHeatmap(cells=cells, start=start, end=end, used=used), end, settings)
 
-    @get("/clients", sync_to_thread=True, security=[{SECURITY_SCHEME: []}])
+    @get("/clients", sync_to_thread=True, security=[{SECURITY_SCHEME: []}], responses=problems(401))
     def clients(self, store: HeatmapStore, settings: Settings, read_key: ReadKey = None) -> ClientList:
         """Clients holding data (with keys on: those the presented read key opens)."""
         allowed = readable_clients(settings, read_key)
@@ -111,7 +127,7 @@ class ScreenshotController(Controller):
     tags = ["screenshots"]
 
     @put(
-        **_SECURED,
+        **{**_SECURED, "responses": problems(401, 403, 413, 415)},
         operation_class=ImageUpload,
         request_max_body_size=MAX_SCREENSHOT_BYTES,
         status_code=200,
@@ -127,7 +143,7 @@ class ScreenshotController(Controller):
             raise ClientException(str(exc), status_code=HTTP_415_UNSUPPORTED_MEDIA_TYPE) from exc
         return ScreenshotInfo(client_id=client_id, screen_id=screen_id, content_type=content_type, bytes=len(body), etag=etag)
 
-    @get(**_SECURED, media_type="image/png", description="The screen's screenshot with its stored Content-Type; 404 when none.")
+    @get(**{**_SECURED, "responses": problems(401, 403, 404)}, media_type="image/png", description="The screen's screenshot with its stored Content-Type; 404 when none.")
     def download(self, request: Request, screenshots: ScreenshotStore, client_id: ClientId, screen_id: ScreenId) -> Response[bytes]:
         found = screenshots.get(client_id, screen_id)
         if found is None:
