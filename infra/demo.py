@@ -102,12 +102,9 @@ def run(
             console.print("[yellow]the pipeline has not caught up yet; check the Dagster UI and logs under "
                           f"{settings.data_path / 'logs'}[/]")
 
-        first_client, first_screen = spec.clients[0], spec.screens[0]
-        today = datetime.now(UTC).strftime("%Y-%m-%d")
         console.rule("[bold green]ready")
         console.print(
-            f"dashboard    http://127.0.0.1:{settings.query_port}/?client_id={first_client}&screen_id={first_screen}"
-            f"&granularity=daily&dt={today}\n"
+            f"dashboard    http://127.0.0.1:{settings.query_port}/?client={spec.clients[0]}&screen={spec.screens[0]}&grain=day\n"
             f"demo client  http://127.0.0.1:{settings.ingestion_port}/demo/\n"
             f"Dagster UI   http://127.0.0.1:{settings.dagster_port}/asset-groups\n"
             f"logs         {settings.data_path / 'logs'}"
