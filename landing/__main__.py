@@ -1,0 +1,3 @@
+from landing.cli import app
+
+app(prog_name="landing")

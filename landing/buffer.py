@@ -1,0 +1,122 @@
+"""Per-partition buffer of lake lines, grouped into the part files a flush writes."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+import msgspec
+
+from heatmap_core.events import RawBatchRecord, lake_events
+from heatmap_core.lake import hour_start
+
+_encoder = msgspec.json.Encoder()
+
+
+def latest(current: datetime | None, candidate: datetime | None) -> datetime | None:
+    if current is None or (candidate is not None and candidate > current):
+        return candidate
+    return current
+
+
+@dataclass
+class PartFile:
+    """The lines of one (hour, client_id) folder taken from one flush range."""
+
+    hour: datetime
+    client_id: str
+    first_offset: int
+    last_offset: int
+    lines: list[bytes] = field(default_factory=list)
+
+    @property
+    def events(self) -> int:
+        return len(self.lines)
+
+    def json_body(self) -> bytes:
+        return b"".join(self.lines)
+
+
+@dataclass
+class Flush:
+    """What one flush of one partition lands: the offset range and its part files."""
+
+    kafka_partition: int
+    first_offset: int
+    last_offset: int
+    files: list[PartFile]
+    max_event_time: datetime | None
+    max_received_at: datetime | None
+
+    @property
+    def events(self) -> int:
+        return sum(part.events for part in self.files)
+
+
+class PartitionBuffer:
+    """Records of one Kafka partition read since its last flush.
+
+    The flush range is always a contiguous run of offsets starting right after
+    the last committed one, so a flush is identified by (partition, first, last).
+    """
+
+    def __init__(self, kafka_partition: int):
+        self.kafka_partition = kafka_partition
+        self._clear()
+
+    def _clear(self) -> None:
+        self.first_offset: int | None = None
+        self.last_offset: int | None = None
+        self.files: dict[tuple[datetime, str], PartFile] = {}
+        self.events = 0
+        self.bytes = 0
+        self.started_at: float | None = None
+        self.max_event_time: datetime | None = None
+        self.max_received_at: datetime | None = None
+
+    @property
+    def empty(self) -> bool:
+        return self.first_offset is None
+
+    def age(self, now: float) -> float:
+        return 0.0 if self.started_at is None else now - self.started_at
+
+    def add(self, offset: int, record: RawBatchRecord | None) -> None:
+        """Buffer one record; None stands for a rejected record whose offset is still covered."""
+        if self.first_offset is None:
+            self.first_offset = offset
+            self.started_at = time.monotonic()
+        self.last_offset = offset
+        if record is None:
+            return
+        received_at = record.received_at.astimezone(UTC)
+        self.max_received_at = latest(self.max_received_at, received_at)
+        for event in lake_events(record, self.kafka_partition, offset):
+            # Lines carry UTC times, so JSON and Parquet hold the same instants in the same form.
+            event.event_time = event.event_time.astimezone(UTC)
+            event.received_at = received_at
+            self.max_event_time = latest(self.max_event_time, event.event_time)
+            hour = hour_start(event.event_time)
+            part = self.files.get((hour, event.client_id))
+            if part is None:
+                part = self.files[(hour, event.client_id)] = PartFile(hour, event.client_id, offset, offset)
+            line = _encoder.encode(event) + b"\n"
+            part.last_offset = offset
+            part.lines.append(line)
+            self.events += 1
+            self.bytes += len(line)
+
+    def take(self) -> Flush:
+        if self.first_offset is None or self.last_offset is None:
+            raise ValueError("nothing buffered")
+        flush = Flush(
+            kafka_partition=self.kafka_partition,
+            first_offset=self.first_offset,
+            last_offset=self.last_offset,
+            files=list(self.files.values()),
+            max_event_time=self.max_event_time,
+            max_received_at=self.max_received_at,
+        )
+        self._clear()
+        return flush

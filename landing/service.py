@@ -1,0 +1,313 @@
+"""The landing loop: consume, buffer per partition, flush durably, then commit.
+
+Flush protocol for a set of partitions (see docs/components/landing.md):
+
+1. write each partition's watermark object with the flush's offset range
+   (the intent: whoever reads the partition next from the same offset
+   re-flushes exactly that range, onto exactly the same keys);
+2. write the part files, JSON and Parquet, named by their Kafka origin;
+3. write one ledger entry per partition naming the files;
+4. advance each watermark object (landed offset, receive- and event-time marks);
+5. commit the offsets after the range.
+
+A crash anywhere before 5 leaves the offsets uncommitted: the next owner reads
+the same records again, finds the intent in step 1's object and writes the
+same files over themselves. Nothing is ever half-landed and nothing twice.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+import msgspec
+from tenacity import retry, retry_if_result, stop_after_delay, wait_fixed
+from kafka import KafkaConsumer, TopicPartition
+from kafka.consumer.subscription_state import ConsumerRebalanceListener
+from kafka.errors import CommitFailedError, RebalanceInProgressError
+from kafka.structs import OffsetAndMetadata
+
+from heatmap_core.events import RECORD_VERSION, RawBatchRecord, decode_record
+from heatmap_core.lake import PartitionWatermark
+from heatmap_core.settings import Settings
+from landing.buffer import Flush, PartitionBuffer, latest
+from landing.writer import LakeWriter
+
+log = logging.getLogger("landing")
+
+
+@dataclass(frozen=True)
+class LandingOptions:
+    group: str = "heatmap-landing"
+    # A static group member id (KIP-345): a restarted instance takes its partitions back without a rebalance.
+    instance_id: str | None = None
+    max_events: int = 50_000
+    max_bytes: int = 16 * 1024 * 1024
+    flush_interval_s: float = 10.0
+    log_interval_s: float = 10.0
+    formats: tuple[str, ...] = ("json", "parquet")
+    session_timeout_ms: int = 10_000
+
+
+@dataclass
+class PartitionState:
+    buffer: PartitionBuffer
+    watermark: PartitionWatermark | None = None
+    # Set while re-reading a range an earlier owner flushed but did not commit: flush exactly at this offset.
+    replay_until: int | None = None
+    # The next offset to read, once known (from a record, or the committed offset of a quiet partition).
+    next_offset: int | None = None
+
+    @property
+    def first_unlanded_offset(self) -> int | None:
+        return self.next_offset if self.buffer.empty else self.buffer.first_offset
+
+
+class _RebalanceNotes(ConsumerRebalanceListener):
+    """Notes partition moves; the loop acts on them after poll returns, so listeners stay instant."""
+
+    def __init__(self) -> None:
+        self.moved: set[TopicPartition] = set()
+        self.assignment_changed = False
+
+    def on_partitions_revoked(self, revoked):
+        self.moved.update(revoked)
+        self.assignment_changed = True
+
+    def on_partitions_assigned(self, assigned):
+        self.moved.update(assigned)
+        self.assignment_changed = True
+
+
+@dataclass
+class Progress:
+    events: int = 0
+    files: int = 0
+    flushes: int = 0
+    rejected: int = 0
+    started: float = field(default_factory=time.monotonic)
+    last_logged: float = field(default_factory=time.monotonic)
+    events_at_last_log: int = 0
+
+
+class Landing:
+    def __init__(self, settings: Settings, options: LandingOptions):
+        self.settings = settings
+        self.options = options
+        self.topic = settings.topic
+        self.writer = LakeWriter(settings, options.formats)
+        self.rebalance = _RebalanceNotes()
+        self.states: dict[int, PartitionState] = {}
+        self.progress = Progress()
+        self.stopping = False
+        self.consumer = KafkaConsumer(
+            bootstrap_servers=settings.kafka_bootstrap,
+            group_id=options.group,
+            group_instance_id=options.instance_id,
+            client_id=f"landing-{options.instance_id or 'dynamic'}",
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            session_timeout_ms=options.session_timeout_ms,
+            heartbeat_interval_ms=max(options.session_timeout_ms // 3, 1000),
+        )
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def request_stop(self, signum: int, _frame) -> None:
+        log.info("received %s: flushing, committing and leaving the group", signal.Signals(signum).name)
+        self.stopping = True
+
+    def run(self) -> None:
+        signal.signal(signal.SIGTERM, self.request_stop)
+        signal.signal(signal.SIGINT, self.request_stop)
+        log.info(
+            "landing topic %s as group %s (instance %s) into s3://%s in %s",
+            self.topic, self.options.group, self.options.instance_id or "dynamic",
+            self.settings.raw_bucket, "+".join(self.options.formats),
+        )
+        log.info("topic %s has partitions %s", self.topic, sorted(self._topic_partitions()))
+        self.consumer.subscribe([self.topic], listener=self.rebalance)
+        try:
+            while not self.stopping:
+                batches = self.consumer.poll(timeout_ms=200)
+                self._apply_rebalance()
+                for tp, records in batches.items():
+                    for message in records:
+                        self._add(tp.partition, message.offset, message.value)
+                self._flush(self._due())
+                self._refresh_idle_watermarks()
+                self._log_progress()
+            # Ranges being replayed are left for the next owner: flushing them early would change their keys.
+            self._flush([p for p, s in self.states.items() if not s.buffer.empty and s.replay_until is None])
+            self._log_progress(force=True)
+        finally:
+            self.consumer.close()
+            self.writer.close()
+        log.info("landing stopped")
+
+    # ------------------------------------------------------------------ consuming
+
+    @retry(
+        retry=retry_if_result(lambda partitions: not partitions),
+        wait=wait_fixed(2),
+        stop=stop_after_delay(300),
+        before_sleep=lambda _: log.warning("waiting for the topic to exist"),
+    )
+    def _topic_partitions(self) -> set[int]:
+        # Knowing the topic before joining matters: a group leader without its metadata assigns nothing.
+        return self.consumer.partitions_for_topic(self.topic)
+
+    def _apply_rebalance(self) -> None:
+        """Forget moved partitions: their uncommitted buffers are re-read from the committed offset."""
+        if not self.rebalance.assignment_changed:
+            return
+        for tp in self.rebalance.moved:
+            self.states.pop(tp.partition, None)
+        self.rebalance.moved.clear()
+        self.rebalance.assignment_changed = False
+        log.info("assigned partitions %s", sorted(tp.partition for tp in self.consumer.assignment()))
+
+    def _state(self, partition: int) -> PartitionState:
+        state = self.states.get(partition)
+        if state is None:
+            state = self.states[partition] = PartitionState(PartitionBuffer(partition))
+        if state.watermark is None:
+            state.watermark = self.writer.load_watermark(self.topic, partition)
+        return state
+
+    def _decode(self, partition: int, offset: int, value: bytes) -> RawBatchRecord | None:
+        try:
+            record = decode_record(value)
+            if record.version != RECORD_VERSION:
+                raise ValueError(f"unknown record version {record.version}")
+            return record
+        except (msgspec.DecodeError, ValueError) as exc:
+            key = self.writer.put_rejected(partition, offset, value)
+            self.progress.rejected += 1
+            log.warning("partition %d offset %d: rejected record kept at %s (%s)", partition, offset, key, exc)
+            return None
+
+    def _add(self, partition: int, offset: int, value: bytes) -> None:
+        state = self._state(partition)
+        watermark = state.watermark
+        if state.buffer.empty and state.replay_until is None and watermark.flush_first_offset == offset:
+            state.replay_until = watermark.flush_last_offset
+            log.info(
+                "partition %d: re-flushing offsets %d-%d, written before the last commit",
+                partition, watermark.flush_first_offset, watermark.flush_last_offset,
+            )
+        state.buffer.add(offset, self._decode(partition, offset, value))
+        state.next_offset = offset + 1
+        if state.replay_until is not None and offset >= state.replay_until:
+            self._flush([partition])
+
+    def _due(self) -> list[int]:
+        now = time.monotonic()
+        return [
+            partition
+            for partition, state in self.states.items()
+            if not state.buffer.empty
+            and state.replay_until is None
+            and (
+                state.buffer.events >= self.options.max_events
+                or state.buffer.bytes >= self.options.max_bytes
+                or state.buffer.age(now) >= self.options.flush_interval_s
+            )
+        ]
+
+    # ------------------------------------------------------------------ flushing
+
+    def _flush(self, partitions: list[int]) -> None:
+        if not partitions:
+            return
+        states = [self.states[p] for p in partitions]
+        flushes = [state.buffer.take() for state in states]
+        now = datetime.now(UTC)
+        for state, flush in zip(states, flushes):
+            state.watermark = msgspec.structs.replace(
+                state.watermark, flush_first_offset=flush.first_offset, flush_last_offset=flush.last_offset, updated_at=now
+            )
+        self.writer.put_watermarks([state.watermark for state in states])
+        written = self.writer.write_parts(flushes)
+        self.writer.write_ledger([f for f in flushes if f.files], written)
+        landed_at = datetime.now(UTC)
+        for state, flush in zip(states, flushes):
+            state.replay_until = None
+            state.watermark = self._landed(state.watermark, flush, landed_at)
+        self.writer.put_watermarks([state.watermark for state in states])
+        self._commit(flushes)
+        self.progress.flushes += len(flushes)
+        self.progress.events += sum(flush.events for flush in flushes)
+        self.progress.files += sum(len(files) for files in written.values())
+
+    def _landed(self, watermark: PartitionWatermark, flush: Flush, now: datetime) -> PartitionWatermark:
+        highwater = self.consumer.highwater(TopicPartition(self.topic, flush.kafka_partition))
+        caught_up = highwater is not None and flush.last_offset + 1 >= highwater
+        return msgspec.structs.replace(
+            watermark,
+            landed_through_offset=flush.last_offset,
+            max_event_time=latest(watermark.max_event_time, flush.max_event_time),
+            max_received_at=latest(watermark.max_received_at, flush.max_received_at),
+            caught_up_at=now if caught_up else watermark.caught_up_at,
+            updated_at=now,
+        )
+
+    def _commit(self, flushes: list[Flush]) -> None:
+        offsets = {
+            TopicPartition(self.topic, f.kafka_partition): OffsetAndMetadata(f.last_offset + 1, "", -1) for f in flushes
+        }
+        try:
+            self.consumer.commit(offsets)
+        except (CommitFailedError, RebalanceInProgressError) as exc:
+            # The group moved on: rewind, so whoever reads these partitions next (maybe us) replays the same ranges.
+            log.warning("offset commit failed (%s); the ranges will be re-flushed onto the same keys", exc)
+            assigned = self.consumer.assignment()
+            for flush in flushes:
+                tp = TopicPartition(self.topic, flush.kafka_partition)
+                self.states.pop(flush.kafka_partition, None)
+                if tp in assigned:
+                    self.consumer.seek(tp, flush.first_offset)
+
+    def _lag(self, tp: TopicPartition, state: PartitionState) -> int | None:
+        """Records of the partition not yet in the lake, as far as the last fetch tells."""
+        highwater = self.consumer.highwater(tp)
+        if state.next_offset is None:  # nothing read since the assignment: reading starts at the committed offset
+            state.next_offset = self.consumer.committed(tp) or 0
+        first_unlanded = state.first_unlanded_offset
+        return None if highwater is None or first_unlanded is None else highwater - first_unlanded
+
+    def _refresh_idle_watermarks(self) -> None:
+        """Caught-up partitions keep their watermark moving, so one quiet partition holds no hour open."""
+        now = datetime.now(UTC)
+        caught_up = []
+        for tp in self.consumer.assignment():
+            state = self._state(tp.partition)
+            if (now - state.watermark.updated_at).total_seconds() < self.options.flush_interval_s:
+                continue
+            if self._lag(tp, state) == 0:
+                state.watermark = msgspec.structs.replace(state.watermark, caught_up_at=now, updated_at=now)
+                caught_up.append(state.watermark)
+        if caught_up:
+            self.writer.put_watermarks(caught_up)
+
+    # ------------------------------------------------------------------ reporting
+
+    def _log_progress(self, force: bool = False) -> None:
+        now = time.monotonic()
+        elapsed = now - self.progress.last_logged
+        if not force and elapsed < self.options.log_interval_s:
+            return
+        lags = [self._lag(tp, self._state(tp.partition)) for tp in self.consumer.assignment()]
+        lag = sum(filter(None, lags))
+        buffered = sum(state.buffer.events for state in self.states.values())
+        rate = (self.progress.events - self.progress.events_at_last_log) / elapsed if elapsed > 0 else 0.0
+        log.info(
+            "progress: landed=%d events (%.0f/s) files=%d flushes=%d rejected=%d buffered=%d lag=%d records%s",
+            self.progress.events, rate, self.progress.files, self.progress.flushes, self.progress.rejected,
+            buffered, lag, "" if None not in lags else " (some partitions not fetched yet)",
+        )
+        self.progress.last_logged = now
+        self.progress.events_at_last_log = self.progress.events

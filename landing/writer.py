@@ -1,0 +1,131 @@
+"""Everything landing writes to the object store, each write retried until durable."""
+
+from __future__ import annotations
+
+import logging
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from botocore.exceptions import BotoCoreError, ClientError
+from tenacity import before_sleep_log, retry, retry_if_exception_type, stop_after_delay, wait_exponential
+
+from heatmap_core.lake import (
+    LedgerEntry,
+    LedgerFile,
+    PartitionWatermark,
+    decode_watermark,
+    encode_ledger,
+    encode_watermark,
+    ledger_key,
+    part_key,
+    watermark_key,
+)
+from heatmap_core.s3 import s3_client
+from heatmap_core.settings import Settings
+from landing.buffer import Flush, PartFile
+from landing.parquet import parquet_from_json_lines
+
+log = logging.getLogger(__name__)
+
+CONTENT_TYPES = {"json": "application/x-ndjson", "parquet": "application/vnd.apache.parquet"}
+REJECTED_PREFIX = "_rejected/"
+
+# The object store may be briefly away (restart, network); a flush waits for it
+# rather than failing, since nothing is committed until the writes succeed.
+_durable = retry(
+    retry=retry_if_exception_type((BotoCoreError, ClientError)),
+    wait=wait_exponential(multiplier=0.5, max=15),
+    stop=stop_after_delay(120),
+    before_sleep=before_sleep_log(log, logging.WARNING),
+    reraise=True,
+)
+
+
+@dataclass(frozen=True)
+class WrittenFile:
+    key: str
+    part: PartFile
+    fmt: str
+    size: int
+
+
+class LakeWriter:
+    def __init__(self, settings: Settings, formats: tuple[str, ...], concurrency: int = 8):
+        self.settings = settings
+        self.bucket = settings.raw_bucket
+        self.formats = formats
+        self.s3 = s3_client(settings)
+        self.pool = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="s3-put")
+
+    def close(self) -> None:
+        self.pool.shutdown(wait=True)
+
+    @_durable
+    def put(self, key: str, body: bytes, content_type: str = "application/json") -> None:
+        self.s3.put_object(Bucket=self.bucket, Key=key, Body=body, ContentType=content_type)
+
+    def put_all(self, objects: list[tuple[str, bytes, str]]) -> None:
+        """Write objects in parallel; returns once every one of them is stored (or raises)."""
+        for future in [self.pool.submit(self.put, *obj) for obj in objects]:
+            future.result()
+
+    @_durable
+    def load_watermark(self, topic: str, kafka_partition: int) -> PartitionWatermark:
+        try:
+            body = self.s3.get_object(Bucket=self.bucket, Key=watermark_key(topic, kafka_partition))["Body"].read()
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") in ("NoSuchKey", "404"):
+                return PartitionWatermark(topic=topic, kafka_partition=kafka_partition, updated_at=datetime.now(UTC))
+            raise
+        return decode_watermark(body)
+
+    def put_watermarks(self, watermarks: list[PartitionWatermark]) -> None:
+        self.put_all([(watermark_key(w.topic, w.kafka_partition), encode_watermark(w), "application/json") for w in watermarks])
+
+    def put_rejected(self, kafka_partition: int, offset: int, value: bytes) -> str:
+        """Keep an undecodable record beside the lake, named by its origin so a replay overwrites it."""
+        key = f"{REJECTED_PREFIX}{self.settings.topic}/p{kafka_partition:04d}-o{offset:020d}.bin"
+        self.put(key, value, "application/octet-stream")
+        return key
+
+    def _encode(self, kafka_partition: int, part: PartFile, fmt: str) -> tuple[str, bytes]:
+        key = part_key(
+            part.hour, part.client_id, kafka_partition, part.first_offset, part.last_offset, fmt, self.settings.parquet_prefix
+        )
+        body = part.json_body()
+        return key, body if fmt == "json" else parquet_from_json_lines(body)
+
+    def write_parts(self, flushes: list[Flush]) -> dict[int, list[WrittenFile]]:
+        """Write every part file of the flushes in every format; by Kafka partition, what was written."""
+        encoded = [
+            (flush.kafka_partition, part, fmt, *self._encode(flush.kafka_partition, part, fmt))
+            for flush in flushes
+            for part in flush.files
+            for fmt in self.formats
+        ]
+        self.put_all([(key, body, CONTENT_TYPES[fmt]) for _, _, fmt, key, body in encoded])
+        written: dict[int, list[WrittenFile]] = {flush.kafka_partition: [] for flush in flushes}
+        for partition, part, fmt, key, body in encoded:
+            written[partition].append(WrittenFile(key, part, fmt, len(body)))
+        return written
+
+    def write_ledger(self, flushes: list[Flush], written: dict[int, list[WrittenFile]]) -> None:
+        entries = []
+        for flush in flushes:
+            now = datetime.now(UTC)
+            entry = LedgerEntry(
+                written_at=now,
+                kafka_partition=flush.kafka_partition,
+                first_offset=flush.first_offset,
+                last_offset=flush.last_offset,
+                files=[
+                    LedgerFile(
+                        key=file.key, dt=f"{file.part.hour:%Y-%m-%d}", hour=file.part.hour.hour,
+                        client_id=file.part.client_id, events=file.part.events, bytes=file.size, format=file.fmt,
+                    )
+                    for file in written[flush.kafka_partition]
+                ],
+            )
+            entries.append((ledger_key(now, flush.kafka_partition, flush.first_offset), encode_ledger(entry), "application/json"))
+        self.put_all(entries)
