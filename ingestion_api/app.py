@@ -11,7 +11,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
-from litestar import Litestar, MediaType, Request, Response, Router, get, post
+from litestar import Litestar, MediaType, Response, Router, get, post
 from litestar.config.cors import CORSConfig
 from litestar.di import Provide
 from litestar.dto import MsgspecDTO
@@ -68,7 +68,11 @@ async def post_batch(data: BatchIn, service: IngestService, writer: str | None) 
     return await service.ingest(data, writer)
 
 
-@get("/health", summary="Kafka and Redis reachability", responses={503: ResponseSpec(Health, description="degraded", generate_examples=False)})
+@get(
+    "/health",
+    summary="Kafka and Redis reachability",
+    responses={503: ResponseSpec(Health, description="degraded", generate_examples=False)},
+)
 async def health(service: IngestService) -> Response[Health]:
     kafka, redis = await asyncio.gather(service.publisher.ping(), service.ledger.ping(), return_exceptions=True)
     report = Health(
@@ -80,7 +84,7 @@ async def health(service: IngestService) -> Response[Health]:
 
 
 @get("/metrics", media_type=MediaType.TEXT, summary="Counters in Prometheus text format")
-async def metrics(service: IngestService) -> str:
+async def metrics_text(service: IngestService) -> str:
     return service.metrics.render()
 
 
@@ -97,8 +101,16 @@ def _logging_config() -> LoggingConfig:
             "json": {"format": "%(message)s"},
         },
         handlers={
-            "queue_listener": {"class": "litestar.logging.standard.QueueListenerHandler", "level": "DEBUG", "formatter": "standard"},
-            "json_queue": {"class": "litestar.logging.standard.QueueListenerHandler", "level": "DEBUG", "formatter": "json"},
+            "queue_listener": {
+                "class": "litestar.logging.standard.QueueListenerHandler",
+                "level": "DEBUG",
+                "formatter": "standard",
+            },
+            "json_queue": {
+                "class": "litestar.logging.standard.QueueListenerHandler",
+                "level": "DEBUG",
+                "formatter": "json",
+            },
         },
         loggers={
             "litestar": {"level": "INFO", "handlers": ["queue_listener"], "propagate": False},
@@ -109,9 +121,9 @@ def _logging_config() -> LoggingConfig:
 
 def create_app(settings: Settings | None = None) -> Litestar:
     settings = settings or get_settings()
-    metrics_ = Metrics()
+    metrics = Metrics()
     write_keys = WriteKeys(settings)
-    service = IngestService(settings, KafkaPublisher(settings), BatchLedger(settings), write_keys, metrics_)
+    service = IngestService(settings, KafkaPublisher(settings), BatchLedger(settings), write_keys, metrics)
 
     def provide_service() -> IngestService:
         return service
@@ -130,13 +142,13 @@ def create_app(settings: Settings | None = None) -> Litestar:
         route_handlers=[post_batch],
         guards=[write_keys.guard],
         dependencies={"writer": Provide(write_keys.writer, sync_to_thread=False)},
-        exception_handlers={HTTPException: rejection_handler(metrics_, settings.max_body_bytes)},
+        exception_handlers={HTTPException: rejection_handler(metrics, settings.max_body_bytes)},
     )
     return Litestar(
         route_handlers=[
             ingest,
             health,
-            metrics,
+            metrics_text,
             index,
             create_static_files_router(path=DEMO_PATH, directories=[DEMO_DIR], html_mode=True, include_in_schema=False),
         ],

@@ -31,7 +31,8 @@ class WriteKeys:
         given = request.headers.get(WRITE_KEY_HEADER) or request.query_params.get(WRITE_KEY_PARAM)
         if not given:
             raise BatchRejected(
-                401, f"missing write key: send it in the {WRITE_KEY_HEADER} header or the {WRITE_KEY_PARAM} query parameter"
+                401,
+                f"missing write key: send it in the {WRITE_KEY_HEADER} header or the {WRITE_KEY_PARAM} query parameter",
             )
         # Compare against every key in constant time rather than a dict lookup keyed by the secret.
         owners = [client for client, key in self._keys.items() if hmac.compare_digest(key.encode(), given.encode())]
@@ -46,6 +47,8 @@ class WriteKeys:
     def authorize(self, writer: str | None, client_id: str, events: int) -> None:
         if writer is not None and writer != client_id:
             raise BatchRejected(
-                403, f"this write key may write client_id {writer!r} only, not {client_id!r}", field="client_id", events=events
+                403,
+                f"this write key may write client_id {writer!r} only, not {client_id!r}",
+                field="client_id",
+                events=events,
             )
-

@@ -6,14 +6,13 @@ import logging
 from collections.abc import Callable
 
 import msgspec
-
 from litestar import Request, Response
 from litestar.exceptions import HTTPException
 
 from ingestion_api.observability import Metrics, log_event
 
-# Kafka outages are usually seconds (leader election, restart); the demo client backs off on top.
-KAFKA_RETRY_AFTER_S = 5
+# Kafka or Redis outages are usually seconds (leader election, restart); the demo client backs off on top.
+UNAVAILABLE_RETRY_AFTER_S = 5
 IN_FLIGHT_RETRY_AFTER_S = 1
 
 

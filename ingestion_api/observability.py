@@ -14,7 +14,12 @@ _json = msgspec.json.Encoder()
 
 def log_event(event: str, level: int = logging.INFO, **fields: object) -> None:
     if logger.isEnabledFor(level):
-        record = {"ts": datetime.now(UTC).isoformat(), "level": logging.getLevelName(level).lower(), "event": event, **fields}
+        record = {
+            "ts": datetime.now(UTC).isoformat(),
+            "level": logging.getLevelName(level).lower(),
+            "event": event,
+            **fields,
+        }
         logger.log(level, _json.encode(record).decode())
 
 
@@ -45,8 +50,12 @@ class Metrics:
                 f'heatmap_ingest_batches_total{{outcome="{outcome}",status="{status}"}} {count}'
                 for (outcome, status), count in sorted(self.batches.items())
             ),
-            "# HELP heatmap_ingest_events_total Events in answered batches, by outcome (rejected counts decodable batches only).",
+            "# HELP heatmap_ingest_events_total Events in answered batches, by outcome "
+            "(rejected counts decodable batches only).",
             "# TYPE heatmap_ingest_events_total counter",
-            *(f'heatmap_ingest_events_total{{outcome="{outcome}"}} {count}' for outcome, count in sorted(self.events.items())),
+            *(
+                f'heatmap_ingest_events_total{{outcome="{outcome}"}} {count}'
+                for outcome, count in sorted(self.events.items())
+            ),
         ]
         return "\n".join(lines) + "\n"

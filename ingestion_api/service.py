@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 from heatmap_core.events import RawBatchRecord, encode_record
 from heatmap_core.settings import Settings
 from ingestion_api.auth import WriteKeys
-from ingestion_api.errors import IN_FLIGHT_RETRY_AFTER_S, KAFKA_RETRY_AFTER_S, BatchRejected
+from ingestion_api.errors import IN_FLIGHT_RETRY_AFTER_S, UNAVAILABLE_RETRY_AFTER_S, BatchRejected
 from ingestion_api.ledger import BatchLedger, Claim, LedgerUnavailable
 from ingestion_api.models import BatchAccepted, BatchIn, Limits, check_batch
 from ingestion_api.observability import Metrics, log_event
@@ -17,7 +17,14 @@ from ingestion_api.publisher import KafkaPublisher, KafkaUnavailable
 
 
 class IngestService:
-    def __init__(self, settings: Settings, publisher: KafkaPublisher, ledger: BatchLedger, write_keys: WriteKeys, metrics: Metrics):
+    def __init__(
+        self,
+        settings: Settings,
+        publisher: KafkaPublisher,
+        ledger: BatchLedger,
+        write_keys: WriteKeys,
+        metrics: Metrics,
+    ):
         self._topic = settings.topic
         self._limits = Limits.from_settings(settings)
         self.publisher = publisher
@@ -35,35 +42,56 @@ class IngestService:
         try:
             claim = await self.ledger.claim(batch.client_id, batch_id)
         except LedgerUnavailable as exc:
-            raise BatchRejected(503, "idempotency store (Redis) unavailable", events=count, retry_after_s=KAFKA_RETRY_AFTER_S) from exc
+            raise BatchRejected(
+                503, "idempotency store (Redis) unavailable", events=count, retry_after_s=UNAVAILABLE_RETRY_AFTER_S
+            ) from exc
         if claim is Claim.DONE:
             return self._accepted(batch, batch_id, count, duplicate=True)
         if claim is Claim.PENDING:
             raise BatchRejected(
-                409, f"batch_id {batch_id} is being published by another request", field="batch_id",
-                events=count, retry_after_s=IN_FLIGHT_RETRY_AFTER_S,
+                409,
+                f"batch_id {batch_id} is being published by another request",
+                field="batch_id",
+                events=count,
+                retry_after_s=IN_FLIGHT_RETRY_AFTER_S,
             )
 
         record = RawBatchRecord(
-            client_id=batch.client_id, screen_id=batch.screen_id, batch_id=batch_id, received_at=now, events=batch.events
+            client_id=batch.client_id,
+            screen_id=batch.screen_id,
+            batch_id=batch_id,
+            received_at=now,
+            events=batch.events,
         )
         try:
             delivered = await self.publisher.publish(self._topic, record.key, encode_record(record))
         except KafkaUnavailable as exc:
             await self.ledger.release(batch.client_id, batch_id)
             log_event("kafka_publish_failed", logging.WARNING, batch_id=batch_id, error=str(exc))
-            raise BatchRejected(503, "Kafka unavailable: batch not accepted, retry later", events=count, retry_after_s=KAFKA_RETRY_AFTER_S) from exc
+            raise BatchRejected(
+                503,
+                "Kafka unavailable: batch not accepted, retry later",
+                events=count,
+                retry_after_s=UNAVAILABLE_RETRY_AFTER_S,
+            ) from exc
         try:
             await self.ledger.commit(batch.client_id, batch_id)
         except LedgerUnavailable as exc:
             # Kafka has the batch, so it is acknowledged; only dedup of a retry is lost.
             log_event("ledger_commit_failed", logging.WARNING, batch_id=batch_id, error=str(exc))
-        return self._accepted(batch, batch_id, count, duplicate=False, partition=delivered.partition, offset=delivered.offset)
+        return self._accepted(
+            batch, batch_id, count, duplicate=False, partition=delivered.partition, offset=delivered.offset
+        )
 
     def _accepted(self, batch: BatchIn, batch_id: str, count: int, duplicate: bool, **origin: int) -> BatchAccepted:
         self.metrics.accepted(count, duplicate)
         log_event(
-            "batch_accepted", client_id=batch.client_id, screen_id=batch.screen_id, batch_id=batch_id,
-            events=count, duplicate=duplicate, **origin,
+            "batch_accepted",
+            client_id=batch.client_id,
+            screen_id=batch.screen_id,
+            batch_id=batch_id,
+            events=count,
+            duplicate=duplicate,
+            **origin,
         )
         return BatchAccepted(batch_id=batch_id, events=count, duplicate=duplicate)

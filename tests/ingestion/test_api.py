@@ -170,7 +170,9 @@ def test_auth_off_accepts_without_key(ingest_settings):
 def test_plain_text_body_as_sent_by_sendbeacon_is_accepted(client, ingest_settings):
     body = msgspec.json.encode(make_batch())
     response = client.post(
-        f"/events/batch?write_key={WRITE_KEYS['acme']}", content=body, headers={"Content-Type": "text/plain;charset=UTF-8"}
+        f"/events/batch?write_key={WRITE_KEYS['acme']}",
+        content=body,
+        headers={"Content-Type": "text/plain;charset=UTF-8"},
     )
     assert response.status_code == 202
     assert len(read_topic(ingest_settings)) == 1
@@ -199,7 +201,11 @@ def test_health_schema_demo_and_cors(client, ingest_settings):
     origin = ingest_settings.cors_origin_list[0]
     preflight = client.options(
         "/events/batch",
-        headers={"Origin": origin, "Access-Control-Request-Method": "POST", "Access-Control-Request-Headers": "x-write-key"},
+        headers={
+            "Origin": origin,
+            "Access-Control-Request-Method": "POST",
+            "Access-Control-Request-Headers": "x-write-key",
+        },
     )
     stranger = client.options(
         "/events/batch", headers={"Origin": "http://evil.example", "Access-Control-Request-Method": "POST"}

@@ -47,7 +47,10 @@ def server(topic_settings: Settings, tmp_path_factory):
     log = log_path.open("w")
     process = subprocess.Popen(
         [sys.executable, "-m", "uvicorn", "ingestion_api.app:app", "--host", "127.0.0.1", "--port", str(port)],
-        cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
+        cwd=ROOT,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
     )
     url = f"http://127.0.0.1:{port}"
     try:
@@ -90,7 +93,10 @@ def _open_demo(browser, server: str, screen_id: str, **params: str):
     page = browser.new_page(viewport={"width": 1280, "height": 1100})
     errors: list[str] = []
     page.on("pageerror", lambda exc: errors.append(str(exc)))
-    query = "&".join(f"{k}={v}" for k, v in {"client_id": "acme", "screen_id": screen_id, "write_key": WRITE_KEYS["acme"], **params}.items())
+    query = "&".join(
+        f"{k}={v}"
+        for k, v in {"client_id": "acme", "screen_id": screen_id, "write_key": WRITE_KEYS["acme"], **params}.items()
+    )
     page.goto(f"{server}/demo/?{query}")
     return page, page.locator("#screen").bounding_box(), errors
 

@@ -7,7 +7,9 @@ from datetime import UTC, datetime, timedelta, timezone
 
 import msgspec
 import pytest
-from hypothesis import assume, given, settings as hyp_settings, strategies as st
+from hypothesis import assume, given
+from hypothesis import settings as hyp_settings
+from hypothesis import strategies as st
 from litestar.testing import TestClient
 
 from heatmap_core.events import EVENT_TYPES
@@ -36,7 +38,9 @@ def rfc3339(moment: datetime) -> str:
 
 @st.composite
 def event_times(draw, now: datetime) -> str:
-    offset = draw(st.integers(int((-LIMITS.past + MARGIN).total_seconds()), int((LIMITS.future - MARGIN).total_seconds())))
+    offset = draw(
+        st.integers(int((-LIMITS.past + MARGIN).total_seconds()), int((LIMITS.future - MARGIN).total_seconds()))
+    )
     micros = draw(st.integers(0, 999_999))
     return rfc3339((now + timedelta(seconds=offset, microseconds=micros)).astimezone(draw(zones)))
 
@@ -100,8 +104,18 @@ def invalid_batches(draw, now: datetime = NOW) -> tuple[dict, str]:
     at = f"events[{index}]"
     kind = draw(
         st.sampled_from(
-            ["id", "batch_id", "norm", "event_type", "event_time", "missing_event_key", "unknown_event_key",
-             "missing_batch_key", "no_events", "too_many_events"]
+            [
+                "id",
+                "batch_id",
+                "norm",
+                "event_type",
+                "event_time",
+                "missing_event_key",
+                "unknown_event_key",
+                "missing_batch_key",
+                "no_events",
+                "too_many_events",
+            ]
         )
     )
     if kind == "id":
@@ -127,7 +141,11 @@ def invalid_batches(draw, now: datetime = NOW) -> tuple[dict, str]:
         del event[name]
         return batch, f"{at}.{name}"
     if kind == "unknown_event_key":
-        name = draw(st.from_regex(r"[a-z_]{1,12}", fullmatch=True).filter(lambda k: k not in msgspec.structs.fields(BatchIn) and k not in (*REQUIRED_EVENT_KEYS, "event_type")))
+        name = draw(
+            st.from_regex(r"[a-z_]{1,12}", fullmatch=True).filter(
+                lambda k: k not in msgspec.structs.fields(BatchIn) and k not in (*REQUIRED_EVENT_KEYS, "event_type")
+            )
+        )
         event[name] = 1
         return batch, f"{at}.{name}"
     if kind == "missing_batch_key":
