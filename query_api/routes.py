@@ -4,16 +4,16 @@ ClickHouse and S3 calls run in worker threads (sync_to_thread=True)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from http import HTTPStatus
 from datetime import date, datetime
+from http import HTTPStatus
 from typing import Annotated
 
 from litestar import Controller, Request, Response, get, put
 from litestar.exceptions import ClientException, NotFoundException
-from litestar.params import Parameter
 from litestar.datastructures import ResponseHeader
 from litestar.openapi import ResponseSpec
-from litestar.openapi.spec import OpenAPIFormat, OpenAPIMediaType, OpenAPIType, Operation, RequestBody, Schema
+from litestar.params import Parameter
+from litestar.openapi.spec import OpenAPIFormat, OpenAPIMediaType, OpenAPIResponse, OpenAPIType, Operation, RequestBody, Schema
 from litestar.status_codes import HTTP_415_UNSUPPORTED_MEDIA_TYPE
 
 from heatmap_core.ids import ID_PATTERN
@@ -35,13 +35,23 @@ From = Annotated[datetime, Parameter(query="from", description="range start, an 
 To = Annotated[datetime, Parameter(query="to", description="range end (exclusive), on a UTC hour boundary")]
 ReadKey = Annotated[str | None, Parameter(header=READ_KEY_HEADER, required=False, description="client read key")]
 
+_IMAGES = {media: OpenAPIMediaType(schema=Schema(type=OpenAPIType.STRING, format=OpenAPIFormat.BINARY)) for media in SIGNATURES}
+
+
 @dataclass
 class ImageUpload(Operation):
-    """The upload's body is raw image bytes, which Litestar cannot infer from ``body: bytes``."""
+    """The body is raw image bytes, which Litestar cannot infer from ``body: bytes``."""
 
     def __post_init__(self) -> None:
-        binary = OpenAPIMediaType(schema=Schema(type=OpenAPIType.STRING, format=OpenAPIFormat.BINARY))
-        self.request_body = RequestBody(required=True, content={media: binary for media in SIGNATURES})
+        self.request_body = RequestBody(required=True, content=_IMAGES)
+
+
+@dataclass
+class ImageDownload(Operation):
+    """A 200 carries the image's own type; errors stay JSON."""
+
+    def __post_init__(self) -> None:
+        self.responses = {**(self.responses or {}), "200": OpenAPIResponse(description="the screenshot", content=_IMAGES)}
 
 
 def problems(*codes: int) -> dict[int, ResponseSpec]:
@@ -143,7 +153,7 @@ class ScreenshotController(Controller):
             raise ClientException(str(exc), status_code=HTTP_415_UNSUPPORTED_MEDIA_TYPE) from exc
         return ScreenshotInfo(client_id=client_id, screen_id=screen_id, content_type=content_type, bytes=len(body), etag=etag)
 
-    @get(**{**_SECURED, "responses": problems(401, 403, 404)}, media_type="image/png", description="The screen's screenshot with its stored Content-Type; 404 when none.")
+    @get(**{**_SECURED, "responses": problems(401, 403, 404)}, operation_class=ImageDownload, description="The screen's screenshot with its stored Content-Type; 404 when none.")
     def download(self, request: Request, screenshots: ScreenshotStore, client_id: ClientId, screen_id: ScreenId) -> Response[bytes]:
         found = screenshots.get(client_id, screen_id)
         if found is None:
