@@ -124,7 +124,13 @@ def replace_bucket(
                 parameters={"start": start},
             ).result_rows[0][0]
         )
-        client.command(f"ALTER TABLE {target} REPLACE PARTITION ID '{part}' FROM {staging}")
+        staged_rows = int(client.query(f"SELECT count() FROM {staging}").result_rows[0][0])
+        if staged_rows:
+            client.command(f"ALTER TABLE {target} REPLACE PARTITION ID '{part}' FROM {staging}")
+        else:
+            # Nothing left in the whole day partition: ClickHouse refuses REPLACE from an
+            # empty source, and dropping the partition is the same atomic outcome.
+            client.command(f"ALTER TABLE {target} DROP PARTITION ID '{part}'")
         return new_rows
     finally:
         client.command(f"DROP TABLE IF EXISTS {staging} SYNC")

@@ -1,0 +1,413 @@
+"""The heatmap assets: Kafka topic -> raw_events -> heatmap_hourly -> heatmap_daily -> heatmap_weekly.
+
+Idempotency: every partition is a bucket (hour, day or week) and every
+materialization recomputes its bucket from scratch and swaps it in with
+``heatmap_core.clickhouse.replace_bucket`` (staging table + REPLACE PARTITION),
+so re-running any partition, any number of times, leaves exactly one copy of
+the bucket's current truth: no duplicates, no stale cells, no half bucket.
+"""
+
+
+import os
+import time
+import warnings
+from datetime import datetime, timedelta
+
+from dagster import (
+    AssetDep,
+    AssetExecutionContext,
+    AssetKey,
+    AssetSpec,
+    BackfillPolicy,
+    FreshnessPolicy,
+    MaterializeResult,
+    MetadataValue,
+    TableColumn,
+    TableSchema,
+    BetaWarning,
+    asset,
+)
+
+from heatmap_assets import checks
+from heatmap_assets.automation import hourly_condition, rollup_condition
+from heatmap_assets.partitions import (
+    DAYS_OF_WEEK,
+    HOURS_OF_DAY,
+    SAME_HOUR,
+    daily_partitions,
+    hourly_partitions,
+    weekly_partitions,
+    window_of,
+)
+from heatmap_assets.resources import ClickHouseResource, LakeResource, SparkResource
+from heatmap_core import lake
+from heatmap_core.grid import GRID_H, GRID_W
+from heatmap_core.schema import DAILY, HOURLY, WEEKLY, BucketTable
+from heatmap_core.settings import get_settings
+
+# backfill_policy is marked beta in Dagster 1.13; it is the documented way to run a range in one run.
+warnings.filterwarnings("ignore", category=BetaWarning)
+
+OWNERS = ["team:analytics-platform"]
+GROUP = "heatmap"
+MAX_LISTED_PATHS = 50
+
+TOPIC_KEY = AssetKey("heatmap_events_topic")
+
+COLUMN_DOCS = {
+    "client_id": "Site that sent the events.",
+    "screen_id": "Page or screen of the site.",
+    "bucket_start": "Start of the hour, day (00:00) or week (Sunday 00:00), UTC.",
+    "cell_x": f"Grid column, 0..{GRID_W - 1}: floor(x_norm * {GRID_W}), clamped.",
+    "cell_y": f"Grid row, 0..{GRID_H - 1}: floor(y_norm * {GRID_H}), clamped.",
+    "count": "Events that fell in the cell during the bucket.",
+}
+_COLUMN_TYPES = {
+    "client_id": "LowCardinality(String)",
+    "screen_id": "LowCardinality(String)",
+    "bucket_start": "DateTime('UTC')",
+    "cell_x": "UInt8",
+    "cell_y": "UInt8",
+    "count": "UInt64",
+}
+BUCKET_SCHEMA = TableSchema(
+    columns=[TableColumn(name, _COLUMN_TYPES[name], description=doc) for name, doc in COLUMN_DOCS.items()]
+)
+RAW_SCHEMA = TableSchema(
+    columns=[
+        TableColumn("client_id", "string"),
+        TableColumn("screen_id", "string"),
+        TableColumn("event_time", "timestamp (UTC)", description="Decides the dt/hour folder."),
+        TableColumn("x_norm", "double", description="0..1 from the left edge."),
+        TableColumn("y_norm", "double", description="0..1 from the top edge."),
+        TableColumn("event_type", "string"),
+        TableColumn("received_at", "timestamp (UTC)"),
+        TableColumn("batch_id", "string"),
+        TableColumn("kafka_partition", "int", description="Kafka origin: with offset and index, unique per event."),
+        TableColumn("kafka_offset", "long"),
+        TableColumn("batch_index", "int"),
+    ]
+)
+
+
+def _minutes_env(name: str, default: float) -> float:
+    return float(os.environ.get(name, default))
+
+
+def freshness(name: str, fail_default_h: float, warn_default_h: float) -> FreshnessPolicy:
+    """Asset-level freshness (evaluated by Dagster's freshness daemon), overridable by env in minutes."""
+    fail = _minutes_env(f"HEATMAP_FRESHNESS_{name}_FAIL_MINUTES", fail_default_h * 60)
+    warn = _minutes_env(f"HEATMAP_FRESHNESS_{name}_WARN_MINUTES", warn_default_h * 60)
+    return FreshnessPolicy.time_window(
+        fail_window=timedelta(minutes=fail), warn_window=timedelta(minutes=warn) if warn < fail else None
+    )
+
+
+def _table_meta(table: BucketTable) -> dict:
+    database = get_settings().clickhouse_database
+    return {
+        "dagster/column_schema": BUCKET_SCHEMA,
+        "dagster/table_name": f"{database}.{table.name}",
+        "table": f"{database}.{table.name}",
+        "grain": table.grain,
+        "retention": table.ttl,
+    }
+
+
+# --------------------------------------------------------------------------- upstream, observed
+
+kafka_topic = AssetSpec(
+    TOPIC_KEY,
+    description=(
+        "The Kafka topic the ingestion API publishes accepted mouse-movement batches to "
+        "(one record per batch, key client_id|screen_id). Produced outside Dagster."
+    ),
+    kinds={"kafka"},
+    group_name="ingestion",
+    owners=OWNERS,
+    metadata={"topic": get_settings().topic, "bootstrap": get_settings().kafka_bootstrap},
+)
+
+raw_events = AssetSpec(
+    checks.RAW_EVENTS,
+    deps=[TOPIC_KEY],
+    partitions_def=hourly_partitions,
+    description=(
+        "The raw lake: one line per event, written by the landing consumer under "
+        "dt=YYYY-MM-DD/hour=HH/client_id=<id>/ by the event's UTC time. Not computed by Dagster: "
+        "the raw_events_ledger sensor records a materialization for every hour that gained files, "
+        "with the files, bytes and events it learned of."
+    ),
+    kinds={"s3"},
+    group_name="lake",
+    owners=OWNERS,
+    metadata={
+        "dagster/column_schema": RAW_SCHEMA,
+        "bucket": get_settings().raw_bucket,
+        "layout": "dt=YYYY-MM-DD/hour=HH/client_id=<id>/part-p<partition>-o<first>-<last>.<json|parquet>",
+    },
+)
+
+
+# --------------------------------------------------------------------------- heatmap_hourly
+
+
+@asset(
+    name="heatmap_hourly",
+    partitions_def=hourly_partitions,
+    deps=[AssetDep(checks.RAW_EVENTS, partition_mapping=SAME_HOUR)],
+    backfill_policy=BackfillPolicy.single_run(),
+    automation_condition=hourly_condition(),
+    freshness_policy=freshness("HOURLY", 3, 1.5),
+    check_specs=checks.HOURLY_CHECKS,
+    kinds={"spark", "clickhouse"},
+    group_name=GROUP,
+    owners=OWNERS,
+    description=(
+        "Mouse events per grid cell (100 x 200) for each client, screen and UTC hour. PySpark reads the "
+        "hour's lake files, counts every event once (duplicates from a landing re-flush share their Kafka "
+        "origin) and the hour's rows in ClickHouse are replaced in one atomic swap. A backfill over many "
+        "hours runs in one Spark session and still replaces each hour on its own."
+    ),
+    metadata=_table_meta(HOURLY),
+    code_version="1",
+)
+def heatmap_hourly(
+    context: AssetExecutionContext, lake_store: LakeResource, spark: SparkResource, clickhouse: ClickHouseResource
+) -> MaterializeResult:
+    from heatmap_assets.spark_job import aggregate_hours
+
+    started = time.monotonic()
+    settings = lake_store.settings
+    hours = [window_of(hourly_partitions, key)[0] for key in context.partition_keys]
+
+    files = {hour: lake_store.hour_files(hour) for hour in hours}
+    paths = [lake_store.s3a_path(obj.key) for hour in hours for obj in files[hour]]
+    context.log.info("%d hour(s), %d lake file(s) to read", len(hours), len(paths))
+    results = aggregate_hours(spark.spark_session, paths, settings.raw_format) if paths else {}
+
+    per_hour = []
+    rows_written = 0
+    for hour in hours:
+        result = results.get(hour)
+        rows = result.rows if result else []
+        # One short unit of work per hour: the embedded chDB lock is never held across Spark work.
+        with clickhouse.connect() as client:
+            written = _replace(client, clickhouse.db, HOURLY, hour, rows=rows)
+        rows_written += written
+        per_hour.append(
+            (hour, len(files[hour]), sum(o.size for o in files[hour]), result.lines if result else 0,
+             result.events if result else 0, written)
+        )
+        context.log.info("hour %s: %d events -> %d cells", hour.isoformat(), result.events if result else 0, written)
+
+    with clickhouse.connect() as client:
+        check_results = _hourly_checks(client, clickhouse.db, lake_store, per_hour)
+
+    events_in = sum(p[4] for p in per_hour)
+    lines_in = sum(p[3] for p in per_hour)
+    source = [obj.key for hour in hours for obj in files[hour]]
+    return MaterializeResult(
+        metadata={
+            "partitions": MetadataValue.text(f"{context.partition_keys[0]} .. {context.partition_keys[-1]}"),
+            "hours": len(hours),
+            "events_in": events_in,
+            "duplicate_or_unreadable_lines": lines_in - events_in,
+            "cells_out": rows_written,
+            "rows_written": rows_written,
+            "files_read": len(paths),
+            "bytes_read": sum(p[2] for p in per_hour),
+            "source_paths": MetadataValue.json(source[:MAX_LISTED_PATHS] + (["..."] if len(source) > MAX_LISTED_PATHS else [])),
+            "source_prefix": MetadataValue.text(
+                f"s3://{settings.raw_bucket}/{lake.hour_prefix(hours[0], settings.raw_format, settings.parquet_prefix)}"
+            ),
+            "per_hour": MetadataValue.md(_hour_table(per_hour)),
+            "table": f"{clickhouse.db}.{HOURLY.name}",
+            "spark_master": (spark.master or settings.spark_master) if paths else "not started (no files)",
+            "duration_s": round(time.monotonic() - started, 3),
+        },
+        check_results=check_results,
+    )
+
+
+def _replace(client, database: str, table: BucketTable, bucket: datetime, **kwargs) -> int:
+    from heatmap_core.clickhouse import replace_bucket
+
+    return replace_bucket(client, table, bucket, database=database, **kwargs)
+
+
+def _hour_table(per_hour) -> str:
+    lines = ["| hour (UTC) | files | bytes | lines | events | cells |", "|---|---:|---:|---:|---:|---:|"]
+    for hour, nfiles, nbytes, nlines, events, cells in per_hour[:200]:
+        lines.append(f"| {hour:%Y-%m-%d %H:00} | {nfiles} | {nbytes} | {nlines} | {events} | {cells} |")
+    return "\n".join(lines)
+
+
+def _hourly_checks(client, database: str, lake_store: LakeResource, per_hour) -> list:
+    from dagster import AssetCheckResult
+
+    settings = lake_store.settings
+    mismatched = {}
+    raw_total = hourly_total = 0
+    for hour, nfiles, _bytes, _lines, _events, _cells in per_hour:
+        raw = 0
+        if nfiles:
+            glob = lake.s3a_hour_glob(settings.raw_bucket, hour, settings.raw_format, settings.parquet_prefix)
+            url = lake_store.http_url(glob.split(f"s3a://{settings.raw_bucket}/", 1)[1])
+            raw = checks.lake_distinct_events(client, url, settings.raw_format, settings.s3_access_key, settings.s3_secret_key)
+        end = window_of(hourly_partitions, hour.strftime("%Y-%m-%d-%H:%M"))[1]
+        cells = checks.bucket_sum(client, database, HOURLY, hour, end)
+        raw_total += raw
+        hourly_total += cells
+        if raw != cells:
+            mismatched[f"{hour:%Y-%m-%d-%H:%M}"] = {"raw_events": raw, "hourly_sum": cells}
+    results = [
+        AssetCheckResult(
+            asset_key=checks.HOURLY_KEY,
+            check_name=checks.RAW_MATCH,
+            passed=not mismatched,
+            metadata={
+                "raw_distinct_events": raw_total,
+                "hourly_sum": hourly_total,
+                "hours_checked": len(per_hour),
+                "mismatched_hours": MetadataValue.json(mismatched),
+            },
+        )
+    ]
+    results += checks.table_checks(client, database, HOURLY, checks.HOURLY_KEY, [p[0] for p in per_hour])
+    return results
+
+
+# --------------------------------------------------------------------------- rollups
+
+
+def _rollup(
+    context: AssetExecutionContext,
+    clickhouse: ClickHouseResource,
+    *,
+    source: BucketTable,
+    target: BucketTable,
+    partitions_def,
+    upstream_key: AssetKey,
+    check_name: str,
+    asset_key: AssetKey,
+) -> MaterializeResult:
+    from dagster import AssetCheckResult
+
+    started = time.monotonic()
+    database = clickhouse.db
+    # The span of upstream partitions this run depends on, as resolved through the partition mapping.
+    upstream = context.asset_partitions_time_window_for_input(upstream_key.to_python_identifier())
+    buckets = []
+    rows_written = 0
+    events = 0
+    mismatched = {}
+    upstream_cells = 0
+    for key in context.partition_keys:
+        # The bucket's own window; with the time-window mapping its upstream
+        # partitions are exactly those inside it (the span above is their union).
+        start, end = window_of(partitions_def, key)
+        # The window filter sits in a subquery: in ClickHouse an outer alias named
+        # bucket_start would shadow the column inside WHERE.
+        select_sql = (
+            "SELECT client_id, screen_id, {bucket:DateTime('UTC')} AS bucket_start, cell_x, cell_y, sum(n) AS count "
+            f"FROM (SELECT client_id, screen_id, cell_x, cell_y, count AS n FROM `{database}`.`{source.name}` "
+            "WHERE bucket_start >= {start:DateTime('UTC')} AND bucket_start < {end:DateTime('UTC')}) "
+            "GROUP BY client_id, screen_id, cell_x, cell_y"
+        )
+        params = {"bucket": checks._ts(start), "start": checks._ts(start), "end": checks._ts(end)}
+        with clickhouse.connect() as client:
+            source_cells = int(
+                client.query(
+                    f"SELECT count() FROM `{database}`.`{source.name}` "
+                    "WHERE bucket_start >= {start:DateTime('UTC')} AND bucket_start < {end:DateTime('UTC')}",
+                    parameters=params,
+                ).result_rows[0][0]
+            )
+            written = _replace(client, database, target, start, select_sql=select_sql, parameters=params)
+            differing, source_sum, target_sum = checks.rollup_mismatches(client, database, source, target, start, end)
+        context.log.info("%s %s: %d upstream rows -> %d cells, %d events", target.grain, key, source_cells, written, target_sum)
+        buckets.append(start)
+        rows_written += written
+        events += target_sum
+        upstream_cells += source_cells
+        if differing or source_sum != target_sum:
+            mismatched[key] = {"cells_differing": differing, "upstream_sum": source_sum, "sum": target_sum}
+    with clickhouse.connect() as client:
+        table_results = checks.table_checks(client, database, target, asset_key, buckets)
+    return MaterializeResult(
+        metadata={
+            "partitions": MetadataValue.text(f"{context.partition_keys[0]} .. {context.partition_keys[-1]}"),
+            "upstream_window": MetadataValue.text(f"{upstream.start.isoformat()} .. {upstream.end.isoformat()}"),
+            "events_in": events,
+            "upstream_rows_in": upstream_cells,
+            "cells_out": rows_written,
+            "rows_written": rows_written,
+            "source_table": f"{database}.{source.name}",
+            "table": f"{database}.{target.name}",
+            "duration_s": round(time.monotonic() - started, 3),
+        },
+        check_results=[
+            AssetCheckResult(
+                asset_key=asset_key,
+                check_name=check_name,
+                passed=not mismatched,
+                metadata={"buckets_checked": len(buckets), "events": events, "mismatched": MetadataValue.json(mismatched)},
+            ),
+            *table_results,
+        ],
+    )
+
+
+@asset(
+    name="heatmap_daily",
+    partitions_def=daily_partitions,
+    deps=[AssetDep(checks.HOURLY_KEY, partition_mapping=HOURS_OF_DAY)],
+    backfill_policy=BackfillPolicy.single_run(),
+    automation_condition=rollup_condition(),
+    freshness_policy=freshness("DAILY", 26, 6),
+    check_specs=checks.DAILY_CHECKS,
+    kinds={"clickhouse"},
+    group_name=GROUP,
+    owners=OWNERS,
+    description=(
+        "Mouse events per grid cell for each client, screen and UTC day: the sum of the day's 24 hourly "
+        "buckets, computed inside ClickHouse (INSERT ... SELECT) and swapped in atomically."
+    ),
+    metadata=_table_meta(DAILY),
+    code_version="1",
+)
+def heatmap_daily(context: AssetExecutionContext, clickhouse: ClickHouseResource) -> MaterializeResult:
+    return _rollup(
+        context, clickhouse, source=HOURLY, target=DAILY, partitions_def=daily_partitions,
+        upstream_key=checks.HOURLY_KEY, check_name=checks.HOURLY_MATCH, asset_key=checks.DAILY_KEY,
+    )
+
+
+@asset(
+    name="heatmap_weekly",
+    partitions_def=weekly_partitions,
+    deps=[AssetDep(checks.DAILY_KEY, partition_mapping=DAYS_OF_WEEK)],
+    backfill_policy=BackfillPolicy.single_run(),
+    automation_condition=rollup_condition(),
+    freshness_policy=freshness("WEEKLY", 24 * 8, 30),
+    check_specs=checks.WEEKLY_CHECKS,
+    kinds={"clickhouse"},
+    group_name=GROUP,
+    owners=OWNERS,
+    description=(
+        "Mouse events per grid cell for each client, screen and week (Sunday to Saturday, UTC, like "
+        "ClickHouse toStartOfWeek): the sum of the week's 7 daily buckets, computed inside ClickHouse "
+        "and swapped in atomically."
+    ),
+    metadata=_table_meta(WEEKLY),
+    code_version="1",
+)
+def heatmap_weekly(context: AssetExecutionContext, clickhouse: ClickHouseResource) -> MaterializeResult:
+    return _rollup(
+        context, clickhouse, source=DAILY, target=WEEKLY, partitions_def=weekly_partitions,
+        upstream_key=checks.DAILY_KEY, check_name=checks.DAILY_MATCH, asset_key=checks.WEEKLY_KEY,
+    )
+
+
+ALL_ASSETS = [kafka_topic, raw_events, heatmap_hourly, heatmap_daily, heatmap_weekly]

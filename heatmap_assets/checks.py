@@ -1,0 +1,301 @@
+"""Asset checks: count reconciliation, grid bounds, unique keys, and late partitions.
+
+The reconciliation and table checks run inside every materialization of the
+aggregate they guard (declared as ``check_specs`` on the asset), over exactly
+the partitions that run wrote, and are recorded with it in the UI:
+
+- heatmap_hourly: distinct raw events in the lake (recounted by ClickHouse
+  straight from the hour's files, an engine independent of Spark) = sum of
+  the hour's cells; cells within the grid; no duplicate keys.
+- heatmap_daily: the day's hourly sum = the daily sum, cell by cell.
+- heatmap_weekly: the week's daily sum = the weekly sum, cell by cell.
+
+``partitions_fresh`` (one per aggregate) flags partitions whose upstream
+gained data more than the allowed lag ago without the partition having been
+rebuilt since; the freshness sensor evaluates it every minute and it can be
+run from the UI on demand.
+"""
+
+
+import os
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+
+from dagster import (
+    AssetCheckResult,
+    AssetCheckSeverity,
+    AssetCheckSpec,
+    AssetKey,
+    AssetRecordsFilter,
+    DagsterEventType,
+    MetadataValue,
+    asset_check,
+)
+
+from heatmap_assets.partitions import (
+    DAYS_OF_WEEK,
+    HOURS_OF_DAY,
+    SAME_HOUR,
+    daily_partitions,
+    hourly_partitions,
+    weekly_partitions,
+)
+from heatmap_core.grid import GRID_H, GRID_W
+from heatmap_core.schema import BucketTable
+
+RAW_EVENTS = AssetKey("raw_events")
+HOURLY_KEY = AssetKey("heatmap_hourly")
+DAILY_KEY = AssetKey("heatmap_daily")
+WEEKLY_KEY = AssetKey("heatmap_weekly")
+
+GRID_CHECK = "cells_within_grid"
+UNIQUE_CHECK = "no_duplicate_cells"
+RAW_MATCH = "raw_events_match_hourly"
+HOURLY_MATCH = "hourly_sum_matches_daily"
+DAILY_MATCH = "daily_sum_matches_weekly"
+FRESH_CHECK = "partitions_fresh"
+
+
+def _table_specs(key: AssetKey) -> list[AssetCheckSpec]:
+    return [
+        AssetCheckSpec(GRID_CHECK, asset=key, description=f"Every cell lies in the {GRID_W} x {GRID_H} grid."),
+        AssetCheckSpec(
+            UNIQUE_CHECK,
+            asset=key,
+            description="One row per (client_id, screen_id, bucket_start, cell_x, cell_y): no duplicates.",
+        ),
+    ]
+
+
+HOURLY_CHECKS = [
+    AssetCheckSpec(
+        RAW_MATCH,
+        asset=HOURLY_KEY,
+        additional_deps=[RAW_EVENTS],
+        description="Distinct raw events in the hour's lake files (recounted by ClickHouse) = sum of the hour's cells.",
+    ),
+    *_table_specs(HOURLY_KEY),
+]
+DAILY_CHECKS = [
+    AssetCheckSpec(
+        HOURLY_MATCH,
+        asset=DAILY_KEY,
+        additional_deps=[HOURLY_KEY],
+        description="The 24 hourly buckets of the day add up to the daily bucket, cell by cell.",
+    ),
+    *_table_specs(DAILY_KEY),
+]
+WEEKLY_CHECKS = [
+    AssetCheckSpec(
+        DAILY_MATCH,
+        asset=WEEKLY_KEY,
+        additional_deps=[DAILY_KEY],
+        description="The 7 daily buckets of the week add up to the weekly bucket, cell by cell.",
+    ),
+    *_table_specs(WEEKLY_KEY),
+]
+
+
+# --------------------------------------------------------------------------- table checks
+
+
+def _ts(moment: datetime) -> datetime:
+    return moment.astimezone(UTC).replace(tzinfo=None)
+
+
+def table_checks(client, database: str, table: BucketTable, key: AssetKey, buckets: list[datetime]) -> list[AssetCheckResult]:
+    """Grid bounds and key uniqueness over the given buckets of one table."""
+    target = f"`{database}`.`{table.name}`"
+    starts = [_ts(b) for b in buckets]
+    out_of_grid, duplicates, rows = client.query(
+        f"SELECT countIf(cell_x >= {GRID_W} OR cell_y >= {GRID_H}), "
+        f"count() - uniqExact(client_id, screen_id, bucket_start, cell_x, cell_y), count() "
+        f"FROM {target} WHERE bucket_start IN {{starts:Array(DateTime('UTC'))}}",
+        parameters={"starts": starts},
+    ).result_rows[0]
+    return [
+        AssetCheckResult(
+            asset_key=key,
+            check_name=GRID_CHECK,
+            passed=int(out_of_grid) == 0,
+            metadata={"cells_outside_grid": int(out_of_grid), "rows_checked": int(rows), "buckets": len(buckets)},
+        ),
+        AssetCheckResult(
+            asset_key=key,
+            check_name=UNIQUE_CHECK,
+            passed=int(duplicates) == 0,
+            metadata={"duplicate_rows": int(duplicates), "rows_checked": int(rows), "buckets": len(buckets)},
+        ),
+    ]
+
+
+def bucket_sum(client, database: str, table: BucketTable, start: datetime, end: datetime) -> int:
+    return int(
+        client.query(
+            f"SELECT sum(count) FROM `{database}`.`{table.name}` "
+            f"WHERE bucket_start >= {{start:DateTime('UTC')}} AND bucket_start < {{end:DateTime('UTC')}}",
+            parameters={"start": _ts(start), "end": _ts(end)},
+        ).result_rows[0][0]
+        or 0
+    )
+
+
+def rollup_mismatches(
+    client, database: str, source: BucketTable, target: BucketTable, start: datetime, end: datetime
+) -> tuple[int, int, int]:
+    """(cells that differ, source sum, target sum) between a window of ``source`` and its bucket in ``target``."""
+    params = {"start": _ts(start), "end": _ts(end)}
+    window = "bucket_start >= {start:DateTime('UTC')} AND bucket_start < {end:DateTime('UTC')}"
+    keys = "client_id, screen_id, cell_x, cell_y"
+    differing = int(
+        client.query(
+            f"SELECT count() FROM "
+            f"(SELECT {keys}, sum(count) AS c FROM `{database}`.`{source.name}` WHERE {window} GROUP BY {keys}) AS s "
+            f"FULL OUTER JOIN "
+            f"(SELECT {keys}, sum(count) AS c FROM `{database}`.`{target.name}` WHERE {window} GROUP BY {keys}) AS t "
+            f"USING ({keys}) WHERE s.c != t.c",
+            parameters=params,
+        ).result_rows[0][0]
+    )
+    return differing, bucket_sum(client, database, source, start, end), bucket_sum(client, database, target, start, end)
+
+
+# --------------------------------------------------------------------------- raw recount
+
+
+def lake_distinct_events(client, url_glob: str, fmt: str, access_key: str, secret_key: str) -> int:
+    """Distinct valid events (by Kafka origin) in the files matching ``url_glob``, read by ClickHouse."""
+    structure = (
+        "client_id Nullable(String), screen_id Nullable(String), x_norm Nullable(Float64), "
+        "y_norm Nullable(Float64), kafka_partition Nullable(Int64), kafka_offset Nullable(Int64), "
+        "batch_index Nullable(Int64)"
+    )
+    ch_format = {"json": "JSONEachRow", "parquet": "Parquet"}[fmt]
+    return int(
+        client.query(
+            "SELECT uniqExact(assumeNotNull(kafka_partition), assumeNotNull(kafka_offset), assumeNotNull(batch_index)) "
+            f"FROM s3({{url:String}}, {{key:String}}, {{secret:String}}, '{ch_format}', '{structure}') "
+            "WHERE client_id IS NOT NULL AND screen_id IS NOT NULL AND x_norm IS NOT NULL AND y_norm IS NOT NULL "
+            "AND kafka_partition IS NOT NULL AND kafka_offset IS NOT NULL AND batch_index IS NOT NULL "
+            "SETTINGS input_format_allow_errors_ratio = 1, input_format_skip_unknown_fields = 1",
+            parameters={"url": url_glob, "key": access_key, "secret": secret_key},
+        ).result_rows[0][0]
+    )
+
+
+# --------------------------------------------------------------------------- late partitions
+
+LAG_ENV = "HEATMAP_FRESHNESS_LAG_MINUTES"
+LOOKBACK_ENV = "HEATMAP_FRESHNESS_LOOKBACK_HOURS"
+
+
+def allowed_lag() -> timedelta:
+    return timedelta(minutes=float(os.environ.get(LAG_ENV, "30")))
+
+
+def freshness_lookback() -> timedelta:
+    return timedelta(hours=float(os.environ.get(LOOKBACK_ENV, "72")))
+
+
+@dataclass(frozen=True)
+class Edge:
+    child: AssetKey
+    child_def: object
+    parent: AssetKey
+    parent_def: object
+    mapping: object
+
+
+EDGES = {
+    HOURLY_KEY: Edge(HOURLY_KEY, hourly_partitions, RAW_EVENTS, hourly_partitions, SAME_HOUR),
+    DAILY_KEY: Edge(DAILY_KEY, daily_partitions, HOURLY_KEY, hourly_partitions, HOURS_OF_DAY),
+    WEEKLY_KEY: Edge(WEEKLY_KEY, weekly_partitions, DAILY_KEY, daily_partitions, DAYS_OF_WEEK),
+}
+
+
+@dataclass
+class Lateness:
+    asset_key: AssetKey
+    late: dict[str, datetime] = field(default_factory=dict)  # partition -> oldest unreflected upstream update
+    checked: int = 0
+
+    @property
+    def passed(self) -> bool:
+        return not self.late
+
+    def metadata(self, lag: timedelta) -> dict:
+        oldest = min(self.late.values()) if self.late else None
+        return {
+            "late_partitions": MetadataValue.json(sorted(self.late)),
+            "late_count": len(self.late),
+            "allowed_lag_minutes": lag.total_seconds() / 60,
+            "oldest_pending_update": MetadataValue.text(oldest.isoformat() if oldest else "none"),
+            "partitions_with_upstream_updates_checked": self.checked,
+        }
+
+
+def late_partitions(
+    instance, child: AssetKey, *, now: datetime | None = None, lag: timedelta | None = None, lookback: timedelta | None = None
+) -> Lateness:
+    """Partitions of ``child`` whose upstream was updated more than ``lag`` ago and not rebuilt since.
+
+    Upstream partitions map to the child's through the same time-window
+    partition mappings the assets declare.
+    """
+    edge = EDGES[child]
+    now = now or datetime.now(UTC)
+    lag = allowed_lag() if lag is None else lag
+    lookback = freshness_lookback() if lookback is None else lookback
+    result = Lateness(child)
+    child_latest = instance.get_latest_storage_id_by_partition(child, DagsterEventType.ASSET_MATERIALIZATION)
+    records = []
+    records_filter = AssetRecordsFilter(asset_key=edge.parent, after_timestamp=(now - lookback).timestamp())
+    page_cursor = None
+    while len(records) < 50_000:
+        page = instance.fetch_materializations(records_filter, limit=5000, cursor=page_cursor)
+        records.extend(page.records)
+        if not page.has_more:
+            break
+        page_cursor = page.cursor
+    children_of: dict[str, list[str]] = {}
+    checked: set[str] = set()
+    for record in records:
+        partition = record.partition_key
+        if partition is None or not edge.parent_def.has_partition_key(partition):
+            continue
+        if partition not in children_of:
+            subset = edge.parent_def.subset_with_partition_keys([partition])
+            downstream = edge.mapping.get_downstream_partitions_for_partitions(subset, edge.parent_def, edge.child_def)
+            children_of[partition] = list(downstream.get_partition_keys())
+        updated_at = datetime.fromtimestamp(record.timestamp, UTC)
+        for key in children_of[partition]:
+            checked.add(key)
+            if record.storage_id > child_latest.get(key, -1) and now - updated_at > lag:
+                if key not in result.late or updated_at < result.late[key]:
+                    result.late[key] = updated_at
+    result.checked = len(checked)
+    return result
+
+
+def _fresh_check(key: AssetKey, description: str):
+    @asset_check(asset=key, name=FRESH_CHECK, description=description, blocking=False)
+    def _check(context) -> AssetCheckResult:
+        lag = allowed_lag()
+        lateness = late_partitions(context.instance, key, lag=lag)
+        return AssetCheckResult(
+            passed=lateness.passed, severity=AssetCheckSeverity.ERROR, metadata=lateness.metadata(lag)
+        )
+
+    return _check
+
+
+fresh_checks = [
+    _fresh_check(HOURLY_KEY, "No hour whose raw events changed more than the allowed lag ago is still waiting to be rebuilt."),
+    _fresh_check(DAILY_KEY, "No day whose hourly buckets changed more than the allowed lag ago is still waiting to be rolled up."),
+    _fresh_check(WEEKLY_KEY, "No week whose daily buckets changed more than the allowed lag ago is still waiting to be rolled up."),
+]
+
+
+def all_specs() -> Iterable[AssetCheckSpec]:
+    return [*HOURLY_CHECKS, *DAILY_CHECKS, *WEEKLY_CHECKS]

@@ -1,0 +1,87 @@
+"""Time partitions of the batch side, all UTC, and the mappings between them.
+
+Hours roll up into days and days into weeks through Dagster's time-window
+partition mapping: a daily partition depends on the hourly partitions inside
+its window, a weekly one on the seven daily partitions inside its window.
+Weeks start on Sunday, the day ClickHouse ``toStartOfWeek`` gives by default
+(Dagster's ``WeeklyPartitionsDefinition`` default ``day_offset=0``).
+
+The partition sets start on a Sunday (so hours, days and weeks begin
+together) a few weeks before today, or on ``HEATMAP_PARTITIONS_START``
+(YYYY-MM-DD) when set. Each set also holds the bucket in progress
+(``end_offset=1``): the current hour, day and week are materialized as their
+data arrives, so dashboards are near real time.
+"""
+
+from __future__ import annotations
+
+import os
+from datetime import UTC, date, datetime, timedelta
+
+from dagster import (
+    DailyPartitionsDefinition,
+    HourlyPartitionsDefinition,
+    TimeWindowPartitionMapping,
+    WeeklyPartitionsDefinition,
+)
+
+TIMEZONE = "UTC"
+START_ENV = "HEATMAP_PARTITIONS_START"
+LOOKBACK_ENV = "HEATMAP_PARTITIONS_LOOKBACK_DAYS"
+DEFAULT_LOOKBACK_DAYS = 35
+
+HOUR_FMT = "%Y-%m-%d-%H:%M"
+DAY_FMT = "%Y-%m-%d"
+
+
+def sunday_on_or_before(day: date) -> date:
+    # date.weekday(): Monday=0 ... Sunday=6
+    return day - timedelta(days=(day.weekday() + 1) % 7)
+
+
+def partitions_start(today: date | None = None) -> date:
+    """The first day of every partition set: a Sunday."""
+    configured = os.environ.get(START_ENV, "").strip()
+    if configured:
+        return sunday_on_or_before(date.fromisoformat(configured))
+    today = today or datetime.now(UTC).date()
+    lookback = int(os.environ.get(LOOKBACK_ENV, DEFAULT_LOOKBACK_DAYS))
+    return sunday_on_or_before(today - timedelta(days=lookback))
+
+
+START = partitions_start()
+_START = START.isoformat()
+
+hourly_partitions = HourlyPartitionsDefinition(start_date=f"{_START}-00:00", timezone=TIMEZONE, end_offset=1)
+daily_partitions = DailyPartitionsDefinition(start_date=_START, timezone=TIMEZONE, end_offset=1)
+# day_offset=0: weeks start on Sunday like ClickHouse toStartOfWeek(mode 0).
+weekly_partitions = WeeklyPartitionsDefinition(start_date=_START, timezone=TIMEZONE, day_offset=0, end_offset=1)
+
+# The default mapping between time-window partition sets, spelled out: each
+# downstream window depends on every upstream partition inside it.
+import warnings
+
+from dagster import BetaWarning
+
+warnings.filterwarnings("ignore", category=BetaWarning)
+
+# The bucket in progress (today, this week) also spans hours and days that are
+# not partitions yet; those simply have no rows, so they may be absent.
+HOURS_OF_DAY = TimeWindowPartitionMapping(allow_nonexistent_upstream_partitions=True)
+DAYS_OF_WEEK = TimeWindowPartitionMapping(allow_nonexistent_upstream_partitions=True)
+SAME_HOUR = TimeWindowPartitionMapping()
+
+
+def hour_key(hour: datetime) -> str:
+    return hour.astimezone(UTC).strftime(HOUR_FMT)
+
+
+def day_key(day: datetime | date) -> str:
+    return day.strftime(DAY_FMT)
+
+
+def window_of(partitions_def, key: str) -> tuple[datetime, datetime]:
+    """[start, end) of one partition, as aware UTC datetimes."""
+    window = partitions_def.time_window_for_partition_key(key)
+    return window.start.astimezone(UTC), window.end.astimezone(UTC)
+

@@ -1,0 +1,198 @@
+"""Resources: the lake on S3, ClickHouse and Spark, each a thin Dagster wrapper
+over ``heatmap_core`` so the batch side reaches the services the same way as
+every other part of the project.
+
+Values left unset come from the HEATMAP_* settings of the process running the
+code (``heatmap_core.settings``); secrets are never written into resource
+config, so the UI never shows them.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from dagster import ConfigurableResource
+from dagster_pyspark import LazyPySparkResource
+from pydantic import PrivateAttr
+
+from heatmap_core import lake
+from heatmap_core.settings import Settings, get_settings
+
+
+def _settings_with(**overrides: Any) -> Settings:
+    """The process settings with the resource's explicit values laid over them."""
+    return get_settings().model_copy(update={k: v for k, v in overrides.items() if v is not None})
+
+
+@dataclass(frozen=True)
+class LakeObject:
+    key: str
+    size: int
+    last_modified: datetime
+
+
+class LakeResource(ConfigurableResource):
+    """The raw lake bucket (S3 API: S3Proxy locally, MinIO or S3 in production)."""
+
+    endpoint: str | None = None
+    bucket: str | None = None
+    region: str | None = None
+    raw_format: str | None = None
+    parquet_prefix: str | None = None
+    access_key: str | None = None
+    secret_key: str | None = None
+
+    _client: Any = PrivateAttr(default=None)
+
+    @property
+    def settings(self) -> Settings:
+        return _settings_with(
+            s3_endpoint=self.endpoint,
+            raw_bucket=self.bucket,
+            s3_region=self.region,
+            raw_format=self.raw_format,
+            parquet_prefix=self.parquet_prefix,
+            s3_access_key=self.access_key,
+            s3_secret_key=self.secret_key,
+        )
+
+    @property
+    def client(self):
+        if self._client is None:
+            from heatmap_core.s3 import s3_client
+
+            self._client = s3_client(self.settings)
+        return self._client
+
+    def list(self, prefix: str, start_after: str | None = None, limit: int | None = None) -> list[LakeObject]:
+        settings = self.settings
+        kwargs: dict[str, Any] = {"Bucket": settings.raw_bucket, "Prefix": prefix}
+        if start_after:
+            kwargs["StartAfter"] = start_after
+        found: list[LakeObject] = []
+        for page in self.client.get_paginator("list_objects_v2").paginate(**kwargs):
+            for item in page.get("Contents", []):
+                found.append(LakeObject(item["Key"], int(item["Size"]), item["LastModified"]))
+                if limit is not None and len(found) >= limit:
+                    return found
+        return found
+
+    def hour_files(self, hour: datetime) -> list[LakeObject]:
+        """Every part file of one UTC hour, all clients, in the configured format."""
+        settings = self.settings
+        prefix = lake.hour_prefix(hour, settings.raw_format, settings.parquet_prefix)
+        return [obj for obj in self.list(prefix) if (part := lake.parse_part_key(obj.key)) and part.fmt == settings.raw_format]
+
+    def s3a_path(self, key: str) -> str:
+        return f"s3a://{self.settings.raw_bucket}/{key}"
+
+    def http_url(self, key_or_glob: str) -> str:
+        settings = self.settings
+        return f"{settings.s3_endpoint.rstrip('/')}/{settings.raw_bucket}/{key_or_glob}"
+
+    def ledger_entries(self, start_after: str | None, limit: int = 1000) -> list[LakeObject]:
+        return self.list(lake.LEDGER_PREFIX, start_after=start_after, limit=limit)
+
+    def read(self, key: str) -> bytes:
+        return self.client.get_object(Bucket=self.settings.raw_bucket, Key=key)["Body"].read()
+
+
+class ClickHouseResource(ConfigurableResource):
+    """ClickHouse through ``heatmap_core.clickhouse``: a server DSN or embedded chDB.
+
+    In embedded mode each ``connect()`` holds the cross-process chDB lock for
+    its unit of work, so keep units short and never open one around Spark work.
+    """
+
+    dsn: str | None = None
+    database: str | None = None
+
+    @property
+    def settings(self) -> Settings:
+        return _settings_with(clickhouse_dsn=self.dsn, clickhouse_database=self.database)
+
+    @property
+    def db(self) -> str:
+        return self.settings.clickhouse_database
+
+    @contextmanager
+    def connect(self) -> Iterator[Any]:
+        from heatmap_core.clickhouse import apply_schema, clickhouse
+
+        settings = self.settings
+        with clickhouse(settings) as client:
+            apply_schema(client, settings.clickhouse_database)
+            yield client
+
+
+class SparkResource(LazyPySparkResource):
+    """dagster-pyspark's lazy session, built from ``heatmap_core.spark.spark_conf``.
+
+    ``spark_config`` holds extra Spark settings laid over the project's (which
+    point s3a at the object store); the session starts on first use, so runs
+    that read no files never pay for it. ``master`` selects local[*] or a
+    cluster.
+    """
+
+    spark_config: dict[str, Any] = {}
+    master: str | None = None
+    driver_memory: str | None = None
+    s3_endpoint: str | None = None
+    access_key: str | None = None
+    secret_key: str | None = None
+
+    def _init_session(self) -> None:
+        if self._spark_session is None:
+            from heatmap_core.spark import spark_conf
+            from pyspark.sql import SparkSession
+
+            os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+            os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
+            settings = _settings_with(
+                spark_master=self.master,
+                spark_driver_memory=self.driver_memory,
+                s3_endpoint=self.s3_endpoint,
+                s3_access_key=self.access_key,
+                s3_secret_key=self.secret_key,
+            )
+            conf = {**spark_conf(settings), **{k: str(v) for k, v in self.spark_config.items()}}
+            builder = SparkSession.builder.appName("heatmap-assets")
+            for key, value in conf.items():
+                builder = builder.config(key, value)
+            self._spark_session = builder.getOrCreate()
+
+
+def build_resources(settings: Settings | None = None, *, from_env: bool = False) -> dict[str, Any]:
+    """The resources for one set of settings.
+
+    ``from_env`` (the deployed code location) leaves the secrets unset, so each
+    process reads them from its own HEATMAP_* environment and the UI shows none.
+    """
+    settings = settings or get_settings()
+    secret = {} if from_env else {"access_key": settings.s3_access_key, "secret_key": settings.s3_secret_key}
+    return {
+        "lake_store": LakeResource(
+            endpoint=settings.s3_endpoint,
+            bucket=settings.raw_bucket,
+            region=settings.s3_region,
+            raw_format=settings.raw_format,
+            parquet_prefix=settings.parquet_prefix,
+            **secret,
+        ),
+        # A server DSN may carry a password: deployed, it stays in the environment.
+        "clickhouse": ClickHouseResource(
+            dsn=None if from_env else settings.clickhouse_url, database=settings.clickhouse_database
+        ),
+        "spark": SparkResource(
+            master=settings.spark_master,
+            driver_memory=settings.spark_driver_memory,
+            s3_endpoint=settings.s3_endpoint,
+            **secret,
+        ),
+    }

@@ -1,0 +1,166 @@
+"""The assets run in-process against the real S3 server, embedded ClickHouse and local Spark."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from dagster import AssetCheckKey, AssetKey, DagsterInstance, materialize
+
+from heatmap_assets.assets import ALL_ASSETS
+from heatmap_assets.partitions import day_key, hour_key
+from heatmap_assets.resources import build_resources
+from tests.assets import lakedata
+
+
+@pytest.fixture(scope="session")
+def spark(stack):
+    """One Spark session for every in-process test (the resource's getOrCreate finds it)."""
+    from heatmap_core.spark import spark_session
+
+    session = spark_session("heatmap-assets-tests", stack)
+    yield session
+    session.stop()
+
+
+@pytest.fixture
+def instance():
+    with DagsterInstance.ephemeral() as inst:
+        yield inst
+
+
+def base_hour(days_back: int = 3) -> datetime:
+    return (datetime.now(UTC) - timedelta(days=days_back)).replace(minute=0, second=0, microsecond=0)
+
+
+def hour_range(first: datetime, last: datetime) -> dict:
+    return {"dagster/asset_partition_range_start": hour_key(first), "dagster/asset_partition_range_end": hour_key(last)}
+
+
+def run(settings, instance, selection, partition_key=None, tags=None):
+    result = materialize(
+        ALL_ASSETS,
+        selection=selection,
+        partition_key=partition_key,
+        resources=build_resources(settings),
+        instance=instance,
+        tags=tags,
+    )
+    assert result.success
+    return result
+
+
+class Outcomes(dict):
+    def __repr__(self):
+        return repr(self.details)
+
+
+def check_outcomes(result) -> dict[str, bool]:
+    evaluations = result.get_asset_check_evaluations()
+    out = Outcomes({e.check_name: e.passed for e in evaluations})
+    out.details = {e.check_name: (e.passed, {k: v.value for k, v in e.metadata.items()}) for e in evaluations}
+    return out
+
+
+def test_hour_exact_idempotent_and_replaced(settings, spark, instance):
+    hour = base_hour()
+    next_hour = hour + timedelta(hours=1)
+    a = lakedata.make_events(hour, "acme", "home_v1", 300, partition=0, offset=100, seed=1)
+    b = lakedata.make_events(hour, "acme", "pricing", 120, partition=1, offset=7, seed=2)
+    c = lakedata.make_events(hour, "globex", "home_v1", 80, partition=0, offset=900, seed=3)
+    # A neighbouring hour that must stay untouched by hour H's runs.
+    n = lakedata.make_events(next_hour, "acme", "home_v1", 50, partition=2, offset=1, seed=4)
+    parts = [
+        lakedata.write_part(settings, hour, a, duplicate_every=7),  # re-flush duplicates
+        lakedata.write_part(settings, hour, b),
+        lakedata.write_part(settings, hour, c),
+    ]
+    lakedata.write_part(settings, next_hour, n)
+    run(settings, instance, "heatmap_hourly", tags=hour_range(next_hour, next_hour))
+
+    result = run(settings, instance, "heatmap_hourly", hour_key(hour))
+    expected = lakedata.expected_cells(a + b + c, hour)
+    got = lakedata.table_cells(settings, "heatmap_hourly", hour, next_hour)
+    assert got == expected
+    assert sum(got.values()) == 500
+    assert all(check_outcomes(result).values()), check_outcomes(result)
+    metadata = result.asset_materializations_for_node("heatmap_hourly")[0].metadata
+    assert metadata["events_in"].value == 500
+    assert metadata["duplicate_or_unreadable_lines"].value == parts[0].lines - len(a)
+    assert metadata["rows_written"].value == len(expected)
+    assert metadata["files_read"].value == 3
+
+    # Re-running the same hour gives identical rows.
+    run(settings, instance, "heatmap_hourly", hour_key(hour))
+    assert lakedata.table_cells(settings, "heatmap_hourly", hour, next_hour) == expected
+
+    # The hour's files change: one file disappears, another is rewritten with other events.
+    lakedata.delete(settings, parts[1].key)
+    # Same Kafka range, so the same object key (a re-flush), with other content.
+    c2 = lakedata.make_events(hour, "globex", "home_v1", 80, partition=0, offset=900, seed=99)
+    lakedata.write_part(settings, hour, c2)
+    result = run(settings, instance, "heatmap_hourly", hour_key(hour))
+    expected2 = lakedata.expected_cells(a + c2, hour)
+    assert lakedata.table_cells(settings, "heatmap_hourly", hour, next_hour) == expected2
+    assert not any(k[1] == "pricing" for k in lakedata.table_cells(settings, "heatmap_hourly", hour, next_hour))
+    outcomes = check_outcomes(result)
+    assert all(outcomes.values()), outcomes
+    # The neighbouring hour kept its rows.
+    assert lakedata.table_cells(settings, "heatmap_hourly", next_hour, next_hour + timedelta(hours=1)) == (
+        lakedata.expected_cells(n, next_hour)
+    )
+
+    # Every file of the hour gone: the hour empties, nothing crashes.
+    for key in (parts[0].key, parts[2].key):
+        lakedata.delete(settings, key)
+    result = run(settings, instance, "heatmap_hourly", hour_key(hour))
+    assert lakedata.table_cells(settings, "heatmap_hourly", hour, next_hour) == {}
+    outcomes = check_outcomes(result)
+    assert all(outcomes.values()), outcomes
+
+
+def test_range_run_rollups_and_checks(settings, spark, instance):
+    """A 3-hour range in one run (as a backfill does), then the day and week rollups."""
+    # Saturday 22:00 .. Sunday 01:00: two days in two different weeks.
+    today = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+    saturday = today - timedelta(days=(today.weekday() - 5) % 7 or 7)
+    hours = [saturday + timedelta(hours=22 + i) for i in range(3)]
+    events = {}
+    for i, hour in enumerate(hours):
+        events[hour] = lakedata.make_events(hour, "acme", "home_v1", 60 + i, partition=3, offset=1000 * i, seed=10 + i)
+        lakedata.write_part(settings, hour, events[hour])
+    empty_hour = hours[-1] + timedelta(hours=1)  # in range, no files
+    result = run(
+        settings, instance, "heatmap_hourly",
+        tags={
+            "dagster/asset_partition_range_start": hour_key(hours[0]),
+            "dagster/asset_partition_range_end": hour_key(empty_hour),
+        },
+    )
+    materializations = result.asset_materializations_for_node("heatmap_hourly")
+    assert sorted(m.partition for m in materializations) == sorted(hour_key(h) for h in [*hours, empty_hour])
+    outcomes = check_outcomes(result)
+    assert all(outcomes.values()), outcomes
+    hourly = {}
+    for hour in hours:
+        hourly.update(lakedata.expected_cells(events[hour], hour))
+    got = lakedata.table_cells(settings, "heatmap_hourly", hours[0], empty_hour + timedelta(hours=1))
+    assert got == hourly
+
+    for day in (hours[0], hours[-1]):
+        result = run(settings, instance, "heatmap_daily", day_key(day))
+        outcomes = check_outcomes(result)
+        assert all(outcomes.values()), outcomes
+    daily = lakedata.table_cells(settings, "heatmap_daily", saturday, saturday + timedelta(days=2))
+    assert daily == lakedata.rollup(hourly, lakedata.day_of)
+
+    for week_start in (saturday - timedelta(days=6), saturday + timedelta(days=1)):
+        result = run(settings, instance, "heatmap_weekly", day_key(week_start))
+        outcomes = check_outcomes(result)
+        assert all(outcomes.values()), outcomes
+        meta = result.asset_materializations_for_node("heatmap_weekly")[0].metadata
+        assert meta["table"].value.endswith("heatmap_weekly")
+    weekly = lakedata.table_cells(settings, "heatmap_weekly", saturday - timedelta(days=6), saturday + timedelta(days=8))
+    assert weekly == lakedata.rollup(daily, lakedata.week_of)
+    assert sum(weekly.values()) == sum(hourly.values()) == 60 + 61 + 62
+    assert {k[2] for k in weekly} == {lakedata.week_of(hours[0].replace(tzinfo=None)), lakedata.week_of(hours[-1].replace(tzinfo=None))}
