@@ -39,8 +39,10 @@ def health() -> Health:
 
 
 @get("/", include_in_schema=False, sync_to_thread=False)
-def index() -> Redirect:
-    return Redirect("/dashboard/")
+def index(request: Request) -> Redirect:
+    # Keep the query: a shared view link may point at the root.
+    query = request.url.query
+    return Redirect(f"/dashboard/?{query}" if query else "/dashboard/")
 
 
 def _bad_request(parameter: str | None, message: str) -> Response:

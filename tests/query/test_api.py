@@ -212,5 +212,6 @@ def test_health_schema_and_dashboard(api: TestClient):
     assert {"/heatmap/hourly", "/heatmap/daily", "/heatmap/weekly", "/heatmap/range", "/heatmap/clients",
             "/heatmap/screens", "/heatmap/buckets", "/screenshots/{client_id}/{screen_id}"} <= set(paths)
     assert api.get("/", follow_redirects=False).headers["location"] == "/dashboard/"
-    assert "<canvas" in api.get("/dashboard/").text or "heatmap" in api.get("/dashboard/").text
+    assert api.get("/?client=acme&grain=day", follow_redirects=False).headers["location"] == "/dashboard/?client=acme&grain=day"
+    assert 'id="stage"' in api.get("/dashboard/").text
     assert api.get("/vendor/heatmap.js/heatmap.min.js").status_code == 200

@@ -1,0 +1,61 @@
+"""The range plan and bucket validation, without I/O."""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime, timedelta
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from query_api.buckets import LENGTH, BadParameter, plan_range, range_bounds, week_bucket
+
+ORIGIN = datetime(2026, 2, 1, tzinfo=UTC)  # a Sunday
+HOUR = timedelta(hours=1)
+
+
+@st.composite
+def ranges_and_rollups(draw):
+    start = ORIGIN + draw(st.integers(0, 24 * 21)) * HOUR
+    end = start + draw(st.integers(0, 24 * 21)) * HOUR
+    days = [ORIGIN + timedelta(days=i) for i in range(-1, 45)]
+    present = {("day", d) for d in days if draw(st.booleans())}
+    present |= {("week", d) for d in days if d.weekday() == 6 and draw(st.booleans())}
+    return start, end, present
+
+
+@settings(max_examples=300, deadline=None)
+@given(ranges_and_rollups())
+def test_plan_tiles_the_range_with_present_rollups_and_is_minimal(case):
+    start, end, present = case
+    spans = plan_range(start, end, present)
+    buckets = [(s.grain, s.start + i * LENGTH[s.grain]) for s in spans for i in range(s.buckets)]
+    # Exactly [start, end): contiguous, in order, no gaps or overlaps.
+    moment = start
+    for grain, bucket_start in buckets:
+        assert bucket_start == moment
+        assert grain == "hour" or (grain, bucket_start) in present
+        moment += LENGTH[grain]
+    assert moment == end
+    # Greedy is minimal here: a whole present week inside the range is never split up.
+    for grain, bucket_start in present:
+        if grain == "week" and start <= bucket_start and bucket_start + LENGTH["week"] <= end:
+            assert ("week", bucket_start) in buckets
+    # Adjacent spans never share a grain (they would have been merged).
+    assert all(a.grain != b.grain for a, b in zip(spans, spans[1:]))
+
+
+def test_range_bounds():
+    assert range_bounds(datetime(2026, 2, 1, 10), datetime(2026, 2, 1, 11, tzinfo=UTC)) == (
+        datetime(2026, 2, 1, 10, tzinfo=UTC), datetime(2026, 2, 1, 11, tzinfo=UTC),
+    )
+    with pytest.raises(BadParameter) as raised:
+        range_bounds(datetime(2026, 2, 1, 10, 0, 1, tzinfo=UTC), datetime(2026, 2, 1, 11, tzinfo=UTC))
+    assert raised.value.parameter == "from"
+
+
+def test_week_bucket_wants_a_sunday():
+    assert week_bucket(date(2026, 2, 1)).end == datetime(2026, 2, 8, tzinfo=UTC)
+    with pytest.raises(BadParameter) as raised:
+        week_bucket(date(2026, 2, 7))
+    assert raised.value.parameter == "week_start"
