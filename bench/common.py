@@ -21,7 +21,7 @@ from tenacity import Retrying, stop_after_delay, wait_fixed
 
 from heatmap_core.settings import Settings
 
-console = Console()
+console = Console(width=150)
 
 
 def machine() -> str:
@@ -93,6 +93,8 @@ def uvicorn_app(module: str, settings: Settings, health_path: str = "/health", *
     process = subprocess.Popen(
         [sys.executable, "-m", "uvicorn", module, "--host", "127.0.0.1", "--port", str(port), "--no-access-log", "--log-level", "warning"],
         env=env_for(settings, **extra_env),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
     url = f"http://127.0.0.1:{port}"
     try:

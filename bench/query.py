@@ -1,0 +1,66 @@
+"""Serving a day: GET /heatmap/daily through the query API (validation, embedded
+ClickHouse lock, JSON) against the same parameterized query run directly."""
+
+from __future__ import annotations
+
+import random
+import statistics
+import time
+import uuid
+from datetime import UTC, datetime, timedelta
+
+import httpx
+
+from bench.common import Result, uvicorn_app
+from heatmap_core.clickhouse import apply_schema, clickhouse, replace_bucket
+from heatmap_core.schema import DAILY
+from heatmap_core.settings import Settings
+
+REQUESTS = 30
+DIRECT_SQL = (
+    "SELECT cell_x, cell_y, count FROM {table:Identifier} WHERE client_id = {client:String} "
+    "AND screen_id = {screen:String} AND bucket_start = {start:DateTime('UTC')} ORDER BY cell_x, cell_y"
+)
+
+
+def _latency_ms(call, requests: int) -> float:
+    samples = []
+    for _ in range(requests):
+        started = time.perf_counter()
+        call()
+        samples.append((time.perf_counter() - started) * 1000)
+    return statistics.median(samples)
+
+
+def run(settings: Settings) -> list[Result]:
+    settings = settings.model_copy(update={"clickhouse_database": f"bench_{uuid.uuid4().hex[:8]}", "auth_enabled": False})
+    day = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0) - timedelta(days=1)
+    rng = random.Random(3)
+    rows = [("bench", "home", day, x, y, rng.randint(1, 500)) for x in range(100) for y in range(200) if rng.random() < 0.5]
+    with clickhouse(settings) as client:
+        apply_schema(client, settings.clickhouse_database)
+        replace_bucket(client, DAILY, day, rows=rows, database=settings.clickhouse_database)
+
+    params = {"client_id": "bench", "screen_id": "home", "dt": f"{day:%Y-%m-%d}"}
+    with uvicorn_app("query_api.app:app", settings) as url, httpx.Client(timeout=30) as http:
+        def via_api() -> None:
+            response = http.get(f"{url}/heatmap/daily", params=params)
+            response.raise_for_status()
+            assert len(response.json()["cells"]) == len(rows)
+
+        via_api()
+        api_ms = _latency_ms(via_api, REQUESTS)
+
+    def direct() -> None:
+        with clickhouse(settings) as client:
+            result = client.query(
+                DIRECT_SQL,
+                parameters={"table": f"{settings.clickhouse_database}.{DAILY.name}", "client": "bench", "screen": "home", "start": day.replace(tzinfo=None)},
+            ).result_rows
+            assert len(result) == len(rows)
+
+    direct()
+    direct_ms = _latency_ms(direct, REQUESTS)
+    return [
+        Result("query", f"GET /heatmap/daily ({len(rows):,} cells)", api_ms, "direct clickhouse-connect query (open, query, close)", direct_ms, "ms", False)
+    ]
