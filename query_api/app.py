@@ -1,6 +1,6 @@
 """The query API application: ``create_app(settings)`` for tests, ``app`` for uvicorn.
 
-    python -m uvicorn query_api.app:app --host 127.0.0.1 --port 8002
+python -m uvicorn query_api.app:app --host 127.0.0.1 --port 8002
 """
 
 from __future__ import annotations
@@ -49,7 +49,11 @@ def _bad_request(parameter: str | None, message: str) -> Response:
     """Every 400 names the offending parameter in ``detail`` (for people) and ``extra`` (for code)."""
     detail = f"invalid parameter {parameter!r}: {message}" if parameter else message
     extra = [{"key": parameter, "message": message}] if parameter else []
-    return Response({"status_code": 400, "detail": detail, "extra": extra}, status_code=HTTP_400_BAD_REQUEST, media_type=MediaType.JSON)
+    return Response(
+        {"status_code": 400, "detail": detail, "extra": extra},
+        status_code=HTTP_400_BAD_REQUEST,
+        media_type=MediaType.JSON,
+    )
 
 
 def _on_bad_parameter(_: Request, exc: BadParameter) -> Response:
@@ -84,7 +88,9 @@ def create_app(settings: Settings | None = None) -> Litestar:
             index,
             HeatmapController,
             ScreenshotController,
-            create_static_files_router("/dashboard", directories=[DASHBOARD_APP], html_mode=True, include_in_schema=False),
+            create_static_files_router(
+                "/dashboard", directories=[DASHBOARD_APP], html_mode=True, include_in_schema=False
+            ),
             create_static_files_router("/vendor/heatmap.js", directories=[HEATMAP_JS], include_in_schema=False),
         ],
         dependencies={

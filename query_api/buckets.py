@@ -67,7 +67,9 @@ def day_bucket(dt: date) -> Span:
 
 def week_bucket(week_start: date) -> Span:
     if not is_week_start(week_start):
-        raise BadParameter("week_start", f"week_start must be a Sunday (weeks start on Sunday, UTC), got {week_start:%A %Y-%m-%d}")
+        raise BadParameter(
+            "week_start", f"week_start must be a Sunday (weeks start on Sunday, UTC), got {week_start:%A %Y-%m-%d}"
+        )
     start = _in_bounds(midnight(week_start), "week_start")
     return Span("week", start, start + LENGTH["week"])
 
@@ -78,7 +80,9 @@ def range_bounds(start: datetime, end: datetime) -> tuple[datetime, datetime]:
     for parameter, moment in (("from", start), ("to", end)):
         moment = moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
         if (moment.minute, moment.second, moment.microsecond) != (0, 0, 0):
-            raise BadParameter(parameter, f"{parameter} must be on an hour boundary (HH:00:00), got {moment.isoformat()}")
+            raise BadParameter(
+                parameter, f"{parameter} must be on an hour boundary (HH:00:00), got {moment.isoformat()}"
+            )
         bounds.append(_in_bounds(moment, parameter))
     start, end = bounds
     if start > end:

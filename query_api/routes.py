@@ -9,11 +9,19 @@ from http import HTTPStatus
 from typing import Annotated
 
 from litestar import Controller, Request, Response, get, put
-from litestar.exceptions import ClientException, NotFoundException
 from litestar.datastructures import ResponseHeader
+from litestar.exceptions import ClientException, NotFoundException
 from litestar.openapi import ResponseSpec
+from litestar.openapi.spec import (
+    OpenAPIFormat,
+    OpenAPIMediaType,
+    OpenAPIResponse,
+    OpenAPIType,
+    Operation,
+    RequestBody,
+    Schema,
+)
 from litestar.params import Parameter
-from litestar.openapi.spec import OpenAPIFormat, OpenAPIMediaType, OpenAPIResponse, OpenAPIType, Operation, RequestBody, Schema
 from litestar.status_codes import HTTP_415_UNSUPPORTED_MEDIA_TYPE
 
 from heatmap_core.ids import ID_PATTERN
@@ -21,7 +29,16 @@ from heatmap_core.settings import Settings
 from query_api.auth import READ_KEY_HEADER, SECURITY_SCHEME, client_guard, readable_clients
 from query_api.buckets import Grain, Span, day_bucket, hour_bucket, range_bounds, week_bucket
 from query_api.caching import cached_json, etag_matches
-from query_api.models import BucketList, BucketSpan, ClientList, Heatmap, Problem, RangeHeatmap, ScreenList, ScreenshotInfo
+from query_api.models import (
+    BucketList,
+    BucketSpan,
+    ClientList,
+    Heatmap,
+    Problem,
+    RangeHeatmap,
+    ScreenList,
+    ScreenshotInfo,
+)
 from query_api.screenshots import MAX_SCREENSHOT_BYTES, SIGNATURES, InvalidImage, ScreenshotStore
 from query_api.store import HeatmapStore
 
@@ -35,7 +52,9 @@ From = Annotated[datetime, Parameter(query="from", description="range start, an 
 To = Annotated[datetime, Parameter(query="to", description="range end (exclusive), on a UTC hour boundary")]
 ReadKey = Annotated[str | None, Parameter(header=READ_KEY_HEADER, required=False, description="client read key")]
 
-_IMAGES = {media: OpenAPIMediaType(schema=Schema(type=OpenAPIType.STRING, format=OpenAPIFormat.BINARY)) for media in SIGNATURES}
+_IMAGES = {
+    media: OpenAPIMediaType(schema=Schema(type=OpenAPIType.STRING, format=OpenAPIFormat.BINARY)) for media in SIGNATURES
+}
 
 
 @dataclass
@@ -51,7 +70,10 @@ class ImageDownload(Operation):
     """A 200 carries the image's own type; errors stay JSON."""
 
     def __post_init__(self) -> None:
-        self.responses = {**(self.responses or {}), "200": OpenAPIResponse(description="the screenshot", content=_IMAGES)}
+        self.responses = {
+            **(self.responses or {}),
+            "200": OpenAPIResponse(description="the screenshot", content=_IMAGES),
+        }
 
 
 def problems(*codes: int) -> dict[int, ResponseSpec]:
@@ -65,8 +87,14 @@ _SECURED = {
     "responses": problems(401, 403),
 }
 _CACHED = [
-    ResponseHeader(name="ETag", documentation_only=True, description="hash of the body; send it back in If-None-Match for a 304"),
-    ResponseHeader(name="Cache-Control", documentation_only=True, description="max-age once the bucket can no longer change, else no-cache"),
+    ResponseHeader(
+        name="ETag", documentation_only=True, description="hash of the body; send it back in If-None-Match for a 304"
+    ),
+    ResponseHeader(
+        name="Cache-Control",
+        documentation_only=True,
+        description="max-age once the bucket can no longer change, else no-cache",
+    ),
 ]
 
 
@@ -74,37 +102,61 @@ class HeatmapController(Controller):
     path = "/heatmap"
     tags = ["heatmap"]
 
-    def _bucket(self, request: Request, store: HeatmapStore, settings: Settings, client_id: str, screen_id: str, span: Span) -> Response:
+    def _bucket(
+        self, request: Request, store: HeatmapStore, settings: Settings, client_id: str, screen_id: str, span: Span
+    ) -> Response:
         return cached_json(request, Heatmap(cells=store.cells(client_id, screen_id, [span])), span.end, settings)
 
     @get("/hourly", **_SECURED, response_headers=_CACHED)
     def hourly(
-        self, request: Request, store: HeatmapStore, settings: Settings,
-        client_id: ClientId, screen_id: ScreenId, dt: Day, hour: Hour,
+        self,
+        request: Request,
+        store: HeatmapStore,
+        settings: Settings,
+        client_id: ClientId,
+        screen_id: ScreenId,
+        dt: Day,
+        hour: Hour,
     ) -> Response[Heatmap]:
         """Cells of one UTC hour."""
         return self._bucket(request, store, settings, client_id, screen_id, hour_bucket(dt, hour))
 
     @get("/daily", **_SECURED, response_headers=_CACHED)
     def daily(
-        self, request: Request, store: HeatmapStore, settings: Settings,
-        client_id: ClientId, screen_id: ScreenId, dt: Day,
+        self,
+        request: Request,
+        store: HeatmapStore,
+        settings: Settings,
+        client_id: ClientId,
+        screen_id: ScreenId,
+        dt: Day,
     ) -> Response[Heatmap]:
         """Cells of one UTC day."""
         return self._bucket(request, store, settings, client_id, screen_id, day_bucket(dt))
 
     @get("/weekly", **_SECURED, response_headers=_CACHED)
     def weekly(
-        self, request: Request, store: HeatmapStore, settings: Settings,
-        client_id: ClientId, screen_id: ScreenId, week_start: WeekStart,
+        self,
+        request: Request,
+        store: HeatmapStore,
+        settings: Settings,
+        client_id: ClientId,
+        screen_id: ScreenId,
+        week_start: WeekStart,
     ) -> Response[Heatmap]:
         """Cells of one week, Sunday 00:00 UTC to the next Sunday."""
         return self._bucket(request, store, settings, client_id, screen_id, week_bucket(week_start))
 
     @get("/range", **_SECURED, response_headers=_CACHED)
     def range_(
-        self, request: Request, store: HeatmapStore, settings: Settings,
-        client_id: ClientId, screen_id: ScreenId, from_: From, to: To,
+        self,
+        request: Request,
+        store: HeatmapStore,
+        settings: Settings,
+        client_id: ClientId,
+        screen_id: ScreenId,
+        from_: From,
+        to: To,
     ) -> Response[RangeHeatmap]:
         """Cells of [from, to), summed from the fewest rows: whole weeks, whole days, then hours.
 
@@ -129,7 +181,9 @@ class HeatmapController(Controller):
     @get("/buckets", **_SECURED)
     def buckets(self, store: HeatmapStore, client_id: ClientId, screen_id: ScreenId, grain: Grain) -> BucketList:
         """Buckets of one grain holding data for a screen, newest first."""
-        return BucketList(client_id=client_id, screen_id=screen_id, grain=grain, buckets=store.buckets(client_id, screen_id, grain))
+        return BucketList(
+            client_id=client_id, screen_id=screen_id, grain=grain, buckets=store.buckets(client_id, screen_id, grain)
+        )
 
 
 class ScreenshotController(Controller):
@@ -144,17 +198,30 @@ class ScreenshotController(Controller):
         description=f"PNG, JPEG or WebP bytes as the body, at most {MAX_SCREENSHOT_BYTES} bytes; replaces the screen's screenshot.",
     )
     def upload(
-        self, request: Request, screenshots: ScreenshotStore, client_id: ClientId, screen_id: ScreenId, body: bytes,
+        self,
+        request: Request,
+        screenshots: ScreenshotStore,
+        client_id: ClientId,
+        screen_id: ScreenId,
+        body: bytes,
     ) -> ScreenshotInfo:
         content_type = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
         try:
             etag = screenshots.put(client_id, screen_id, body, content_type)
         except InvalidImage as exc:
             raise ClientException(str(exc), status_code=HTTP_415_UNSUPPORTED_MEDIA_TYPE) from exc
-        return ScreenshotInfo(client_id=client_id, screen_id=screen_id, content_type=content_type, bytes=len(body), etag=etag)
+        return ScreenshotInfo(
+            client_id=client_id, screen_id=screen_id, content_type=content_type, bytes=len(body), etag=etag
+        )
 
-    @get(**{**_SECURED, "responses": problems(401, 403, 404)}, operation_class=ImageDownload, description="The screen's screenshot with its stored Content-Type; 404 when none.")
-    def download(self, request: Request, screenshots: ScreenshotStore, client_id: ClientId, screen_id: ScreenId) -> Response[bytes]:
+    @get(
+        **{**_SECURED, "responses": problems(401, 403, 404)},
+        operation_class=ImageDownload,
+        description="The screen's screenshot with its stored Content-Type; 404 when none.",
+    )
+    def download(
+        self, request: Request, screenshots: ScreenshotStore, client_id: ClientId, screen_id: ScreenId
+    ) -> Response[bytes]:
         found = screenshots.get(client_id, screen_id)
         if found is None:
             raise NotFoundException(f"no screenshot for {client_id}/{screen_id}; upload one with PUT")

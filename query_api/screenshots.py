@@ -55,7 +55,12 @@ class ScreenshotStore:
     def put(self, client_id: str, screen_id: str, body: bytes, content_type: str) -> str:
         """Store a checked image; returns its ETag."""
         check_image(body, content_type)
-        request = {"Bucket": self._bucket, "Key": self.key(client_id, screen_id), "Body": body, "ContentType": content_type}
+        request = {
+            "Bucket": self._bucket,
+            "Key": self.key(client_id, screen_id),
+            "Body": body,
+            "ContentType": content_type,
+        }
         try:
             return self._s3.put_object(**request)["ETag"]
         except ClientError as exc:

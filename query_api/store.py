@@ -67,7 +67,9 @@ class HeatmapStore:
             rows = client.query(sql, parameters=parameters).result_rows
         return [Cell(int(x), int(y), int(count)) for x, y, count in rows]
 
-    def range_cells(self, client_id: str, screen_id: str, start: datetime, end: datetime) -> tuple[list[Span], list[Cell]]:
+    def range_cells(
+        self, client_id: str, screen_id: str, start: datetime, end: datetime
+    ) -> tuple[list[Span], list[Cell]]:
         """Plan [start, end) over the rollups present, then sum it, in one unit of work."""
         with clickhouse(self._settings) as client:
             present = client.query(

@@ -123,7 +123,11 @@ def open_settings(stack: Settings) -> Settings:
     (so the known rows are written once) and with read keys off."""
     tag = uuid.uuid4().hex[:10]
     isolated = stack.model_copy(
-        update={"assets_bucket": f"test-assets-{tag}", "clickhouse_database": f"heatmap_test_{tag}", "auth_enabled": False}
+        update={
+            "assets_bucket": f"test-assets-{tag}",
+            "clickhouse_database": f"heatmap_test_{tag}",
+            "auth_enabled": False,
+        }
     )
     ensure_bucket(s3_client(isolated), isolated.assets_bucket)
     return isolated
@@ -155,7 +159,17 @@ def live_api(open_settings: Settings, dataset: Dataset):
     """The query API under uvicorn, as the stack runs it, on a free port; yields its base URL."""
     port = free_port()
     process = subprocess.Popen(
-        [sys.executable, "-m", "uvicorn", "query_api.app:app", "--host", "127.0.0.1", "--port", str(port), "--no-access-log"],
+        [
+            sys.executable,
+            "-m",
+            "uvicorn",
+            "query_api.app:app",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--no-access-log",
+        ],
         cwd=ROOT,
         env=settings_env(open_settings),
     )

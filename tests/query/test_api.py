@@ -2,14 +2,25 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 
 import pytest
 from litestar.testing import TestClient
 
 from query_api.app import create_app
 from tests.query.conftest import (
-    CLIENT, DAY, HOUR, OTHER_CLIENT, OTHER_SCREEN, READ_KEY, SCREEN, WEEK, Cells, Dataset, day_of, week_of,
+    CLIENT,
+    DAY,
+    HOUR,
+    OTHER_CLIENT,
+    OTHER_SCREEN,
+    READ_KEY,
+    SCREEN,
+    WEEK,
+    Cells,
+    Dataset,
+    day_of,
+    week_of,
 )
 
 
@@ -26,22 +37,36 @@ def z(moment: datetime) -> str:
 
 def test_hourly_daily_weekly_return_exactly_the_rows(api: TestClient, dataset: Dataset):
     for hour in (WEEK + 10 * HOUR, WEEK + 3 * DAY + 7 * HOUR, WEEK - 2 * HOUR):
-        response = api.get("/heatmap/hourly", params={"client_id": CLIENT, "screen_id": SCREEN, "dt": f"{hour:%Y-%m-%d}", "hour": hour.hour})
+        response = api.get(
+            "/heatmap/hourly",
+            params={"client_id": CLIENT, "screen_id": SCREEN, "dt": f"{hour:%Y-%m-%d}", "hour": hour.hour},
+        )
         assert response.status_code == 200
         assert cells_of(response.json()) == dataset.hours(CLIENT, SCREEN, hour, hour + HOUR)
     for day in (WEEK, WEEK + 7 * DAY):
-        response = api.get("/heatmap/daily", params={"client_id": CLIENT, "screen_id": OTHER_SCREEN, "dt": f"{day:%Y-%m-%d}"})
+        response = api.get(
+            "/heatmap/daily", params={"client_id": CLIENT, "screen_id": OTHER_SCREEN, "dt": f"{day:%Y-%m-%d}"}
+        )
         assert cells_of(response.json()) == dataset.hours(CLIENT, OTHER_SCREEN, day, day + DAY)
-    response = api.get("/heatmap/weekly", params={"client_id": OTHER_CLIENT, "screen_id": SCREEN, "week_start": f"{WEEK:%Y-%m-%d}"})
+    response = api.get(
+        "/heatmap/weekly", params={"client_id": OTHER_CLIENT, "screen_id": SCREEN, "week_start": f"{WEEK:%Y-%m-%d}"}
+    )
     expected = dataset.hours(OTHER_CLIENT, SCREEN, WEEK, WEEK + 7 * DAY)
     assert expected and cells_of(response.json()) == expected
 
 
 def test_hot_hour_is_exact(api: TestClient, dataset: Dataset):
-    body = api.get("/heatmap/hourly", params={"client_id": CLIENT, "screen_id": SCREEN, "dt": f"{WEEK:%Y-%m-%d}", "hour": 10}).json()
-    assert body == {"grid_w": 100, "grid_h": 200, "cells": [
-        {"cell_x": 25, "cell_y": 40, "count": 500}, {"cell_x": 26, "cell_y": 40, "count": 200},
-    ]}
+    body = api.get(
+        "/heatmap/hourly", params={"client_id": CLIENT, "screen_id": SCREEN, "dt": f"{WEEK:%Y-%m-%d}", "hour": 10}
+    ).json()
+    assert body == {
+        "grid_w": 100,
+        "grid_h": 200,
+        "cells": [
+            {"cell_x": 25, "cell_y": 40, "count": 500},
+            {"cell_x": 26, "cell_y": 40, "count": 200},
+        ],
+    }
 
 
 def test_unknown_ids_and_empty_buckets_give_an_empty_map(api: TestClient, dataset: Dataset):
@@ -60,11 +85,17 @@ def test_unknown_ids_and_empty_buckets_give_an_empty_map(api: TestClient, datase
     [
         # Sat 22:00 .. Mon 05:00 a week later: 2 loose hours, the rolled-up week,
         # the rolled-up Sunday 02-08, then hours of 02-09 (its day is not rolled up).
-        (WEEK - 2 * HOUR, WEEK + 8 * DAY + 5 * HOUR,
-         [("hour", WEEK - 2 * HOUR, 2), ("week", WEEK, 1), ("day", WEEK + 7 * DAY, 1), ("hour", WEEK + 8 * DAY, 5)]),
+        (
+            WEEK - 2 * HOUR,
+            WEEK + 8 * DAY + 5 * HOUR,
+            [("hour", WEEK - 2 * HOUR, 2), ("week", WEEK, 1), ("day", WEEK + 7 * DAY, 1), ("hour", WEEK + 8 * DAY, 5)],
+        ),
         # The week cut short on its last day: whole days, then hours.
-        (WEEK + 3 * HOUR, WEEK + 6 * DAY + 4 * HOUR,
-         [("hour", WEEK + 3 * HOUR, 21), ("day", WEEK + DAY, 5), ("hour", WEEK + 6 * DAY, 4)]),
+        (
+            WEEK + 3 * HOUR,
+            WEEK + 6 * DAY + 4 * HOUR,
+            [("hour", WEEK + 3 * HOUR, 21), ("day", WEEK + DAY, 5), ("hour", WEEK + 6 * DAY, 4)],
+        ),
         # A whole day not rolled up is answered by its 24 hours, never taken as empty.
         (WEEK + 8 * DAY, WEEK + 9 * DAY, [("hour", WEEK + 8 * DAY, 24)]),
         (WEEK, WEEK, []),
@@ -72,7 +103,9 @@ def test_unknown_ids_and_empty_buckets_give_an_empty_map(api: TestClient, datase
 )
 def test_range_uses_fewest_buckets_and_equals_the_hourly_sum(api: TestClient, dataset: Dataset, start, end, used):
     for client, screen in ((CLIENT, SCREEN), (CLIENT, OTHER_SCREEN), (OTHER_CLIENT, SCREEN)):
-        response = api.get("/heatmap/range", params={"client_id": client, "screen_id": screen, "from": z(start), "to": z(end)})
+        response = api.get(
+            "/heatmap/range", params={"client_id": client, "screen_id": screen, "from": z(start), "to": z(end)}
+        )
         assert response.status_code == 200, response.text
         body = response.json()
         assert cells_of(body) == dataset.hours(client, screen, start, end)
@@ -88,13 +121,18 @@ def test_range_accepts_offsets_and_naive_utc(api: TestClient, dataset: Dataset):
     expected = dataset.hours(CLIENT, SCREEN, WEEK, WEEK + 12 * HOUR)
     day = f"{WEEK:%Y-%m-%d}"
     for start, end in ((f"{day}T01:00:00+01:00", f"{day}T12:00:00Z"), (f"{day}T00:00:00", f"{day}T12:00:00")):
-        body = api.get("/heatmap/range", params={"client_id": CLIENT, "screen_id": SCREEN, "from": start, "to": end}).json()
+        body = api.get(
+            "/heatmap/range", params={"client_id": CLIENT, "screen_id": SCREEN, "from": start, "to": end}
+        ).json()
         assert cells_of(body) == expected
 
 
 def test_listings(api: TestClient, dataset: Dataset):
     assert api.get("/heatmap/clients").json() == {"clients": [CLIENT, OTHER_CLIENT]}
-    assert api.get("/heatmap/screens", params={"client_id": CLIENT}).json() == {"client_id": CLIENT, "screens": [SCREEN, OTHER_SCREEN]}
+    assert api.get("/heatmap/screens", params={"client_id": CLIENT}).json() == {
+        "client_id": CLIENT,
+        "screens": [SCREEN, OTHER_SCREEN],
+    }
     assert api.get("/heatmap/screens", params={"client_id": "nobody"}).json() == {"client_id": "nobody", "screens": []}
     for grain, length in (("hour", HOUR), ("day", DAY), ("week", 7 * DAY)):
         body = api.get("/heatmap/buckets", params={"client_id": CLIENT, "screen_id": SCREEN, "grain": grain}).json()
@@ -146,7 +184,9 @@ def test_etag_and_cache_control(api: TestClient, dataset: Dataset):
     etag = first.headers["etag"]
     again = api.get("/heatmap/daily", params=params, headers={"If-None-Match": etag})
     assert again.status_code == 304 and again.content == b"" and again.headers["etag"] == etag
-    other = api.get("/heatmap/daily", params={**params, "dt": f"{WEEK + DAY:%Y-%m-%d}"}, headers={"If-None-Match": etag})
+    other = api.get(
+        "/heatmap/daily", params={**params, "dt": f"{WEEK + DAY:%Y-%m-%d}"}, headers={"If-None-Match": etag}
+    )
     assert other.status_code == 200 and other.headers["etag"] != etag
     # Today can still change: revalidate every time.
     today = datetime.now(UTC)
@@ -155,17 +195,31 @@ def test_etag_and_cache_control(api: TestClient, dataset: Dataset):
 
 
 def test_read_keys(open_settings, dataset: Dataset):
-    keyed = open_settings.model_copy(update={"auth_enabled": True, "read_keys": f"{CLIENT}:{READ_KEY},{OTHER_CLIENT}:other-secret"})
+    keyed = open_settings.model_copy(
+        update={"auth_enabled": True, "read_keys": f"{CLIENT}:{READ_KEY},{OTHER_CLIENT}:other-secret"}
+    )
     params = {"client_id": CLIENT, "screen_id": SCREEN, "dt": f"{WEEK:%Y-%m-%d}"}
     with TestClient(create_app(keyed)) as api:
         assert api.get("/heatmap/daily", params=params).status_code == 401
         assert api.get("/heatmap/daily", params=params, headers={"X-Read-Key": "other-secret"}).status_code == 403
         granted = api.get("/heatmap/daily", params=params, headers={"X-Read-Key": READ_KEY})
         assert granted.status_code == 200 and granted.headers["cache-control"].startswith("private")
-        assert api.get("/heatmap/screens", params={"client_id": OTHER_CLIENT}, headers={"X-Read-Key": READ_KEY}).status_code == 403
+        assert (
+            api.get(
+                "/heatmap/screens", params={"client_id": OTHER_CLIENT}, headers={"X-Read-Key": READ_KEY}
+            ).status_code
+            == 403
+        )
         assert api.get("/heatmap/clients").status_code == 401
         assert api.get("/heatmap/clients", headers={"X-Read-Key": READ_KEY}).json() == {"clients": [CLIENT]}
-        assert api.put(f"/screenshots/{OTHER_CLIENT}/{SCREEN}", content=PNG, headers={"Content-Type": "image/png", "X-Read-Key": READ_KEY}).status_code == 403
+        assert (
+            api.put(
+                f"/screenshots/{OTHER_CLIENT}/{SCREEN}",
+                content=PNG,
+                headers={"Content-Type": "image/png", "X-Read-Key": READ_KEY},
+            ).status_code
+            == 403
+        )
         # A malformed id is a 400 before any key is looked at.
         assert api.get("/heatmap/daily", params={**params, "client_id": "a b"}).status_code == 400
 
@@ -187,7 +241,9 @@ def test_screenshot_upload_and_fetch(api: TestClient, open_settings):
 
     from heatmap_core.s3 import s3_client
 
-    stored_object = s3_client(open_settings).get_object(Bucket=open_settings.assets_bucket, Key=f"screenshots/{CLIENT}/stored")
+    stored_object = s3_client(open_settings).get_object(
+        Bucket=open_settings.assets_bucket, Key=f"screenshots/{CLIENT}/stored"
+    )
     assert stored_object["Body"].read() == PNG
 
 
@@ -209,9 +265,20 @@ def test_screenshot_upload_limits(api: TestClient, body, content_type, status):
 def test_health_schema_and_dashboard(api: TestClient):
     assert api.get("/health").json() == {"status": "ok"}
     paths = api.get("/schema/openapi.json").json()["paths"]
-    assert {"/heatmap/hourly", "/heatmap/daily", "/heatmap/weekly", "/heatmap/range", "/heatmap/clients",
-            "/heatmap/screens", "/heatmap/buckets", "/screenshots/{client_id}/{screen_id}"} <= set(paths)
+    assert {
+        "/heatmap/hourly",
+        "/heatmap/daily",
+        "/heatmap/weekly",
+        "/heatmap/range",
+        "/heatmap/clients",
+        "/heatmap/screens",
+        "/heatmap/buckets",
+        "/screenshots/{client_id}/{screen_id}",
+    } <= set(paths)
     assert api.get("/", follow_redirects=False).headers["location"] == "/dashboard/"
-    assert api.get("/?client=acme&grain=day", follow_redirects=False).headers["location"] == "/dashboard/?client=acme&grain=day"
+    assert (
+        api.get("/?client=acme&grain=day", follow_redirects=False).headers["location"]
+        == "/dashboard/?client=acme&grain=day"
+    )
     assert 'id="stage"' in api.get("/dashboard/").text
     assert api.get("/vendor/heatmap.js/heatmap.min.js").status_code == 200

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, date, datetime, timedelta
+from itertools import pairwise
 
 import pytest
 from hypothesis import given, settings
@@ -42,12 +43,13 @@ def test_plan_tiles_the_range_with_present_rollups_and_is_minimal(case):
         if grain == "week" and start <= bucket_start and bucket_start + LENGTH["week"] <= end:
             assert ("week", bucket_start) in buckets
     # Adjacent spans never share a grain (they would have been merged).
-    assert all(a.grain != b.grain for a, b in zip(spans, spans[1:]))
+    assert all(a.grain != b.grain for a, b in pairwise(spans))
 
 
 def test_range_bounds():
     assert range_bounds(datetime(2026, 2, 1, 10), datetime(2026, 2, 1, 11, tzinfo=UTC)) == (
-        datetime(2026, 2, 1, 10, tzinfo=UTC), datetime(2026, 2, 1, 11, tzinfo=UTC),
+        datetime(2026, 2, 1, 10, tzinfo=UTC),
+        datetime(2026, 2, 1, 11, tzinfo=UTC),
     )
     with pytest.raises(BadParameter) as raised:
         range_bounds(datetime(2026, 2, 1, 10, 0, 1, tzinfo=UTC), datetime(2026, 2, 1, 11, tzinfo=UTC))

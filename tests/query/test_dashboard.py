@@ -89,7 +89,10 @@ def test_dashboard_draws_heat_over_blank_then_screenshot(browser, live_api, data
         assert page.text_content("#total") == "700"
 
         # Upload a grey 200 x 300 screenshot: the stage takes its shape and shows it under the heat.
-        page.set_input_files("#screenshot-file", files=[{"name": "home.png", "mimeType": "image/png", "buffer": solid_png(200, 300, GREY)}])
+        page.set_input_files(
+            "#screenshot-file",
+            files=[{"name": "home.png", "mimeType": "image/png", "buffer": solid_png(200, 300, GREY)}],
+        )
         page.click("#upload button")
         page.wait_for_function("document.getElementById('upload-status').textContent.startsWith('Uploaded')")
         wait_ready(page)
@@ -100,7 +103,9 @@ def test_dashboard_draws_heat_over_blank_then_screenshot(browser, live_api, data
         assert hot["maxAlpha"] > 0 and empty["maxAlpha"] == 0
 
         stage = page.locator("#stage").screenshot()
-        on_empty, on_hot = page.evaluate(PNG_PIXELS, [base64.b64encode(stage).decode(), [[75.5 / 100, 160.5 / 200], [25.5 / 100, 40.5 / 200]]])
+        on_empty, on_hot = page.evaluate(
+            PNG_PIXELS, [base64.b64encode(stage).decode(), [[75.5 / 100, 160.5 / 200], [25.5 / 100, 40.5 / 200]]]
+        )
         assert is_grey(on_empty), on_empty  # the screenshot shows through where there is no heat
         assert not is_grey(on_hot), on_hot  # and the heat is drawn over it where there is
         page.screenshot(path=str(artifacts_dir / "query-dashboard.png"), full_page=True)
@@ -112,7 +117,9 @@ def test_dashboard_draws_heat_over_blank_then_screenshot(browser, live_api, data
 def test_dashboard_shows_readable_errors(browser, live_api, dataset):
     page = browser.new_page()
     try:
-        page.goto(f"{live_api}/dashboard/?client={CLIENT}&screen={SCREEN}&grain=range&from=2026-02-01T10:30:00Z&to=2026-02-01T12:00:00Z")
+        page.goto(
+            f"{live_api}/dashboard/?client={CLIENT}&screen={SCREEN}&grain=range&from=2026-02-01T10:30:00Z&to=2026-02-01T12:00:00Z"
+        )
         page.wait_for_selector("#stage[data-state=error]")
         assert "on an hour boundary" in page.text_content("#error")
     finally:
