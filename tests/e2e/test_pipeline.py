@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 
 import httpx
@@ -98,7 +99,9 @@ def test_traffic_is_served_exactly_for_every_hour_day_and_week(pipeline: Setting
         hours_back=3, seed=20261125, now=datetime.now(UTC),
     )
     batches, truth = build(spec)
-    asyncio.run(send_batches(batches, f"http://127.0.0.1:{pipeline.ingestion_port}", progress=False))
+    # Playwright's sync API owns this thread's event loop: send from a worker thread.
+    with ThreadPoolExecutor(1) as worker:
+        worker.submit(asyncio.run, send_batches(batches, f"http://127.0.0.1:{pipeline.ingestion_port}", progress=False)).result()
 
     base = f"http://127.0.0.1:{pipeline.query_port}"
     hourly = _expected(truth, lambda h: h)
