@@ -9,6 +9,8 @@ import sys
 import time
 import uuid
 from collections import Counter, defaultdict
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
@@ -154,25 +156,12 @@ def settings_env(settings: Settings) -> dict[str, str]:
     return env
 
 
-@pytest.fixture(scope="module")
-def live_api(open_settings: Settings, dataset: Dataset):
+@contextmanager
+def serve(settings: Settings) -> Iterator[str]:
     """The query API under uvicorn, as the stack runs it, on a free port; yields its base URL."""
     port = free_port()
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "uvicorn",
-            "query_api.app:app",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--no-access-log",
-        ],
-        cwd=ROOT,
-        env=settings_env(open_settings),
-    )
+    command = [sys.executable, "-m", "uvicorn", "query_api.app:app", "--host", "127.0.0.1", "--port", str(port)]
+    process = subprocess.Popen([*command, "--no-access-log"], cwd=ROOT, env=settings_env(settings))
     base = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 60
@@ -193,3 +182,19 @@ def live_api(open_settings: Settings, dataset: Dataset):
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
+
+
+@pytest.fixture(scope="module")
+def live_api(open_settings: Settings, dataset: Dataset) -> Iterator[str]:
+    with serve(open_settings) as base:
+        yield base
+
+
+@pytest.fixture(scope="module")
+def keyed_api(open_settings: Settings, dataset: Dataset) -> Iterator[str]:
+    """The same data behind read keys: READ_KEY opens CLIENT only."""
+    keyed = open_settings.model_copy(
+        update={"auth_enabled": True, "read_keys": f"{CLIENT}:{READ_KEY},{OTHER_CLIENT}:x"}
+    )
+    with serve(keyed) as base:
+        yield base

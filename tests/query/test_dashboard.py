@@ -8,7 +8,7 @@ import zlib
 
 import pytest
 
-from tests.query.conftest import CLIENT, HOUR, SCREEN, WEEK
+from tests.query.conftest import CLIENT, HOUR, READ_KEY, SCREEN, WEEK
 
 HOT_HOUR = WEEK + 10 * HOUR  # cells (25, 40): 500 and (26, 40): 200, nothing else
 GREY = (130, 130, 130)
@@ -122,5 +122,28 @@ def test_dashboard_shows_readable_errors(browser, live_api, dataset):
         )
         page.wait_for_selector("#stage[data-state=error]")
         assert "on an hour boundary" in page.text_content("#error")
+    finally:
+        page.close()
+
+
+@pytest.mark.browser
+def test_dashboard_asks_for_the_read_key(browser, keyed_api, dataset):
+    page = browser.new_page()
+    try:
+        page.goto(
+            f"{keyed_api}/dashboard/?client={CLIENT}&screen={SCREEN}&grain=hour&bucket={HOT_HOUR:%Y-%m-%dT%H:%M:%SZ}"
+        )
+        page.wait_for_selector("#stage[data-state=error]")
+        assert "needs a read key" in page.text_content("#error")
+        page.fill("#read-key", "wrong")
+        page.click("#show")
+        page.wait_for_selector("#stage[data-state=error]")
+        assert "does not open" in page.text_content("#error")
+        page.fill("#read-key", READ_KEY)
+        page.click("#show")
+        wait_ready(page)
+        assert page.text_content("#total") == "700"
+        assert READ_KEY not in page.url  # the key never enters a shareable link
+        assert page.evaluate("Array.from(document.querySelectorAll('#client option')).map(o => o.value)") == [CLIENT]
     finally:
         page.close()
