@@ -8,7 +8,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from litestar import Litestar, MediaType, Request, Response, get
+from litestar import Litestar, Request, Response, get
 from litestar.config.cors import CORSConfig
 from litestar.datastructures import State
 from litestar.di import Provide
@@ -23,7 +23,7 @@ from heatmap_core.clickhouse import apply_schema, clickhouse
 from heatmap_core.settings import Settings, get_settings
 from query_api.auth import READ_KEY_HEADER, SECURITY_COMPONENTS
 from query_api.buckets import BadParameter
-from query_api.models import Health
+from query_api.models import Health, Problem
 from query_api.routes import HeatmapController, ScreenshotController
 from query_api.screenshots import ScreenshotStore
 from query_api.store import HeatmapStore
@@ -48,12 +48,8 @@ def index(request: Request) -> Redirect:
 def _bad_request(parameter: str | None, message: str) -> Response:
     """Every 400 names the offending parameter in ``detail`` (for people) and ``extra`` (for code)."""
     detail = f"invalid parameter {parameter!r}: {message}" if parameter else message
-    extra = [{"key": parameter, "message": message}] if parameter else []
-    return Response(
-        {"status_code": 400, "detail": detail, "extra": extra},
-        status_code=HTTP_400_BAD_REQUEST,
-        media_type=MediaType.JSON,
-    )
+    extra = [{"key": parameter, "message": message}] if parameter else None
+    return Response(Problem(status_code=400, detail=detail, extra=extra), status_code=HTTP_400_BAD_REQUEST)
 
 
 def _on_bad_parameter(_: Request, exc: BadParameter) -> Response:
