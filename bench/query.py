@@ -18,7 +18,7 @@ from heatmap_core.settings import Settings
 
 REQUESTS = 30
 DIRECT_SQL = (
-    "SELECT cell_x, cell_y, count FROM {table:Identifier} WHERE client_id = {client:String} "
+    "SELECT cell_x, cell_y, count FROM {db:Identifier}.{table:Identifier} WHERE client_id = {client:String} "
     "AND screen_id = {screen:String} AND bucket_start = {start:DateTime('UTC')} ORDER BY cell_x, cell_y"
 )
 
@@ -55,7 +55,7 @@ def run(settings: Settings) -> list[Result]:
         with clickhouse(settings) as client:
             result = client.query(
                 DIRECT_SQL,
-                parameters={"table": f"{settings.clickhouse_database}.{DAILY.name}", "client": "bench", "screen": "home", "start": day.replace(tzinfo=None)},
+                parameters={"db": settings.clickhouse_database, "table": DAILY.name, "client": "bench", "screen": "home", "start": day.replace(tzinfo=None)},
             ).result_rows
             assert len(result) == len(rows)
 
