@@ -24,11 +24,11 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 import msgspec
-from tenacity import retry, retry_if_result, stop_after_delay, wait_fixed
 from kafka import KafkaConsumer, TopicPartition
 from kafka.consumer.subscription_state import ConsumerRebalanceListener
 from kafka.errors import CommitFailedError, RebalanceInProgressError
 from kafka.structs import OffsetAndMetadata
+from tenacity import retry, retry_if_result, stop_after_delay, wait_fixed
 
 from heatmap_core.events import RECORD_VERSION, RawBatchRecord, decode_record
 from heatmap_core.lake import PartitionWatermark
@@ -58,27 +58,25 @@ class PartitionState:
     watermark: PartitionWatermark | None = None
     # Set while re-reading a range an earlier owner flushed but did not commit: flush exactly at this offset.
     replay_until: int | None = None
-    # The next offset to read, once known (from a record, or the committed offset of a quiet partition).
-    next_offset: int | None = None
 
     @property
-    def first_unlanded_offset(self) -> int | None:
-        return self.next_offset if self.buffer.empty else self.buffer.first_offset
+    def first_unlanded_offset(self) -> int:
+        """The partition's first offset not yet in the lake (the watermark object knows what landed before)."""
+        return self.watermark.landed_through_offset + 1 if self.buffer.empty else self.buffer.first_offset
 
 
 class _RebalanceNotes(ConsumerRebalanceListener):
-    """Notes partition moves; the loop acts on them after poll returns, so listeners stay instant."""
+    """Notes revoked partitions; the loop acts on them after poll returns, so listeners stay instant."""
 
     def __init__(self) -> None:
-        self.moved: set[TopicPartition] = set()
+        self.revoked: set[TopicPartition] = set()
         self.assignment_changed = False
 
     def on_partitions_revoked(self, revoked):
-        self.moved.update(revoked)
+        self.revoked.update(revoked)
         self.assignment_changed = True
 
     def on_partitions_assigned(self, assigned):
-        self.moved.update(assigned)
         self.assignment_changed = True
 
 
@@ -101,6 +99,8 @@ class Landing:
         self.writer = LakeWriter(settings, options.formats)
         self.rebalance = _RebalanceNotes()
         self.states: dict[int, PartitionState] = {}
+        # Partitions sought back during this loop iteration: the rest of their polled records is stale.
+        self.rewound: set[int] = set()
         self.progress = Progress()
         self.stopping = False
         self.consumer = KafkaConsumer(
@@ -132,10 +132,13 @@ class Landing:
         self.consumer.subscribe([self.topic], listener=self.rebalance)
         try:
             while not self.stopping:
+                self.rewound = set()
                 batches = self.consumer.poll(timeout_ms=200)
                 self._apply_rebalance()
                 for tp, records in batches.items():
                     for message in records:
+                        if tp.partition in self.rewound:
+                            break
                         self._add(tp.partition, message.offset, message.value)
                 self._flush(self._due())
                 self._refresh_idle_watermarks()
@@ -161,14 +164,26 @@ class Landing:
         return self.consumer.partitions_for_topic(self.topic)
 
     def _apply_rebalance(self) -> None:
-        """Forget moved partitions: their uncommitted buffers are re-read from the committed offset."""
+        """Drop the unflushed buffers of revoked partitions; they are read again from the committed offset.
+
+        A partition assigned straight back to this member keeps its fetch position in kafka-python,
+        so it is sought back to its first unflushed offset (which is the committed one).
+        """
         if not self.rebalance.assignment_changed:
             return
-        for tp in self.rebalance.moved:
-            self.states.pop(tp.partition, None)
-        self.rebalance.moved.clear()
         self.rebalance.assignment_changed = False
-        log.info("assigned partitions %s", sorted(tp.partition for tp in self.consumer.assignment()))
+        revoked, self.rebalance.revoked = self.rebalance.revoked, set()
+        assigned = self.consumer.assignment()
+        for tp in revoked:
+            state = self.states.pop(tp.partition, None)
+            if state is not None and not state.buffer.empty and tp in assigned:
+                self._rewind(tp, state.buffer.first_offset)
+        log.info("assigned partitions %s", sorted(tp.partition for tp in assigned))
+
+    def _rewind(self, tp: TopicPartition, offset: int) -> None:
+        self.states.pop(tp.partition, None)
+        self.consumer.seek(tp, offset)
+        self.rewound.add(tp.partition)
 
     def _state(self, partition: int) -> PartitionState:
         state = self.states.get(partition)
@@ -192,6 +207,8 @@ class Landing:
 
     def _add(self, partition: int, offset: int, value: bytes) -> None:
         state = self._state(partition)
+        if not state.buffer.empty and offset <= state.buffer.last_offset:
+            return  # already buffered: a stale fetch after a seek must not put an event in twice
         watermark = state.watermark
         if state.buffer.empty and state.replay_until is None and watermark.flush_first_offset == offset:
             state.replay_until = watermark.flush_last_offset
@@ -200,7 +217,6 @@ class Landing:
                 partition, watermark.flush_first_offset, watermark.flush_last_offset,
             )
         state.buffer.add(offset, self._decode(partition, offset, value))
-        state.next_offset = offset + 1
         if state.replay_until is not None and offset >= state.replay_until:
             self._flush([partition])
 
@@ -267,17 +283,15 @@ class Landing:
             assigned = self.consumer.assignment()
             for flush in flushes:
                 tp = TopicPartition(self.topic, flush.kafka_partition)
-                self.states.pop(flush.kafka_partition, None)
                 if tp in assigned:
-                    self.consumer.seek(tp, flush.first_offset)
+                    self._rewind(tp, flush.first_offset)
+                else:
+                    self.states.pop(flush.kafka_partition, None)
 
     def _lag(self, tp: TopicPartition, state: PartitionState) -> int | None:
-        """Records of the partition not yet in the lake, as far as the last fetch tells."""
+        """Records of the partition not yet in the lake, as far as the last fetch tells (None before one)."""
         highwater = self.consumer.highwater(tp)
-        if state.next_offset is None:  # nothing read since the assignment: reading starts at the committed offset
-            state.next_offset = self.consumer.committed(tp) or 0
-        first_unlanded = state.first_unlanded_offset
-        return None if highwater is None or first_unlanded is None else highwater - first_unlanded
+        return None if highwater is None else highwater - state.first_unlanded_offset
 
     def _refresh_idle_watermarks(self) -> None:
         """Caught-up partitions keep their watermark moving, so one quiet partition holds no hour open."""

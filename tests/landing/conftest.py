@@ -102,8 +102,9 @@ def committed_offsets(settings: Settings, group: str) -> dict[int, int]:
     return {tp.partition: meta.offset for tp, meta in offsets.items() if tp.topic == settings.topic}
 
 
-def wait_landed(settings: Settings, group: str, timeout_s: float = 180.0) -> dict[int, int]:
-    """Wait until the group has committed every partition up to its end offset."""
+def wait_landed(settings: Settings, *landings: LandingProcess, timeout_s: float = 180.0) -> dict[int, int]:
+    """Wait until the landings' group has committed every partition up to its end offset."""
+    group = landings[0].group
     target = end_offsets(settings)
     expected = {p: o for p, o in target.items() if o > 0}
     deadline = time.monotonic() + timeout_s
@@ -112,7 +113,8 @@ def wait_landed(settings: Settings, group: str, timeout_s: float = 180.0) -> dic
         if all(committed.get(p) == o for p, o in expected.items()):
             return target
         if time.monotonic() > deadline:
-            raise AssertionError(f"group {group} committed {committed}, expected {expected}")
+            logs = "\n".join(f"--- exit {p.process.poll()}, {p.log_path}:\n{p.log()[-4000:]}" for p in landings)
+            raise AssertionError(f"group {group} committed {committed}, expected {expected}\n{logs}")
         time.sleep(0.5)
 
 

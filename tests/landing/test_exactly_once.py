@@ -58,7 +58,7 @@ def test_known_events_land_once_in_their_folders(settings, start_landing):
     records.append(straddling)
     origins = produce(settings, records)
     landing = start_landing("--flush-interval", "0.5", "--max-events", "1500")
-    ends = wait_landed(settings, landing.group)
+    ends = wait_landed(settings, landing)
 
     json_files = read_lake(settings, "json")
     parquet_files = read_lake(settings, "parquet")
@@ -93,13 +93,13 @@ def test_late_events_land_as_new_files_in_their_hour(settings, start_landing):
     first = make_records(events=600, per_record=100, span=timedelta(minutes=30), clients=("acme",))
     produce(settings, first)
     landing = start_landing("--flush-interval", "0.3")
-    wait_landed(settings, landing.group)
+    wait_landed(settings, landing)
     before = {f.key: f.events for f in read_lake(settings, "json")}
     ledger_before = set(list_keys(settings, LEDGER_PREFIX))
 
     late = make_records(events=50, per_record=50, span=timedelta(minutes=1), clients=("acme",), seed=99)
     late_origins = produce(settings, late)
-    wait_landed(settings, landing.group)
+    wait_landed(settings, landing)
     after = {f.key: f.events for f in read_lake(settings, "json")}
 
     new_keys = set(after) - set(before)
@@ -124,7 +124,7 @@ def test_sigterm_flushes_then_commits(settings, start_landing):
     assert landing.stop(signal.SIGTERM) == 0
     lines = [event_row(e) for f in read_lake(settings, "json") for e in f.events]
     assert sorted(lines) == expected_rows(records, origins)
-    ends = wait_landed(settings, landing.group, timeout_s=5)
+    ends = wait_landed(settings, landing, timeout_s=5)
     assert sum(ends.values()) == len(records)
     assert "received SIGTERM" in landing.log()
 
@@ -136,7 +136,7 @@ def test_parquet_schema_is_typed(settings, start_landing):
 
     produce(settings, make_records(events=200, per_record=100))
     landing = start_landing("--flush-interval", "0.3")
-    wait_landed(settings, landing.group)
+    wait_landed(settings, landing)
     keys = [k for k in list_keys(settings, settings.parquet_prefix + "/") if parse_part_key(k)]
     assert keys
     for key in keys:
