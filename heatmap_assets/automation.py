@@ -34,18 +34,25 @@ def _quiet_upstream_and_self() -> AutomationCondition:
     return ~AutomationCondition.any_deps_in_progress() & ~AutomationCondition.in_progress()
 
 
+def _window(bucket: timedelta) -> AutomationCondition:
+    # Dagster measures the lookback back from the end of the latest partition,
+    # which is the bucket in progress (end_offset=1): add one bucket length so a
+    # week (or day) that started within the lookback still qualifies.
+    return AutomationCondition.in_latest_time_window(lookback() + bucket)
+
+
 def hourly_condition() -> AutomationCondition:
     return (
-        AutomationCondition.in_latest_time_window(lookback())
+        _window(timedelta(hours=1))
         & (AutomationCondition.newly_missing() | AutomationCondition.any_deps_updated()).since_last_handled()
         & ~AutomationCondition.any_deps_missing()
         & _quiet_upstream_and_self()
     ).with_label("raw events of the hour new or changed")
 
 
-def rollup_condition() -> AutomationCondition:
+def rollup_condition(bucket: timedelta) -> AutomationCondition:
     return (
-        AutomationCondition.in_latest_time_window(lookback())
+        _window(bucket)
         & AutomationCondition.any_deps_updated().since_last_handled()
         & _quiet_upstream_and_self()
     ).with_label("an upstream bucket of the window changed")

@@ -144,3 +144,23 @@ def day_of(bucket: datetime) -> datetime:
 def week_of(bucket: datetime) -> datetime:
     day = day_of(bucket)
     return day - timedelta(days=(day.weekday() + 1) % 7)
+
+
+def write_parquet_part(settings: Settings, hour: datetime, events: list[LakeEvent]) -> Part:
+    """One Parquet part file under the lake's Parquet prefix (Phase 2 layout)."""
+    import io
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    first = events[0]
+    key = lake.part_key(
+        hour, first.client_id, first.kafka_partition, first.kafka_offset, events[-1].kafka_offset,
+        fmt="parquet", parquet_prefix=settings.parquet_prefix,
+    )
+    table = pa.Table.from_pylist([msgspec.structs.asdict(e) for e in events])
+    buffer = io.BytesIO()
+    pq.write_table(table, buffer)
+    body = buffer.getvalue()
+    s3_client(settings).put_object(Bucket=settings.raw_bucket, Key=key, Body=body)
+    return Part(key, events, len(events), len(body))

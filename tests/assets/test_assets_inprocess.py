@@ -76,19 +76,18 @@ def test_hour_exact_idempotent_and_replaced(settings, spark, instance):
         lakedata.write_part(settings, hour, c),
     ]
     lakedata.write_part(settings, next_hour, n)
-    run(settings, instance, "heatmap_hourly", tags=hour_range(next_hour, next_hour))
-
-    result = run(settings, instance, "heatmap_hourly", hour_key(hour))
+    # H and its neighbour in one range run (one Spark read), each replaced on its own.
+    result = run(settings, instance, "heatmap_hourly", tags=hour_range(hour, next_hour))
     expected = lakedata.expected_cells(a + b + c, hour)
     got = lakedata.table_cells(settings, "heatmap_hourly", hour, next_hour)
     assert got == expected
     assert sum(got.values()) == 500
     assert all(check_outcomes(result).values()), check_outcomes(result)
     metadata = result.asset_materializations_for_node("heatmap_hourly")[0].metadata
-    assert metadata["events_in"].value == 500
+    assert metadata["events_in"].value == 500 + 50
     assert metadata["duplicate_or_unreadable_lines"].value == parts[0].lines - len(a)
-    assert metadata["rows_written"].value == len(expected)
-    assert metadata["files_read"].value == 3
+    assert metadata["rows_written"].value == len(expected) + len(lakedata.expected_cells(n, next_hour))
+    assert metadata["files_read"].value == 4
 
     # Re-running the same hour gives identical rows.
     run(settings, instance, "heatmap_hourly", hour_key(hour))
@@ -164,3 +163,18 @@ def test_range_run_rollups_and_checks(settings, spark, instance):
     assert weekly == lakedata.rollup(daily, lakedata.week_of)
     assert sum(weekly.values()) == sum(hourly.values()) == 60 + 61 + 62
     assert {k[2] for k in weekly} == {lakedata.week_of(hours[0].replace(tzinfo=None)), lakedata.week_of(hours[-1].replace(tzinfo=None))}
+
+
+def test_parquet_lake_reads_the_same(settings, spark, instance):
+    """raw_format=parquet: the same hour from the Parquet copy of the lake gives the same cells."""
+    settings = settings.model_copy(update={"raw_format": "parquet"})
+    hour = base_hour(2)
+    events = lakedata.make_events(hour, "acme", "home_v1", 90, partition=1, offset=300, seed=5)
+    lakedata.write_parquet_part(settings, hour, events[:50])
+    lakedata.write_parquet_part(settings, hour, events[45:])  # overlapping origins count once
+    result = run(settings, instance, "heatmap_hourly", hour_key(hour))
+    assert lakedata.table_cells(settings, "heatmap_hourly", hour, hour + timedelta(hours=1)) == (
+        lakedata.expected_cells(events, hour)
+    )
+    outcomes = check_outcomes(result)
+    assert all(outcomes.values()), outcomes

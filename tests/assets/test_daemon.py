@@ -1,0 +1,334 @@
+"""The code location under a real `dagster dev`: GraphQL backfills, the ledger sensor,
+declarative automation and the freshness alert, all executed by the daemon.
+
+One `dagster dev` serves the whole module (its own DAGSTER_HOME, bucket and
+ClickHouse database). Tests observe it through GraphQL and the instance's
+storage, and the results through ClickHouse.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import httpx
+import pytest
+from dagster import AssetCheckKey, AssetKey, DagsterInstance
+from dagster._core.instance.ref import InstanceRef
+
+from heatmap_assets import checks
+from heatmap_assets.partitions import day_key, hour_key
+from heatmap_core.s3 import ensure_bucket, s3_client
+from heatmap_core.settings import Settings
+from tests.assets import lakedata
+from tests.conftest import free_port
+
+ROOT = Path(__file__).resolve().parents[2]
+AUTOMATION_LOOKBACK_DAYS = 12
+
+
+@dataclass
+class Dev:
+    url: str
+    settings: Settings
+    home: Path
+    log: Path
+    proc: subprocess.Popen
+    late_hour: datetime
+    # Hours the backfill test built (with their expected cells), reused by the late-files test.
+    finished: dict | None = None
+
+    def graphql(self, query: str, variables: dict | None = None) -> dict:
+        response = httpx.post(f"{self.url}/graphql", json={"query": query, "variables": variables or {}}, timeout=60)
+        response.raise_for_status()
+        body = response.json()
+        assert "errors" not in body, body["errors"]
+        return body["data"]
+
+    def instance(self) -> DagsterInstance:
+        return DagsterInstance.from_ref(InstanceRef.from_dir(str(self.home)))
+
+    def log_tail(self, n: int = 4000) -> str:
+        return self.log.read_text(errors="replace")[-n:]
+
+
+def wait_for(predicate, timeout: float, what: str, dev: Dev | None = None, every: float = 3.0):
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}" + (f"\n--- dagster dev log ---\n{dev.log_tail()}" if dev else ""))
+        time.sleep(every)
+
+
+@pytest.fixture(scope="module")
+def dev(stack: Settings, tmp_path_factory):
+    tag = uuid.uuid4().hex[:10]
+    settings = stack.model_copy(
+        update={"raw_bucket": f"test-raw-{tag}", "clickhouse_database": f"heatmap_test_{tag}"}
+    )
+    ensure_bucket(s3_client(settings), settings.raw_bucket)
+    base = tmp_path_factory.mktemp("dagster")
+    home = base / "dagster_home"
+    home.mkdir()
+    (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
+    log = base / "dagster-dev.log"
+
+    # A partition kept late on purpose: raw data for an hour older than the
+    # automation lookback, so nothing rebuilds it and the freshness alert must fire.
+    late_hour = (datetime.now(UTC) - timedelta(days=AUTOMATION_LOOKBACK_DAYS + 2)).replace(
+        minute=0, second=0, microsecond=0
+    )
+    part = lakedata.write_part(
+        settings, late_hour, lakedata.make_events(late_hour, "acme", "home_v1", 5, partition=5, offset=1, seed=7)
+    )
+    lakedata.write_ledger(settings, [part], written_at=datetime.now(UTC) - timedelta(minutes=2))
+
+    port = free_port()
+    env = {
+        **os.environ,
+        "DAGSTER_HOME": str(home),
+        "HEATMAP_S3_ENDPOINT": settings.s3_endpoint,
+        "HEATMAP_S3_ACCESS_KEY": settings.s3_access_key,
+        "HEATMAP_S3_SECRET_KEY": settings.s3_secret_key,
+        "HEATMAP_RAW_BUCKET": settings.raw_bucket,
+        "HEATMAP_CLICKHOUSE_DSN": settings.clickhouse_url,
+        "HEATMAP_CLICKHOUSE_DATABASE": settings.clickhouse_database,
+        "HEATMAP_LEDGER_SENSOR_INTERVAL_SECONDS": "5",
+        "HEATMAP_AUTOMATION_INTERVAL_SECONDS": "5",
+        "HEATMAP_FRESHNESS_SENSOR_INTERVAL_SECONDS": "10",
+        "HEATMAP_FRESHNESS_LAG_MINUTES": "1",
+        "HEATMAP_AUTOMATION_LOOKBACK_DAYS": str(AUTOMATION_LOOKBACK_DAYS),
+        "PYTHONPATH": str(ROOT),
+    }
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "dagster", "dev", "-w", str(ROOT / "workspace.yaml"), "-h", "127.0.0.1", "-p", str(port)],
+            cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+        )
+    server = Dev(f"http://127.0.0.1:{port}", settings, home, log, proc, late_hour)
+    try:
+        def loaded():
+            if proc.poll() is not None:
+                raise AssertionError(f"dagster dev exited\n{server.log_tail()}")
+            try:
+                data = server.graphql(
+                    "{ workspaceOrError { ... on Workspace { locationEntries { name loadStatus "
+                    "locationOrLoadError { __typename ... on PythonError { message } } } } } }"
+                )
+            except (httpx.HTTPError, AssertionError):
+                return False
+            entries = data["workspaceOrError"].get("locationEntries") or []
+            for entry in entries:
+                error = entry["locationOrLoadError"]
+                if error and error["__typename"] == "PythonError":
+                    raise AssertionError(f"code location failed to load: {error['message']}")
+            return any(e["loadStatus"] == "LOADED" and e["locationOrLoadError"] for e in entries)
+
+        wait_for(loaded, 240, "dagster dev to load the code location", server)
+        yield server
+    finally:
+        try:
+            os.killpg(proc.pid, signal.SIGTERM)
+            proc.wait(timeout=60)
+        except (ProcessLookupError, subprocess.TimeoutExpired):
+            try:
+                os.killpg(proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            proc.wait(timeout=30)
+
+
+def materialization_count(instance: DagsterInstance, key: str, partition: str) -> int:
+    from dagster import AssetRecordsFilter
+
+    return len(
+        instance.fetch_materializations(
+            AssetRecordsFilter(asset_key=AssetKey(key), asset_partitions=[partition]), limit=100
+        ).records
+    )
+
+
+def latest_check_passed(instance: DagsterInstance, key: AssetKey, names: list[str]) -> dict[str, str]:
+    statuses = {}
+    for name in names:
+        history = instance.event_log_storage.get_asset_check_execution_history(AssetCheckKey(key, name), limit=1)
+        statuses[name] = history[0].status.value if history else "NONE"
+    return statuses
+
+
+IN_ASSET_CHECKS = {
+    checks.HOURLY_KEY: [checks.RAW_MATCH, checks.GRID_CHECK, checks.UNIQUE_CHECK],
+    checks.DAILY_KEY: [checks.HOURLY_MATCH, checks.GRID_CHECK, checks.UNIQUE_CHECK],
+    checks.WEEKLY_KEY: [checks.DAILY_MATCH, checks.GRID_CHECK, checks.UNIQUE_CHECK],
+}
+
+
+def assert_checks_succeeded(instance: DagsterInstance):
+    for key, names in IN_ASSET_CHECKS.items():
+        statuses = latest_check_passed(instance, key, names)
+        assert set(statuses.values()) == {"SUCCEEDED"}, (key, statuses)
+
+
+def assert_rollups_exact(settings: Settings, start: datetime, end: datetime):
+    """daily = sum of hourly, weekly = sum of daily, over the weeks covering [start, end)."""
+    week0 = lakedata.week_of(start.replace(tzinfo=None)).replace(tzinfo=UTC)
+    week1 = lakedata.week_of(end.replace(tzinfo=None)).replace(tzinfo=UTC) + timedelta(days=7)
+    hourly = lakedata.table_cells(settings, "heatmap_hourly", week0, week1)
+    daily = lakedata.table_cells(settings, "heatmap_daily", week0, week1)
+    weekly = lakedata.table_cells(settings, "heatmap_weekly", week0, week1)
+    assert daily == lakedata.rollup(hourly, lakedata.day_of)
+    assert weekly == lakedata.rollup(daily, lakedata.week_of)
+    return hourly, daily, weekly
+
+
+LAUNCH = """
+mutation($params: LaunchBackfillParams!) {
+  launchPartitionBackfill(backfillParams: $params) {
+    __typename
+    ... on LaunchBackfillSuccess { backfillId }
+    ... on PythonError { message stack }
+    ... on InvalidSubsetError { message }
+    ... on PartitionSetNotFoundError { message }
+  }
+}
+"""
+BACKFILL_STATUS = """
+query($id: String!) { partitionBackfillOrError(backfillId: $id) { ... on PartitionBackfill { status } ... on PythonError { message } } }
+"""
+
+
+def test_backfill_48_hours_through_graphql(dev: Dev):
+    settings = dev.settings
+    # Saturday 12:00 .. Monday 12:00 of last week-end: two days' boundaries and a week boundary.
+    today = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+    saturday = today - timedelta(days=(today.weekday() - 5) % 7 or 7)
+    if today - saturday < timedelta(days=3):
+        saturday -= timedelta(days=7)
+    first = saturday + timedelta(hours=12)
+    hours = [first + timedelta(hours=i) for i in range(48)]
+    expected = {}
+    events_by_hour = {}
+    for i, hour in enumerate(hours):
+        if i % 3 == 1:
+            continue  # a third of the hours have no files at all
+        events = lakedata.make_events(hour, "acme", "home_v1", 15 + i % 4, partition=i % 3, offset=100 * i, seed=i)
+        if i % 6 == 0:  # a second client in a second file
+            other = lakedata.make_events(hour, "globex", "app", 5, partition=3, offset=100 * i, seed=1000 + i)
+            lakedata.write_part(settings, hour, other)
+            events += other
+        lakedata.write_part(settings, hour, events[: 15 + i % 4], duplicate_every=9)
+        events_by_hour[hour] = events
+        expected.update(lakedata.expected_cells(events, hour))
+    days = sorted({day_key(h) for h in hours})
+    weeks = sorted({day_key(lakedata.week_of(h.replace(tzinfo=None))) for h in hours})
+
+    params = {
+        "partitionsByAssets": [
+            {"assetKey": {"path": ["heatmap_hourly"]}, "partitions": {"range": {"start": hour_key(hours[0]), "end": hour_key(hours[-1])}}},
+            {"assetKey": {"path": ["heatmap_daily"]}, "partitions": {"range": {"start": days[0], "end": days[-1]}}},
+            {"assetKey": {"path": ["heatmap_weekly"]}, "partitions": {"range": {"start": weeks[0], "end": weeks[-1]}}},
+        ],
+        "title": "48-hour test backfill",
+    }
+    launched = dev.graphql(LAUNCH, {"params": params})["launchPartitionBackfill"]
+    assert launched["__typename"] == "LaunchBackfillSuccess", launched
+    backfill_id = launched["backfillId"]
+
+    def finished():
+        status = dev.graphql(BACKFILL_STATUS, {"id": backfill_id})["partitionBackfillOrError"].get("status")
+        return status if status in {"COMPLETED_SUCCESS", "COMPLETED_FAILED", "FAILED", "CANCELED", "COMPLETED"} else None
+
+    status = wait_for(finished, 600, "the 48-hour backfill", dev, every=5)
+    assert status in {"COMPLETED_SUCCESS", "COMPLETED"}, f"{status}\n{dev.log_tail()}"
+
+    instance = dev.instance()
+    from dagster import RunsFilter
+
+    runs = instance.get_runs(filters=RunsFilter(tags={"dagster/backfill": backfill_id}))
+    hourly_runs = [r for r in runs if AssetKey("heatmap_hourly") in (r.asset_selection or set())]
+    assert len(hourly_runs) == 1, "the 48 hours run in one run (one Spark session)"
+    assert all(r.is_success for r in runs)
+
+    got = lakedata.table_cells(settings, "heatmap_hourly", hours[0], hours[-1] + timedelta(hours=1))
+    assert got == expected
+    _, daily, weekly = assert_rollups_exact(settings, hours[0], hours[-1])
+    assert sum(weekly.values()) == sum(expected.values())
+    assert_checks_succeeded(instance)
+    dev.finished = events_by_hour
+
+
+def test_late_files_rematerialize_hour_day_week(dev: Dev):
+    """Late files land for an hour the backfill finished: automation rebuilds hour, day and week."""
+    if not dev.finished:
+        pytest.skip("needs the hours built by the backfill test")
+    settings = dev.settings
+    hour = max(dev.finished)
+    first = dev.finished[hour]
+    keys = {"heatmap_hourly": hour_key(hour), "heatmap_daily": day_key(hour),
+            "heatmap_weekly": day_key(lakedata.week_of(hour.replace(tzinfo=None)))}
+    instance = dev.instance()
+    before = {k: materialization_count(instance, k, p) for k, p in keys.items()}
+    assert all(before.values()), before
+    assert_checks_succeeded(instance)
+
+    late = lakedata.make_events(hour, "acme", "home_v1", 25, partition=4, offset=7000, seed=22)
+    late_part = lakedata.write_part(settings, hour, late)
+    lakedata.write_ledger(settings, [late_part])
+
+    def all_ran():
+        return all(materialization_count(instance, k, p) > before[k] for k, p in keys.items())
+
+    wait_for(all_ran, 480, "automation to rebuild hour, day and week after late files", dev, every=5)
+    assert lakedata.table_cells(settings, "heatmap_hourly", hour, hour + timedelta(hours=1)) == (
+        lakedata.expected_cells(first + late, hour)
+    )
+    _, daily, weekly = assert_rollups_exact(settings, hour, hour)
+    day = lakedata.day_of(hour.replace(tzinfo=None))
+    day_events = sum(
+        sum(lakedata.expected_cells(e, h).values())
+        for h, e in dev.finished.items()
+        if lakedata.day_of(h.replace(tzinfo=None)) == day
+    )
+    assert sum(v for k, v in daily.items() if k[2] == day) == day_events + len(late)
+    assert_checks_succeeded(instance)
+    # The raw_events observation that triggered it carries what the ledger said.
+    from dagster import AssetRecordsFilter
+
+    raw = instance.fetch_materializations(
+        AssetRecordsFilter(asset_key=AssetKey("raw_events"), asset_partitions=[hour_key(hour)]), limit=1
+    ).records[0].asset_materialization
+    assert raw.metadata["new_events"].value == len(late)
+
+
+def test_partition_kept_late_fires_freshness_alert(dev: Dev):
+    instance = dev.instance()
+    late_key = hour_key(dev.late_hour)
+    assert materialization_count(instance, "raw_events", late_key) >= 1 or wait_for(
+        lambda: materialization_count(instance, "raw_events", late_key), 120, "the ledger sensor to observe the old hour", dev
+    )
+
+    def alert():
+        history = instance.event_log_storage.get_asset_check_execution_history(
+            AssetCheckKey(checks.HOURLY_KEY, checks.FRESH_CHECK), limit=20
+        )
+        for record in history:
+            evaluation = record.event.dagster_event.event_specific_data if record.event and record.event.dagster_event else None
+            if record.status.value == "FAILED" and evaluation is not None:
+                late = evaluation.metadata.get("late_partitions")
+                if late is not None and late_key in late.value:
+                    return evaluation
+        return None
+
+    evaluation = wait_for(alert, 240, "the freshness alert for the late hour", dev, every=5)
+    assert not evaluation.passed
+    assert materialization_count(instance, "heatmap_hourly", late_key) == 0
