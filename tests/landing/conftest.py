@@ -23,7 +23,7 @@ from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.errors import CoordinatorNotAvailableError
 
 from heatmap_core.events import Event, LakeEvent, RawBatchRecord, encode_record
-from heatmap_core.lake import LEDGER_PREFIX, WATERMARK_PREFIX, parse_part_key
+from heatmap_core.lake import parse_part_key
 from heatmap_core.s3 import s3_client
 from heatmap_core.settings import Settings
 
@@ -173,9 +173,10 @@ def start_landing(settings: Settings, tmp_path: Path) -> Iterator[Callable[..., 
     """Start landing subprocesses against the test's topic; teardown kills whatever still runs."""
     started: list[LandingProcess] = []
 
-    def start(*args: str, group: str = "landing", settings_: Settings | None = None, **env: str) -> LandingProcess:
+    def start(*args: str, group: str = "landing", lake: Settings | None = None, **env: str) -> LandingProcess:
+        """``lake`` points the process at another bucket; ``env`` sets HEATMAP_* variables."""
         log_path = tmp_path / f"landing-{len(started)}.log"
-        process = LandingProcess(settings_ or settings, log_path, f"{group}-{settings.topic}", list(args), env)
+        process = LandingProcess(lake or settings, log_path, f"{group}-{settings.topic}", list(args), env)
         started.append(process)
         return process
 
@@ -223,10 +224,6 @@ def read_lake(settings: Settings, fmt: str = "json") -> list[LakeFile]:
             events = [LakeEvent(**row) for row in pq.read_table(io.BytesIO(body)).to_pylist()]
         files.append(LakeFile(key, events))
     return files
-
-
-def is_bookkeeping(key: str) -> bool:
-    return key.startswith((LEDGER_PREFIX, WATERMARK_PREFIX))
 
 
 def event_row(event: LakeEvent) -> tuple:

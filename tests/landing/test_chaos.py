@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+import re
 import signal
 import threading
 import time
@@ -33,10 +34,12 @@ def test_sigkill_chaos_lands_every_event_exactly_once(settings, start_landing):
     rng = random.Random(4)
     # A static member id: each restart takes the partitions back at once instead of waiting out a session.
     restart = dict(HEATMAP_LANDING_INSTANCE_ID="chaos")
+    started = []
     producer.start()
     try:
         for _ in range(KILLS):
             landing = start_landing(*LANDING_ARGS, **restart)
+            started.append(landing)
             landing.wait_for_log(r"assigned partitions \[\d")
             time.sleep(rng.uniform(0.1, 2.5))
             assert landing.stop(signal.SIGKILL) == -signal.SIGKILL
@@ -44,8 +47,11 @@ def test_sigkill_chaos_lands_every_event_exactly_once(settings, start_landing):
         producer.join()
 
     final = start_landing(*LANDING_ARGS, **restart)
+    started.append(final)
     wait_landed(settings, final)
     assert final.stop() == 0
+    replays = sum(len(re.findall("re-flushing offsets", p.log())) for p in started)
+    print(f"{KILLS} kills; {replays} flush ranges written before a kill were re-flushed onto the same keys")
 
     json_files = read_lake(settings, "json")
     rows = [event_row(e) for f in json_files for e in f.events]

@@ -2,23 +2,25 @@
 
 from __future__ import annotations
 
+import io
 import signal
 from collections import Counter
 from datetime import UTC, datetime, timedelta
 
+import pyarrow.parquet as pq
+
 from heatmap_core.events import Event, RawBatchRecord
 from heatmap_core.lake import (
+    LEDGER_PREFIX,
+    WATERMARK_PREFIX,
     decode_ledger,
     decode_watermark,
     hour_start,
     lake_watermark,
-    LEDGER_PREFIX,
     parse_part_key,
-    WATERMARK_PREFIX,
 )
 from landing.parquet import LAKE_SCHEMA
 from tests.landing.conftest import (
-    BASE_TIME,
     event_row,
     expected_rows,
     list_keys,
@@ -130,10 +132,6 @@ def test_sigterm_flushes_then_commits(settings, start_landing):
 
 
 def test_parquet_schema_is_typed(settings, start_landing):
-    import io
-
-    import pyarrow.parquet as pq
-
     produce(settings, make_records(events=200, per_record=100))
     landing = start_landing("--flush-interval", "0.3")
     wait_landed(settings, landing)

@@ -38,10 +38,10 @@ def test_two_instances_land_what_one_lands(settings, start_landing):
     origins = produce(settings, first)
 
     single = start_landing(*ARGS, group="single")
-    pair = [start_landing(*ARGS, group="pair", settings_=pair_settings)]
+    pair = [start_landing(*ARGS, group="pair", lake=pair_settings)]
     pair[0].wait_for_log(r"assigned partitions \[0, 1, 2, 3, 4, 5\]")
     # The second member joins while the first is landing: the group rebalances mid-stream.
-    pair.append(start_landing(*ARGS, group="pair", settings_=pair_settings))
+    pair.append(start_landing(*ARGS, group="pair", lake=pair_settings))
     for instance in pair:
         instance.wait_for_log(r"assigned partitions \[\d(, \d){2}\]")
     origins += produce(settings, second)
