@@ -4,9 +4,12 @@
   (the ledger sensor reported new or changed files) or when the hour became
   missing while its raw data exists; never for an hour without raw data.
 - heatmap_daily / heatmap_weekly run when any of their upstream partitions was
-  updated or is requested on the same tick, so one tick requests hour, day and
-  week together and the backfill daemon runs them in order. A day or week
-  without any hourly data never runs.
+  updated. Assets with different partition sets cannot share a run, so the
+  chain advances tick by tick: the hour lands, the next tick requests its day,
+  then its week. A day or week without any hourly data never runs.
+- Requests for many partitions of one asset at once (a burst of late data)
+  become one backfill (``emit_backfills``), which the single-run backfill
+  policy executes as one run: one Spark session for all the hours.
 - Nothing runs while an upstream partition or the partition itself is in
   progress, and only partitions in the recent lookback window are considered
   (older corrections are backfilled by hand).
