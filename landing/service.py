@@ -50,6 +50,12 @@ class LandingOptions:
     log_interval_s: float = 10.0
     formats: tuple[str, ...] = ("json", "parquet")
     session_timeout_ms: int = 10_000
+    # Assigned partitions that see no fetch response for this long mean a wedged client: exit and be restarted.
+    stall_timeout_s: float = 60.0
+
+
+class ConsumerStalled(RuntimeError):
+    pass
 
 
 @dataclass
@@ -58,6 +64,7 @@ class PartitionState:
     watermark: PartitionWatermark | None = None
     # Set while re-reading a range an earlier owner flushed but did not commit: flush exactly at this offset.
     replay_until: int | None = None
+    reading: bool = False  # whether a record arrived since the partition was (re)assigned
 
     @property
     def first_unlanded_offset(self) -> int:
@@ -101,6 +108,7 @@ class Landing:
         self.states: dict[int, PartitionState] = {}
         # Partitions sought back during this loop iteration: the rest of their polled records is stale.
         self.rewound: set[int] = set()
+        self.assigned_at = time.monotonic()
         self.progress = Progress()
         self.stopping = False
         self.consumer = KafkaConsumer(
@@ -143,11 +151,12 @@ class Landing:
                 self._flush(self._due())
                 self._refresh_idle_watermarks()
                 self._log_progress()
+                self._check_fetching()
             # Ranges being replayed are left for the next owner: flushing them early would change their keys.
             self._flush([p for p, s in self.states.items() if not s.buffer.empty and s.replay_until is None])
             self._log_progress(force=True)
         finally:
-            self.consumer.close()
+            self.consumer.close(autocommit=False, timeout_ms=10_000)
             self.writer.close()
         log.info("landing stopped")
 
@@ -178,7 +187,16 @@ class Landing:
             state = self.states.pop(tp.partition, None)
             if state is not None and not state.buffer.empty and tp in assigned:
                 self._rewind(tp, state.buffer.first_offset)
+        self.assigned_at = time.monotonic()
         log.info("assigned partitions %s", sorted(tp.partition for tp in assigned))
+
+    def _check_fetching(self) -> None:
+        """Fail loudly when the client stops fetching: the supervisor restarts it, and nothing is lost."""
+        if time.monotonic() - self.assigned_at < self.options.stall_timeout_s:
+            return
+        unfetched = sorted(tp.partition for tp in self.consumer.assignment() if self.consumer.highwater(tp) is None)
+        if unfetched:
+            raise ConsumerStalled(f"partitions {unfetched} fetched nothing {self.options.stall_timeout_s:.0f} s after assignment")
 
     def _rewind(self, tp: TopicPartition, offset: int) -> None:
         self.states.pop(tp.partition, None)
@@ -210,6 +228,15 @@ class Landing:
         if not state.buffer.empty and offset <= state.buffer.last_offset:
             return  # already buffered: a stale fetch after a seek must not put an event in twice
         watermark = state.watermark
+        if not state.reading:
+            state.reading = True
+            if watermark.landed_through_offset >= 0 and offset > watermark.landed_through_offset + 1:
+                # Reading must resume at or before the first unlanded offset; anything else skips events.
+                log.warning(
+                    "partition %d: reading resumes at offset %d but the lake holds offsets only through %d"
+                    " (retention, or a reset of the group's offsets?)",
+                    partition, offset, watermark.landed_through_offset,
+                )
         if state.buffer.empty and state.replay_until is None and watermark.flush_first_offset == offset:
             state.replay_until = watermark.flush_last_offset
             log.info(

@@ -52,6 +52,7 @@ def test_two_instances_land_what_one_lands(settings, start_landing):
     assert single.stop() == 0
     assert [instance.stop() for instance in pair] == [0, 0]
     assert all(_landed_events(instance.log()) > 0 for instance in pair)
+    assert not [p.log_path for p in (single, *pair) if "reading resumes at offset" in p.log()]  # no skipped offsets
 
     for fmt in ("json", "parquet"):
         one, two = _contents(settings, fmt), _contents(pair_settings, fmt)
