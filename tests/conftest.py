@@ -78,7 +78,9 @@ def chromium_path() -> str:
     return CHROMIUM
 
 
-@pytest.fixture(scope="session")
+# Module scope: Playwright's sync API runs an event loop in the main thread while
+# the browser lives, which would break asyncio.run() in the modules that follow.
+@pytest.fixture(scope="module")
 def browser(chromium_path: str):
     from playwright.sync_api import sync_playwright
 
