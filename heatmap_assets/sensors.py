@@ -63,6 +63,7 @@ def scan_ledger(lake_store: LakeResource, cursor_raw: str | None, now: datetime 
     cursor = _cursor(cursor_raw)
     seen = set(cursor["seen"])
     entries = lake_store.ledger_entries(cursor["after"], limit=MAX_ENTRIES_PER_TICK)
+    raw_format = lake_store.settings.raw_format
     last_valid = hourly_partitions.get_last_partition_key()
     first_valid = hourly_partitions.get_first_partition_key()
 
@@ -81,6 +82,8 @@ def scan_ledger(lake_store: LakeResource, cursor_raw: str | None, now: datetime 
             continue
         keys = []
         for item in entry.files:
+            if item.format != raw_format:
+                continue  # the other copy of the lake: the hourly job does not read it
             hour = datetime.strptime(f"{item.dt} {item.hour:02d}", "%Y-%m-%d %H").replace(tzinfo=UTC)
             keys.append((hour_key(hour), item))
         if any(last_valid is None or key > last_valid for key, _ in keys):
