@@ -21,6 +21,7 @@ from infra.stack import ensure_topic
 
 RECORDS = 1_000
 EVENTS_PER_RECORD = 200
+TIMEOUT_S = 600
 
 
 def _produce(settings: Settings) -> int:
@@ -71,9 +72,11 @@ def _landing(settings: Settings, expected: int) -> float:
     started = time.perf_counter()
     process = subprocess.Popen([sys.executable, "-m", "landing", "run"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        while _landed_events(settings) < expected:
+        while (landed := _landed_events(settings)) < expected:
             if process.poll() is not None:
                 raise RuntimeError(f"landing exited with {process.returncode}")
+            if time.perf_counter() - started > TIMEOUT_S:
+                raise RuntimeError(f"landing wrote {landed} of {expected} events in {TIMEOUT_S} s")
             time.sleep(0.5)
         return time.perf_counter() - started
     finally:
