@@ -50,6 +50,11 @@ warnings.filterwarnings("ignore", category=BetaWarning)
 
 OWNERS = ["team:analytics-platform"]
 GROUP = "heatmap"
+# Bucket replacement copies a day partition, then swaps it: two writers of the
+# same day must not interleave. Embedded chDB serializes them with its lock; a
+# ClickHouse server deployment limits this pool to 1
+# (`dagster instance concurrency set heatmap_bucket_writes 1`).
+BUCKET_WRITES_POOL = "heatmap_bucket_writes"
 MAX_LISTED_PATHS = 50
 
 TOPIC_KEY = AssetKey("heatmap_events_topic")
@@ -157,6 +162,7 @@ raw_events = AssetSpec(
     partitions_def=hourly_partitions,
     deps=[AssetDep(checks.RAW_EVENTS, partition_mapping=SAME_HOUR)],
     backfill_policy=BackfillPolicy.single_run(),
+    pool=BUCKET_WRITES_POOL,
     automation_condition=hourly_condition(),
     freshness_policy=freshness("HOURLY", 3, 1.5),
     check_specs=checks.HOURLY_CHECKS,
@@ -369,6 +375,7 @@ def _rollup(
     partitions_def=daily_partitions,
     deps=[AssetDep(checks.HOURLY_KEY, partition_mapping=HOURS_OF_DAY)],
     backfill_policy=BackfillPolicy.single_run(),
+    pool=BUCKET_WRITES_POOL,
     automation_condition=rollup_condition(timedelta(days=1)),
     freshness_policy=freshness("DAILY", 26, 6),
     check_specs=checks.DAILY_CHECKS,
@@ -394,6 +401,7 @@ def heatmap_daily(context: AssetExecutionContext, clickhouse: ClickHouseResource
     partitions_def=weekly_partitions,
     deps=[AssetDep(checks.DAILY_KEY, partition_mapping=DAYS_OF_WEEK)],
     backfill_policy=BackfillPolicy.single_run(),
+    pool=BUCKET_WRITES_POOL,
     automation_condition=rollup_condition(timedelta(days=7)),
     freshness_policy=freshness("WEEKLY", 24 * 8, 30),
     check_specs=checks.WEEKLY_CHECKS,
