@@ -1,6 +1,6 @@
 """The landing loop: consume, buffer per partition, flush durably, then commit.
 
-Flush protocol for a set of partitions (see docs/components/landing.md):
+Flush protocol for a set of partitions (see docs/ARCHITECTURE.md, "Landing"):
 
 1. write each partition's watermark object with the flush's offset range
    (the intent: whoever reads the partition next from the same offset
