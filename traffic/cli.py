@@ -125,3 +125,8 @@ def send(
     if truth_out:
         truth_out.write_text(json.dumps(truth.to_json()))
         console.print(f"ground truth: {truth_out}")
+
+
+@app.callback()
+def main() -> None:
+    """Synthetic heatmap traffic with exact ground truth."""
