@@ -28,6 +28,7 @@ register(
         lambda s, p: _uvicorn("ingestion_api.app:app", s.ingestion_port),
         lambda s: _http_ok(f"http://127.0.0.1:{s.ingestion_port}/health"),
         requires=("kafka", "redis"),
+        ports=lambda s: (s.ingestion_port,),
     )
 )
 register(
@@ -44,6 +45,7 @@ register(
         lambda s, p: _uvicorn("query_api.app:app", s.query_port),
         lambda s: _http_ok(f"http://127.0.0.1:{s.query_port}/health"),
         requires=("s3",),
+        ports=lambda s: (s.query_port,),
     )
 )
 
@@ -65,5 +67,6 @@ register(
         lambda s: _http_ok(f"http://127.0.0.1:{s.dagster_port}/server_info"),
         requires=("kafka", "s3"),
         start_timeout_s=180.0,
+        ports=lambda s: (s.dagster_port,),
     )
 )

@@ -286,12 +286,18 @@ class Program:
     after_start: Callable[[Settings], None] | None = None
     start_timeout_s: float = 90.0
     requires: tuple[str, ...] = field(default=())
+    # The ports it listens on: checked free before a start, so a health check
+    # never mistakes someone else's server for ours.
+    ports: Callable[[Settings], tuple[int, ...]] = lambda settings: ()
 
 
 PROGRAMS: dict[str, Program] = {
-    "kafka": Program("kafka", _kafka_prepare, _kafka_healthy, ensure_topic),
-    "s3": Program("s3", _s3_prepare, _s3_healthy, _ensure_buckets),
-    "redis": Program("redis", _redis_prepare, _redis_healthy),
+    "kafka": Program(
+        "kafka", _kafka_prepare, _kafka_healthy, ensure_topic,
+        ports=lambda s: (s.kafka_port, s.kafka_controller_port),
+    ),
+    "s3": Program("s3", _s3_prepare, _s3_healthy, _ensure_buckets, ports=lambda s: (s.s3_port,)),
+    "redis": Program("redis", _redis_prepare, _redis_healthy, ports=lambda s: (s.redis_port,)),
 }
 
 
@@ -337,9 +343,30 @@ def _supervisord_pid(paths: StackPaths) -> int | None:
 
 def _record_pid(paths: StackPaths, name: str) -> None:
     """Remember a program's pid and start time: some (redis) rewrite their environment block."""
-    pid = int(_supervisorctl(paths, "pid", name).stdout.strip() or 0)
-    if pid:
-        (paths.stack / f"{name}.pid").write_text(f"{pid} {psutil.Process(pid).create_time()}")
+    answer = _supervisorctl(paths, "pid", name, check=False).stdout.strip()
+    if not answer.isdigit() or answer == "0":
+        raise StackError(f"{name} is not running ({answer}); see {paths.log(name)}\n{_tail(paths.log(name))}")
+    pid = int(answer)
+    (paths.stack / f"{name}.pid").write_text(f"{pid} {psutil.Process(pid).create_time()}")
+
+
+def _ensure_ports_free(program: Program, settings: Settings) -> None:
+    for port in program.ports(settings):
+        holders = [
+            conn.pid for conn in psutil.net_connections("tcp")
+            if conn.laddr and conn.laddr.port == port and conn.status == psutil.CONN_LISTEN
+        ]
+        if holders:
+            owner = holders[0]
+            try:
+                what = " ".join(psutil.Process(owner).cmdline())[:120] if owner else "another process"
+            except psutil.Error:
+                what = "another process"
+            raise StackError(
+                f"port {port} needed by {program.name} is taken by pid {owner}: {what}\n"
+                "stop that process (another stack? `python -m infra.stack stop` with its HEATMAP_DATA_DIR) "
+                "or point the HEATMAP_* setting for this port elsewhere"
+            )
 
 
 def _recorded_processes(paths: StackPaths) -> list[psutil.Process]:
@@ -518,6 +545,7 @@ def start(
         program = PROGRAMS[name]
         state = _supervisorctl(paths, "status", name, check=False).stdout
         if "RUNNING" not in state:
+            _ensure_ports_free(program, settings)
             console.print(f"[cyan]{name}[/] starting (log: {paths.log(name)})")
             _supervisorctl(paths, "start", name, check=False)
         _wait_healthy(program, settings, paths)

@@ -49,3 +49,17 @@ def test_start_recover_and_stop_leave_nothing_running(private_settings):
     assert stack_module.stack_processes(paths) == []
     assert not any(_listening(port) for port in ports)
     assert stack_module.status(settings) == {}
+
+
+def test_a_taken_port_is_refused_with_its_owner_named(private_settings):
+    import socket
+
+    with socket.socket() as squatter:
+        squatter.bind(("127.0.0.1", private_settings.redis_port))
+        squatter.listen()
+        try:
+            with pytest.raises(stack_module.StackError, match=f"port {private_settings.redis_port} needed by redis is taken by pid {os.getpid()}"):
+                stack_module.start(private_settings, ["redis"])
+        finally:
+            stack_module.stop(private_settings)
+    assert stack_module.stack_processes(stack_module.StackPaths(private_settings.data_path)) == []
