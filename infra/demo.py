@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import threading
 import time
 from datetime import UTC, datetime
 
@@ -81,8 +80,10 @@ def run(
     # The demo client has no write keys; the production default keeps auth on.
     os.environ.setdefault("HEATMAP_AUTH_ENABLED", "false")
     settings = Settings()
-    stop_requested = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop_requested.set())
+    # Ctrl-C and SIGTERM both end in the `finally` below; SIGINT's default is
+    # restored because a shell may start us with it ignored (background jobs).
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
     try:
         console.rule("[bold]starting the stack")
         stack.start(settings, ALL_PROGRAMS)
@@ -111,8 +112,8 @@ def run(
         )
         if keep_running:
             console.print("running; press Ctrl-C to stop everything")
-            while not stop_requested.wait(1):
-                pass
+            while True:
+                time.sleep(1)
     except KeyboardInterrupt:
         pass
     except stack.StackError as exc:
