@@ -182,10 +182,11 @@ def _kafka_prepare(settings: Settings, paths: StackPaths) -> list[str]:
     )
     log4j = [f"-Dlog4j2.configurationFile={CONFIG / 'kafka-log4j2.properties'}"]
     if not (paths.data / "kafka" / "data" / "meta.properties").exists():
+        # `--cluster-id=...`: a random id may begin with "-", which a bare argument would turn into an option
         cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
         console.print("[cyan]kafka[/] formatting KRaft storage")
         subprocess.run(
-            _java_command(settings, "kafka", "kafka.tools.StorageTool", "256m", "format", "-t", cluster_id, "-c", str(props), props=log4j),
+            _java_command(settings, "kafka", "kafka.tools.StorageTool", "256m", "format", f"--cluster-id={cluster_id}", "-c", str(props), props=log4j),
             check=True,
             stdout=subprocess.DEVNULL,
         )
