@@ -370,57 +370,81 @@ def _rollup(
     )
 
 
-@asset(
-    name="heatmap_daily",
+def _rollup_asset(
+    *,
+    source: BucketTable,
+    target: BucketTable,
+    partitions_def,
+    upstream_key: AssetKey,
+    partition_mapping,
+    asset_key: AssetKey,
+    check_name: str,
+    check_specs,
+    period: timedelta,
+    freshness_policy: FreshnessPolicy,
+    description: str,
+):
+    """A rollup asset: each partition is the sum of the upstream buckets its partition mapping puts inside it."""
+
+    @asset(
+        name=asset_key.path[-1],
+        partitions_def=partitions_def,
+        deps=[AssetDep(upstream_key, partition_mapping=partition_mapping)],
+        backfill_policy=BackfillPolicy.single_run(),
+        pool=BUCKET_WRITES_POOL,
+        automation_condition=rollup_condition(period),
+        freshness_policy=freshness_policy,
+        check_specs=check_specs,
+        kinds={"clickhouse"},
+        group_name=GROUP,
+        owners=OWNERS,
+        description=description,
+        metadata=_table_meta(target),
+        code_version="1",
+    )
+    def rollup(context: AssetExecutionContext, clickhouse: ClickHouseResource) -> MaterializeResult:
+        return _rollup(
+            context, clickhouse, source=source, target=target, partitions_def=partitions_def,
+            upstream_key=upstream_key, check_name=check_name, asset_key=asset_key,
+        )
+
+    return rollup
+
+
+heatmap_daily = _rollup_asset(
+    source=HOURLY,
+    target=DAILY,
     partitions_def=daily_partitions,
-    deps=[AssetDep(checks.HOURLY_KEY, partition_mapping=HOURS_OF_DAY)],
-    backfill_policy=BackfillPolicy.single_run(),
-    pool=BUCKET_WRITES_POOL,
-    automation_condition=rollup_condition(timedelta(days=1)),
-    freshness_policy=freshness("DAILY", 26, 6),
+    upstream_key=checks.HOURLY_KEY,
+    partition_mapping=HOURS_OF_DAY,
+    asset_key=checks.DAILY_KEY,
+    check_name=checks.HOURLY_MATCH,
     check_specs=checks.DAILY_CHECKS,
-    kinds={"clickhouse"},
-    group_name=GROUP,
-    owners=OWNERS,
+    period=timedelta(days=1),
+    freshness_policy=freshness("DAILY", 26, 6),
     description=(
         "Mouse events per grid cell for each client, screen and UTC day: the sum of the day's 24 hourly "
         "buckets, computed inside ClickHouse (INSERT ... SELECT) and swapped in atomically."
     ),
-    metadata=_table_meta(DAILY),
-    code_version="1",
 )
-def heatmap_daily(context: AssetExecutionContext, clickhouse: ClickHouseResource) -> MaterializeResult:
-    return _rollup(
-        context, clickhouse, source=HOURLY, target=DAILY, partitions_def=daily_partitions,
-        upstream_key=checks.HOURLY_KEY, check_name=checks.HOURLY_MATCH, asset_key=checks.DAILY_KEY,
-    )
 
-
-@asset(
-    name="heatmap_weekly",
+heatmap_weekly = _rollup_asset(
+    source=DAILY,
+    target=WEEKLY,
     partitions_def=weekly_partitions,
-    deps=[AssetDep(checks.DAILY_KEY, partition_mapping=DAYS_OF_WEEK)],
-    backfill_policy=BackfillPolicy.single_run(),
-    pool=BUCKET_WRITES_POOL,
-    automation_condition=rollup_condition(timedelta(days=7)),
-    freshness_policy=freshness("WEEKLY", 24 * 8, 30),
+    upstream_key=checks.DAILY_KEY,
+    partition_mapping=DAYS_OF_WEEK,
+    asset_key=checks.WEEKLY_KEY,
+    check_name=checks.DAILY_MATCH,
     check_specs=checks.WEEKLY_CHECKS,
-    kinds={"clickhouse"},
-    group_name=GROUP,
-    owners=OWNERS,
+    period=timedelta(days=7),
+    freshness_policy=freshness("WEEKLY", 24 * 8, 30),
     description=(
         "Mouse events per grid cell for each client, screen and week (Sunday to Saturday, UTC, like "
         "ClickHouse toStartOfWeek): the sum of the week's 7 daily buckets, computed inside ClickHouse "
         "and swapped in atomically."
     ),
-    metadata=_table_meta(WEEKLY),
-    code_version="1",
 )
-def heatmap_weekly(context: AssetExecutionContext, clickhouse: ClickHouseResource) -> MaterializeResult:
-    return _rollup(
-        context, clickhouse, source=DAILY, target=WEEKLY, partitions_def=weekly_partitions,
-        upstream_key=checks.DAILY_KEY, check_name=checks.DAILY_MATCH, asset_key=checks.WEEKLY_KEY,
-    )
 
 
 ALL_ASSETS = [kafka_topic, raw_events, heatmap_hourly, heatmap_daily, heatmap_weekly]

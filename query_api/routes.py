@@ -10,6 +10,7 @@ from typing import Annotated
 
 from litestar import Controller, Request, Response, get, put
 from litestar.datastructures import ResponseHeader
+from litestar.di import Provide
 from litestar.exceptions import ClientException, NotFoundException
 from litestar.openapi import ResponseSpec
 from litestar.openapi.spec import (
@@ -98,74 +99,59 @@ _CACHED = [
 ]
 
 
+@dataclass(frozen=True)
+class ScreenHeatmaps:
+    """The heatmaps of one client's screen, answered as cached JSON for the request at hand."""
+
+    request: Request
+    store: HeatmapStore
+    settings: Settings
+    client_id: str
+    screen_id: str
+
+    def bucket(self, span: Span) -> Response[Heatmap]:
+        cells = self.store.cells(self.client_id, self.screen_id, [span])
+        return cached_json(self.request, Heatmap(cells=cells), span.end, self.settings)
+
+    def range(self, start: datetime, end: datetime) -> Response[RangeHeatmap]:
+        spans, cells = self.store.range_cells(self.client_id, self.screen_id, start, end)
+        used = [BucketSpan(grain=s.grain, start=s.start, end=s.end, buckets=s.buckets) for s in spans]
+        return cached_json(self.request, RangeHeatmap(cells=cells, start=start, end=end, used=used), end, self.settings)
+
+
+def provide_screen_heatmaps(
+    request: Request, store: HeatmapStore, settings: Settings, client_id: ClientId, screen_id: ScreenId
+) -> ScreenHeatmaps:
+    return ScreenHeatmaps(request, store, settings, client_id, screen_id)
+
+
 class HeatmapController(Controller):
     path = "/heatmap"
     tags = ["heatmap"]
-
-    def _bucket(
-        self, request: Request, store: HeatmapStore, settings: Settings, client_id: str, screen_id: str, span: Span
-    ) -> Response:
-        return cached_json(request, Heatmap(cells=store.cells(client_id, screen_id, [span])), span.end, settings)
+    dependencies = {"screen": Provide(provide_screen_heatmaps, sync_to_thread=False)}
 
     @get("/hourly", **_SECURED, response_headers=_CACHED)
-    def hourly(
-        self,
-        request: Request,
-        store: HeatmapStore,
-        settings: Settings,
-        client_id: ClientId,
-        screen_id: ScreenId,
-        dt: Day,
-        hour: Hour,
-    ) -> Response[Heatmap]:
+    def hourly(self, screen: ScreenHeatmaps, dt: Day, hour: Hour) -> Response[Heatmap]:
         """Cells of one UTC hour."""
-        return self._bucket(request, store, settings, client_id, screen_id, hour_bucket(dt, hour))
+        return screen.bucket(hour_bucket(dt, hour))
 
     @get("/daily", **_SECURED, response_headers=_CACHED)
-    def daily(
-        self,
-        request: Request,
-        store: HeatmapStore,
-        settings: Settings,
-        client_id: ClientId,
-        screen_id: ScreenId,
-        dt: Day,
-    ) -> Response[Heatmap]:
+    def daily(self, screen: ScreenHeatmaps, dt: Day) -> Response[Heatmap]:
         """Cells of one UTC day."""
-        return self._bucket(request, store, settings, client_id, screen_id, day_bucket(dt))
+        return screen.bucket(day_bucket(dt))
 
     @get("/weekly", **_SECURED, response_headers=_CACHED)
-    def weekly(
-        self,
-        request: Request,
-        store: HeatmapStore,
-        settings: Settings,
-        client_id: ClientId,
-        screen_id: ScreenId,
-        week_start: WeekStart,
-    ) -> Response[Heatmap]:
+    def weekly(self, screen: ScreenHeatmaps, week_start: WeekStart) -> Response[Heatmap]:
         """Cells of one week, Sunday 00:00 UTC to the next Sunday."""
-        return self._bucket(request, store, settings, client_id, screen_id, week_bucket(week_start))
+        return screen.bucket(week_bucket(week_start))
 
     @get("/range", **_SECURED, response_headers=_CACHED)
-    def range_(
-        self,
-        request: Request,
-        store: HeatmapStore,
-        settings: Settings,
-        client_id: ClientId,
-        screen_id: ScreenId,
-        from_: From,
-        to: To,
-    ) -> Response[RangeHeatmap]:
+    def range_(self, screen: ScreenHeatmaps, from_: From, to: To) -> Response[RangeHeatmap]:
         """Cells of [from, to), summed from the fewest rows: whole weeks, whole days, then hours.
 
         ``buckets`` reports the spans of each grain that answered.
         """
-        start, end = range_bounds(from_, to)
-        spans, cells = store.range_cells(client_id, screen_id, start, end)
-        used = [BucketSpan(grain=s.grain, start=s.start, end=s.end, buckets=s.buckets) for s in spans]
-        return cached_json(request, RangeHeatmap(cells=cells, start=start, end=end, used=used), end, settings)
+        return screen.range(*range_bounds(from_, to))
 
     @get("/clients", sync_to_thread=True, security=[{SECURITY_SCHEME: []}], responses=problems(401))
     def clients(self, store: HeatmapStore, settings: Settings, read_key: ReadKey = None) -> ClientList:

@@ -103,7 +103,13 @@ def committed_offsets(settings: Settings, group: str) -> dict[int, int]:
 
 
 def wait_landed(settings: Settings, *landings: LandingProcess, timeout_s: float = 180.0) -> dict[int, int]:
-    """Wait until the landings' group has committed every partition up to its end offset."""
+    """Wait until the landings run their loop and their group has committed every partition up to its end offset.
+
+    Waiting for the assignment first matters when earlier instances already committed everything:
+    a landing still importing its modules has no SIGTERM handler yet, so stopping it then is no clean stop.
+    """
+    for landing in landings:
+        landing.wait_for_log(r"assigned partitions \[\d")
     group = landings[0].group
     target = end_offsets(settings)
     expected = {p: o for p, o in target.items() if o > 0}
@@ -166,6 +172,11 @@ class LandingProcess:
             return self.process.wait(timeout=timeout_s)
         finally:
             self._log.close()
+
+    def stop_cleanly(self) -> None:
+        """SIGTERM must make landing flush, commit, leave the group and exit 0; the log says why when not."""
+        code = self.stop()
+        assert code == 0, f"landing exited with {code} after SIGTERM:\n{self.log()[-4000:]}"
 
 
 @pytest.fixture

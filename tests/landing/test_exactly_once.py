@@ -88,7 +88,7 @@ def test_known_events_land_once_in_their_folders(settings, start_landing):
     }
     assert lake_watermark(watermarks, settings.topic_partitions) >= datetime(2026, 2, 2, 13, 0, 5, tzinfo=UTC)
 
-    assert landing.stop() == 0
+    landing.stop_cleanly()
 
 
 def test_late_events_land_as_new_files_in_their_hour(settings, start_landing):
@@ -112,7 +112,7 @@ def test_late_events_land_as_new_files_in_their_hour(settings, start_landing):
     assert sorted(event_row(e) for e in after[new_key]) == expected_rows(late, late_origins)
     new_entries = [decode_ledger(read_object(settings, k)) for k in set(list_keys(settings, LEDGER_PREFIX)) - ledger_before]
     assert sorted(f.key for entry in new_entries for f in entry.files if f.format == "json") == [new_key]
-    assert landing.stop() == 0
+    landing.stop_cleanly()
 
 
 def test_sigterm_flushes_then_commits(settings, start_landing):
@@ -139,7 +139,7 @@ def test_parquet_schema_is_typed(settings, start_landing):
     assert keys
     for key in keys:
         assert pq.read_schema(io.BytesIO(read_object(settings, key))) == LAKE_SCHEMA
-    assert landing.stop() == 0
+    landing.stop_cleanly()
     assert Counter(parse_part_key(k).fmt for k in list_keys(settings) if parse_part_key(k)) == {
         "json": len(keys), "parquet": len(keys)
     }

@@ -38,7 +38,7 @@ def test_uncommitted_flush_is_replayed_onto_the_same_keys(settings, start_landin
     # A restart that would rotate after every single event still rewrites the crashed range as one flush.
     landing = start_landing("--flush-interval", "0", "--max-events", "1")
     wait_landed(settings, landing)
-    assert landing.stop() == 0
+    landing.stop_cleanly()
 
     assert f"partition {crashed_partition}: re-flushing offsets {flush.first_offset}-{flush.last_offset}" in landing.log()
     files = read_lake(settings, "json")

@@ -49,7 +49,7 @@ def test_two_instances_land_what_one_lands(settings, start_landing):
     wait_landed(settings, single)
     wait_landed(pair_settings, *pair)
     assert sorted(_last_assignment(pair[0].log()) + _last_assignment(pair[1].log())) == [0, 1, 2, 3, 4, 5]
-    assert single.stop() == 0
+    single.stop_cleanly()
     assert [instance.stop() for instance in pair] == [0, 0]
     assert all(_landed_events(instance.log()) > 0 for instance in pair)
     assert not [p.log_path for p in (single, *pair) if "reading resumes at offset" in p.log()]  # no skipped offsets
