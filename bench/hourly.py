@@ -1,5 +1,5 @@
 """The hourly aggregation: the PySpark job of heatmap_hourly (s3a, explicit schema,
-dedup on the Kafka origin, grid, count) against chDB reading the same files
+dedup per ingested event, grid, count) against chDB reading the same files
 straight from the S3 server with its s3() table function and doing the same."""
 
 from __future__ import annotations
@@ -31,8 +31,8 @@ SELECT client_id, screen_id,
 FROM (
     SELECT client_id, screen_id, x_norm, y_norm
     FROM s3({{url:String}}, {{key:String}}, {{secret:String}}, 'JSONEachRow',
-            'client_id String, screen_id String, x_norm Float64, y_norm Float64, kafka_partition Int64, kafka_offset Int64, batch_index Int64')
-    LIMIT 1 BY kafka_partition, kafka_offset, batch_index
+            'client_id String, screen_id String, x_norm Float64, y_norm Float64, batch_id String, batch_index Int64')
+    LIMIT 1 BY client_id, batch_id, batch_index
 )
 GROUP BY client_id, screen_id, cell_x, cell_y
 """
@@ -52,7 +52,7 @@ def _write_hour(settings: Settings, hour: datetime) -> list[str]:
                 LakeEvent(
                     client_id="bench", screen_id=f"s{i % 4}", event_time=hour + timedelta(seconds=i % 3600),
                     x_norm=rng.random(), y_norm=rng.betavariate(2, 5), event_type="mousemove",
-                    received_at=hour + timedelta(seconds=i % 3600), batch_id="b", kafka_partition=0,
+                    received_at=hour + timedelta(seconds=i % 3600), batch_id=f"b{(first + i) // 100}", kafka_partition=0,
                     kafka_offset=(first + i) // 100, batch_index=(first + i) % 100,
                 )
             )

@@ -87,10 +87,10 @@ RAW_SCHEMA = TableSchema(
         TableColumn("y_norm", "double", description="0..1 from the top edge."),
         TableColumn("event_type", "string"),
         TableColumn("received_at", "timestamp (UTC)"),
-        TableColumn("batch_id", "string"),
-        TableColumn("kafka_partition", "int", description="Kafka origin: with offset and index, unique per event."),
+        TableColumn("batch_id", "string", description="The accepted batch: with client_id and batch_index, one event."),
+        TableColumn("kafka_partition", "int", description="Kafka origin: with offset and index, one line's source."),
         TableColumn("kafka_offset", "long"),
-        TableColumn("batch_index", "int"),
+        TableColumn("batch_index", "int", description="Position of the event in its batch."),
     ]
 )
 

@@ -165,19 +165,18 @@ def rollup_mismatches(
 
 
 def lake_distinct_events(client, url_glob: str, fmt: str, access_key: str, secret_key: str) -> int:
-    """Distinct valid events (by Kafka origin) in the files matching ``url_glob``, read by ClickHouse."""
+    """Distinct valid events (by client, batch and index in batch) in the files matching ``url_glob``, read by ClickHouse."""
     structure = (
         "client_id Nullable(String), screen_id Nullable(String), x_norm Nullable(Float64), "
-        "y_norm Nullable(Float64), kafka_partition Nullable(Int64), kafka_offset Nullable(Int64), "
-        "batch_index Nullable(Int64)"
+        "y_norm Nullable(Float64), batch_id Nullable(String), batch_index Nullable(Int64)"
     )
     ch_format = {"json": "JSONEachRow", "parquet": "Parquet"}[fmt]
     return int(
         client.query(
-            "SELECT uniqExact(assumeNotNull(kafka_partition), assumeNotNull(kafka_offset), assumeNotNull(batch_index)) "
+            "SELECT uniqExact(assumeNotNull(client_id), assumeNotNull(batch_id), assumeNotNull(batch_index)) "
             f"FROM s3({{url:String}}, {{key:String}}, {{secret:String}}, '{ch_format}', '{structure}') "
             "WHERE client_id IS NOT NULL AND screen_id IS NOT NULL AND x_norm IS NOT NULL AND y_norm IS NOT NULL "
-            "AND kafka_partition IS NOT NULL AND kafka_offset IS NOT NULL AND batch_index IS NOT NULL "
+            "AND batch_id IS NOT NULL AND batch_index IS NOT NULL "
             "SETTINGS input_format_allow_errors_ratio = 1, input_format_skip_unknown_fields = 1",
             parameters={"url": url_glob, "key": access_key, "secret": secret_key},
         ).result_rows[0][0]

@@ -1,7 +1,7 @@
 """The PySpark transform of the hourly asset: lake lines -> per-cell counts.
 
 Pure Spark, no Dagster: ``read_lake`` reads an explicit list of part files with
-an explicit schema, ``hourly_cells`` deduplicates on the Kafka origin, buckets
+an explicit schema, ``hourly_cells`` counts each ingested event once, buckets
 with the grid of ``heatmap_core.grid`` and counts per (hour, client_id,
 screen_id, cell_x, cell_y). The hour of a line is the hour of the lake folder
 it was read from, i.e. exactly the ``raw_events`` partition it belongs to.
@@ -24,11 +24,12 @@ RAW_COLUMNS = (
     ("x_norm", "double"),
     ("y_norm", "double"),
     ("event_type", "string"),
-    ("kafka_partition", "long"),
-    ("kafka_offset", "long"),
+    ("batch_id", "string"),
     ("batch_index", "long"),
 )
-ORIGIN = ["kafka_partition", "kafka_offset", "batch_index"]
+# One ingested event: a batch_id names one accepted batch of a client, wherever
+# and however often its Kafka record was written (see docs/ARCHITECTURE.md).
+EVENT_KEY = ["client_id", "batch_id", "batch_index"]
 HOUR_FROM_PATH = r"dt=(\d{4}-\d{2}-\d{2})/hour=(\d{2})/"
 
 
@@ -62,7 +63,7 @@ def read_lake(spark, paths: list[str], fmt: str):
 def valid_lines(frame):
     from pyspark.sql import functions as F
 
-    required = ["client_id", "screen_id", "x_norm", "y_norm", "hour", *ORIGIN]
+    required = ["screen_id", "x_norm", "y_norm", "hour", *EVENT_KEY]
     condition = None
     for name in required:
         term = F.col(name).isNotNull()
@@ -73,11 +74,12 @@ def valid_lines(frame):
 def hourly_cells(frame):
     """(hour, client_id, screen_id, cell_x, cell_y, count) from valid lake lines.
 
-    Lines repeated by a landing re-flush share their Kafka origin and count once.
+    Lines repeated by a landing re-flush, and a batch published again after a lost
+    acknowledgement, share their event key and count once.
     """
     from pyspark.sql import functions as F
 
-    unique = frame.dropDuplicates(ORIGIN)
+    unique = frame.dropDuplicates(EVENT_KEY)
     cell_x, cell_y = spark_cell_columns(F.col("x_norm"), F.col("y_norm"))
     return (
         unique.select("hour", "client_id", "screen_id", cell_x.alias("cell_x"), cell_y.alias("cell_y"))

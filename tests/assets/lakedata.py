@@ -104,8 +104,8 @@ def delete(settings: Settings, key: str) -> None:
 
 
 def expected_cells(events: list[LakeEvent], hour: datetime) -> dict[tuple, int]:
-    """{(client_id, screen_id, bucket_start, cell_x, cell_y): count}, each Kafka origin once."""
-    unique = {(e.kafka_partition, e.kafka_offset, e.batch_index): e for e in events}
+    """{(client_id, screen_id, bucket_start, cell_x, cell_y): count}, each ingested event once."""
+    unique = {(e.client_id, e.batch_id, e.batch_index): e for e in events}
     counts: Counter = Counter()
     for e in unique.values():
         cx, cy = cell_of(e.x_norm, e.y_norm)
