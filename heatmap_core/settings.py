@@ -5,6 +5,7 @@ Every default works for the local stack started by ``infra.stack``.
 
 from __future__ import annotations
 
+import hmac
 from functools import lru_cache
 from pathlib import Path
 from urllib.parse import urlparse
@@ -103,6 +104,15 @@ class Settings(BaseSettings):
         raw = getattr(self, which)
         pairs = (item.split(":", 1) for item in raw.split(",") if ":" in item)
         return {client.strip(): key.strip() for client, key in pairs}
+
+    def key_owners(self, which: str, presented: str) -> list[str]:
+        """Clients whose ``write_keys``/``read_keys`` entry is ``presented``, in configured order.
+
+        Every key is compared in constant time (no lookup keyed by the secret), as
+        bytes, so any header text, however encoded, is simply a key that matches none.
+        """
+        given = presented.encode()
+        return [client for client, key in self.keys(which).items() if hmac.compare_digest(key.encode(), given)]
 
     @property
     def cors_origin_list(self) -> list[str]:

@@ -141,7 +141,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
         "/",
         route_handlers=[post_batch],
         guards=[write_keys.guard],
-        dependencies={"writer": Provide(write_keys.writer, sync_to_thread=False)},
+        dependencies={"writer": Provide(WriteKeys.provide_writer, sync_to_thread=False)},
         exception_handlers={HTTPException: rejection_handler(metrics, settings.max_body_bytes)},
     )
     return Litestar(

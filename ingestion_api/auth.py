@@ -7,8 +7,7 @@ sit in web pages, so they identify and scope a client; they are not secrets.
 
 from __future__ import annotations
 
-import hmac
-
+from litestar import Request
 from litestar.connection import ASGIConnection
 from litestar.handlers import BaseRouteHandler
 
@@ -22,7 +21,7 @@ WRITE_KEY_PARAM = "write_key"
 class WriteKeys:
     def __init__(self, settings: Settings):
         self.enabled = settings.auth_enabled
-        self._keys = settings.keys("write_keys")
+        self._settings = settings
 
     def writer(self, request: ASGIConnection) -> str | None:
         """The client_id the request's key belongs to; None when auth is off."""
@@ -34,15 +33,18 @@ class WriteKeys:
                 401,
                 f"missing write key: send it in the {WRITE_KEY_HEADER} header or the {WRITE_KEY_PARAM} query parameter",
             )
-        # Compare against every key in constant time rather than a dict lookup keyed by the secret.
-        owners = [client for client, key in self._keys.items() if hmac.compare_digest(key.encode(), given.encode())]
+        owners = self._settings.key_owners("write_keys", given)
         if not owners:
             raise BatchRejected(401, "unknown write key")
         return owners[0]
 
     def guard(self, connection: ASGIConnection, _: BaseRouteHandler) -> None:
-        """Route guard: refuse a missing or unknown key before the body is read."""
-        self.writer(connection)
+        """Route guard: refuse a missing or unknown key before the body is read; the handler gets its owner."""
+        connection.state.writer = self.writer(connection)
+
+    @staticmethod
+    def provide_writer(request: Request) -> str | None:
+        return request.state.writer
 
     def authorize(self, writer: str | None, client_id: str, events: int) -> None:
         if writer is not None and writer != client_id:

@@ -8,8 +8,6 @@ HEATMAP_AUTH_ENABLED=false (the local demo) everything is open.
 
 from __future__ import annotations
 
-import hmac
-
 from litestar.connection import ASGIConnection
 from litestar.exceptions import NotAuthorizedException, PermissionDeniedException
 from litestar.handlers import BaseRouteHandler
@@ -33,7 +31,7 @@ def readable_clients(settings: Settings, presented: str | None) -> set[str] | No
         return None
     if not presented:
         raise NotAuthorizedException(f"send a read key in the {READ_KEY_HEADER} header")
-    return {client for client, key in settings.keys("read_keys").items() if hmac.compare_digest(key, presented)}
+    return set(settings.key_owners("read_keys", presented))
 
 
 def client_guard(connection: ASGIConnection, _: BaseRouteHandler) -> None:

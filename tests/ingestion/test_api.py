@@ -150,11 +150,13 @@ def test_write_keys(client, ingest_settings):
     batch = make_batch()
     missing = client.post("/events/batch", json=batch)
     unknown = client.post("/events/batch", json=batch, headers={"X-Write-Key": "guess"})
+    non_ascii = client.post("/events/batch", json=batch, headers={"X-Write-Key": b"cl\xe9"})
     foreign = client.post("/events/batch", json=batch, headers={"X-Write-Key": WRITE_KEYS["globex"]})
     by_query = client.post(f"/events/batch?write_key={WRITE_KEYS['acme']}", json=batch)
 
     assert missing.status_code == 401 and "X-Write-Key" in missing.json()["detail"]
     assert unknown.status_code == 401 and unknown.json()["detail"] == "unknown write key"
+    assert non_ascii.status_code == 401 and non_ascii.json()["detail"] == "unknown write key"
     assert foreign.status_code == 403 and foreign.json()["field"] == "client_id"
     assert by_query.status_code == 202
     assert [record.batch_id for _, record in read_topic(ingest_settings)] == [batch["batch_id"]]

@@ -202,6 +202,8 @@ def test_read_keys(open_settings, dataset: Dataset):
     with TestClient(create_app(keyed)) as api:
         assert api.get("/heatmap/daily", params=params).status_code == 401
         assert api.get("/heatmap/daily", params=params, headers={"X-Read-Key": "other-secret"}).status_code == 403
+        # Header bytes beyond ASCII are just a key that opens nothing.
+        assert api.get("/heatmap/daily", params=params, headers={"X-Read-Key": b"cl\xe9"}).status_code == 403
         granted = api.get("/heatmap/daily", params=params, headers={"X-Read-Key": READ_KEY})
         assert granted.status_code == 200 and granted.headers["cache-control"].startswith("private")
         assert (
