@@ -10,8 +10,8 @@ the bucket's current truth: no duplicates, no stale cells, no half bucket.
 
 import os
 import time
-import warnings
 from datetime import datetime, timedelta
+from typing import NamedTuple
 
 from dagster import (
     AssetDep,
@@ -24,7 +24,6 @@ from dagster import (
     MetadataValue,
     TableColumn,
     TableSchema,
-    BetaWarning,
     asset,
 )
 
@@ -35,18 +34,17 @@ from heatmap_assets.partitions import (
     HOURS_OF_DAY,
     SAME_HOUR,
     daily_partitions,
+    hour_key,
     hourly_partitions,
     weekly_partitions,
     window_of,
 )
 from heatmap_assets.resources import ClickHouseResource, LakeResource, SparkResource
 from heatmap_core import lake
+from heatmap_core.clickhouse import replace_bucket, utc_param
 from heatmap_core.grid import GRID_H, GRID_W
 from heatmap_core.schema import DAILY, HOURLY, WEEKLY, BucketTable
 from heatmap_core.settings import get_settings
-
-# backfill_policy is marked beta in Dagster 1.13; it is the documented way to run a range in one run.
-warnings.filterwarnings("ignore", category=BetaWarning)
 
 OWNERS = ["team:analytics-platform"]
 GROUP = "heatmap"
@@ -171,8 +169,8 @@ raw_events = AssetSpec(
     owners=OWNERS,
     description=(
         "Mouse events per grid cell (100 x 200) for each client, screen and UTC hour. PySpark reads the "
-        "hour's lake files, counts every event once (duplicates from a landing re-flush share their Kafka "
-        "origin) and the hour's rows in ClickHouse are replaced in one atomic swap. A backfill over many "
+        "hour's lake files, counts every ingested event once (by client, batch and index in the batch, "
+        "whatever repeated it) and the hour's rows in ClickHouse are replaced in one atomic swap. A backfill over many "
         "hours runs in one Spark session and still replaces each hour on its own."
     ),
     metadata=_table_meta(HOURLY),
@@ -181,51 +179,45 @@ raw_events = AssetSpec(
 def heatmap_hourly(
     context: AssetExecutionContext, lake_store: LakeResource, spark: SparkResource, clickhouse: ClickHouseResource
 ) -> MaterializeResult:
-    from heatmap_assets.spark_job import aggregate_hours
+    from heatmap_assets.spark_job import HourResult, aggregate_hours
 
     started = time.monotonic()
     settings = lake_store.settings
     hours = [window_of(hourly_partitions, key)[0] for key in context.partition_keys]
 
     files = {hour: lake_store.hour_files(hour) for hour in hours}
-    paths = [lake_store.s3a_path(obj.key) for hour in hours for obj in files[hour]]
-    context.log.info("%d hour(s), %d lake file(s) to read", len(hours), len(paths))
+    source = [obj.key for hour in hours for obj in files[hour]]
+    context.log.info("%d hour(s), %d lake file(s) to read", len(hours), len(source))
+    paths = [lake_store.s3a_path(key) for key in source]
     results = aggregate_hours(spark.spark_session, paths, settings.raw_format) if paths else {}
 
-    per_hour = []
-    rows_written = 0
+    per_hour: list[HourStats] = []
     for hour in hours:
-        result = results.get(hour)
-        rows = result.rows if result else []
+        result = results.get(hour) or HourResult(hour)
         # One short unit of work per hour: the embedded chDB lock is never held across Spark work.
         with clickhouse.connect() as client:
-            written = _replace(client, clickhouse.db, HOURLY, hour, rows=rows)
-        rows_written += written
+            written = replace_bucket(client, HOURLY, hour, rows=result.rows, database=clickhouse.db)
         per_hour.append(
-            (hour, len(files[hour]), sum(o.size for o in files[hour]), result.lines if result else 0,
-             result.events if result else 0, written)
+            HourStats(hour, len(files[hour]), sum(o.size for o in files[hour]), result.lines, result.events, written)
         )
-        context.log.info("hour %s: %d events -> %d cells", hour.isoformat(), result.events if result else 0, written)
+        context.log.info("hour %s: %d events -> %d cells", hour.isoformat(), result.events, written)
 
     check_results = _hourly_checks(clickhouse, lake_store, per_hour)
 
-    events_in = sum(p[4] for p in per_hour)
-    lines_in = sum(p[3] for p in per_hour)
-    source = [obj.key for hour in hours for obj in files[hour]]
+    events_in = sum(h.events for h in per_hour)
+    rows_written = sum(h.cells for h in per_hour)
     return MaterializeResult(
         metadata={
             "partitions": MetadataValue.text(f"{context.partition_keys[0]} .. {context.partition_keys[-1]}"),
             "hours": len(hours),
             "events_in": events_in,
-            "duplicate_or_unreadable_lines": lines_in - events_in,
+            "duplicate_or_unreadable_lines": sum(h.lines for h in per_hour) - events_in,
             "cells_out": rows_written,
             "rows_written": rows_written,
-            "files_read": len(paths),
-            "bytes_read": sum(p[2] for p in per_hour),
+            "files_read": len(source),
+            "bytes_read": sum(h.bytes for h in per_hour),
             "source_paths": MetadataValue.json(source[:MAX_LISTED_PATHS] + (["..."] if len(source) > MAX_LISTED_PATHS else [])),
-            "source_prefix": MetadataValue.text(
-                f"s3://{settings.raw_bucket}/{lake.hour_prefix(hours[0], settings.raw_format, settings.parquet_prefix)}"
-            ),
+            "source_prefix": MetadataValue.text(f"s3://{settings.raw_bucket}/{lake_store.hour_prefix(hours[0])}"),
             "per_hour": MetadataValue.md(_hour_table(per_hour)),
             "table": f"{clickhouse.db}.{HOURLY.name}",
             "spark_master": (spark.master or settings.spark_master) if paths else "not started (no files)",
@@ -235,42 +227,44 @@ def heatmap_hourly(
     )
 
 
-def _replace(client, database: str, table: BucketTable, bucket: datetime, **kwargs) -> int:
-    from heatmap_core.clickhouse import replace_bucket
+class HourStats(NamedTuple):
+    hour: datetime
+    files: int
+    bytes: int
+    lines: int
+    events: int
+    cells: int
 
-    return replace_bucket(client, table, bucket, database=database, **kwargs)
 
-
-def _hour_table(per_hour) -> str:
+def _hour_table(per_hour: list[HourStats]) -> str:
     lines = ["| hour (UTC) | files | bytes | lines | events | cells |", "|---|---:|---:|---:|---:|---:|"]
-    for hour, nfiles, nbytes, nlines, events, cells in per_hour[:200]:
-        lines.append(f"| {hour:%Y-%m-%d %H:00} | {nfiles} | {nbytes} | {nlines} | {events} | {cells} |")
+    for h in per_hour[:200]:
+        lines.append(f"| {h.hour:%Y-%m-%d %H:00} | {h.files} | {h.bytes} | {h.lines} | {h.events} | {h.cells} |")
     return "\n".join(lines)
 
 
-def _hourly_checks(clickhouse: ClickHouseResource, lake_store: LakeResource, per_hour) -> list:
+def _hourly_checks(clickhouse: ClickHouseResource, lake_store: LakeResource, per_hour: list[HourStats]) -> list:
     from dagster import AssetCheckResult
 
     settings = lake_store.settings
     database = clickhouse.db
     mismatched = {}
     raw_total = hourly_total = 0
-    for hour, nfiles, _bytes, _lines, _events, _cells in per_hour:
+    for stats in per_hour:
         raw = 0
-        end = window_of(hourly_partitions, hour.strftime("%Y-%m-%d-%H:%M"))[1]
+        end = window_of(hourly_partitions, hour_key(stats.hour))[1]
         # One short unit of work per hour (the recount reads the lake from inside ClickHouse).
         with clickhouse.connect() as client:
-            if nfiles:
-                glob = lake.s3a_hour_glob(settings.raw_bucket, hour, settings.raw_format, settings.parquet_prefix)
-                url = lake_store.http_url(glob.split(f"s3a://{settings.raw_bucket}/", 1)[1])
+            if stats.files:
+                url = lake_store.http_url(lake_store.hour_glob(stats.hour))
                 raw = checks.lake_distinct_events(
                     client, url, settings.raw_format, settings.s3_access_key, settings.s3_secret_key
                 )
-            cells = checks.bucket_sum(client, database, HOURLY, hour, end)
+            cells = checks.bucket_sum(client, database, HOURLY, stats.hour, end)
         raw_total += raw
         hourly_total += cells
         if raw != cells:
-            mismatched[f"{hour:%Y-%m-%d-%H:%M}"] = {"raw_events": raw, "hourly_sum": cells}
+            mismatched[hour_key(stats.hour)] = {"raw_events": raw, "hourly_sum": cells}
     results = [
         AssetCheckResult(
             asset_key=checks.HOURLY_KEY,
@@ -285,7 +279,7 @@ def _hourly_checks(clickhouse: ClickHouseResource, lake_store: LakeResource, per
         )
     ]
     with clickhouse.connect() as client:
-        results += checks.table_checks(client, database, HOURLY, checks.HOURLY_KEY, [p[0] for p in per_hour])
+        results += checks.table_checks(client, database, HOURLY, checks.HOURLY_KEY, [h.hour for h in per_hour])
     return results
 
 
@@ -326,7 +320,7 @@ def _rollup(
             "WHERE bucket_start >= {start:DateTime('UTC')} AND bucket_start < {end:DateTime('UTC')}) "
             "GROUP BY client_id, screen_id, cell_x, cell_y"
         )
-        params = {"bucket": checks._ts(start), "start": checks._ts(start), "end": checks._ts(end)}
+        params = {"bucket": utc_param(start), "start": utc_param(start), "end": utc_param(end)}
         with clickhouse.connect() as client:
             source_cells = int(
                 client.query(
@@ -335,7 +329,7 @@ def _rollup(
                     parameters=params,
                 ).result_rows[0][0]
             )
-            written = _replace(client, database, target, start, select_sql=select_sql, parameters=params)
+            written = replace_bucket(client, target, start, select_sql=select_sql, parameters=params, database=database)
             differing, source_sum, target_sum = checks.rollup_mismatches(client, database, source, target, start, end)
         context.log.info("%s %s: %d upstream rows -> %d cells, %d events", target.grain, key, source_cells, written, target_sum)
         buckets.append(start)

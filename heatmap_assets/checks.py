@@ -41,6 +41,7 @@ from heatmap_assets.partitions import (
     hourly_partitions,
     weekly_partitions,
 )
+from heatmap_core.clickhouse import utc_param
 from heatmap_core.grid import GRID_H, GRID_W
 from heatmap_core.schema import BucketTable
 
@@ -100,14 +101,10 @@ WEEKLY_CHECKS = [
 # --------------------------------------------------------------------------- table checks
 
 
-def _ts(moment: datetime) -> datetime:
-    return moment.astimezone(UTC).replace(tzinfo=None)
-
-
 def table_checks(client, database: str, table: BucketTable, key: AssetKey, buckets: list[datetime]) -> list[AssetCheckResult]:
     """Grid bounds and key uniqueness over the given buckets of one table."""
     target = f"`{database}`.`{table.name}`"
-    starts = [_ts(b) for b in buckets]
+    starts = [utc_param(b) for b in buckets]
     out_of_grid, duplicates, rows = client.query(
         f"SELECT countIf(cell_x >= {GRID_W} OR cell_y >= {GRID_H}), "
         f"count() - uniqExact(client_id, screen_id, bucket_start, cell_x, cell_y), count() "
@@ -135,7 +132,7 @@ def bucket_sum(client, database: str, table: BucketTable, start: datetime, end: 
         client.query(
             f"SELECT sum(count) FROM `{database}`.`{table.name}` "
             f"WHERE bucket_start >= {{start:DateTime('UTC')}} AND bucket_start < {{end:DateTime('UTC')}}",
-            parameters={"start": _ts(start), "end": _ts(end)},
+            parameters={"start": utc_param(start), "end": utc_param(end)},
         ).result_rows[0][0]
         or 0
     )
@@ -145,7 +142,7 @@ def rollup_mismatches(
     client, database: str, source: BucketTable, target: BucketTable, start: datetime, end: datetime
 ) -> tuple[int, int, int]:
     """(cells that differ, source sum, target sum) between a window of ``source`` and its bucket in ``target``."""
-    params = {"start": _ts(start), "end": _ts(end)}
+    params = {"start": utc_param(start), "end": utc_param(end)}
     window = "bucket_start >= {start:DateTime('UTC')} AND bucket_start < {end:DateTime('UTC')}"
     keys = "client_id, screen_id, cell_x, cell_y"
     differing = int(

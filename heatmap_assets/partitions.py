@@ -59,12 +59,6 @@ weekly_partitions = WeeklyPartitionsDefinition(start_date=_START, timezone=TIMEZ
 
 # The default mapping between time-window partition sets, spelled out: each
 # downstream window depends on every upstream partition inside it.
-import warnings
-
-from dagster import BetaWarning
-
-warnings.filterwarnings("ignore", category=BetaWarning)
-
 # The bucket in progress (today, this week) also spans hours and days that are
 # not partitions yet; those simply have no rows, so they may be absent.
 HOURS_OF_DAY = TimeWindowPartitionMapping(allow_nonexistent_upstream_partitions=True)

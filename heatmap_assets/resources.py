@@ -83,11 +83,19 @@ class LakeResource(ConfigurableResource):
                     return found
         return found
 
+    def hour_prefix(self, hour: datetime) -> str:
+        """The folder of one UTC hour in the configured copy of the lake."""
+        settings = self.settings
+        return lake.hour_prefix(hour, settings.raw_format, settings.parquet_prefix)
+
+    def hour_glob(self, hour: datetime) -> str:
+        settings = self.settings
+        return lake.hour_glob(hour, settings.raw_format, settings.parquet_prefix)
+
     def hour_files(self, hour: datetime) -> list[LakeObject]:
         """Every part file of one UTC hour, all clients, in the configured format."""
-        settings = self.settings
-        prefix = lake.hour_prefix(hour, settings.raw_format, settings.parquet_prefix)
-        return [obj for obj in self.list(prefix) if (part := lake.parse_part_key(obj.key)) and part.fmt == settings.raw_format]
+        fmt = self.settings.raw_format
+        return [obj for obj in self.list(self.hour_prefix(hour)) if (part := lake.parse_part_key(obj.key)) and part.fmt == fmt]
 
     def s3a_path(self, key: str) -> str:
         return f"s3a://{self.settings.raw_bucket}/{key}"
@@ -113,6 +121,8 @@ class ClickHouseResource(ConfigurableResource):
     dsn: str | None = None
     database: str | None = None
 
+    _schema_applied: bool = PrivateAttr(default=False)
+
     @property
     def settings(self) -> Settings:
         return _settings_with(clickhouse_dsn=self.dsn, clickhouse_database=self.database)
@@ -127,7 +137,9 @@ class ClickHouseResource(ConfigurableResource):
 
         settings = self.settings
         with clickhouse(settings) as client:
-            apply_schema(client, settings.clickhouse_database)
+            if not self._schema_applied:  # once per run: a run's units of work share the tables
+                apply_schema(client, settings.clickhouse_database)
+                self._schema_applied = True
             yield client
 
 

@@ -36,7 +36,7 @@ from dagster import (
 )
 
 from heatmap_assets import checks
-from heatmap_assets.partitions import hour_key, hourly_partitions
+from heatmap_assets.partitions import hour_key, hourly_partitions, window_of
 from heatmap_assets.resources import LakeResource
 from heatmap_core import lake
 
@@ -105,9 +105,8 @@ def scan_ledger(lake_store: LakeResource, cursor_raw: str | None, now: datetime 
     materializations = []
     for key in sorted(gained):
         info = gained[key]
-        hour = hourly_partitions.time_window_for_partition_key(key).start.astimezone(UTC)
+        hour = window_of(hourly_partitions, key)[0]
         folder = lake_store.hour_files(hour)
-        settings = lake_store.settings
         materializations.append(
             AssetMaterialization(
                 asset_key=checks.RAW_EVENTS,
@@ -120,9 +119,7 @@ def scan_ledger(lake_store: LakeResource, cursor_raw: str | None, now: datetime 
                     "files": len(folder),
                     "bytes": sum(o.size for o in folder),
                     "ledger_entries": info["entries"],
-                    "path": MetadataValue.path(
-                        f"s3://{settings.raw_bucket}/{lake.hour_prefix(hour, settings.raw_format, settings.parquet_prefix)}"
-                    ),
+                    "path": MetadataValue.path(f"s3://{lake_store.settings.raw_bucket}/{lake_store.hour_prefix(hour)}"),
                     "new_paths": MetadataValue.json(sorted(info["files"])[:50]),
                 },
             )

@@ -80,6 +80,11 @@ def apply_schema(client: Client, database: str | None = None) -> None:
         client.command(statement)
 
 
+def utc_param(moment: datetime) -> datetime:
+    """clickhouse-connect binds DateTime('UTC') parameters from naive UTC values."""
+    return moment.astimezone(UTC).replace(tzinfo=None)
+
+
 def partition_id(bucket_start: datetime) -> str:
     return bucket_start.astimezone(UTC).strftime("%Y%m%d")
 
@@ -105,7 +110,7 @@ def replace_bucket(
     database = database or get_settings().clickhouse_database
     target = f"`{database}`.`{table.name}`"
     staging = f"`{database}`.`_stage_{table.name}_{uuid.uuid4().hex}`"
-    start = bucket_start.astimezone(UTC).replace(tzinfo=None)
+    start = utc_param(bucket_start)
     part = partition_id(bucket_start)
     client.command(f"CREATE TABLE {staging} AS {target}")
     try:
@@ -118,19 +123,16 @@ def replace_bucket(
             client.insert(staging.replace("`", ""), list(rows), column_names=COLUMN_NAMES)
         if select_sql:
             client.command(f"INSERT INTO {staging} ({', '.join(COLUMN_NAMES)}) {select_sql}", parameters=parameters or {})
-        new_rows = int(
-            client.query(
-                f"SELECT count() FROM {staging} WHERE bucket_start = {{start:DateTime('UTC')}}",
-                parameters={"start": start},
-            ).result_rows[0][0]
-        )
-        staged_rows = int(client.query(f"SELECT count() FROM {staging}").result_rows[0][0])
+        new_rows, staged_rows = client.query(
+            f"SELECT countIf(bucket_start = {{start:DateTime('UTC')}}), count() FROM {staging}",
+            parameters={"start": start},
+        ).result_rows[0]
         if staged_rows:
             client.command(f"ALTER TABLE {target} REPLACE PARTITION ID '{part}' FROM {staging}")
         else:
             # Nothing left in the whole day partition: ClickHouse refuses REPLACE from an
             # empty source, and dropping the partition is the same atomic outcome.
             client.command(f"ALTER TABLE {target} DROP PARTITION ID '{part}'")
-        return new_rows
+        return int(new_rows)
     finally:
         client.command(f"DROP TABLE IF EXISTS {staging} SYNC")

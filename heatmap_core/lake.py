@@ -95,9 +95,9 @@ def parse_part_key(key: str) -> PartKey | None:
     )
 
 
-def s3a_hour_glob(bucket: str, hour: datetime, fmt: str = "json", parquet_prefix: str = "parquet") -> str:
-    """What the Spark job reads for one hour: every client's part files."""
-    return f"s3a://{bucket}/{hour_prefix(hour, fmt, parquet_prefix)}client_id=*/part-*.{FORMATS[fmt]}"
+def hour_glob(hour: datetime, fmt: str = "json", parquet_prefix: str = "parquet") -> str:
+    """Every client's part files of one hour, as a key glob."""
+    return f"{hour_prefix(hour, fmt, parquet_prefix)}client_id=*/part-*.{FORMATS[fmt]}"
 
 
 # --------------------------------------------------------------------------- change ledger

@@ -7,18 +7,13 @@ from __future__ import annotations
 from collections.abc import Iterable
 from datetime import UTC, datetime
 
-from heatmap_core.clickhouse import clickhouse
+from heatmap_core.clickhouse import clickhouse, utc_param
 from heatmap_core.schema import TABLES
 from heatmap_core.settings import Settings
 from query_api.buckets import LENGTH, Grain, Span, plan_range
 from query_api.models import BucketSummary, Cell
 
 _KEY = "client_id = {client_id:String} AND screen_id = {screen_id:String}"
-
-
-def _naive(moment: datetime) -> datetime:
-    """clickhouse-connect binds DateTime('UTC') parameters from naive UTC values."""
-    return moment.astimezone(UTC).replace(tzinfo=None)
 
 
 def _aware(moment: datetime) -> datetime:
@@ -48,11 +43,11 @@ class HeatmapStore:
         parameters: dict = {"client_id": client_id, "screen_id": screen_id}
         parts = []
         for grain, grain_spans in by_grain.items():
-            parameters[f"{grain}_from"] = [_naive(s.start) for s in grain_spans]
-            parameters[f"{grain}_to"] = [_naive(s.end) for s in grain_spans]
+            parameters[f"{grain}_from"] = [utc_param(s.start) for s in grain_spans]
+            parameters[f"{grain}_to"] = [utc_param(s.end) for s in grain_spans]
             # The outer bounds keep the primary-key range scan; the spans pick the buckets.
-            parameters[f"{grain}_lo"] = _naive(grain_spans[0].start)
-            parameters[f"{grain}_hi"] = _naive(grain_spans[-1].end)
+            parameters[f"{grain}_lo"] = utc_param(grain_spans[0].start)
+            parameters[f"{grain}_hi"] = utc_param(grain_spans[-1].end)
             parts.append(
                 f"SELECT cell_x, cell_y, count FROM {self._table(grain)} WHERE {_KEY}"
                 f" AND bucket_start >= {{{grain}_lo:DateTime('UTC')}} AND bucket_start < {{{grain}_hi:DateTime('UTC')}}"
@@ -77,7 +72,7 @@ class HeatmapStore:
                 " AND bucket_start >= {start:DateTime('UTC')} AND bucket_start < {end:DateTime('UTC')}"
                 f" UNION ALL SELECT DISTINCT 'day', bucket_start FROM {self._table('day')} WHERE {_KEY}"
                 " AND bucket_start >= {start:DateTime('UTC')} AND bucket_start < {end:DateTime('UTC')}",
-                parameters={"client_id": client_id, "screen_id": screen_id, "start": _naive(start), "end": _naive(end)},
+                parameters={"client_id": client_id, "screen_id": screen_id, "start": utc_param(start), "end": utc_param(end)},
             ).result_rows
             spans = plan_range(start, end, {(grain, _aware(moment)) for grain, moment in present})
             return spans, self.cells(client_id, screen_id, spans)
