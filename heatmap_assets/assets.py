@@ -40,7 +40,6 @@ from heatmap_assets.partitions import (
     window_of,
 )
 from heatmap_assets.resources import ClickHouseResource, LakeResource, SparkResource
-from heatmap_core import lake
 from heatmap_core.clickhouse import replace_bucket, utc_param
 from heatmap_core.grid import GRID_H, GRID_W
 from heatmap_core.schema import DAILY, HOURLY, WEEKLY, BucketTable

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 
 from dagster import AssetSelection, Definitions, in_process_executor
 

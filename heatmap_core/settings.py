@@ -105,6 +105,13 @@ class Settings(BaseSettings):
         pairs = (item.split(":", 1) for item in raw.split(",") if ":" in item)
         return {client.strip(): key.strip() for client, key in pairs}
 
+    def as_env(self) -> dict[str, str]:
+        """The HEATMAP_* variables that make a child process build exactly these settings."""
+        return {
+            f"HEATMAP_{name.upper()}": str(value).lower() if isinstance(value, bool) else str(value)
+            for name, value in self.model_dump().items()
+        }
+
     def key_owners(self, which: str, presented: str) -> list[str]:
         """Clients whose ``write_keys``/``read_keys`` entry is ``presented``, in configured order.
 

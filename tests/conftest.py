@@ -10,9 +10,17 @@ ClickHouse database inside that stack, so tests never see each other's data.
 from __future__ import annotations
 
 import os
+import socket
+import subprocess
+import sys
+import time
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import datetime, timedelta
 from pathlib import Path
 
+import httpx
 import pytest
 
 from heatmap_core.settings import Settings
@@ -102,6 +110,17 @@ def browser(chromium_path: str):
         instance.close()
 
 
+@pytest.fixture(scope="session")
+def spark(stack: Settings):
+    """One Spark session for the whole run, built by heatmap_core.spark: the first session of a
+    process fixes the JVM's classpath, so every test must get one with the s3a jars on it."""
+    from heatmap_core.spark import spark_session
+
+    session = spark_session("heatmap-tests", stack)
+    yield session
+    session.stop()
+
+
 @pytest.fixture
 def artifacts_dir(request) -> Path:
     """Where a test keeps files a person should look at (screenshots)."""
@@ -109,10 +128,52 @@ def artifacts_dir(request) -> Path:
     return ARTIFACTS
 
 
-def free_port() -> int:
-    import socket
+def day_of(moment: datetime) -> datetime:
+    return moment.replace(hour=0, minute=0, second=0, microsecond=0)
 
+
+def week_of(moment: datetime) -> datetime:
+    """The Sunday that starts the moment's week, as ClickHouse toStartOfWeek and the weekly partitions."""
+    day = day_of(moment)
+    return day - timedelta(days=(day.weekday() + 1) % 7)
+
+
+def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+@contextmanager
+def serve_app(app: str, settings: Settings, *, port: int | None = None, log_path: Path | None = None) -> Iterator[str]:
+    """``app`` (module:attribute) under uvicorn with exactly these settings, as the stack runs it; yields its URL."""
+    port = port or free_port()
+    log = log_path.open("w") if log_path else subprocess.DEVNULL
+    command = [sys.executable, "-m", "uvicorn", app, "--host", "127.0.0.1", "--port", str(port), "--no-access-log"]
+    process = subprocess.Popen(
+        command, cwd=ROOT, env={**os.environ, **settings.as_env()}, stdout=log, stderr=subprocess.STDOUT
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                if httpx.get(f"{url}/health", timeout=2).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            if process.poll() is not None or time.monotonic() > deadline:
+                output = log_path.read_text() if log_path else "(no log kept)"
+                raise AssertionError(f"{app} not healthy within 60 s (exit {process.poll()}):\n{output}")
+            time.sleep(0.2)
+        yield url
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+        if log_path:
+            log.close()
 

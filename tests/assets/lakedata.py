@@ -137,15 +137,6 @@ def rollup(cells: dict[tuple, int], bucket_of) -> dict[tuple, int]:
     return dict(out)
 
 
-def day_of(bucket: datetime) -> datetime:
-    return bucket.replace(hour=0, minute=0, second=0, microsecond=0)
-
-
-def week_of(bucket: datetime) -> datetime:
-    day = day_of(bucket)
-    return day - timedelta(days=(day.weekday() + 1) % 7)
-
-
 def write_parquet_part(settings: Settings, hour: datetime, events: list[LakeEvent]) -> Part:
     """One Parquet part file under the lake's Parquet prefix (Phase 2 layout)."""
     import io

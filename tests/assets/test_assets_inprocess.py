@@ -6,22 +6,13 @@ from datetime import UTC, datetime, timedelta
 
 import msgspec
 import pytest
-from dagster import AssetCheckKey, AssetKey, DagsterInstance, materialize
+from dagster import DagsterInstance, materialize
 
 from heatmap_assets.assets import ALL_ASSETS
 from heatmap_assets.partitions import day_key, hour_key
 from heatmap_assets.resources import build_resources
 from tests.assets import lakedata
-
-
-@pytest.fixture(scope="session")
-def spark(stack):
-    """One Spark session for every in-process test (the resource's getOrCreate finds it)."""
-    from heatmap_core.spark import spark_session
-
-    session = spark_session("heatmap-assets-tests", stack)
-    yield session
-    session.stop()
+from tests.conftest import day_of, week_of
 
 
 @pytest.fixture
@@ -158,7 +149,7 @@ def test_range_run_rollups_and_checks(settings, spark, instance):
         outcomes = check_outcomes(result)
         assert all(outcomes.values()), outcomes
     daily = lakedata.table_cells(settings, "heatmap_daily", saturday, saturday + timedelta(days=2))
-    assert daily == lakedata.rollup(hourly, lakedata.day_of)
+    assert daily == lakedata.rollup(hourly, day_of)
 
     for week_start in (saturday - timedelta(days=6), saturday + timedelta(days=1)):
         result = run(settings, instance, "heatmap_weekly", day_key(week_start))
@@ -167,9 +158,9 @@ def test_range_run_rollups_and_checks(settings, spark, instance):
         meta = result.asset_materializations_for_node("heatmap_weekly")[0].metadata
         assert meta["table"].value.endswith("heatmap_weekly")
     weekly = lakedata.table_cells(settings, "heatmap_weekly", saturday - timedelta(days=6), saturday + timedelta(days=8))
-    assert weekly == lakedata.rollup(daily, lakedata.week_of)
+    assert weekly == lakedata.rollup(daily, week_of)
     assert sum(weekly.values()) == sum(hourly.values()) == 60 + 61 + 62
-    assert {k[2] for k in weekly} == {lakedata.week_of(hours[0].replace(tzinfo=None)), lakedata.week_of(hours[-1].replace(tzinfo=None))}
+    assert {k[2] for k in weekly} == {week_of(hours[0].replace(tzinfo=None)), week_of(hours[-1].replace(tzinfo=None))}
 
 
 def test_parquet_lake_reads_the_same(settings, spark, instance):

@@ -28,7 +28,7 @@ from heatmap_assets.partitions import day_key, hour_key
 from heatmap_core.s3 import ensure_bucket, s3_client
 from heatmap_core.settings import Settings
 from tests.assets import lakedata
-from tests.conftest import free_port
+from tests.conftest import day_of, free_port, week_of
 
 ROOT = Path(__file__).resolve().parents[2]
 AUTOMATION_LOOKBACK_DAYS = 12
@@ -181,13 +181,13 @@ def assert_checks_succeeded(instance: DagsterInstance):
 
 def assert_rollups_exact(settings: Settings, start: datetime, end: datetime):
     """daily = sum of hourly, weekly = sum of daily, over the weeks covering [start, end)."""
-    week0 = lakedata.week_of(start.replace(tzinfo=None)).replace(tzinfo=UTC)
-    week1 = lakedata.week_of(end.replace(tzinfo=None)).replace(tzinfo=UTC) + timedelta(days=7)
+    week0 = week_of(start.replace(tzinfo=None)).replace(tzinfo=UTC)
+    week1 = week_of(end.replace(tzinfo=None)).replace(tzinfo=UTC) + timedelta(days=7)
     hourly = lakedata.table_cells(settings, "heatmap_hourly", week0, week1)
     daily = lakedata.table_cells(settings, "heatmap_daily", week0, week1)
     weekly = lakedata.table_cells(settings, "heatmap_weekly", week0, week1)
-    assert daily == lakedata.rollup(hourly, lakedata.day_of)
-    assert weekly == lakedata.rollup(daily, lakedata.week_of)
+    assert daily == lakedata.rollup(hourly, day_of)
+    assert weekly == lakedata.rollup(daily, week_of)
     return hourly, daily, weekly
 
 
@@ -230,7 +230,7 @@ def test_backfill_48_hours_through_graphql(dev: Dev):
         events_by_hour[hour] = events
         expected.update(lakedata.expected_cells(events, hour))
     days = sorted({day_key(h) for h in hours})
-    weeks = sorted({day_key(lakedata.week_of(h.replace(tzinfo=None))) for h in hours})
+    weeks = sorted({day_key(week_of(h.replace(tzinfo=None))) for h in hours})
 
     params = {
         "partitionsByAssets": [
@@ -275,7 +275,7 @@ def test_late_files_rematerialize_hour_day_week(dev: Dev):
     hour = max(dev.finished)
     first = dev.finished[hour]
     keys = {"heatmap_hourly": hour_key(hour), "heatmap_daily": day_key(hour),
-            "heatmap_weekly": day_key(lakedata.week_of(hour.replace(tzinfo=None)))}
+            "heatmap_weekly": day_key(week_of(hour.replace(tzinfo=None)))}
     instance = dev.instance()
     before = {k: materialization_count(instance, k, p) for k, p in keys.items()}
     assert all(before.values()), before
@@ -293,11 +293,11 @@ def test_late_files_rematerialize_hour_day_week(dev: Dev):
         lakedata.expected_cells(first + late, hour)
     )
     _, daily, weekly = assert_rollups_exact(settings, hour, hour)
-    day = lakedata.day_of(hour.replace(tzinfo=None))
+    day = day_of(hour.replace(tzinfo=None))
     day_events = sum(
         sum(lakedata.expected_cells(e, h).values())
         for h, e in dev.finished.items()
-        if lakedata.day_of(h.replace(tzinfo=None)) == day
+        if day_of(h.replace(tzinfo=None)) == day
     )
     assert sum(v for k, v in daily.items() if k[2] == day) == day_events + len(late)
     assert_checks_succeeded(instance)

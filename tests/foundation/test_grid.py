@@ -42,18 +42,12 @@ def test_out_of_range_values_are_clamped(x, y):
         assert cy == GRID_H - 1
 
 
-def test_spark_expression_matches_python_definition():
+def test_spark_expression_matches_python_definition(spark):
     """The Spark column expressions must bucket exactly like cell_of."""
-    from pyspark.sql import SparkSession
-
     from heatmap_core.grid import spark_cell_columns
 
     points = [(0.0, 0.0), (1.0, 1.0), (0.999999, 0.999999), (0.25, 0.2), (0.5, 0.5), (-0.1, 1.5), (0.0999999, 0.005)]
-    spark = SparkSession.builder.master("local[1]").config("spark.ui.enabled", "false").getOrCreate()
-    try:
-        frame = spark.createDataFrame(points, "x double, y double")
-        cell_x, cell_y = spark_cell_columns(frame.x, frame.y)
-        got = [(row.cx, row.cy) for row in frame.select(cell_x.alias("cx"), cell_y.alias("cy")).collect()]
-    finally:
-        spark.stop()
+    frame = spark.createDataFrame(points, "x double, y double")
+    cell_x, cell_y = spark_cell_columns(frame.x, frame.y)
+    got = [(row.cx, row.cy) for row in frame.select(cell_x.alias("cx"), cell_y.alias("cy")).collect()]
     assert got == [cell_of(x, y) for x, y in points]

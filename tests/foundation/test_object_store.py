@@ -3,7 +3,6 @@
 import json
 
 from heatmap_core.s3 import s3_client
-from heatmap_core.spark import spark_session
 
 
 def test_put_list_get_round_trip(settings):
@@ -17,18 +16,14 @@ def test_put_list_get_round_trip(settings):
         assert client.get_object(Bucket=settings.raw_bucket, Key=key)["Body"].read() == body
 
 
-def test_spark_reads_json_lines_through_s3a(settings):
+def test_spark_reads_json_lines_through_s3a(settings, spark):
     client = s3_client(settings)
     rows = [{"client_id": "acme", "x_norm": i / 10, "n": i} for i in range(10)]
     for part in range(2):
         body = "".join(json.dumps(row) + "\n" for row in rows[part * 5 : part * 5 + 5])
         client.put_object(Bucket=settings.raw_bucket, Key=f"s3a-check/part-{part}.json", Body=body.encode())
-    spark = spark_session("foundation-s3a", settings)
-    try:
-        frame = spark.read.schema("client_id string, x_norm double, n int").json(
-            f"s3a://{settings.raw_bucket}/s3a-check/part-*.json"
-        )
-        got = sorted((row.client_id, row.x_norm, row.n) for row in frame.collect())
-    finally:
-        spark.stop()
+    frame = spark.read.schema("client_id string, x_norm double, n int").json(
+        f"s3a://{settings.raw_bucket}/s3a-check/part-*.json"
+    )
+    got = sorted((row.client_id, row.x_norm, row.n) for row in frame.collect())
     assert got == sorted((row["client_id"], row["x_norm"], row["n"]) for row in rows)

@@ -15,13 +15,14 @@ from heatmap_core.settings import Settings
 from ingestion_api.app import create_app
 
 WRITE_KEYS = {"acme": "acme-write-key", "globex": "globex-write-key"}
+WRITE_KEYS_SETTING = ",".join(f"{client}:{key}" for client, key in WRITE_KEYS.items())
 ACME = {"X-Write-Key": WRITE_KEYS["acme"]}
 
 
 @pytest.fixture
 def ingest_settings(settings: Settings) -> Settings:
     return settings.model_copy(
-        update={"auth_enabled": True, "write_keys": ",".join(f"{c}:{k}" for c, k in WRITE_KEYS.items())}
+        update={"auth_enabled": True, "write_keys": WRITE_KEYS_SETTING}
     )
 
 

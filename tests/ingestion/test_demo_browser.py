@@ -2,20 +2,16 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 import time
 import uuid
 
-import httpx
 import pytest
 
 from heatmap_core.settings import Settings
 from infra import stack as stack_module
-from tests.conftest import ROOT, free_port
+from tests.conftest import free_port, serve_app
 
-from .conftest import WRITE_KEYS, read_topic
+from .conftest import WRITE_KEYS, WRITE_KEYS_SETTING, read_topic
 
 pytestmark = pytest.mark.browser
 
@@ -34,41 +30,16 @@ def topic_settings(stack: Settings) -> Settings:
 def server(topic_settings: Settings, tmp_path_factory):
     """uvicorn running ingestion_api.app:app on a free port, on the module's topic, with write keys on."""
     port = free_port()
-    env = {
-        **os.environ,
-        "HEATMAP_KAFKA_BOOTSTRAP": topic_settings.kafka_bootstrap,
-        "HEATMAP_TOPIC": topic_settings.topic,
-        "HEATMAP_REDIS_URL": topic_settings.redis_url,
-        "HEATMAP_AUTH_ENABLED": "true",
-        "HEATMAP_WRITE_KEYS": ",".join(f"{c}:{k}" for c, k in WRITE_KEYS.items()),
-        "HEATMAP_CORS_ORIGINS": f"http://127.0.0.1:{port}",
-    }
-    log_path = tmp_path_factory.mktemp("ingestion") / "ingestion.log"
-    log = log_path.open("w")
-    process = subprocess.Popen(
-        [sys.executable, "-m", "uvicorn", "ingestion_api.app:app", "--host", "127.0.0.1", "--port", str(port)],
-        cwd=ROOT,
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
+    keyed = topic_settings.model_copy(
+        update={
+            "auth_enabled": True,
+            "write_keys": WRITE_KEYS_SETTING,
+            "cors_origins": f"http://127.0.0.1:{port}",
+        }
     )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            assert process.poll() is None, f"uvicorn exited: {log_path.read_text()}"
-            try:
-                if httpx.get(f"{url}/health", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert time.monotonic() < deadline, "ingestion server not healthy within 60 s"
-            time.sleep(0.3)
+    log_path = tmp_path_factory.mktemp("ingestion") / "ingestion.log"
+    with serve_app("ingestion_api.app:app", keyed, port=port, log_path=log_path) as url:
         yield url
-    finally:
-        process.terminate()
-        process.wait(timeout=30)
-        log.close()
 
 
 def _path(left: float, top: float, count: int) -> list[tuple[int, int]]:

@@ -22,14 +22,13 @@ import pytest
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.errors import CoordinatorNotAvailableError
 
-from heatmap_core.events import Event, LakeEvent, RawBatchRecord, encode_record
+from heatmap_core.events import EVENT_TYPES, Event, LakeEvent, RawBatchRecord, encode_record
 from heatmap_core.lake import parse_part_key
 from heatmap_core.s3 import s3_client
 from heatmap_core.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[2]
 BASE_TIME = datetime(2026, 2, 2, 9, 0, tzinfo=UTC)
-EVENT_TYPES = ("mousemove", "click", "scroll", "touch")
 
 
 # ---------------------------------------------------------------------------- producing
@@ -133,13 +132,7 @@ class LandingProcess:
         self.group = group
         environment = {
             **os.environ,
-            "HEATMAP_KAFKA_BOOTSTRAP": settings.kafka_bootstrap,
-            "HEATMAP_TOPIC": settings.topic,
-            "HEATMAP_S3_ENDPOINT": settings.s3_endpoint,
-            "HEATMAP_S3_ACCESS_KEY": settings.s3_access_key,
-            "HEATMAP_S3_SECRET_KEY": settings.s3_secret_key,
-            "HEATMAP_RAW_BUCKET": settings.raw_bucket,
-            "HEATMAP_PARQUET_PREFIX": settings.parquet_prefix,
+            **settings.as_env(),
             "HEATMAP_LANDING_GROUP": group,
             "HEATMAP_LANDING_LOG_INTERVAL": "0.5",
             **env,
@@ -206,16 +199,16 @@ class LakeFile:
     events: list[LakeEvent]
 
 
-def list_keys(settings: Settings, prefix: str = "") -> list[str]:
-    client = s3_client(settings)
+def list_keys(settings: Settings, prefix: str = "", client=None) -> list[str]:
+    client = client or s3_client(settings)
     keys = []
     for page in client.get_paginator("list_objects_v2").paginate(Bucket=settings.raw_bucket, Prefix=prefix):
         keys.extend(obj["Key"] for obj in page.get("Contents", []))
     return keys
 
 
-def read_object(settings: Settings, key: str) -> bytes:
-    return s3_client(settings).get_object(Bucket=settings.raw_bucket, Key=key)["Body"].read()
+def read_object(settings: Settings, key: str, client=None) -> bytes:
+    return (client or s3_client(settings)).get_object(Bucket=settings.raw_bucket, Key=key)["Body"].read()
 
 
 _line_decoder = msgspec.json.Decoder(LakeEvent)
@@ -223,12 +216,13 @@ _line_decoder = msgspec.json.Decoder(LakeEvent)
 
 def read_lake(settings: Settings, fmt: str = "json") -> list[LakeFile]:
     """Every part file of one format, decoded into lake events."""
+    client = s3_client(settings)
     files = []
-    for key in list_keys(settings):
+    for key in list_keys(settings, client=client):
         part = parse_part_key(key)
         if part is None or part.fmt != fmt:
             continue
-        body = read_object(settings, key)
+        body = read_object(settings, key, client)
         if fmt == "json":
             events = [_line_decoder.decode(line) for line in body.splitlines()]
         else:

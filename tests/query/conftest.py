@@ -2,19 +2,13 @@
 
 from __future__ import annotations
 
-import os
 import random
-import subprocess
-import sys
-import time
 import uuid
 from collections import Counter, defaultdict
 from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
-import httpx
 import pytest
 from litestar.testing import TestClient
 
@@ -23,21 +17,13 @@ from heatmap_core.s3 import ensure_bucket, s3_client
 from heatmap_core.schema import COLUMN_NAMES, TABLES
 from heatmap_core.settings import Settings
 from query_api.app import create_app
-from tests.conftest import ROOT, free_port
+from tests.conftest import day_of, serve_app, week_of
 
 CLIENT, SCREEN, OTHER_SCREEN, OTHER_CLIENT = "acme", "home_v1", "pricing", "globex"
 HOUR, DAY = timedelta(hours=1), timedelta(days=1)
 READ_KEY = "acme-read-secret"
 
 Cells = Counter  # (cell_x, cell_y) -> count
-
-
-def day_of(moment: datetime) -> datetime:
-    return moment.replace(hour=0)
-
-
-def week_of(moment: datetime) -> datetime:
-    return day_of(moment) - DAY * ((moment.weekday() + 1) % 7)
 
 
 # The Sunday three to four weeks back: inside the hourly table's 90-day TTL (older
@@ -148,45 +134,9 @@ def api(open_settings: Settings, dataset: Dataset):
         yield client
 
 
-def settings_env(settings: Settings) -> dict[str, str]:
-    """The environment that makes a child process build exactly these settings."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("HEATMAP_")}
-    for name, value in settings.model_dump().items():
-        env[f"HEATMAP_{name.upper()}"] = str(value).lower() if isinstance(value, bool) else str(value)
-    return env
-
-
-@contextmanager
-def serve(settings: Settings) -> Iterator[str]:
-    """The query API under uvicorn, as the stack runs it, on a free port; yields its base URL."""
-    port = free_port()
-    command = [sys.executable, "-m", "uvicorn", "query_api.app:app", "--host", "127.0.0.1", "--port", str(port)]
-    process = subprocess.Popen([*command, "--no-access-log"], cwd=ROOT, env=settings_env(settings))
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if httpx.get(f"{base}/health", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if process.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError("the query API did not come up")
-            time.sleep(0.2)
-        yield base
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-
-
 @pytest.fixture(scope="module")
 def live_api(open_settings: Settings, dataset: Dataset) -> Iterator[str]:
-    with serve(open_settings) as base:
+    with serve_app("query_api.app:app", open_settings) as base:
         yield base
 
 
@@ -196,5 +146,5 @@ def keyed_api(open_settings: Settings, dataset: Dataset) -> Iterator[str]:
     keyed = open_settings.model_copy(
         update={"auth_enabled": True, "read_keys": f"{CLIENT}:{READ_KEY},{OTHER_CLIENT}:x"}
     )
-    with serve(keyed) as base:
+    with serve_app("query_api.app:app", keyed) as base:
         yield base
