@@ -7,6 +7,7 @@ service code, it only runs the commands.
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 
 import httpx
 
@@ -18,19 +19,20 @@ def _http_ok(url: str) -> None:
     httpx.get(url, timeout=2.0).raise_for_status()
 
 
-def _uvicorn(module: str, port: int) -> list[str]:
-    return [sys.executable, "-m", "uvicorn", module, "--host", "127.0.0.1", "--port", str(port), "--no-access-log"]
-
-
-register(
-    Program(
-        "ingestion",
-        lambda s, p: _uvicorn("ingestion_api.app:app", s.ingestion_port),
-        lambda s: _http_ok(f"http://127.0.0.1:{s.ingestion_port}/health"),
-        requires=("kafka", "redis"),
-        ports=lambda s: (s.ingestion_port,),
+def _uvicorn_program(name: str, module: str, port_of: Callable[[Settings], int], requires: tuple[str, ...]) -> Program:
+    """A Litestar app under uvicorn on its configured port, healthy once /health answers."""
+    return Program(
+        name,
+        lambda s, p: [
+            sys.executable, "-m", "uvicorn", module, "--host", "127.0.0.1", "--port", str(port_of(s)), "--no-access-log"
+        ],
+        lambda s: _http_ok(f"http://127.0.0.1:{port_of(s)}/health"),
+        requires=requires,
+        ports=lambda s: (port_of(s),),
     )
-)
+
+
+register(_uvicorn_program("ingestion", "ingestion_api.app:app", lambda s: s.ingestion_port, ("kafka", "redis")))
 register(
     Program(
         "landing",
@@ -39,15 +41,7 @@ register(
         requires=("kafka", "s3"),
     )
 )
-register(
-    Program(
-        "query",
-        lambda s, p: _uvicorn("query_api.app:app", s.query_port),
-        lambda s: _http_ok(f"http://127.0.0.1:{s.query_port}/health"),
-        requires=("s3",),
-        ports=lambda s: (s.query_port,),
-    )
-)
+register(_uvicorn_program("query", "query_api.app:app", lambda s: s.query_port, ("s3",)))
 
 
 def _dagster_command(settings: Settings, paths: StackPaths) -> list[str]:

@@ -142,13 +142,18 @@ def fetch_npm() -> None:
     subprocess.run([*command, "--no-audit", "--no-fund"], cwd=dashboard, check=True)
 
 
-def _has_compose_plugin() -> bool:
-    return subprocess.run(["docker", "compose", "version"], capture_output=True).returncode == 0
+def compose_command() -> list[str] | None:
+    """How this machine runs docker compose (the plugin, or Debian's docker-compose); None without either."""
+    if shutil.which("docker") and subprocess.run(["docker", "compose", "version"], capture_output=True).returncode == 0:
+        return ["docker", "compose"]
+    if shutil.which("docker-compose"):
+        return ["docker-compose"]
+    return None
 
 
 def fetch(settings: Settings, browser: bool = True) -> None:
     fetch_jars(settings)
-    compose = ["docker-compose"] if shutil.which("docker") and not _has_compose_plugin() else []
+    compose = ["docker-compose"] if shutil.which("docker") and compose_command() is None else []
     fetch_apt(["redis-server", *(["chromium"] if browser else []), *compose])
     fetch_npm()
 
@@ -311,7 +316,7 @@ def register(program: Program) -> None:
 
 
 def _env(settings: Settings, paths: StackPaths) -> dict[str, str]:
-    env = {f"HEATMAP_{name.upper()}": str(value) for name, value in settings.model_dump().items()}
+    env = settings.as_env()
     env["HEATMAP_DATA_DIR"] = str(paths.data)
     env["HEATMAP_STACK_ID"] = str(paths.stack)
     env["DAGSTER_HOME"] = str(paths.data / "dagster_home")
@@ -351,14 +356,20 @@ def _record_pid(paths: StackPaths, name: str) -> None:
     (paths.stack / f"{name}.pid").write_text(f"{pid} {psutil.Process(pid).create_time()}")
 
 
+def listening_pids() -> dict[int, int | None]:
+    """{port: pid} of every listening TCP socket on this machine (pid None when it is not ours to see)."""
+    return {
+        conn.laddr.port: conn.pid
+        for conn in psutil.net_connections("tcp")
+        if conn.laddr and conn.status == psutil.CONN_LISTEN
+    }
+
+
 def _ensure_ports_free(program: Program, settings: Settings) -> None:
+    listening = listening_pids()
     for port in program.ports(settings):
-        holders = [
-            conn.pid for conn in psutil.net_connections("tcp")
-            if conn.laddr and conn.laddr.port == port and conn.status == psutil.CONN_LISTEN
-        ]
-        if holders:
-            owner = holders[0]
+        if port in listening:
+            owner = listening[port]
             try:
                 what = " ".join(psutil.Process(owner).cmdline())[:120] if owner else "another process"
             except psutil.Error:
@@ -513,17 +524,8 @@ def start(
         directory.mkdir(parents=True, exist_ok=True)
 
     if _supervisord_pid(paths) is None:
-        leftovers = stack_processes(paths)
-        if leftovers:
-            console.print(f"[yellow]recovering[/] from an unclean stop: ending {len(leftovers)} leftover process(es)")
-            _kill(leftovers)
-        paths.socket.unlink(missing_ok=True)
-        for pidfile in paths.stack.glob("*.pid"):
-            pidfile.unlink()
-
-    if _supervisord_pid(paths) is None:
-        sections = "".join(_program_section(name, PROGRAMS[name].prepare(settings, paths), paths) for name in wanted)
-        paths.conf.write_text(_global_sections(settings, paths) + sections)
+        _clear_leftovers(paths, "recovering from an unclean stop: ")
+        paths.conf.write_text(_global_sections(settings, paths) + _sections(settings, paths, wanted))
         subprocess.run(
             [sys.executable, "-m", "supervisor.supervisord", "-c", str(paths.conf)],
             check=True,
@@ -538,8 +540,7 @@ def start(
         known = paths.conf.read_text()
         missing = [name for name in wanted if f"[program:{name}]" not in known]
         if missing:
-            sections = "".join(_program_section(name, PROGRAMS[name].prepare(settings, paths), paths) for name in missing)
-            paths.conf.write_text(known + sections)
+            paths.conf.write_text(known + _sections(settings, paths, missing))
             _supervisorctl(paths, "update")
 
     for name in wanted:
@@ -569,13 +570,24 @@ def stop(settings: Settings, timeout: float = 60.0) -> None:
             pass
         except psutil.TimeoutExpired:
             console.print("[yellow]supervisord did not exit in time; killing it[/]")
+    _clear_leftovers(paths)
+    console.print("[green]stack[/] stopped")
+
+
+def _sections(settings: Settings, paths: StackPaths, names: list[str]) -> str:
+    return "".join(_program_section(name, PROGRAMS[name].prepare(settings, paths), paths) for name in names)
+
+
+def _clear_leftovers(paths: StackPaths, why: str = "") -> None:
+    """End every process of this stack that survived its supervisord, and forget its socket and pids."""
     leftovers = stack_processes(paths)
     if leftovers:
+        if why:
+            console.print(f"[yellow]{why}[/]ending {len(leftovers)} leftover process(es)")
         _kill(leftovers)
     paths.socket.unlink(missing_ok=True)
     for pidfile in paths.stack.glob("*.pid"):
         pidfile.unlink()
-    console.print("[green]stack[/] stopped")
 
 
 def stop_program(settings: Settings, name: str) -> None:

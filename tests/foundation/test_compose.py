@@ -6,20 +6,14 @@ from pathlib import Path
 
 import pytest
 
+from infra.stack import compose_command
+
 COMPOSE = Path(__file__).resolve().parents[2] / "infra" / "docker-compose.yml"
-
-
-def _compose_command() -> list[str] | None:
-    if shutil.which("docker") and subprocess.run(["docker", "compose", "version"], capture_output=True).returncode == 0:
-        return ["docker", "compose"]
-    if shutil.which("docker-compose"):
-        return ["docker-compose"]
-    return None
 
 
 @pytest.mark.skipif(shutil.which("docker") is None, reason="no docker client on this machine")
 def test_compose_config_accepts_the_file():
-    command = _compose_command()
+    command = compose_command()
     if command is None:
         pytest.fail("a docker client exists but no compose: `python -m infra.stack fetch` installs Debian's docker-compose")
     result = subprocess.run([*command, "-f", str(COMPOSE), "config", "--quiet"], capture_output=True, text=True)

@@ -22,10 +22,6 @@ def private_settings(tmp_path, stack):
     )
 
 
-def _listening(port: int) -> bool:
-    return any(conn.laddr.port == port and conn.status == psutil.CONN_LISTEN for conn in psutil.net_connections("tcp"))
-
-
 def test_start_recover_and_stop_leave_nothing_running(private_settings):
     settings = private_settings
     paths = stack_module.StackPaths(settings.data_path)
@@ -33,7 +29,7 @@ def test_start_recover_and_stop_leave_nothing_running(private_settings):
     try:
         stack_module.start(settings, stack_module.INFRA_SERVICES)
         assert set(stack_module.status(settings)) == {"kafka", "s3", "redis"}
-        assert all(_listening(port) for port in ports)
+        assert set(ports) <= set(stack_module.listening_pids())
 
         # Unclean stop: supervisord dies hard, its children are orphaned.
         supervisord = psutil.Process(int(paths.pidfile.read_text()))
@@ -47,7 +43,7 @@ def test_start_recover_and_stop_leave_nothing_running(private_settings):
         stack_module.stop(settings)
 
     assert stack_module.stack_processes(paths) == []
-    assert not any(_listening(port) for port in ports)
+    assert not set(ports) & set(stack_module.listening_pids())
     assert stack_module.status(settings) == {}
 
 
