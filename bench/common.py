@@ -37,13 +37,13 @@ def machine() -> str:
     return f"{model}, {os.cpu_count()} cores, {memory:.0f} GiB, {platform.system()} {platform.release()}, Python {platform.python_version()}"
 
 
-def median_seconds(run: Callable[[], object], repeats: int) -> tuple[float, list[float]]:
+def median_seconds(run: Callable[[], object], repeats: int) -> float:
     times = []
     for _ in range(repeats):
         started = time.perf_counter()
         run()
         times.append(time.perf_counter() - started)
-    return statistics.median(times), times
+    return statistics.median(times)
 
 
 @dataclass
@@ -80,10 +80,7 @@ def free_port() -> int:
 
 
 def env_for(settings: Settings, **extra: str) -> dict[str, str]:
-    env = dict(os.environ)
-    env.update({f"HEATMAP_{name.upper()}": str(value) for name, value in settings.model_dump().items()})
-    env.update(extra)
-    return env
+    return {**os.environ, **settings.as_env(), **extra}
 
 
 @contextmanager

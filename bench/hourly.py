@@ -79,7 +79,7 @@ def run(settings: Settings, repeats: int = 3) -> list[Result]:
             spark_rows.update(aggregate_hours(spark, paths, "json"))
 
         spark_job()  # warm-up: JIT, s3a connection pool
-        spark_s, _ = median_seconds(spark_job, repeats)
+        spark_s = median_seconds(spark_job, repeats)
     finally:
         spark.stop()
 
@@ -94,7 +94,7 @@ def run(settings: Settings, repeats: int = 3) -> list[Result]:
             ).result_rows
 
     chdb_job()
-    chdb_s, _ = median_seconds(chdb_job, repeats)
+    chdb_s = median_seconds(chdb_job, repeats)
 
     spark_cells = sorted((c, s, x, y, n) for (c, s, _, x, y, n) in spark_rows[hour].rows)
     assert spark_cells == sorted(chdb_rows), "Spark and chDB disagree on the hour's cells"

@@ -11,11 +11,11 @@ import msgspec
 from aiokafka import AIOKafkaProducer
 
 from bench.common import Result, median_seconds, uvicorn_app
-from heatmap_core.events import Event, RawBatchRecord, encode_record, kafka_key
+from heatmap_core.events import Event, RawBatchRecord, encode_record
 from heatmap_core.settings import Settings
 from infra.stack import ensure_topic
-from traffic.cli import build, send_batches
-from traffic.generator import TrafficSpec
+from traffic.cli import send_batches
+from traffic.generator import TrafficSpec, build
 
 CONCURRENCY = 8
 
@@ -27,7 +27,7 @@ async def _bare_producer(settings: Settings, records: list[RawBatchRecord]) -> N
 
     async def one(record: RawBatchRecord) -> None:
         async with semaphore:
-            await producer.send_and_wait(settings.topic, encode_record(record), key=kafka_key(record.client_id, record.screen_id))
+            await producer.send_and_wait(settings.topic, encode_record(record), key=record.key)
 
     try:
         await asyncio.gather(*(one(record) for record in records))
@@ -56,8 +56,8 @@ def run(settings: Settings, visitors: int = 150, repeats: int = 3) -> list[Resul
     ]
     with uvicorn_app("ingestion_api.app:app", settings, HEATMAP_AUTH_ENABLED="false") as url:
         http_rounds()  # warm-up: connections, producer metadata
-        http_s, _ = median_seconds(http_rounds, repeats)
-    bare_s, _ = median_seconds(lambda: asyncio.run(_bare_producer(settings, records)), repeats)
+        http_s = median_seconds(http_rounds, repeats)
+    bare_s = median_seconds(lambda: asyncio.run(_bare_producer(settings, records)), repeats)
     return [
         Result(
             "ingest", f"HTTP POST /events/batch ({len(batches)} batches)", events / http_s,

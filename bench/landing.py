@@ -13,7 +13,7 @@ from datetime import UTC, datetime, timedelta
 from kafka import KafkaConsumer, KafkaProducer
 
 from bench.common import Result, console, env_for
-from heatmap_core.events import Event, RawBatchRecord, decode_record, encode_record, kafka_key
+from heatmap_core.events import Event, RawBatchRecord, decode_record, encode_record
 from heatmap_core.lake import LEDGER_PREFIX, decode_ledger
 from heatmap_core.s3 import ensure_bucket, s3_client
 from heatmap_core.settings import Settings
@@ -32,7 +32,7 @@ def _produce(settings: Settings) -> int:
             client_id=f"c{i % 3}", screen_id="home", batch_id=str(uuid.uuid4()), received_at=now,
             events=[Event(event_time=now + timedelta(milliseconds=j), x_norm=(j % 100) / 100, y_norm=(i % 200) / 200) for j in range(EVENTS_PER_RECORD)],
         )
-        producer.send(settings.topic, encode_record(record), key=kafka_key(record.client_id, record.screen_id))
+        producer.send(settings.topic, encode_record(record), key=record.key)
     producer.flush()
     producer.close()
     return RECORDS * EVENTS_PER_RECORD
@@ -54,14 +54,15 @@ def _bare_consumer(settings: Settings) -> float:
     return elapsed
 
 
-def _landed_events(settings: Settings) -> int:
-    client = s3_client(settings)
-    total = 0
+def _landed_events(settings: Settings, client, seen: dict[str, int]) -> int:
+    """Events named by the ledger so far; ``seen`` keeps what earlier polls read, so each entry is read once."""
     for page in client.get_paginator("list_objects_v2").paginate(Bucket=settings.raw_bucket, Prefix=LEDGER_PREFIX):
         for obj in page.get("Contents", []):
+            if obj["Key"] in seen:
+                continue
             entry = decode_ledger(client.get_object(Bucket=settings.raw_bucket, Key=obj["Key"])["Body"].read())
-            total += sum(f.events for f in entry.files if f.format == "json")
-    return total
+            seen[obj["Key"]] = sum(f.events for f in entry.files if f.format == "json")
+    return sum(seen.values())
 
 
 def _landing(settings: Settings, expected: int) -> float:
@@ -69,10 +70,11 @@ def _landing(settings: Settings, expected: int) -> float:
         settings, HEATMAP_LANDING_GROUP=f"bench-landing-{uuid.uuid4().hex[:6]}", HEATMAP_LANDING_PARQUET="false",
         HEATMAP_LANDING_FLUSH_INTERVAL="1",
     )
+    client, seen = s3_client(settings), {}
     started = time.perf_counter()
     process = subprocess.Popen([sys.executable, "-m", "landing", "run"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        while (landed := _landed_events(settings)) < expected:
+        while (landed := _landed_events(settings, client, seen)) < expected:
             if process.poll() is not None:
                 raise RuntimeError(f"landing exited with {process.returncode}")
             if time.perf_counter() - started > TIMEOUT_S:

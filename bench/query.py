@@ -4,14 +4,12 @@ ClickHouse lock, JSON) against the same parameterized query run directly."""
 from __future__ import annotations
 
 import random
-import statistics
-import time
 import uuid
 from datetime import UTC, datetime, timedelta
 
 import httpx
 
-from bench.common import Result, uvicorn_app
+from bench.common import Result, median_seconds, uvicorn_app
 from heatmap_core.clickhouse import apply_schema, clickhouse, replace_bucket
 from heatmap_core.schema import DAILY
 from heatmap_core.settings import Settings
@@ -21,15 +19,6 @@ DIRECT_SQL = (
     "SELECT cell_x, cell_y, count FROM {db:Identifier}.{table:Identifier} WHERE client_id = {client:String} "
     "AND screen_id = {screen:String} AND bucket_start = {start:DateTime('UTC')} ORDER BY cell_x, cell_y"
 )
-
-
-def _latency_ms(call, requests: int) -> float:
-    samples = []
-    for _ in range(requests):
-        started = time.perf_counter()
-        call()
-        samples.append((time.perf_counter() - started) * 1000)
-    return statistics.median(samples)
 
 
 def run(settings: Settings) -> list[Result]:
@@ -49,7 +38,7 @@ def run(settings: Settings) -> list[Result]:
             assert len(response.json()["cells"]) == len(rows)
 
         via_api()
-        api_ms = _latency_ms(via_api, REQUESTS)
+        api_ms = median_seconds(via_api, REQUESTS) * 1000
 
     def direct() -> None:
         with clickhouse(settings) as client:
@@ -60,7 +49,7 @@ def run(settings: Settings) -> list[Result]:
             assert len(result) == len(rows)
 
     direct()
-    direct_ms = _latency_ms(direct, REQUESTS)
+    direct_ms = median_seconds(direct, REQUESTS) * 1000
     return [
         Result("query", f"GET /heatmap/daily ({len(rows):,} cells)", api_ms, "direct clickhouse-connect query (open, query, close)", direct_ms, "ms", False)
     ]

@@ -22,8 +22,8 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from heatmap_core.settings import Settings
 from infra import programs  # noqa: F401  (registers the application programs)
 from infra import stack
-from traffic.cli import build, send_batches
-from traffic.generator import GroundTruth, TrafficSpec
+from traffic.cli import send_batches
+from traffic.generator import GroundTruth, TrafficSpec, build
 
 console = Console(stderr=True)
 app = typer.Typer(help=__doc__, add_completion=False)
@@ -69,7 +69,7 @@ def wait_for_pipeline(
         task = bar.add_task("wait", total=goal)
         while time.monotonic() < deadline:
             gained = {key: total - baseline.get(key, 0) for key, total in served_totals(settings, expected).items()}
-            bar.update(task, completed=min(sum(min(gained.get(k, 0), v) for k, v in expected.items()), goal))
+            bar.update(task, completed=sum(min(gained.get(k, 0), v) for k, v in expected.items()))
             if gained and all(gained[key] >= count for key, count in expected.items()):
                 return True
             time.sleep(5)
@@ -100,13 +100,14 @@ def run(
             hours_back=hours_back, seed=int(time.time()), now=datetime.now(UTC),
         )
         batches, truth = build(spec)
+        expected = day_totals(truth)
         # A second demo run adds to the days the first one filled: wait for the increase.
-        baseline = served_totals(settings, day_totals(truth))
+        baseline = served_totals(settings, expected)
         asyncio.run(send_batches(batches, f"http://127.0.0.1:{settings.ingestion_port}"))
         console.print(f"sent {truth.total()} events over {len(truth.hours())} hour(s)")
 
         console.rule("[bold]landing -> lake -> Dagster daemon -> ClickHouse")
-        done = wait_for_pipeline(settings, day_totals(truth), baseline, wait_minutes * 60)
+        done = wait_for_pipeline(settings, expected, baseline, wait_minutes * 60)
         if not done:
             console.print("[yellow]the pipeline has not caught up yet; check the Dagster UI and logs under "
                           f"{settings.data_path / 'logs'}[/]")

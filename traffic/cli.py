@@ -18,7 +18,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt, wait_exponential
 
 from heatmap_core.settings import get_settings
-from traffic.generator import Batch, GroundTruth, TrafficSpec, generate
+from traffic.generator import Batch, GroundTruth, TrafficSpec, build
 
 app = typer.Typer(help="Synthetic heatmap traffic with exact ground truth.", no_args_is_help=True)
 console = Console(stderr=True)
@@ -77,14 +77,6 @@ async def send_batches(
                     bar.advance(task, len(batch.events))
 
             await asyncio.gather(*(one(batch) for batch in batches))
-
-
-def build(spec: TrafficSpec) -> tuple[list[Batch], GroundTruth]:
-    batches = list(generate(spec))
-    truth = GroundTruth()
-    for batch in batches:
-        truth.add(batch)
-    return batches, truth
 
 
 def _split(value: str) -> tuple[str, ...]:

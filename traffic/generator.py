@@ -114,3 +114,12 @@ class GroundTruth:
             {"client_id": c, "screen_id": s, "hour": h.isoformat(), "cell_x": x, "cell_y": y, "count": n}
             for (c, s, h, x, y), n in sorted(self.cells.items())
         ]
+
+
+def build(spec: TrafficSpec) -> tuple[list[Batch], GroundTruth]:
+    """The spec's batches and the exact ground truth they carry."""
+    batches = list(generate(spec))
+    truth = GroundTruth()
+    for batch in batches:
+        truth.add(batch)
+    return batches, truth

@@ -15,7 +15,7 @@ import asyncio
 import time
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 
 import httpx
 import pytest
@@ -23,9 +23,9 @@ import pytest
 from heatmap_core.settings import Settings
 from infra import programs  # noqa: F401  (registers the application programs)
 from infra import stack as stack_module
-from tests.conftest import free_port
-from traffic.cli import build, send_batches
-from traffic.generator import GroundTruth, TrafficSpec
+from tests.conftest import day_of, free_port, week_of
+from traffic.cli import send_batches
+from traffic.generator import GroundTruth, TrafficSpec, build
 
 APP_PROGRAMS = ("ingestion", "landing", "query", "dagster")
 PIPELINE_TIMEOUT_S = 20 * 60
@@ -73,15 +73,6 @@ def _expected(truth: GroundTruth, bucket_of) -> dict[tuple, Counter]:
     return grouped
 
 
-def _day(hour: datetime) -> datetime:
-    return hour.replace(hour=0)
-
-
-def _week(hour: datetime) -> datetime:
-    day = _day(hour)
-    return day - timedelta(days=(day.weekday() + 1) % 7)  # Sunday, as toStartOfWeek
-
-
 def _served_everything(base: str, daily: dict[tuple, Counter]) -> bool:
     try:
         return all(
@@ -105,8 +96,8 @@ def test_traffic_is_served_exactly_for_every_hour_day_and_week(pipeline: Setting
 
     base = f"http://127.0.0.1:{pipeline.query_port}"
     hourly = _expected(truth, lambda h: h)
-    daily = _expected(truth, _day)
-    weekly = _expected(truth, _week)
+    daily = _expected(truth, day_of)
+    weekly = _expected(truth, week_of)
 
     deadline = time.monotonic() + PIPELINE_TIMEOUT_S
     while not _served_everything(base, daily):

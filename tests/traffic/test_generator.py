@@ -5,8 +5,7 @@ from datetime import UTC, datetime, timedelta
 
 from heatmap_core.events import Event
 from heatmap_core.grid import cell_of
-from traffic.cli import build
-from traffic.generator import TrafficSpec
+from traffic.generator import TrafficSpec, build
 
 NOW = datetime(2026, 11, 25, 12, 30, tzinfo=UTC)
 
