@@ -7,7 +7,7 @@ the raw lake.
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Annotated, Literal
 
 import msgspec
@@ -79,16 +79,20 @@ def decode_record(value: bytes) -> RawBatchRecord:
 
 
 def lake_events(record: RawBatchRecord, partition: int, offset: int) -> list[LakeEvent]:
-    """Flatten a Kafka record into lake lines, each stamped with its Kafka origin."""
+    """Flatten a Kafka record into lake lines, each stamped with its Kafka origin.
+
+    Lines carry UTC times, so the JSON and the Parquet copies hold the same instants in the same form.
+    """
+    received_at = record.received_at.astimezone(UTC)
     return [
         LakeEvent(
             client_id=record.client_id,
             screen_id=record.screen_id,
-            event_time=event.event_time,
+            event_time=event.event_time.astimezone(UTC),
             x_norm=event.x_norm,
             y_norm=event.y_norm,
             event_type=event.event_type,
-            received_at=record.received_at,
+            received_at=received_at,
             batch_id=record.batch_id,
             kafka_partition=partition,
             kafka_offset=offset,

@@ -128,6 +128,14 @@ class LedgerEntry(msgspec.Struct, kw_only=True):
     files: list[LedgerFile]
 
 
+REJECTED_PREFIX = "_rejected/"
+
+
+def rejected_key(topic: str, kafka_partition: int, offset: int) -> str:
+    """Where landing keeps an undecodable record, named by its origin so a replay overwrites it."""
+    return f"{REJECTED_PREFIX}{topic}/p{kafka_partition:04d}-o{offset:020d}.bin"
+
+
 def ledger_key(written_at: datetime, kafka_partition: int, first_offset: int) -> str:
     moment = written_at.astimezone(UTC)
     return f"{LEDGER_PREFIX}{moment:%Y%m%dT%H%M%S%f}Z-p{kafka_partition:04d}-o{first_offset:020d}.json"
@@ -148,8 +156,9 @@ def decode_ledger(body: bytes) -> LedgerEntry:
 # records the flush's offset range, so whoever consumes the partition next
 # (a restarted process, another instance) re-flushes exactly that range onto
 # exactly the same keys. After the files and the ledger entry are durable it
-# advances the watermarks, which tell the Dagster sensor how far in receive
-# time each partition has landed, so it can call an hour complete.
+# advances the watermarks, which tell a reader how far in receive time each
+# partition has landed, so it can call an hour complete (the rule is in
+# docs/ARCHITECTURE.md; the raw_events sensor itself follows the ledger).
 
 WATERMARK_PREFIX = "_watermarks/"
 

@@ -90,12 +90,8 @@ class PartitionBuffer:
         self.last_offset = offset
         if record is None:
             return
-        received_at = record.received_at.astimezone(UTC)
-        self.max_received_at = latest(self.max_received_at, received_at)
+        self.max_received_at = latest(self.max_received_at, record.received_at.astimezone(UTC))
         for event in lake_events(record, self.kafka_partition, offset):
-            # Lines carry UTC times, so JSON and Parquet hold the same instants in the same form.
-            event.event_time = event.event_time.astimezone(UTC)
-            event.received_at = received_at
             self.max_event_time = latest(self.max_event_time, event.event_time)
             hour = hour_start(event.event_time)
             part = self.files.get((hour, event.client_id))

@@ -61,7 +61,7 @@ class ConsumerStalled(RuntimeError):
 @dataclass
 class PartitionState:
     buffer: PartitionBuffer
-    watermark: PartitionWatermark | None = None
+    watermark: PartitionWatermark
     # Set while re-reading a range an earlier owner flushed but did not commit: flush exactly at this offset.
     replay_until: int | None = None
     reading: bool = False  # whether a record arrived since the partition was (re)assigned
@@ -93,7 +93,6 @@ class Progress:
     files: int = 0
     flushes: int = 0
     rejected: int = 0
-    started: float = field(default_factory=time.monotonic)
     last_logged: float = field(default_factory=time.monotonic)
     events_at_last_log: int = 0
 
@@ -206,9 +205,8 @@ class Landing:
     def _state(self, partition: int) -> PartitionState:
         state = self.states.get(partition)
         if state is None:
-            state = self.states[partition] = PartitionState(PartitionBuffer(partition))
-        if state.watermark is None:
-            state.watermark = self.writer.load_watermark(self.topic, partition)
+            watermark = self.writer.load_watermark(self.topic, partition)
+            state = self.states[partition] = PartitionState(PartitionBuffer(partition), watermark)
         return state
 
     def _decode(self, partition: int, offset: int, value: bytes) -> RawBatchRecord | None:

@@ -19,6 +19,7 @@ from heatmap_core.lake import (
     encode_watermark,
     ledger_key,
     part_key,
+    rejected_key,
     watermark_key,
 )
 from heatmap_core.s3 import s3_client
@@ -29,7 +30,6 @@ from landing.parquet import parquet_from_json_lines
 log = logging.getLogger(__name__)
 
 CONTENT_TYPES = {"json": "application/x-ndjson", "parquet": "application/vnd.apache.parquet"}
-REJECTED_PREFIX = "_rejected/"
 
 # The object store may be briefly away (restart, network); a flush waits for it
 # rather than failing, since nothing is committed until the writes succeed.
@@ -84,25 +84,30 @@ class LakeWriter:
         self.put_all([(watermark_key(w.topic, w.kafka_partition), encode_watermark(w), "application/json") for w in watermarks])
 
     def put_rejected(self, kafka_partition: int, offset: int, value: bytes) -> str:
-        """Keep an undecodable record beside the lake, named by its origin so a replay overwrites it."""
-        key = f"{REJECTED_PREFIX}{self.settings.topic}/p{kafka_partition:04d}-o{offset:020d}.bin"
+        """Keep an undecodable record beside the lake."""
+        key = rejected_key(self.settings.topic, kafka_partition, offset)
         self.put(key, value, "application/octet-stream")
         return key
 
-    def _encode(self, kafka_partition: int, part: PartFile, fmt: str) -> tuple[str, bytes]:
-        key = part_key(
-            part.hour, part.client_id, kafka_partition, part.first_offset, part.last_offset, fmt, self.settings.parquet_prefix
-        )
-        body = part.json_body()
-        return key, body if fmt == "json" else parquet_from_json_lines(body)
+    def _encode(self, kafka_partition: int, part: PartFile) -> list[tuple[str, str, bytes]]:
+        """(format, key, body) of one part file in every format; the JSON lines are joined once."""
+        json_lines = part.json_body()
+        return [
+            (
+                fmt,
+                part_key(part.hour, part.client_id, kafka_partition, part.first_offset, part.last_offset, fmt, self.settings.parquet_prefix),
+                json_lines if fmt == "json" else parquet_from_json_lines(json_lines),
+            )
+            for fmt in self.formats
+        ]
 
     def write_parts(self, flushes: list[Flush]) -> dict[int, list[WrittenFile]]:
         """Write every part file of the flushes in every format; by Kafka partition, what was written."""
         encoded = [
-            (flush.kafka_partition, part, fmt, *self._encode(flush.kafka_partition, part, fmt))
+            (flush.kafka_partition, part, *encoding)
             for flush in flushes
             for part in flush.files
-            for fmt in self.formats
+            for encoding in self._encode(flush.kafka_partition, part)
         ]
         self.put_all([(key, body, CONTENT_TYPES[fmt]) for _, _, fmt, key, body in encoded])
         written: dict[int, list[WrittenFile]] = {flush.kafka_partition: [] for flush in flushes}
