@@ -94,28 +94,17 @@ async def index() -> Redirect:
 
 
 def _logging_config() -> LoggingConfig:
-    # Our logger writes one JSON object per line (observability.log_event); Litestar's keeps its format.
+    # Our logger writes one JSON object per line (observability.log_event); Litestar fills in its own defaults.
     return LoggingConfig(
-        formatters={
-            "standard": {"format": "%(levelname)s - %(asctime)s - %(name)s - %(module)s - %(message)s"},
-            "json": {"format": "%(message)s"},
-        },
+        formatters={"json": {"format": "%(message)s"}},
         handlers={
-            "queue_listener": {
-                "class": "litestar.logging.standard.QueueListenerHandler",
-                "level": "DEBUG",
-                "formatter": "standard",
-            },
             "json_queue": {
                 "class": "litestar.logging.standard.QueueListenerHandler",
                 "level": "DEBUG",
                 "formatter": "json",
             },
         },
-        loggers={
-            "litestar": {"level": "INFO", "handlers": ["queue_listener"], "propagate": False},
-            "ingestion_api": {"level": "INFO", "handlers": ["json_queue"], "propagate": False},
-        },
+        loggers={"ingestion_api": {"level": "INFO", "handlers": ["json_queue"], "propagate": False}},
     )
 
 

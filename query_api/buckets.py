@@ -112,6 +112,9 @@ def plan_range(start: datetime, end: datetime, rollups: set[tuple[str, datetime]
                     grain = coarse
                     break
         following = moment + LENGTH[grain]
+        if grain == "hour":
+            # Coarser buckets start at midnight only: the hours up to the next midnight form one step.
+            following = min(midnight(moment.date()) + LENGTH["day"], end)
         if spans and spans[-1].grain == grain and spans[-1].end == moment:
             spans[-1] = Span(grain, spans[-1].start, following)
         else:

@@ -8,8 +8,8 @@ const GRID_W = 100;
 const GRID_H = 200;
 const STAGE_WIDTH = 300;
 const KEY_STORAGE = "heatmap.readKey";
-const ENDPOINT = { hour: "hourly", day: "daily", week: "weekly" };
-const GRAIN_NAMES = { hour: "hourly", day: "daily", week: "weekly" };
+// The adjective of each grain: the endpoint's name and the legend's word.
+const GRAIN_WORD = { hour: "hourly", day: "daily", week: "weekly" };
 
 const $ = (id) => document.getElementById(id);
 const ui = {
@@ -19,6 +19,7 @@ const ui = {
   file: $("screenshot-file"), uploadStatus: $("upload-status"),
 };
 let screenshotUrl = null;
+let screenshotOf = null;  // "client/screen" whose screenshot (or its absence) is shown: other views reuse it
 
 class ApiError extends Error {
   constructor(status, message) { super(message); this.status = status; }
@@ -128,10 +129,13 @@ function heatmapPath(s) {
   if (!s.bucket) return null;
   const day = s.bucket.slice(0, 10);
   const when = { hour: { dt: day, hour: Number(s.bucket.slice(11, 13)) }, day: { dt: day }, week: { week_start: day } }[s.grain];
-  return `/heatmap/${ENDPOINT[s.grain]}?${query({ ...ids, ...when })}`;
+  return `/heatmap/${GRAIN_WORD[s.grain]}?${query({ ...ids, ...when })}`;
 }
 
 async function loadScreenshot(s) {
+  const target = `${s.client}/${s.screen}`;
+  if (target === screenshotOf) return;
+  screenshotOf = null;
   if (screenshotUrl) URL.revokeObjectURL(screenshotUrl);
   screenshotUrl = null;
   ui.shot.hidden = true;
@@ -146,6 +150,7 @@ async function loadScreenshot(s) {
   } catch (err) {
     if (!(err instanceof ApiError && err.status === 404)) throw err;  // 404: no screenshot, blank canvas
   }
+  screenshotOf = target;
 }
 
 function sizeStage() {
@@ -181,7 +186,7 @@ function describeSpans(spans) {
   if (!spans.length) return "nothing (empty range)";
   const counts = {};
   spans.forEach((s) => { counts[s.grain] = (counts[s.grain] || 0) + s.buckets; });
-  return ["week", "day", "hour"].filter((g) => counts[g]).map((g) => `${counts[g]} ${GRAIN_NAMES[g]}`).join(", ") + " bucket(s)";
+  return ["week", "day", "hour"].filter((g) => counts[g]).map((g) => `${counts[g]} ${GRAIN_WORD[g]}`).join(", ") + " bucket(s)";
 }
 
 function legend(body, max) {
@@ -246,6 +251,7 @@ $("controls").addEventListener("submit", (event) => {
   event.preventDefault();
   if (ui.key.value) sessionStorage.setItem(KEY_STORAGE, ui.key.value);
   else sessionStorage.removeItem(KEY_STORAGE);
+  screenshotOf = null;  // another key may open another screenshot
   act(start);
 });
 $("upload").addEventListener("submit", (event) => {
@@ -259,6 +265,7 @@ $("upload").addEventListener("submit", (event) => {
       method: "PUT", body: file, headers: { "Content-Type": file.type || "application/octet-stream" },
     });
     ui.uploadStatus.textContent = `Uploaded ${file.name}.`;
+    screenshotOf = null;
     await render();
   });
 });
