@@ -10,7 +10,7 @@ _ID_RE = re.compile(ID_PATTERN)
 
 class InvalidId(ValueError):
     def __init__(self, field: str, value: object):
-        super().__init__(f"{field} must be 1-64 characters of [A-Za-z0-9_-], got {value!r}")
+        super().__init__(f"{field}: must be 1-64 characters of [A-Za-z0-9_-], got {value!r}")
         self.field = field
 
 

@@ -11,7 +11,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
-from litestar import Litestar, MediaType, Response, Router, get, post
+from litestar import Litestar, Response, Router, get, post
 from litestar.config.cors import CORSConfig
 from litestar.di import Provide
 from litestar.dto import MsgspecDTO
@@ -19,12 +19,16 @@ from litestar.exceptions import HTTPException
 from litestar.logging import LoggingConfig
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.datastructures import ResponseSpec
+from litestar.openapi.spec import Components, SecurityScheme
 from litestar.response import Redirect
 from litestar.static_files import create_static_files_router
+from litestar.typing import FieldDefinition
 
 from heatmap_core.settings import Settings, get_settings
-from ingestion_api.auth import WRITE_KEY_HEADER, WriteKeys
-from ingestion_api.errors import ErrorBody, rejection_handler
+from heatmap_http.params import single_valued
+from heatmap_http.problems import documented, exception_handlers
+from ingestion_api.auth import WRITE_KEY_HEADER, WRITE_KEY_PARAM, WriteKeys
+from ingestion_api.errors import rejection_handler
 from ingestion_api.ledger import BatchLedger
 from ingestion_api.models import BatchAccepted, BatchIn, Health, decode_batch
 from ingestion_api.observability import Metrics
@@ -34,16 +38,27 @@ from ingestion_api.service import IngestService
 DEMO_DIR = Path(__file__).resolve().parent.parent / "dashboard" / "demo"
 DEMO_PATH = "/demo"
 
-_REFUSALS = {
-    code: ResponseSpec(data_container=ErrorBody, description=text, generate_examples=False)
-    for code, text in {
+_REFUSALS = documented(
+    {
         400: "Invalid field; `field` names it, e.g. events[3].x_norm. Nothing was published.",
         401: f"Missing or unknown write key ({WRITE_KEY_HEADER} header or write_key query parameter).",
         403: "The write key belongs to another client_id.",
         409: "The same batch_id is being published by another request; retry after Retry-After.",
         413: "Body larger than the configured cap.",
         503: "Kafka (or Redis) unavailable: nothing acknowledged; retry after Retry-After.",
-    }.items()
+    }
+)
+# Either credential opens the route (OpenAPI: alternatives are separate requirement objects).
+_WRITE_KEY_SCHEMES = {
+    "writeKeyHeader": SecurityScheme(
+        type="apiKey", name=WRITE_KEY_HEADER, security_scheme_in="header", description="the client's write key"
+    ),
+    "writeKeyQuery": SecurityScheme(
+        type="apiKey",
+        name=WRITE_KEY_PARAM,
+        security_scheme_in="query",
+        description="the client's write key, for navigator.sendBeacon, which cannot set headers",
+    ),
 }
 
 
@@ -52,6 +67,12 @@ class BatchInDTO(MsgspecDTO[BatchIn]):
 
     def decode_bytes(self, value: bytes) -> BatchIn:
         return decode_batch(value)
+
+    @classmethod
+    def create_openapi_schema(cls, field_definition, handler_id, schema_creator):  # type: ignore[no-untyped-def]
+        # The DTO's generated transfer model drops list constraints (events' minItems);
+        # document BatchIn itself, which is exactly what decode_batch enforces.
+        return schema_creator.for_field_definition(FieldDefinition.from_annotation(BatchIn))
 
 
 @post(
@@ -63,6 +84,7 @@ class BatchInDTO(MsgspecDTO[BatchIn]):
     description="Answers 202 only after Kafka acknowledged the batch (acks=all). A batch_id already "
     "acknowledged for this client is acknowledged again with duplicate=true and not re-published.",
     responses=_REFUSALS,
+    security=[{name: []} for name in _WRITE_KEY_SCHEMES],
 )
 async def post_batch(data: BatchIn, service: IngestService, writer: str | None) -> BatchAccepted:
     return await service.ingest(data, writer)
@@ -83,11 +105,6 @@ async def health(service: IngestService) -> Response[Health]:
     return Response(report, status_code=200 if report.status == "ok" else 503)
 
 
-@get("/metrics", media_type=MediaType.TEXT, summary="Counters in Prometheus text format")
-async def metrics_text(service: IngestService) -> str:
-    return service.metrics.render()
-
-
 @get("/", include_in_schema=False)
 async def index() -> Redirect:
     return Redirect(f"{DEMO_PATH}/")
@@ -104,7 +121,10 @@ def _logging_config() -> LoggingConfig:
                 "formatter": "json",
             },
         },
-        loggers={"ingestion_api": {"level": "INFO", "handlers": ["json_queue"], "propagate": False}},
+        loggers={
+            "ingestion_api": {"level": "INFO", "handlers": ["json_queue"], "propagate": False},
+            "heatmap_http": {"level": "INFO", "handlers": ["json_queue"], "propagate": False},
+        },
     )
 
 
@@ -137,12 +157,14 @@ def create_app(settings: Settings | None = None) -> Litestar:
         route_handlers=[
             ingest,
             health,
-            metrics_text,
+            metrics.handler(),
             index,
             create_static_files_router(path=DEMO_PATH, directories=[DEMO_DIR], html_mode=True, include_in_schema=False),
         ],
         dependencies={"service": Provide(provide_service, sync_to_thread=False)},
         lifespan=[lifespan],
+        guards=[single_valued(headers=[WRITE_KEY_HEADER])],
+        exception_handlers=exception_handlers(metrics.unhandled),
         request_max_body_size=settings.max_body_bytes,
         cors_config=CORSConfig(
             allow_origins=settings.cors_origin_list,
@@ -150,7 +172,12 @@ def create_app(settings: Settings | None = None) -> Litestar:
             allow_headers=["Content-Type", WRITE_KEY_HEADER],
             max_age=600,
         ),
-        openapi_config=OpenAPIConfig(title="Heatmap ingestion API", version="1.0.0", path="/schema"),
+        openapi_config=OpenAPIConfig(
+            title="Heatmap ingestion API",
+            version="1.0.0",
+            path="/schema",
+            components=Components(security_schemes=_WRITE_KEY_SCHEMES),
+        ),
         logging_config=_logging_config(),
     )
 

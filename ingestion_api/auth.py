@@ -27,7 +27,11 @@ class WriteKeys:
         """The client_id the request's key belongs to; None when auth is off."""
         if not self.enabled:
             return None
-        given = request.headers.get(WRITE_KEY_HEADER) or request.query_params.get(WRITE_KEY_PARAM)
+        # RFC 9110 5.5: whitespace around a header value is not part of it (servers strip the
+        # leading part, so the trailing part must go too for one key to mean one thing); the
+        # query parameter is taken exactly as sent.
+        header = request.headers.get(WRITE_KEY_HEADER)
+        given = header.strip(" \t") if header is not None else request.query_params.get(WRITE_KEY_PARAM)
         if not given:
             raise BatchRejected(
                 401,

@@ -75,6 +75,35 @@ def decode_batch(body: bytes) -> BatchIn:
         raise InvalidField(path or "body", message) from exc
     except msgspec.DecodeError as exc:
         raise InvalidField("body", f"not a JSON document: {exc}") from exc
+    except UnicodeDecodeError as exc:
+        raise InvalidField(_path_of_invalid_text(body), f"not valid UTF-8 (byte {exc.start} of the body)") from exc
+
+
+def _path_of_invalid_text(body: bytes) -> str:
+    """The field whose text holds the first byte that is not UTF-8 (msgspec only gives the offset).
+
+    Decoded again with U+FFFD in place of bad bytes, the document is walked for the
+    first string holding one; a bad byte in a key names the object holding that key.
+    """
+    try:
+        document = msgspec.json.decode(body.decode("utf-8", errors="replace").encode())
+    except msgspec.DecodeError:
+        return "body"
+
+    def walk(node: object, path: str) -> str | None:
+        if isinstance(node, str):
+            return path if "\ufffd" in node else None
+        if isinstance(node, list):
+            return next((found for i, item in enumerate(node) if (found := walk(item, f"{path}[{i}]"))), None)
+        if isinstance(node, dict):
+            for key, value in node.items():
+                if "\ufffd" in key:
+                    return path or "body"
+                if found := walk(value, f"{path}.{key}" if path else key):
+                    return found
+        return None
+
+    return walk(document, "") or "body"
 
 
 def check_batch(batch: BatchIn, limits: Limits, now: datetime) -> None:

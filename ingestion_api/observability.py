@@ -1,12 +1,14 @@
-"""Counters (Prometheus text at GET /metrics) and one-JSON-object-per-line logs."""
+"""Counters (Prometheus text at GET /metrics, through prometheus-client) and one-JSON-object-per-line logs."""
 
 from __future__ import annotations
 
 import logging
-from collections import Counter
 from datetime import UTC, datetime
 
 import msgspec
+from prometheus_client import Counter as Counter
+
+from heatmap_http.metrics import AppMetrics
 
 logger = logging.getLogger("ingestion_api")
 _json = msgspec.json.Encoder()
@@ -23,39 +25,32 @@ def log_event(event: str, level: int = logging.INFO, **fields: object) -> None:
         logger.log(level, _json.encode(record).decode())
 
 
-class Metrics:
-    """Process-local counters; each instance of the API exports its own."""
+class Metrics(AppMetrics):
+    """The ingestion counters, in this app instance's registry."""
 
     def __init__(self) -> None:
-        # outcome: accepted | duplicate | rejected ; reason is the HTTP status for rejections.
-        self.batches: Counter[tuple[str, str]] = Counter()
-        self.events: Counter[str] = Counter(dict.fromkeys(("accepted", "duplicate", "rejected"), 0))
+        super().__init__("ingestion")
+        # outcome: accepted | duplicate | rejected ; status is the HTTP status answered.
+        self.batches = Counter(
+            "heatmap_ingest_batches", "Batches answered, by outcome and HTTP status.", ["outcome", "status"],
+            registry=self.registry,
+        )
+        self.events = Counter(
+            "heatmap_ingest_events",
+            "Events in answered batches, by outcome (rejected counts decodable batches only).",
+            ["outcome"],
+            registry=self.registry,
+        )
+        for outcome in ("accepted", "duplicate", "rejected"):
+            self.events.labels(outcome)
 
     def accepted(self, events: int, duplicate: bool) -> None:
         outcome = "duplicate" if duplicate else "accepted"
-        self.batches[(outcome, "202")] += 1
-        self.events[outcome] += events
+        self.batches.labels(outcome, "202").inc()
+        self.events.labels(outcome).inc(events)
 
     def rejected(self, status_code: int, events: int | None) -> None:
         """events is None when the body could not be decoded far enough to count them."""
-        self.batches[("rejected", str(status_code))] += 1
+        self.batches.labels("rejected", str(status_code)).inc()
         if events:
-            self.events["rejected"] += events
-
-    def render(self) -> str:
-        lines = [
-            "# HELP heatmap_ingest_batches_total Batches answered, by outcome and HTTP status.",
-            "# TYPE heatmap_ingest_batches_total counter",
-            *(
-                f'heatmap_ingest_batches_total{{outcome="{outcome}",status="{status}"}} {count}'
-                for (outcome, status), count in sorted(self.batches.items())
-            ),
-            "# HELP heatmap_ingest_events_total Events in answered batches, by outcome "
-            "(rejected counts decodable batches only).",
-            "# TYPE heatmap_ingest_events_total counter",
-            *(
-                f'heatmap_ingest_events_total{{outcome="{outcome}"}} {count}'
-                for outcome, count in sorted(self.events.items())
-            ),
-        ]
-        return "\n".join(lines) + "\n"
+            self.events.labels("rejected").inc(events)

@@ -5,25 +5,26 @@ python -m uvicorn query_api.app:app --host 127.0.0.1 --port 8002
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
+from typing import Any
 
 from litestar import Litestar, Request, Response, get
 from litestar.config.cors import CORSConfig
 from litestar.datastructures import State
 from litestar.di import Provide
-from litestar.exceptions import ValidationException
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.spec import Components
 from litestar.response import Redirect
 from litestar.static_files import create_static_files_router
-from litestar.status_codes import HTTP_400_BAD_REQUEST
 
 from heatmap_core.clickhouse import apply_schema, clickhouse
 from heatmap_core.settings import Settings, get_settings
+from heatmap_http.metrics import AppMetrics
+from heatmap_http.params import single_valued
+from heatmap_http.problems import RequestRejected, exception_handlers, problem_response
 from query_api.auth import READ_KEY_HEADER, SECURITY_COMPONENTS
 from query_api.buckets import BadParameter
-from query_api.models import Health, Problem
+from query_api.models import Health
 from query_api.routes import HeatmapController, ScreenshotController
 from query_api.screenshots import ScreenshotStore
 from query_api.store import HeatmapStore
@@ -45,28 +46,8 @@ def index(request: Request) -> Redirect:
     return Redirect(f"/dashboard/?{query}" if query else "/dashboard/")
 
 
-def _bad_request(parameter: str | None, message: str) -> Response:
-    """Every 400 names the offending parameter in ``detail`` (for people) and ``extra`` (for code)."""
-    detail = f"invalid parameter {parameter!r}: {message}" if parameter else message
-    extra = [{"key": parameter, "message": message}] if parameter else None
-    return Response(Problem(status_code=400, detail=detail, extra=extra), status_code=HTTP_400_BAD_REQUEST)
-
-
-def _on_bad_parameter(_: Request, exc: BadParameter) -> Response:
-    return _bad_request(exc.parameter, str(exc))
-
-
-_MISSING = re.compile(r"^Missing required \w+ parameter '([^']+)'")
-
-
-def _on_validation(_: Request, exc: ValidationException) -> Response:
-    problems = exc.extra if isinstance(exc.extra, list) else []
-    named = [p for p in problems if isinstance(p, dict) and p.get("key")]
-    if named:
-        return _bad_request(str(named[0]["key"]), str(named[0].get("message", "invalid")))
-    if missing := _MISSING.match(exc.detail):
-        return _bad_request(missing[1], "this parameter is required")
-    return _bad_request(None, exc.detail)
+def _on_bad_parameter(request: Request, exc: BadParameter) -> Response[Any]:
+    return problem_response(request, RequestRejected(400, f"{exc.parameter}: {exc}", field=exc.parameter))
 
 
 def create_app(settings: Settings | None = None) -> Litestar:
@@ -78,9 +59,11 @@ def create_app(settings: Settings | None = None) -> Litestar:
             apply_schema(client, settings.clickhouse_database)
 
     store, screenshots = HeatmapStore(settings), ScreenshotStore(settings)
+    metrics = AppMetrics("query")
     return Litestar(
         route_handlers=[
             health,
+            metrics.handler(),
             index,
             HeatmapController,
             ScreenshotController,
@@ -96,7 +79,8 @@ def create_app(settings: Settings | None = None) -> Litestar:
         },
         on_startup=[create_schema],
         state=State({"settings": settings}),
-        exception_handlers={BadParameter: _on_bad_parameter, ValidationException: _on_validation},
+        guards=[single_valued(headers=[READ_KEY_HEADER])],
+        exception_handlers={**exception_handlers(metrics.unhandled), BadParameter: _on_bad_parameter},
         cors_config=CORSConfig(
             allow_origins=settings.cors_origin_list,
             allow_headers=[READ_KEY_HEADER, "Content-Type", "If-None-Match"],

@@ -13,8 +13,9 @@ from litestar.exceptions import NotAuthorizedException, PermissionDeniedExceptio
 from litestar.handlers import BaseRouteHandler
 from litestar.openapi.spec import SecurityScheme
 
-from heatmap_core.ids import is_valid_id
+from heatmap_core.ids import InvalidId, is_valid_id
 from heatmap_core.settings import Settings
+from heatmap_http.problems import RequestRejected
 
 READ_KEY_HEADER = "X-Read-Key"
 SECURITY_SCHEME = "readKey"
@@ -26,19 +27,34 @@ SECURITY_COMPONENTS = {
 
 
 def readable_clients(settings: Settings, presented: str | None) -> set[str] | None:
-    """Clients the presented key opens; None means every client (auth off)."""
+    """Clients the presented key opens; None means every client (auth off).
+
+    A key that opens nothing is refused here, so no route can answer it with an empty success.
+    """
     if not settings.auth_enabled:
         return None
-    if not presented:
+    # RFC 9110 5.5: whitespace around a header value is not part of the value.
+    key = (presented or "").strip(" \t")
+    if not key:
         raise NotAuthorizedException(f"send a read key in the {READ_KEY_HEADER} header")
-    return set(settings.key_owners("read_keys", presented))
+    owners = set(settings.key_owners("read_keys", key))
+    if not owners:
+        raise PermissionDeniedException("this read key opens no client")
+    return owners
 
 
 def client_guard(connection: ASGIConnection, _: BaseRouteHandler) -> None:
-    """Admit a request for ``client_id`` (path or query) only with that client's read key."""
-    client_id = connection.path_params.get("client_id") or connection.query_params.get("client_id")
+    """Admit a request for ``client_id`` only with that client's read key.
+
+    It decides on exactly the value the handler gets: the path segment where the
+    route has one, else the query parameter (which the app-level guard has already
+    made single). An id that is not valid is refused with a 400 here, not waved
+    through to a later check.
+    """
+    source = connection.path_params if "client_id" in connection.path_params else connection.query_params
+    client_id = source.get("client_id")
     if not is_valid_id(client_id):
-        return  # parameter validation answers 400 naming client_id
+        raise RequestRejected(400, str(InvalidId("client_id", client_id)), field="client_id")
     allowed = readable_clients(connection.app.state.settings, connection.headers.get(READ_KEY_HEADER))
     if allowed is not None and client_id not in allowed:
         raise PermissionDeniedException(f"this read key does not open client {client_id!r}")

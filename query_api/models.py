@@ -65,14 +65,6 @@ class BucketList(msgspec.Struct):
     buckets: list[BucketSummary]
 
 
-class Problem(msgspec.Struct, omit_defaults=True):
-    """Every error: ``detail`` is written for a person; a 400's ``extra`` names the parameter."""
-
-    status_code: int
-    detail: str
-    extra: list[dict[str, str]] | None = None
-
-
 class Health(msgspec.Struct):
     status: str
 

@@ -5,14 +5,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import date, datetime
-from http import HTTPStatus
 from typing import Annotated
 
-from litestar import Controller, Request, Response, get, put
+from litestar import Controller, HttpMethod, Request, Response, get, put, route
 from litestar.datastructures import ResponseHeader
 from litestar.di import Provide
 from litestar.exceptions import ClientException, NotFoundException
-from litestar.openapi import ResponseSpec
 from litestar.openapi.spec import (
     OpenAPIFormat,
     OpenAPIMediaType,
@@ -27,6 +25,7 @@ from litestar.status_codes import HTTP_415_UNSUPPORTED_MEDIA_TYPE
 
 from heatmap_core.ids import ID_PATTERN
 from heatmap_core.settings import Settings
+from heatmap_http.problems import statuses
 from query_api.auth import READ_KEY_HEADER, SECURITY_SCHEME, client_guard, readable_clients
 from query_api.buckets import Grain, Span, day_bucket, hour_bucket, range_bounds, week_bucket
 from query_api.caching import cached_json, etag_matches
@@ -35,7 +34,6 @@ from query_api.models import (
     BucketSpan,
     ClientList,
     Heatmap,
-    Problem,
     RangeHeatmap,
     ScreenList,
     ScreenshotInfo,
@@ -77,15 +75,11 @@ class ImageDownload(Operation):
         }
 
 
-def problems(*codes: int) -> dict[int, ResponseSpec]:
-    return {code: ResponseSpec(data_container=Problem, description=HTTPStatus(code).phrase) for code in codes}
-
-
 _SECURED = {
     "guards": [client_guard],
     "security": [{SECURITY_SCHEME: []}],
     "sync_to_thread": True,
-    "responses": problems(401, 403),
+    "responses": statuses(400, 401, 403),
 }
 _CACHED = [
     ResponseHeader(
@@ -153,7 +147,7 @@ class HeatmapController(Controller):
         """
         return screen.range(*range_bounds(from_, to))
 
-    @get("/clients", sync_to_thread=True, security=[{SECURITY_SCHEME: []}], responses=problems(401))
+    @get("/clients", sync_to_thread=True, security=[{SECURITY_SCHEME: []}], responses=statuses(400, 401, 403))
     def clients(self, store: HeatmapStore, settings: Settings, read_key: ReadKey = None) -> ClientList:
         """Clients holding data (with keys on: those the presented read key opens)."""
         allowed = readable_clients(settings, read_key)
@@ -176,8 +170,14 @@ class ScreenshotController(Controller):
     path = "/screenshots/{client_id:str}/{screen_id:str}"
     tags = ["screenshots"]
 
+    # Litestar 2.25 builds a path's automatic OPTIONS answer from its first handler only
+    # (Allow: GET, OPTIONS here); so this path answers OPTIONS itself.
+    @route(http_method=HttpMethod.OPTIONS, include_in_schema=False, sync_to_thread=False)
+    def allow(self) -> Response[None]:
+        return Response(None, status_code=204, headers={"Allow": "GET, OPTIONS, PUT"})
+
     @put(
-        **{**_SECURED, "responses": problems(401, 403, 413, 415)},
+        **{**_SECURED, "responses": statuses(400, 401, 403, 413, 415)},
         operation_class=ImageUpload,
         request_max_body_size=MAX_SCREENSHOT_BYTES,
         status_code=200,
@@ -201,7 +201,7 @@ class ScreenshotController(Controller):
         )
 
     @get(
-        **{**_SECURED, "responses": problems(401, 403, 404)},
+        **{**_SECURED, "responses": statuses(400, 401, 403, 404)},
         operation_class=ImageDownload,
         description="The screen's screenshot with its stored Content-Type; 404 when none.",
     )

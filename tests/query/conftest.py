@@ -22,6 +22,8 @@ from tests.conftest import day_of, serve_app, week_of
 CLIENT, SCREEN, OTHER_SCREEN, OTHER_CLIENT = "acme", "home_v1", "pricing", "globex"
 HOUR, DAY = timedelta(hours=1), timedelta(days=1)
 READ_KEY = "acme-read-secret"
+# The smallest valid PNG header is enough for the store's signature check.
+PNG = b"\x89PNG\r\n\x1a\n" + b"\x00" * 32
 
 Cells = Counter  # (cell_x, cell_y) -> count
 
