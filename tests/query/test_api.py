@@ -163,6 +163,7 @@ def test_listings(api: TestClient, dataset: Dataset):
         ("/heatmap/range", {"from": "2026-02-01T10:00:00Z", "to": "2026-02-01T09:00:00Z"}, "from"),
         ("/heatmap/range", {"from": "2026-02-01T10:30:00Z", "to": "2026-02-01T12:00:00Z"}, "from"),
         ("/heatmap/range", {"from": "2026-02-01T10:00:00Z", "to": "yesterday"}, "to"),
+        ("/heatmap/range", {"from": "not-a-time", "to": "2026-02-01T10:00:00Z"}, "from"),  # not Litestar's from_
         ("/heatmap/range", {"from": "2016-02-01T10:00:00Z", "to": "2026-02-01T10:00:00Z"}, "to"),
         ("/heatmap/daily", {"dt": "2026-02-01", "client_id": "ac me"}, "client_id"),
         ("/heatmap/daily", {"dt": "2026-02-01", "screen_id": "x" * 65}, "screen_id"),
