@@ -42,7 +42,7 @@ from heatmap_assets.partitions import (
     weekly_partitions,
 )
 from heatmap_core.grid import GRID_H, GRID_W
-from heatmap_core.lake_schema import COUNTED_COLUMNS, EVENT_KEY, clickhouse_structure
+from heatmap_core.lake_schema import COUNTED_COLUMNS, EVENT_KEY, clickhouse_s3_source, clickhouse_structure
 from heatmap_core.schema import BUCKET_KEY, CELL_KEY, BucketTable
 from heatmap_core.sql import BUCKET_WINDOW, time_array_parameter, window_parameters
 from heatmap_core.timeutil import naive_utc
@@ -166,13 +166,12 @@ def lake_distinct_events(client, url_glob: str, fmt: str, access_key: str, secre
     The same counting rule as the hourly Spark job (``heatmap_core.lake_schema``),
     applied by an independent engine.
     """
-    ch_format = {"json": "JSONEachRow", "parquet": "Parquet"}[fmt]
     event_key = ", ".join(f"assumeNotNull({name})" for name in EVENT_KEY)
     counted = " AND ".join(f"{name} IS NOT NULL" for name in COUNTED_COLUMNS)
     return int(
         client.query(
             f"SELECT uniqExact({event_key}) "
-            f"FROM s3({{url:String}}, {{key:String}}, {{secret:String}}, '{ch_format}', {{structure:String}}) "
+            f"FROM {clickhouse_s3_source(fmt)} "
             f"WHERE {counted} "
             "SETTINGS input_format_allow_errors_ratio = 1, input_format_skip_unknown_fields = 1",
             parameters={

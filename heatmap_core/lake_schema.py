@@ -32,17 +32,19 @@ import msgspec
 
 @dataclass(frozen=True)
 class LakeType:
-    """A storage type of the lake and its name in each engine that writes or reads it."""
+    """A storage type of the lake: how landing writes it, and how each reader reads it."""
 
     name: str  # shown in the Dagster UI
-    arrow: tuple[str, ...]  # pyarrow type factory and its arguments
-    spark: str  # pyspark.sql.types class
-    clickhouse: str
+    arrow: tuple[str, ...]  # written: pyarrow type factory and its arguments
+    spark: str  # read: pyspark.sql.types class
+    clickhouse: str  # read
 
 
 STRING = LakeType("string", ("string",), "StringType", "String")
 DOUBLE = LakeType("double", ("float64",), "DoubleType", "Float64")
-INT32 = LakeType("int32", ("int32",), "IntegerType", "Int32")
+# Readers take every integer as 64-bit: Spark widens an INT32 Parquet column to
+# long but refuses an INT64 one as int, so a file of either width reads.
+INT32 = LakeType("int32", ("int32",), "LongType", "Int64")
 INT64 = LakeType("int64", ("int64",), "LongType", "Int64")
 # Microseconds: what JSON's RFC 3339 text carries, so the JSON and Parquet copies hold the same instants.
 UTC_MICROS = LakeType("timestamp (UTC, us)", ("timestamp", "us", "UTC"), "TimestampType", "DateTime64(6, 'UTC')")
@@ -128,3 +130,15 @@ def spark_schema(names: typing.Iterable[str] | None = None):
 def clickhouse_structure(names: typing.Iterable[str] | None = None) -> str:
     """The structure argument of a ClickHouse ``s3()`` read of the named columns, every one Nullable."""
     return ", ".join(f"{c.name} Nullable({c.type.clickhouse})" for c in _pick(names))
+
+
+_CLICKHOUSE_FORMATS = {"json": "JSONEachRow", "parquet": "Parquet"}
+
+
+def clickhouse_s3_source(fmt: str) -> str:
+    """A ClickHouse ``s3()`` table of lake files in format ``fmt``.
+
+    Parameters to bind: url (an http URL or glob of part files), key, secret,
+    and structure (``clickhouse_structure(...)`` of the columns to read).
+    """
+    return f"s3({{url:String}}, {{key:String}}, {{secret:String}}, '{_CLICKHOUSE_FORMATS[fmt]}', {{structure:String}})"

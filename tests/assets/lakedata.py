@@ -136,18 +136,20 @@ def rollup(cells: dict[tuple, int], bucket_of) -> dict[tuple, int]:
 
 
 def write_parquet_part(settings: Settings, hour: datetime, events: list[LakeEvent]) -> Part:
-    """One Parquet part file under the lake's Parquet prefix (Phase 2 layout)."""
+    """One Parquet part file under the lake's Parquet prefix (Phase 2 layout), in the lake's schema."""
     import io
 
     import pyarrow as pa
     import pyarrow.parquet as pq
+
+    from heatmap_core.lake_schema import arrow_schema
 
     first = events[0]
     key = lake.part_key(
         hour, first.client_id, first.kafka_partition, first.kafka_offset, events[-1].kafka_offset,
         fmt="parquet", parquet_prefix=settings.parquet_prefix,
     )
-    table = pa.Table.from_pylist([msgspec.structs.asdict(e) for e in events])
+    table = pa.Table.from_pylist([msgspec.structs.asdict(e) for e in events], schema=arrow_schema())
     buffer = io.BytesIO()
     pq.write_table(table, buffer)
     body = buffer.getvalue()
