@@ -13,13 +13,11 @@
 from __future__ import annotations
 
 from datetime import UTC, date, datetime, timedelta
-from typing import TypeVar
+from typing import overload
 
 # Dagster's weekly day_offset and the weekday toStartOfWeek(mode 0) returns: 0 = Sunday.
 WEEK_DAY_OFFSET = 0
 HOUR_TEXT = "%Y-%m-%d %H"
-
-Day = TypeVar("Day", bound=date)
 
 
 def as_utc(moment: datetime) -> datetime:
@@ -44,7 +42,11 @@ def day_start(moment: datetime) -> datetime:
     return moment.replace(hour=0, minute=0, second=0, microsecond=0)
 
 
-def week_start(day: Day) -> Day:
+@overload
+def week_start(day: datetime) -> datetime: ...
+@overload
+def week_start(day: date) -> date: ...
+def week_start(day: date) -> date:
     """The Sunday that starts the week of ``day`` (a date, or a datetime: then its midnight)."""
     start = day_start(day) if isinstance(day, datetime) else day
     # isoweekday(): Monday = 1 ... Sunday = 7, so Sunday is 0 modulo 7 like WEEK_DAY_OFFSET.
