@@ -84,7 +84,7 @@ def scan_ledger(lake_store: LakeResource, cursor_raw: str | None, now: datetime 
         for item in entry.files:
             if item.format != raw_format:
                 continue  # the other copy of the lake: the hourly job does not read it
-            keys.append((hour_key(item.hour_start), item))
+            keys.append((hour_key(item.utc_hour), item))
         if any(last_valid is None or key > last_valid for key, _ in keys):
             # An hour that is not a partition yet (clock skew): retry this entry on a later tick.
             blocked_at = obj.key

@@ -126,7 +126,8 @@ class LedgerFile(msgspec.Struct, kw_only=True):
         return cls(key=key, dt=f"{start:%Y-%m-%d}", hour=start.hour, client_id=client_id, events=events, bytes=bytes, format=format)
 
     @property
-    def hour_start(self) -> datetime:
+    def utc_hour(self) -> datetime:
+        """The hour (its start, UTC) of the file: the inverse of ``of_hour``."""
         return parse_hour(f"{self.dt} {self.hour:02d}")
 
 

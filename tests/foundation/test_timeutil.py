@@ -8,7 +8,7 @@ from datetime import UTC, date, datetime, timedelta, timezone
 from dagster import WeeklyPartitionsDefinition
 
 from heatmap_core.clickhouse import clickhouse
-from heatmap_core.lake import HOUR_FOLDERS_PATTERN, part_key
+from heatmap_core.lake import HOUR_FOLDERS_PATTERN, LedgerFile, part_key
 from heatmap_core.timeutil import WEEK_DAY_OFFSET, as_utc, hour_start, naive_utc, parse_hour, week_start
 
 DAYS = [date(2026, 1, 1) + timedelta(days=n) for n in range(21)]
@@ -51,3 +51,10 @@ def test_hour_folders_read_back_as_their_hour():
     match = re.search(HOUR_FOLDERS_PATTERN, key)
     assert match is not None
     assert parse_hour(f"{match[1]} {match[2]}") == hour
+
+
+def test_ledger_files_name_their_utc_hour():
+    cet = timezone(timedelta(hours=1))
+    entry = LedgerFile.of_hour(datetime(2026, 2, 2, 0, 30, tzinfo=cet), key="k", client_id="acme", events=1, bytes=9, format="json")
+    assert (entry.dt, entry.hour) == ("2026-02-01", 23)
+    assert entry.utc_hour == datetime(2026, 2, 1, 23, tzinfo=UTC)
