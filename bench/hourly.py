@@ -16,9 +16,11 @@ from heatmap_core.clickhouse import clickhouse
 from heatmap_core.events import LakeEvent
 from heatmap_core.grid import GRID_H, GRID_W
 from heatmap_core.lake import part_key
+from heatmap_core.lake_schema import COUNTED_COLUMNS, EVENT_KEY, clickhouse_s3_source, clickhouse_structure
 from heatmap_core.s3 import ensure_bucket, s3_client
 from heatmap_core.settings import Settings
 from heatmap_core.spark import spark_session
+from heatmap_core.timeutil import hour_start
 
 EVENTS = 400_000
 FILES = 8
@@ -30,9 +32,8 @@ SELECT client_id, screen_id,
        count() AS count
 FROM (
     SELECT client_id, screen_id, x_norm, y_norm
-    FROM s3({{url:String}}, {{key:String}}, {{secret:String}}, 'JSONEachRow',
-            'client_id String, screen_id String, x_norm Float64, y_norm Float64, batch_id String, batch_index Int64')
-    LIMIT 1 BY client_id, batch_id, batch_index
+    FROM {clickhouse_s3_source("json")}
+    LIMIT 1 BY {", ".join(EVENT_KEY)}
 )
 GROUP BY client_id, screen_id, cell_x, cell_y
 """
@@ -66,7 +67,7 @@ def _write_hour(settings: Settings, hour: datetime) -> list[str]:
 
 def run(settings: Settings, repeats: int = 3) -> list[Result]:
     settings = settings.model_copy(update={"raw_bucket": f"bench-hourly-{uuid.uuid4().hex[:8]}"})
-    hour = datetime.now(UTC).replace(minute=0, second=0, microsecond=0) - timedelta(hours=1)
+    hour = hour_start(datetime.now(UTC)) - timedelta(hours=1)
     console.print(f"writing {EVENTS:,} lake lines in {FILES} files ...")
     keys = _write_hour(settings, hour)
     paths = [f"s3a://{settings.raw_bucket}/{key}" for key in keys]
@@ -90,7 +91,11 @@ def run(settings: Settings, repeats: int = 3) -> list[Result]:
     def chdb_job() -> None:
         with clickhouse(settings) as client:
             chdb_rows[:] = client.query(
-                CHDB_SQL, parameters={"url": url, "key": settings.s3_access_key, "secret": settings.s3_secret_key}
+                CHDB_SQL,
+                parameters={
+                    "url": url, "key": settings.s3_access_key, "secret": settings.s3_secret_key,
+                    "structure": clickhouse_structure(COUNTED_COLUMNS),
+                },
             ).result_rows
 
     chdb_job()

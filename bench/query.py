@@ -13,6 +13,7 @@ from bench.common import Result, median_seconds, uvicorn_app
 from heatmap_core.clickhouse import apply_schema, clickhouse, replace_bucket
 from heatmap_core.schema import DAILY
 from heatmap_core.settings import Settings
+from heatmap_core.timeutil import day_start, naive_utc
 
 REQUESTS = 30
 DIRECT_SQL = (
@@ -23,7 +24,7 @@ DIRECT_SQL = (
 
 def run(settings: Settings) -> list[Result]:
     settings = settings.model_copy(update={"clickhouse_database": f"bench_{uuid.uuid4().hex[:8]}", "auth_enabled": False})
-    day = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0) - timedelta(days=1)
+    day = day_start(datetime.now(UTC)) - timedelta(days=1)
     rng = random.Random(3)
     rows = [("bench", "home", day, x, y, rng.randint(1, 500)) for x in range(100) for y in range(200) if rng.random() < 0.5]
     with clickhouse(settings) as client:
@@ -44,7 +45,7 @@ def run(settings: Settings) -> list[Result]:
         with clickhouse(settings) as client:
             result = client.query(
                 DIRECT_SQL,
-                parameters={"db": settings.clickhouse_database, "table": DAILY.name, "client": "bench", "screen": "home", "start": day.replace(tzinfo=None)},
+                parameters={"db": settings.clickhouse_database, "table": DAILY.name, "client": "bench", "screen": "home", "start": naive_utc(day)},
             ).result_rows
             assert len(result) == len(rows)
 

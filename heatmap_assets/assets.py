@@ -23,6 +23,7 @@ from dagster import (
     MaterializeResult,
     MetadataValue,
     TableColumn,
+    TableColumnConstraints,
     TableSchema,
     asset,
 )
@@ -40,10 +41,14 @@ from heatmap_assets.partitions import (
     window_of,
 )
 from heatmap_assets.resources import ClickHouseResource, LakeResource, SparkResource
-from heatmap_core.clickhouse import replace_bucket, utc_param
+from heatmap_core.clickhouse import replace_bucket
 from heatmap_core.grid import GRID_H, GRID_W
-from heatmap_core.schema import DAILY, HOURLY, WEEKLY, BucketTable
+from heatmap_core.lake import LAYOUT
+from heatmap_core.lake_schema import LAKE_COLUMNS
+from heatmap_core.schema import CELL_KEY, COLUMNS, DAILY, HOURLY, WEEKLY, BucketTable
 from heatmap_core.settings import get_settings
+from heatmap_core.sql import BUCKET_WINDOW, time_parameter, window_parameters
+from heatmap_core.timeutil import naive_utc
 
 OWNERS = ["team:analytics-platform"]
 GROUP = "heatmap"
@@ -56,38 +61,13 @@ MAX_LISTED_PATHS = 50
 
 TOPIC_KEY = AssetKey("heatmap_events_topic")
 
-COLUMN_DOCS = {
-    "client_id": "Site that sent the events.",
-    "screen_id": "Page or screen of the site.",
-    "bucket_start": "Start of the hour, day (00:00) or week (Sunday 00:00), UTC.",
-    "cell_x": f"Grid column, 0..{GRID_W - 1}: floor(x_norm * {GRID_W}), clamped.",
-    "cell_y": f"Grid row, 0..{GRID_H - 1}: floor(y_norm * {GRID_H}), clamped.",
-    "count": "Events that fell in the cell during the bucket.",
-}
-_COLUMN_TYPES = {
-    "client_id": "LowCardinality(String)",
-    "screen_id": "LowCardinality(String)",
-    "bucket_start": "DateTime('UTC')",
-    "cell_x": "UInt8",
-    "cell_y": "UInt8",
-    "count": "UInt64",
-}
-BUCKET_SCHEMA = TableSchema(
-    columns=[TableColumn(name, _COLUMN_TYPES[name], description=doc) for name, doc in COLUMN_DOCS.items()]
-)
+
+# The column tables the Dagster UI shows, generated from heatmap_core's definitions.
+BUCKET_SCHEMA = TableSchema(columns=[TableColumn(c.name, c.type, description=c.description) for c in COLUMNS])
 RAW_SCHEMA = TableSchema(
     columns=[
-        TableColumn("client_id", "string"),
-        TableColumn("screen_id", "string"),
-        TableColumn("event_time", "timestamp (UTC)", description="Decides the dt/hour folder."),
-        TableColumn("x_norm", "double", description="0..1 from the left edge."),
-        TableColumn("y_norm", "double", description="0..1 from the top edge."),
-        TableColumn("event_type", "string"),
-        TableColumn("received_at", "timestamp (UTC)"),
-        TableColumn("batch_id", "string", description="The accepted batch: with client_id and batch_index, one event."),
-        TableColumn("kafka_partition", "int", description="Kafka origin: with offset and index, one line's source."),
-        TableColumn("kafka_offset", "long"),
-        TableColumn("batch_index", "int", description="Position of the event in its batch."),
+        TableColumn(c.name, c.type.name, description=c.description, constraints=TableColumnConstraints(nullable=c.nullable))
+        for c in LAKE_COLUMNS
     ]
 )
 
@@ -146,7 +126,7 @@ raw_events = AssetSpec(
     metadata={
         "dagster/column_schema": RAW_SCHEMA,
         "bucket": get_settings().raw_bucket,
-        "layout": "dt=YYYY-MM-DD/hour=HH/client_id=<id>/part-p<partition>-o<first>-<last>.<json|parquet>",
+        "layout": LAYOUT,
     },
 )
 
@@ -167,7 +147,7 @@ raw_events = AssetSpec(
     group_name=GROUP,
     owners=OWNERS,
     description=(
-        "Mouse events per grid cell (100 x 200) for each client, screen and UTC hour. PySpark reads the "
+        f"Mouse events per grid cell ({GRID_W} x {GRID_H}) for each client, screen and UTC hour. PySpark reads the "
         "hour's lake files, counts every ingested event once (by client, batch and index in the batch, "
         "whatever repeated it) and the hour's rows in ClickHouse are replaced in one atomic swap. A backfill over many "
         "hours runs in one Spark session and still replaces each hour on its own."
@@ -312,19 +292,18 @@ def _rollup(
         # partitions are exactly those inside it (the span above is their union).
         start, end = window_of(partitions_def, key)
         # The window filter sits in a subquery: in ClickHouse an outer alias named
-        # bucket_start would shadow the column inside WHERE.
+        # bucket_start would shadow the column inside WHERE. Columns in COLUMN_NAMES order.
+        cells = ", ".join(CELL_KEY)
         select_sql = (
-            "SELECT client_id, screen_id, {bucket:DateTime('UTC')} AS bucket_start, cell_x, cell_y, sum(n) AS count "
-            f"FROM (SELECT client_id, screen_id, cell_x, cell_y, count AS n FROM `{database}`.`{source.name}` "
-            "WHERE bucket_start >= {start:DateTime('UTC')} AND bucket_start < {end:DateTime('UTC')}) "
-            "GROUP BY client_id, screen_id, cell_x, cell_y"
+            f"SELECT client_id, screen_id, {time_parameter('bucket')} AS bucket_start, cell_x, cell_y, sum(n) AS count "
+            f"FROM (SELECT {cells}, count AS n FROM `{database}`.`{source.name}` WHERE {BUCKET_WINDOW}) "
+            f"GROUP BY {cells}"
         )
-        params = {"bucket": utc_param(start), "start": utc_param(start), "end": utc_param(end)}
+        params = {"bucket": naive_utc(start), **window_parameters(start, end)}
         with clickhouse.connect() as client:
             source_cells = int(
                 client.query(
-                    f"SELECT count() FROM `{database}`.`{source.name}` "
-                    "WHERE bucket_start >= {start:DateTime('UTC')} AND bucket_start < {end:DateTime('UTC')}",
+                    f"SELECT count() FROM `{database}`.`{source.name}` WHERE {BUCKET_WINDOW}",
                     parameters=params,
                 ).result_rows[0][0]
             )

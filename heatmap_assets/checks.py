@@ -41,9 +41,11 @@ from heatmap_assets.partitions import (
     hourly_partitions,
     weekly_partitions,
 )
-from heatmap_core.clickhouse import utc_param
 from heatmap_core.grid import GRID_H, GRID_W
-from heatmap_core.schema import BucketTable
+from heatmap_core.lake_schema import COUNTED_COLUMNS, EVENT_KEY, clickhouse_s3_source, clickhouse_structure
+from heatmap_core.schema import BUCKET_KEY, CELL_KEY, BucketTable
+from heatmap_core.sql import BUCKET_WINDOW, time_array_parameter, window_parameters
+from heatmap_core.timeutil import naive_utc
 
 RAW_EVENTS = AssetKey("raw_events")
 HOURLY_KEY = AssetKey("heatmap_hourly")
@@ -64,7 +66,7 @@ def _table_specs(key: AssetKey) -> list[AssetCheckSpec]:
         AssetCheckSpec(
             UNIQUE_CHECK,
             asset=key,
-            description="One row per (client_id, screen_id, bucket_start, cell_x, cell_y): no duplicates.",
+            description=f"One row per ({', '.join(BUCKET_KEY)}): no duplicates.",
         ),
     ]
 
@@ -104,11 +106,11 @@ WEEKLY_CHECKS = [
 def table_checks(client, database: str, table: BucketTable, key: AssetKey, buckets: list[datetime]) -> list[AssetCheckResult]:
     """Grid bounds and key uniqueness over the given buckets of one table."""
     target = f"`{database}`.`{table.name}`"
-    starts = [utc_param(b) for b in buckets]
+    starts = [naive_utc(b) for b in buckets]
     out_of_grid, duplicates, rows = client.query(
         f"SELECT countIf(cell_x >= {GRID_W} OR cell_y >= {GRID_H}), "
-        f"count() - uniqExact(client_id, screen_id, bucket_start, cell_x, cell_y), count() "
-        f"FROM {target} WHERE bucket_start IN {{starts:Array(DateTime('UTC'))}}",
+        f"count() - uniqExact({', '.join(BUCKET_KEY)}), count() "
+        f"FROM {target} WHERE bucket_start IN {time_array_parameter('starts')}",
         parameters={"starts": starts},
     ).result_rows[0]
     return [
@@ -130,9 +132,8 @@ def table_checks(client, database: str, table: BucketTable, key: AssetKey, bucke
 def bucket_sum(client, database: str, table: BucketTable, start: datetime, end: datetime) -> int:
     return int(
         client.query(
-            f"SELECT sum(count) FROM `{database}`.`{table.name}` "
-            f"WHERE bucket_start >= {{start:DateTime('UTC')}} AND bucket_start < {{end:DateTime('UTC')}}",
-            parameters={"start": utc_param(start), "end": utc_param(end)},
+            f"SELECT sum(count) FROM `{database}`.`{table.name}` WHERE {BUCKET_WINDOW}",
+            parameters=window_parameters(start, end),
         ).result_rows[0][0]
         or 0
     )
@@ -142,17 +143,15 @@ def rollup_mismatches(
     client, database: str, source: BucketTable, target: BucketTable, start: datetime, end: datetime
 ) -> tuple[int, int, int]:
     """(cells that differ, source sum, target sum) between a window of ``source`` and its bucket in ``target``."""
-    params = {"start": utc_param(start), "end": utc_param(end)}
-    window = "bucket_start >= {start:DateTime('UTC')} AND bucket_start < {end:DateTime('UTC')}"
-    keys = "client_id, screen_id, cell_x, cell_y"
+    keys = ", ".join(CELL_KEY)
     differing = int(
         client.query(
             f"SELECT count() FROM "
-            f"(SELECT {keys}, sum(count) AS c FROM `{database}`.`{source.name}` WHERE {window} GROUP BY {keys}) AS s "
+            f"(SELECT {keys}, sum(count) AS c FROM `{database}`.`{source.name}` WHERE {BUCKET_WINDOW} GROUP BY {keys}) AS s "
             f"FULL OUTER JOIN "
-            f"(SELECT {keys}, sum(count) AS c FROM `{database}`.`{target.name}` WHERE {window} GROUP BY {keys}) AS t "
+            f"(SELECT {keys}, sum(count) AS c FROM `{database}`.`{target.name}` WHERE {BUCKET_WINDOW} GROUP BY {keys}) AS t "
             f"USING ({keys}) WHERE s.c != t.c",
-            parameters=params,
+            parameters=window_parameters(start, end),
         ).result_rows[0][0]
     )
     return differing, bucket_sum(client, database, source, start, end), bucket_sum(client, database, target, start, end)
@@ -162,20 +161,23 @@ def rollup_mismatches(
 
 
 def lake_distinct_events(client, url_glob: str, fmt: str, access_key: str, secret_key: str) -> int:
-    """Distinct valid events (by client, batch and index in batch) in the files matching ``url_glob``, read by ClickHouse."""
-    structure = (
-        "client_id Nullable(String), screen_id Nullable(String), x_norm Nullable(Float64), "
-        "y_norm Nullable(Float64), batch_id Nullable(String), batch_index Nullable(Int64)"
-    )
-    ch_format = {"json": "JSONEachRow", "parquet": "Parquet"}[fmt]
+    """Distinct counted events (EVENT_KEY) in the files matching ``url_glob``, read by ClickHouse.
+
+    The same counting rule as the hourly Spark job (``heatmap_core.lake_schema``),
+    applied by an independent engine.
+    """
+    event_key = ", ".join(f"assumeNotNull({name})" for name in EVENT_KEY)
+    counted = " AND ".join(f"{name} IS NOT NULL" for name in COUNTED_COLUMNS)
     return int(
         client.query(
-            "SELECT uniqExact(assumeNotNull(client_id), assumeNotNull(batch_id), assumeNotNull(batch_index)) "
-            f"FROM s3({{url:String}}, {{key:String}}, {{secret:String}}, '{ch_format}', '{structure}') "
-            "WHERE client_id IS NOT NULL AND screen_id IS NOT NULL AND x_norm IS NOT NULL AND y_norm IS NOT NULL "
-            "AND batch_id IS NOT NULL AND batch_index IS NOT NULL "
+            f"SELECT uniqExact({event_key}) "
+            f"FROM {clickhouse_s3_source(fmt)} "
+            f"WHERE {counted} "
             "SETTINGS input_format_allow_errors_ratio = 1, input_format_skip_unknown_fields = 1",
-            parameters={"url": url_glob, "key": access_key, "secret": secret_key},
+            parameters={
+                "url": url_glob, "key": access_key, "secret": secret_key,
+                "structure": clickhouse_structure(COUNTED_COLUMNS),
+            },
         ).result_rows[0][0]
     )
 

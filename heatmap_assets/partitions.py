@@ -4,7 +4,7 @@ Hours roll up into days and days into weeks through Dagster's time-window
 partition mapping: a daily partition depends on the hourly partitions inside
 its window, a weekly one on the seven daily partitions inside its window.
 Weeks start on Sunday, the day ClickHouse ``toStartOfWeek`` gives by default
-(Dagster's ``WeeklyPartitionsDefinition`` default ``day_offset=0``).
+(``heatmap_core.timeutil.WEEK_DAY_OFFSET`` as the weekly ``day_offset``).
 
 The partition sets start on a Sunday (so hours, days and weeks begin
 together) a few weeks before today, or on ``HEATMAP_PARTITIONS_START``
@@ -25,6 +25,8 @@ from dagster import (
     WeeklyPartitionsDefinition,
 )
 
+from heatmap_core.timeutil import WEEK_DAY_OFFSET, week_start
+
 TIMEZONE = "UTC"
 START_ENV = "HEATMAP_PARTITIONS_START"
 LOOKBACK_ENV = "HEATMAP_PARTITIONS_LOOKBACK_DAYS"
@@ -34,19 +36,14 @@ HOUR_FMT = "%Y-%m-%d-%H:%M"
 DAY_FMT = "%Y-%m-%d"
 
 
-def sunday_on_or_before(day: date) -> date:
-    # date.weekday(): Monday=0 ... Sunday=6
-    return day - timedelta(days=(day.weekday() + 1) % 7)
-
-
 def partitions_start(today: date | None = None) -> date:
     """The first day of every partition set: a Sunday."""
     configured = os.environ.get(START_ENV, "").strip()
     if configured:
-        return sunday_on_or_before(date.fromisoformat(configured))
+        return week_start(date.fromisoformat(configured))
     today = today or datetime.now(UTC).date()
     lookback = int(os.environ.get(LOOKBACK_ENV, DEFAULT_LOOKBACK_DAYS))
-    return sunday_on_or_before(today - timedelta(days=lookback))
+    return week_start(today - timedelta(days=lookback))
 
 
 START = partitions_start()
@@ -54,8 +51,9 @@ _START = START.isoformat()
 
 hourly_partitions = HourlyPartitionsDefinition(start_date=f"{_START}-00:00", timezone=TIMEZONE, end_offset=1)
 daily_partitions = DailyPartitionsDefinition(start_date=_START, timezone=TIMEZONE, end_offset=1)
-# day_offset=0: weeks start on Sunday like ClickHouse toStartOfWeek(mode 0).
-weekly_partitions = WeeklyPartitionsDefinition(start_date=_START, timezone=TIMEZONE, day_offset=0, end_offset=1)
+weekly_partitions = WeeklyPartitionsDefinition(
+    start_date=_START, timezone=TIMEZONE, day_offset=WEEK_DAY_OFFSET, end_offset=1
+)
 
 # The default mapping between time-window partition sets, spelled out: each
 # downstream window depends on every upstream partition inside it.

@@ -54,7 +54,7 @@ def _cursor(raw: str | None) -> dict:
 
 def _settle_key(now: datetime) -> str:
     """A ledger key prefix below every entry written after now - SETTLE."""
-    return f"{lake.LEDGER_PREFIX}{(now - SETTLE).astimezone(UTC):%Y%m%dT%H%M%S%f}Z"
+    return lake.ledger_time_prefix(now - SETTLE)
 
 
 def scan_ledger(lake_store: LakeResource, cursor_raw: str | None, now: datetime | None = None):
@@ -84,8 +84,7 @@ def scan_ledger(lake_store: LakeResource, cursor_raw: str | None, now: datetime 
         for item in entry.files:
             if item.format != raw_format:
                 continue  # the other copy of the lake: the hourly job does not read it
-            hour = datetime.strptime(f"{item.dt} {item.hour:02d}", "%Y-%m-%d %H").replace(tzinfo=UTC)
-            keys.append((hour_key(hour), item))
+            keys.append((hour_key(item.utc_hour), item))
         if any(last_valid is None or key > last_valid for key, _ in keys):
             # An hour that is not a partition yet (clock skew): retry this entry on a later tick.
             blocked_at = obj.key

@@ -11,40 +11,23 @@ from __future__ import annotations
 
 from collections import defaultdict
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 
 from heatmap_core.grid import spark_cell_columns
-
-# Only the columns the aggregation needs, so the JSON and the Parquet copies of
-# the lake read the same way whatever else a line carries (event_time and
-# received_at decide the folder, which is where the hour is taken from).
-RAW_COLUMNS = (
-    ("client_id", "string"),
-    ("screen_id", "string"),
-    ("x_norm", "double"),
-    ("y_norm", "double"),
-    ("event_type", "string"),
-    ("batch_id", "string"),
-    ("batch_index", "long"),
-)
-# One ingested event: a batch_id names one accepted batch of a client, wherever
-# and however often its Kafka record was written (see docs/ARCHITECTURE.md).
-EVENT_KEY = ["client_id", "batch_id", "batch_index"]
-HOUR_FROM_PATH = r"dt=(\d{4}-\d{2}-\d{2})/hour=(\d{2})/"
-
-
-def raw_schema():
-    from pyspark.sql import types as T
-
-    kinds = {"string": T.StringType(), "double": T.DoubleType(), "long": T.LongType()}
-    return T.StructType([T.StructField(name, kinds[kind], True) for name, kind in RAW_COLUMNS])
-
+from heatmap_core.lake import HOUR_FOLDERS_PATTERN
+from heatmap_core.lake_schema import COUNTED_COLUMNS, EVENT_KEY, spark_schema
+from heatmap_core.timeutil import parse_hour
 
 def read_lake(spark, paths: list[str], fmt: str):
-    """Read part files (s3a:// paths) with the explicit schema, plus the folder's hour."""
+    """Read part files (s3a:// paths) with the explicit schema, plus the folder's hour.
+
+    Only the columns that decide whether and where a line counts are read, so the
+    JSON and the Parquet copies of the lake read the same way whatever else a line
+    carries (event_time decides the folder, which is where the hour is taken from).
+    """
     from pyspark.sql import functions as F
 
-    reader = spark.read.schema(raw_schema())
+    reader = spark.read.schema(spark_schema(COUNTED_COLUMNS))
     if fmt == "json":
         frame = reader.option("mode", "PERMISSIVE").json(paths)
     elif fmt == "parquet":
@@ -52,18 +35,17 @@ def read_lake(spark, paths: list[str], fmt: str):
     else:
         raise ValueError(f"unknown lake format {fmt!r}")
     source = F.input_file_name()
-    hour = F.concat_ws(
-        " ", F.regexp_extract(source, HOUR_FROM_PATH, 1), F.regexp_extract(source, HOUR_FROM_PATH, 2)
-    )
-    # Kept as text ("YYYY-MM-DD HH"): Python-side timestamps would pick up the
+    day = F.regexp_extract(source, HOUR_FOLDERS_PATTERN, 1)  # "" where the path does not match
+    # Kept as text (timeutil.HOUR_TEXT): Python-side timestamps would pick up the
     # driver's local zone, text cannot.
-    return frame.withColumn("hour", F.when(F.length(hour) == 13, hour))
+    hour = F.concat_ws(" ", day, F.regexp_extract(source, HOUR_FOLDERS_PATTERN, 2))
+    return frame.withColumn("hour", F.when(day != "", hour))
 
 
 def valid_lines(frame):
     from pyspark.sql import functions as F
 
-    required = ["screen_id", "x_norm", "y_norm", "hour", *EVENT_KEY]
+    required = [*COUNTED_COLUMNS, "hour"]
     condition = None
     for name in required:
         term = F.col(name).isNotNull()
@@ -79,7 +61,7 @@ def hourly_cells(frame):
     """
     from pyspark.sql import functions as F
 
-    unique = frame.dropDuplicates(EVENT_KEY)
+    unique = frame.dropDuplicates(list(EVENT_KEY))
     cell_x, cell_y = spark_cell_columns(F.col("x_norm"), F.col("y_norm"))
     return (
         unique.select("hour", "client_id", "screen_id", cell_x.alias("cell_x"), cell_y.alias("cell_y"))
@@ -94,10 +76,6 @@ class HourResult:
     lines: int = 0  # lines read, duplicates and unreadable lines included
     events: int = 0  # distinct valid events
     rows: list[tuple] = field(default_factory=list)  # COLUMN_NAMES tuples
-
-
-def _hour(text: str) -> datetime:
-    return datetime.strptime(text, "%Y-%m-%d %H").replace(tzinfo=UTC)
 
 
 def aggregate_hours(spark, paths: list[str], fmt: str) -> dict[datetime, HourResult]:
@@ -116,10 +94,10 @@ def aggregate_hours(spark, paths: list[str], fmt: str) -> dict[datetime, HourRes
         for row in frame.groupBy("hour").agg(F.count(F.lit(1)).alias("lines")).collect():
             if row["hour"] is None:
                 continue
-            hour = _hour(row["hour"])
+            hour = parse_hour(row["hour"])
             results[hour].lines = int(row["lines"])
         for row in hourly_cells(valid_lines(frame)).collect():
-            hour = _hour(row["hour"])
+            hour = parse_hour(row["hour"])
             result = results[hour]
             result.events += int(row["count"])
             result.rows.append(

@@ -21,8 +21,10 @@ import clickhouse_connect
 from clickhouse_connect.driver.client import Client
 from filelock import FileLock, Timeout
 
-from heatmap_core.schema import COLUMN_NAMES, BucketTable, schema_statements
+from heatmap_core.schema import COLUMN_NAMES, PARTITION_KEY, BucketTable, schema_statements
 from heatmap_core.settings import Settings, get_settings
+from heatmap_core.sql import time_parameter
+from heatmap_core.timeutil import naive_utc
 
 log = logging.getLogger(__name__)
 
@@ -80,11 +82,6 @@ def apply_schema(client: Client, database: str | None = None) -> None:
         client.command(statement)
 
 
-def utc_param(moment: datetime) -> datetime:
-    """clickhouse-connect binds DateTime('UTC') parameters from naive UTC values."""
-    return moment.astimezone(UTC).replace(tzinfo=None)
-
-
 def partition_id(bucket_start: datetime) -> str:
     return bucket_start.astimezone(UTC).strftime("%Y%m%d")
 
@@ -110,13 +107,14 @@ def replace_bucket(
     database = database or get_settings().clickhouse_database
     target = f"`{database}`.`{table.name}`"
     staging = f"`{database}`.`_stage_{table.name}_{uuid.uuid4().hex}`"
-    start = utc_param(bucket_start)
+    start = naive_utc(bucket_start)
+    this_bucket = f"bucket_start = {time_parameter('start')}"
     part = partition_id(bucket_start)
     client.command(f"CREATE TABLE {staging} AS {target}")
     try:
         client.command(
             f"INSERT INTO {staging} SELECT * FROM {target} "
-            f"WHERE toYYYYMMDD(bucket_start) = {{part:UInt32}} AND bucket_start != {{start:DateTime('UTC')}}",
+            f"WHERE {PARTITION_KEY} = {{part:UInt32}} AND NOT ({this_bucket})",
             parameters={"part": int(part), "start": start},
         )
         if rows:
@@ -124,7 +122,7 @@ def replace_bucket(
         if select_sql:
             client.command(f"INSERT INTO {staging} ({', '.join(COLUMN_NAMES)}) {select_sql}", parameters=parameters or {})
         new_rows, staged_rows = client.query(
-            f"SELECT countIf(bucket_start = {{start:DateTime('UTC')}}), count() FROM {staging}",
+            f"SELECT countIf({this_bucket}), count() FROM {staging}",
             parameters={"start": start},
         ).result_rows[0]
         if staged_rows:

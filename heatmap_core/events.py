@@ -1,8 +1,9 @@
 """The event model shared by ingestion, landing and the batch side.
 
 ``Event`` carries the field constraints the ingestion API validates with;
-``RawBatchRecord`` is the versioned Kafka value; ``LakeEvent`` is one line of
-the raw lake.
+``RawBatchRecord`` is the versioned Kafka value; ``lake_events`` turns it into
+lines of the raw lake (``LakeEvent``, defined with its columns in
+``heatmap_core.lake_schema``).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from typing import Annotated, Literal
 import msgspec
 
 from heatmap_core.ids import ID_PATTERN
+from heatmap_core.lake_schema import LakeEvent
 
 RECORD_VERSION = 1
 EVENT_TYPES = ("mousemove", "click", "scroll", "touch")
@@ -44,22 +46,6 @@ class RawBatchRecord(msgspec.Struct, kw_only=True):
     @property
     def key(self) -> bytes:
         return kafka_key(self.client_id, self.screen_id)
-
-
-class LakeEvent(msgspec.Struct, kw_only=True):
-    """One line of the raw lake; (kafka_partition, kafka_offset, batch_index) is unique."""
-
-    client_id: str
-    screen_id: str
-    event_time: datetime
-    x_norm: float
-    y_norm: float
-    event_type: str
-    received_at: datetime
-    batch_id: str
-    kafka_partition: int
-    kafka_offset: int
-    batch_index: int
 
 
 def kafka_key(client_id: str, screen_id: str) -> bytes:

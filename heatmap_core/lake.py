@@ -1,4 +1,4 @@
-"""Raw lake layout on the object store: the one path builder.
+"""Raw lake layout on the object store: the one path builder and parser.
 
     <bucket>/[<parquet_prefix>/]dt=YYYY-MM-DD/hour=HH/client_id=<id>/part-p<P>-o<first>-<last>.<ext>
 
@@ -16,21 +16,22 @@ from datetime import UTC, datetime
 import msgspec
 
 from heatmap_core.ids import validate_id
+from heatmap_core.timeutil import hour_start, parse_hour
 
 FORMATS = {"json": "json", "parquet": "parquet"}
+# What an analyst reads in the Dagster UI; the builders below write exactly this.
+LAYOUT = "dt=YYYY-MM-DD/hour=HH/client_id=<id>/part-p<partition>-o<first>-<last>.<json|parquet>"
+
+# The folders of one hour anywhere in a key or path: group 1 is dt, group 2 the
+# hour. Plain groups only, so Java's regex engine (Spark's regexp_extract)
+# reads it exactly as Python's does.
+HOUR_FOLDERS_PATTERN = r"dt=(\d{4}-\d{2}-\d{2})/hour=(\d{2})/"
 
 _PART_RE = re.compile(
-    r"^(?:(?P<prefix>[^/]+)/)?dt=(?P<dt>\d{4}-\d{2}-\d{2})/hour=(?P<hour>\d{2})/"
+    rf"^(?:[^/]+/)?{HOUR_FOLDERS_PATTERN}"
     r"client_id=(?P<client_id>[A-Za-z0-9_-]{1,64})/"
     r"part-p(?P<partition>\d+)-o(?P<first>\d+)-(?P<last>\d+)\.(?P<ext>json|parquet)$"
 )
-
-
-def hour_start(moment: datetime) -> datetime:
-    """The UTC hour containing ``moment`` (which must carry a zone)."""
-    if moment.tzinfo is None:
-        raise ValueError("lake times must be timezone-aware")
-    return moment.astimezone(UTC).replace(minute=0, second=0, microsecond=0)
 
 
 def _root(fmt: str, parquet_prefix: str) -> str:
@@ -84,9 +85,8 @@ def parse_part_key(key: str) -> PartKey | None:
     match = _PART_RE.match(key)
     if not match:
         return None
-    hour = datetime.strptime(f"{match['dt']} {match['hour']}", "%Y-%m-%d %H").replace(tzinfo=UTC)
     return PartKey(
-        hour=hour,
+        hour=parse_hour(f"{match[1]} {match[2]}"),
         client_id=match["client_id"],
         kafka_partition=int(match["partition"]),
         first_offset=int(match["first"]),
@@ -119,6 +119,17 @@ class LedgerFile(msgspec.Struct, kw_only=True):
     bytes: int
     format: str = "json"
 
+    @classmethod
+    def of_hour(cls, hour: datetime, *, key: str, client_id: str, events: int, bytes: int, format: str) -> LedgerFile:
+        """The entry of a part file of the UTC hour containing ``hour``."""
+        start = hour_start(hour)
+        return cls(key=key, dt=f"{start:%Y-%m-%d}", hour=start.hour, client_id=client_id, events=events, bytes=bytes, format=format)
+
+    @property
+    def utc_hour(self) -> datetime:
+        """The hour (its start, UTC) of the file: the inverse of ``of_hour``."""
+        return parse_hour(f"{self.dt} {self.hour:02d}")
+
 
 class LedgerEntry(msgspec.Struct, kw_only=True):
     written_at: datetime
@@ -136,9 +147,13 @@ def rejected_key(topic: str, kafka_partition: int, offset: int) -> str:
     return f"{REJECTED_PREFIX}{topic}/p{kafka_partition:04d}-o{offset:020d}.bin"
 
 
+def ledger_time_prefix(moment: datetime) -> str:
+    """A key prefix above every entry written before ``moment`` and below every one written at or after it."""
+    return f"{LEDGER_PREFIX}{moment.astimezone(UTC):%Y%m%dT%H%M%S%f}Z"
+
+
 def ledger_key(written_at: datetime, kafka_partition: int, first_offset: int) -> str:
-    moment = written_at.astimezone(UTC)
-    return f"{LEDGER_PREFIX}{moment:%Y%m%dT%H%M%S%f}Z-p{kafka_partition:04d}-o{first_offset:020d}.json"
+    return f"{ledger_time_prefix(written_at)}-p{kafka_partition:04d}-o{first_offset:020d}.json"
 
 
 def encode_ledger(entry: LedgerEntry) -> bytes:

@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 import msgspec
 
 from heatmap_core.events import RawBatchRecord, lake_events
-from heatmap_core.lake import hour_start
+from heatmap_core.timeutil import hour_start
 
 _encoder = msgspec.json.Encoder()
 

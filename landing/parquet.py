@@ -1,4 +1,4 @@
-"""The typed Parquet schema of the raw lake (Phase 2) and its encoder.
+"""The Parquet encoder of the raw lake (Phase 2), against the schema heatmap_core.lake_schema defines.
 
 A Parquet part file is parsed by Arrow's JSON reader from the very bytes of its
 JSON twin, against the explicit schema: the two copies cannot drift apart, and
@@ -9,27 +9,12 @@ from __future__ import annotations
 
 import io
 
-import pyarrow as pa
 import pyarrow.json as pa_json
 import pyarrow.parquet as pq
 
-UTC_MICROS = pa.timestamp("us", tz="UTC")
+from heatmap_core.lake_schema import arrow_schema
 
-LAKE_SCHEMA = pa.schema(
-    [
-        pa.field("client_id", pa.string(), nullable=False),
-        pa.field("screen_id", pa.string(), nullable=False),
-        pa.field("event_time", UTC_MICROS, nullable=False),
-        pa.field("x_norm", pa.float64(), nullable=False),
-        pa.field("y_norm", pa.float64(), nullable=False),
-        pa.field("event_type", pa.string(), nullable=False),
-        pa.field("received_at", UTC_MICROS, nullable=False),
-        pa.field("batch_id", pa.string(), nullable=False),
-        pa.field("kafka_partition", pa.int32(), nullable=False),
-        pa.field("kafka_offset", pa.int64(), nullable=False),
-        pa.field("batch_index", pa.int32(), nullable=False),
-    ]
-)
+LAKE_SCHEMA = arrow_schema()
 
 _PARSE = pa_json.ParseOptions(explicit_schema=LAKE_SCHEMA, unexpected_field_behavior="error")
 _READ = pa_json.ReadOptions(use_threads=False)

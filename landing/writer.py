@@ -125,9 +125,9 @@ class LakeWriter:
                 first_offset=flush.first_offset,
                 last_offset=flush.last_offset,
                 files=[
-                    LedgerFile(
-                        key=file.key, dt=f"{file.part.hour:%Y-%m-%d}", hour=file.part.hour.hour,
-                        client_id=file.part.client_id, events=file.part.events, bytes=file.size, format=file.fmt,
+                    LedgerFile.of_hour(
+                        file.part.hour, key=file.key, client_id=file.part.client_id,
+                        events=file.part.events, bytes=file.size, format=file.fmt,
                     )
                     for file in written[flush.kafka_partition]
                 ],

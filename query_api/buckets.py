@@ -10,6 +10,8 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from typing import Literal
 
+from heatmap_core.timeutil import as_utc, is_week_start
+
 Grain = Literal["hour", "day", "week"]
 LENGTH: dict[str, timedelta] = {"hour": timedelta(hours=1), "day": timedelta(days=1), "week": timedelta(weeks=1)}
 
@@ -45,10 +47,6 @@ def midnight(day: date) -> datetime:
     return datetime(day.year, day.month, day.day, tzinfo=UTC)
 
 
-def is_week_start(day: date) -> bool:
-    return day.weekday() == 6  # Sunday
-
-
 def _in_bounds(moment: datetime, parameter: str) -> datetime:
     if not EARLIEST <= moment < LATEST:
         raise BadParameter(parameter, f"{parameter} must fall between {EARLIEST:%Y-%m-%d} and {LATEST:%Y-%m-%d}")
@@ -78,7 +76,7 @@ def range_bounds(start: datetime, end: datetime) -> tuple[datetime, datetime]:
     """Validate a [from, to) range: UTC hour boundaries (a naive time counts as UTC), from <= to."""
     bounds = []
     for parameter, moment in (("from", start), ("to", end)):
-        moment = moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+        moment = as_utc(moment)
         if (moment.minute, moment.second, moment.microsecond) != (0, 0, 0):
             raise BadParameter(
                 parameter, f"{parameter} must be on an hour boundary (HH:00:00), got {moment.isoformat()}"

@@ -5,19 +5,17 @@ and the configured database."""
 from __future__ import annotations
 
 from collections.abc import Iterable
-from datetime import UTC, datetime
+from datetime import datetime
 
-from heatmap_core.clickhouse import clickhouse, utc_param
+from heatmap_core.clickhouse import clickhouse
 from heatmap_core.schema import TABLES
 from heatmap_core.settings import Settings
+from heatmap_core.sql import BUCKET_WINDOW, in_window, time_array_parameter, time_parameter, window_parameters
+from heatmap_core.timeutil import as_utc, naive_utc
 from query_api.buckets import LENGTH, Grain, Span, plan_range
 from query_api.models import BucketSummary, Cell
 
 _KEY = "client_id = {client_id:String} AND screen_id = {screen_id:String}"
-
-
-def _aware(moment: datetime) -> datetime:
-    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
 
 
 class HeatmapStore:
@@ -43,16 +41,16 @@ class HeatmapStore:
         parameters: dict = {"client_id": client_id, "screen_id": screen_id}
         parts = []
         for grain, grain_spans in by_grain.items():
-            parameters[f"{grain}_from"] = [utc_param(s.start) for s in grain_spans]
-            parameters[f"{grain}_to"] = [utc_param(s.end) for s in grain_spans]
+            parameters[f"{grain}_from"] = [naive_utc(s.start) for s in grain_spans]
+            parameters[f"{grain}_to"] = [naive_utc(s.end) for s in grain_spans]
             # The outer bounds keep the primary-key range scan; the spans pick the buckets.
-            parameters[f"{grain}_lo"] = utc_param(grain_spans[0].start)
-            parameters[f"{grain}_hi"] = utc_param(grain_spans[-1].end)
+            parameters[f"{grain}_lo"] = naive_utc(grain_spans[0].start)
+            parameters[f"{grain}_hi"] = naive_utc(grain_spans[-1].end)
             parts.append(
                 f"SELECT cell_x, cell_y, count FROM {self._table(grain)} WHERE {_KEY}"
-                f" AND bucket_start >= {{{grain}_lo:DateTime('UTC')}} AND bucket_start < {{{grain}_hi:DateTime('UTC')}}"
-                f" AND arrayExists((lo, hi) -> bucket_start >= lo AND bucket_start < hi,"
-                f" {{{grain}_from:Array(DateTime('UTC'))}}, {{{grain}_to:Array(DateTime('UTC'))}})"
+                f" AND {in_window(time_parameter(f'{grain}_lo'), time_parameter(f'{grain}_hi'))}"
+                f" AND arrayExists((lo, hi) -> {in_window('lo', 'hi')},"
+                f" {time_array_parameter(f'{grain}_from')}, {time_array_parameter(f'{grain}_to')})"
             )
         sql = (
             f"SELECT cell_x, cell_y, sum(count) FROM ({' UNION ALL '.join(parts)})"
@@ -68,13 +66,11 @@ class HeatmapStore:
         """Plan [start, end) over the rollups present, then sum it, in one unit of work."""
         with clickhouse(self._settings) as client:
             present = client.query(
-                f"SELECT DISTINCT 'week', bucket_start FROM {self._table('week')} WHERE {_KEY}"
-                " AND bucket_start >= {start:DateTime('UTC')} AND bucket_start < {end:DateTime('UTC')}"
-                f" UNION ALL SELECT DISTINCT 'day', bucket_start FROM {self._table('day')} WHERE {_KEY}"
-                " AND bucket_start >= {start:DateTime('UTC')} AND bucket_start < {end:DateTime('UTC')}",
-                parameters={"client_id": client_id, "screen_id": screen_id, "start": utc_param(start), "end": utc_param(end)},
+                f"SELECT DISTINCT 'week', bucket_start FROM {self._table('week')} WHERE {_KEY} AND {BUCKET_WINDOW}"
+                f" UNION ALL SELECT DISTINCT 'day', bucket_start FROM {self._table('day')} WHERE {_KEY} AND {BUCKET_WINDOW}",
+                parameters={"client_id": client_id, "screen_id": screen_id, **window_parameters(start, end)},
             ).result_rows
-            spans = plan_range(start, end, {(grain, _aware(moment)) for grain, moment in present})
+            spans = plan_range(start, end, {(grain, as_utc(moment)) for grain, moment in present})
             return spans, self.cells(client_id, screen_id, spans)
 
     def clients(self) -> list[str]:
@@ -100,6 +96,6 @@ class HeatmapStore:
                 parameters={"client_id": client_id, "screen_id": screen_id},
             ).result_rows
         return [
-            BucketSummary(start=_aware(start), end=_aware(start) + LENGTH[grain], total=int(total), cells=int(cells))
+            BucketSummary(start=as_utc(start), end=as_utc(start) + LENGTH[grain], total=int(total), cells=int(cells))
             for start, total, cells in rows
         ]

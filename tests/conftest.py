@@ -17,13 +17,13 @@ import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import datetime, timedelta
 from pathlib import Path
 
 import httpx
 import pytest
 
 from heatmap_core.settings import Settings
+from heatmap_core.timeutil import day_start, week_start
 from infra import stack as stack_module
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -128,14 +128,9 @@ def artifacts_dir(request) -> Path:
     return ARTIFACTS
 
 
-def day_of(moment: datetime) -> datetime:
-    return moment.replace(hour=0, minute=0, second=0, microsecond=0)
-
-
-def week_of(moment: datetime) -> datetime:
-    """The Sunday that starts the moment's week, as ClickHouse toStartOfWeek and the weekly partitions."""
-    day = day_of(moment)
-    return day - timedelta(days=(day.weekday() + 1) % 7)
+# The tests' names for the pipeline's own bucket starts (naive or aware, the zone is kept).
+day_of = day_start
+week_of = week_start
 
 
 def free_port() -> int:

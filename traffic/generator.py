@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 from heatmap_core.grid import cell_of
-from heatmap_core.lake import hour_start
+from heatmap_core.timeutil import hour_start
 
 # (x, y, weight): where visitors go on every demo screen
 HOT_SPOTS = (

@@ -4,8 +4,6 @@
 // sessionStorage, never in the URL.
 "use strict";
 
-const GRID_W = 100;
-const GRID_H = 200;
 const STAGE_WIDTH = 300;
 const KEY_STORAGE = "heatmap.readKey";
 // The adjective of each grain: the endpoint's name and the legend's word.
@@ -20,6 +18,7 @@ const ui = {
 };
 let screenshotUrl = null;
 let screenshotOf = null;  // "client/screen" whose screenshot (or its absence) is shown: other views reuse it
+let grid = null;  // { grid_w, grid_h } of the latest heatmap answer (every answer carries them); none before the first
 
 class ApiError extends Error {
   constructor(status, message) { super(message); this.status = status; }
@@ -154,8 +153,9 @@ async function loadScreenshot(s) {
 }
 
 function sizeStage() {
-  // The grid covers the whole screen, so the overlay takes the screenshot's shape (else 1:2).
-  const ratio = ui.shot.hidden ? GRID_H / GRID_W : ui.shot.naturalHeight / ui.shot.naturalWidth;
+  // The grid covers the whole screen, so the overlay takes the screenshot's shape (else the grid's).
+  if (ui.shot.hidden && !grid) return;  // no answer yet: the stylesheet's size stands
+  const ratio = ui.shot.hidden ? grid.grid_h / grid.grid_w : ui.shot.naturalHeight / ui.shot.naturalWidth;
   ui.stage.style.width = `${STAGE_WIDTH}px`;
   ui.stage.style.height = `${Math.round(STAGE_WIDTH * ratio)}px`;
 }
@@ -167,8 +167,9 @@ function draw(cells) {
   const layer = document.createElement("div");
   Object.assign(layer.style, { width: `${width}px`, height: `${height}px` });
   ui.heat.replaceChildren(layer);
-  const cellW = width / GRID_W;
-  const cellH = height / GRID_H;
+  if (!grid) return 0;  // nothing asked yet, so nothing to draw
+  const cellW = width / grid.grid_w;
+  const cellH = height / grid.grid_h;
   const heatmap = h337.create({ container: layer, radius: Math.max(6, Math.round(2.5 * Math.max(cellW, cellH))), maxOpacity: 0.8 });
   const max = cells.reduce((m, c) => Math.max(m, c.count), 0);
   heatmap.setData({
@@ -203,9 +204,10 @@ async function render() {
   const s = selection();
   saveToUrl();
   await loadScreenshot(s);
-  sizeStage();
   const path = heatmapPath(s);
   const body = path ? await getJson(path) : { cells: [] };
+  if (path) grid = { grid_w: body.grid_w, grid_h: body.grid_h };
+  sizeStage();
   legend(body, draw(body.cells));
   ui.stage.dataset.state = "ready";
 }

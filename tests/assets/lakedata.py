@@ -14,6 +14,8 @@ from heatmap_core.events import LakeEvent
 from heatmap_core.grid import cell_of
 from heatmap_core.s3 import s3_client
 from heatmap_core.settings import Settings
+from heatmap_core.sql import BUCKET_WINDOW, window_parameters
+from heatmap_core.timeutil import naive_utc
 
 _encoder = msgspec.json.Encoder()
 
@@ -83,13 +85,9 @@ def write_ledger(settings: Settings, parts: list[Part], written_at: datetime | N
         first_offset=first.kafka_offset,
         last_offset=max(e.kafka_offset for p in parts for e in p.events),
         files=[
-            lake.LedgerFile(
-                key=p.key,
-                dt=f"{p.events[0].event_time.astimezone(UTC):%Y-%m-%d}",
-                hour=p.events[0].event_time.astimezone(UTC).hour,
-                client_id=p.events[0].client_id,
-                events=p.lines,
-                bytes=p.size,
+            lake.LedgerFile.of_hour(
+                p.events[0].event_time, key=p.key, client_id=p.events[0].client_id, events=p.lines, bytes=p.size,
+                format="json",
             )
             for p in parts
         ],
@@ -109,7 +107,7 @@ def expected_cells(events: list[LakeEvent], hour: datetime) -> dict[tuple, int]:
     counts: Counter = Counter()
     for e in unique.values():
         cx, cy = cell_of(e.x_norm, e.y_norm)
-        counts[(e.client_id, e.screen_id, hour.replace(tzinfo=None), cx, cy)] += 1
+        counts[(e.client_id, e.screen_id, naive_utc(hour), cx, cy)] += 1
     return dict(counts)
 
 
@@ -119,8 +117,8 @@ def table_cells(settings: Settings, table: str, start: datetime, end: datetime) 
     with clickhouse(settings) as client:
         rows = client.query(
             f"SELECT client_id, screen_id, bucket_start, cell_x, cell_y, count FROM `{settings.clickhouse_database}`.`{table}` "
-            "WHERE bucket_start >= {s:DateTime('UTC')} AND bucket_start < {e:DateTime('UTC')}",
-            parameters={"s": start.astimezone(UTC).replace(tzinfo=None), "e": end.astimezone(UTC).replace(tzinfo=None)},
+            f"WHERE {BUCKET_WINDOW}",
+            parameters=window_parameters(start, end),
         ).result_rows
     out: dict[tuple, int] = {}
     for client_id, screen_id, bucket, cx, cy, count in rows:
@@ -138,18 +136,20 @@ def rollup(cells: dict[tuple, int], bucket_of) -> dict[tuple, int]:
 
 
 def write_parquet_part(settings: Settings, hour: datetime, events: list[LakeEvent]) -> Part:
-    """One Parquet part file under the lake's Parquet prefix (Phase 2 layout)."""
+    """One Parquet part file under the lake's Parquet prefix (Phase 2 layout), in the lake's schema."""
     import io
 
     import pyarrow as pa
     import pyarrow.parquet as pq
+
+    from heatmap_core.lake_schema import arrow_schema
 
     first = events[0]
     key = lake.part_key(
         hour, first.client_id, first.kafka_partition, first.kafka_offset, events[-1].kafka_offset,
         fmt="parquet", parquet_prefix=settings.parquet_prefix,
     )
-    table = pa.Table.from_pylist([msgspec.structs.asdict(e) for e in events])
+    table = pa.Table.from_pylist([msgspec.structs.asdict(e) for e in events], schema=arrow_schema())
     buffer = io.BytesIO()
     pq.write_table(table, buffer)
     body = buffer.getvalue()

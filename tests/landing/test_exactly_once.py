@@ -15,10 +15,10 @@ from heatmap_core.lake import (
     WATERMARK_PREFIX,
     decode_ledger,
     decode_watermark,
-    hour_start,
     lake_watermark,
     parse_part_key,
 )
+from heatmap_core.timeutil import hour_start
 from landing.parquet import LAKE_SCHEMA
 from tests.landing.conftest import (
     event_row,
