@@ -4,6 +4,7 @@ Both are created idempotently (creating what already exists changes nothing),
 so the local stack, the tests and the benchmarks call the same functions with
 their own settings. The topic's shape (partitions, retention) is fixed here
 from settings: Kafka's auto-creation is off, so nothing else creates it.
+``python -m heatmap_core.provision`` does both (the compose file runs it).
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from kafka.admin import NewTopic
 from kafka.errors import TopicAlreadyExistsError
 
 from heatmap_core.s3 import ensure_bucket, s3_client
-from heatmap_core.settings import Settings
+from heatmap_core.settings import Settings, get_settings
 
 
 def ensure_topic(settings: Settings) -> None:
@@ -42,3 +43,8 @@ def ensure_buckets(settings: Settings) -> None:
     client = s3_client(settings)
     for bucket in (settings.raw_bucket, settings.assets_bucket):
         ensure_bucket(client, bucket)
+
+
+if __name__ == "__main__":  # the compose file's one-shot `provision` service
+    ensure_topic(get_settings())
+    ensure_buckets(get_settings())
