@@ -21,6 +21,7 @@ import sys
 import uuid
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from types import MappingProxyType
 
 import httpx
@@ -52,11 +53,14 @@ class Program:
 # --------------------------------------------------------------------------- infrastructure
 
 
-def _fill(template: str, **values) -> str:
+def _write_config(paths: StackPaths, template: str, **values) -> Path:
+    """infra/config/<template> with its {placeholders} filled, written to the stack directory."""
     text = (CONFIG / template).read_text()
     for key, value in values.items():
         text = text.replace("{" + key + "}", str(value))
-    return text
+    written = paths.stack / template
+    written.write_text(text)
+    return written
 
 
 def _java_command(settings: Settings, module: str, main: str, heap: str, *args: str, props: Iterable[str] = ()) -> list[str]:
@@ -65,16 +69,14 @@ def _java_command(settings: Settings, module: str, main: str, heap: str, *args: 
 
 
 def _kafka_command(settings: Settings, paths: StackPaths) -> list[str]:
-    props = paths.stack / "kafka-server.properties"
-    props.write_text(
-        _fill(
-            "kafka-server.properties",
-            kafka_port=settings.kafka_port,
-            controller_port=settings.kafka_controller_port,
-            data_dir=paths.data,
-            partitions=settings.topic_partitions,
-            retention_hours=settings.topic_retention_hours,
-        )
+    props = _write_config(
+        paths,
+        "kafka-server.properties",
+        kafka_port=settings.kafka_port,
+        controller_port=settings.kafka_controller_port,
+        data_dir=paths.data,
+        partitions=settings.topic_partitions,
+        retention_hours=settings.topic_retention_hours,
     )
     log4j = [f"-Dlog4j2.configurationFile={CONFIG / 'kafka-log4j2.properties'}"]
     if not (paths.data / "kafka" / "data" / "meta.properties").exists():
@@ -102,15 +104,13 @@ def _kafka_healthy(settings: Settings) -> None:
 
 def _s3_command(settings: Settings, paths: StackPaths) -> list[str]:
     (paths.data / "s3").mkdir(parents=True, exist_ok=True)
-    props = paths.stack / "s3proxy.properties"
-    props.write_text(
-        _fill(
-            "s3proxy.properties",
-            s3_port=settings.s3_port,
-            access_key=settings.s3_access_key,
-            secret_key=settings.s3_secret_key,
-            data_dir=paths.data,
-        )
+    props = _write_config(
+        paths,
+        "s3proxy.properties",
+        s3_port=settings.s3_port,
+        access_key=settings.s3_access_key,
+        secret_key=settings.s3_secret_key,
+        data_dir=paths.data,
     )
     logback = f"-Dlogback.configurationFile={CONFIG / 's3proxy-logback.xml'}"
     return _java_command(settings, "s3proxy", "org.gaul.s3proxy.Main", "384m", "--properties", str(props), props=[logback])

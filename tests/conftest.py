@@ -143,6 +143,21 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+def private_stack_settings(directory: Path) -> Settings:
+    """A whole stack of its own: data and embedded ClickHouse under ``directory``, every port free."""
+    return Settings(
+        data_dir=directory / "stack",
+        kafka_bootstrap=f"127.0.0.1:{free_port()}",
+        kafka_controller_port=free_port(),
+        s3_endpoint=f"http://127.0.0.1:{free_port()}",
+        redis_url=f"redis://127.0.0.1:{free_port()}/0",
+        ingestion_port=free_port(),
+        query_port=free_port(),
+        dagster_port=free_port(),
+        clickhouse_dsn=f"chdb://{directory / 'clickhouse'}",
+    )
+
+
 @contextmanager
 def serve_app(app: str, settings: Settings, *, port: int | None = None, log_path: Path | None = None) -> Iterator[str]:
     """``app`` (module:attribute) under uvicorn with exactly these settings, as the stack runs it; yields its URL."""

@@ -15,7 +15,6 @@ import re
 import shlex
 import subprocess
 import sys
-from pathlib import Path
 
 import httpx
 import redis
@@ -27,7 +26,7 @@ from infra import supervisor
 from infra.paths import StackPaths
 from infra.processes import listening_pids, stack_processes
 from infra.programs import INFRA_SERVICES
-from tests.conftest import ROOT, free_port
+from tests.conftest import ROOT, private_stack_settings
 
 README = ROOT / "README.md"
 # GET these once a start has returned: the HTTP programs' own health answers.
@@ -45,20 +44,6 @@ def readme_stack_commands() -> list[list[str]]:
 def as_typed(argv: list[str]) -> list[str]:
     """The command as typed; a worktree without its own .venv runs it with this test's interpreter instead."""
     return argv if (ROOT / argv[0]).exists() else [sys.executable, *argv[1:]]
-
-
-def private_settings(tmp_path: Path) -> Settings:
-    return Settings(
-        data_dir=tmp_path / "stack",
-        kafka_bootstrap=f"127.0.0.1:{free_port()}",
-        kafka_controller_port=free_port(),
-        s3_endpoint=f"http://127.0.0.1:{free_port()}",
-        redis_url=f"redis://127.0.0.1:{free_port()}/0",
-        ingestion_port=free_port(),
-        query_port=free_port(),
-        dagster_port=free_port(),
-        clickhouse_dsn=f"chdb://{tmp_path / 'clickhouse'}",
-    )
 
 
 def http_port(settings: Settings, program: str) -> int:
@@ -94,7 +79,7 @@ def test_readme_stack_commands_work_as_written(tmp_path):
     assert subcommands[0] == "start" and subcommands[-1] == "stop" and "status" in subcommands, subcommands
     assert any({"ingestion", "landing", "query"} <= set(argv[4:]) for argv in commands), "README starts no application program"
 
-    settings = private_settings(tmp_path)
+    settings = private_stack_settings(tmp_path)
     ports = [
         settings.kafka_port, settings.kafka_controller_port, settings.s3_port, settings.redis_port,
         settings.ingestion_port, settings.query_port, settings.dagster_port,

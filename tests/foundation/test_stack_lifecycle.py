@@ -6,24 +6,17 @@ import signal
 import psutil
 import pytest
 
-from heatmap_core.settings import Settings
 from infra import supervisor
 from infra.console import StackError
 from infra.paths import StackPaths
 from infra.processes import listening_pids, stack_processes
 from infra.programs import INFRA_SERVICES, PROGRAMS
-from tests.conftest import free_port
+from tests.conftest import private_stack_settings
 
 
 @pytest.fixture
 def private_settings(tmp_path, stack):
-    return Settings(
-        data_dir=tmp_path / "stack",
-        kafka_bootstrap=f"127.0.0.1:{free_port()}",
-        kafka_controller_port=free_port(),
-        s3_endpoint=f"http://127.0.0.1:{free_port()}",
-        redis_url=f"redis://127.0.0.1:{free_port()}/0",
-    )
+    return private_stack_settings(tmp_path)
 
 
 def test_start_recover_and_stop_leave_nothing_running(private_settings):
