@@ -29,6 +29,7 @@ from traffic.generator import GroundTruth, TrafficSpec, build
 console = Console(stderr=True)
 app = typer.Typer(help=__doc__, add_completion=False)
 
+
 def day_totals(truth: GroundTruth) -> dict[tuple[str, str, str], int]:
     totals: dict[tuple[str, str, str], int] = {}
     for (client, screen, hour, _, _), count in truth.cells.items():

@@ -40,8 +40,8 @@ class Program:
     name: str
     # Writes what the program reads (config files, formatted storage) and returns its command line.
     command: Callable[[Settings, StackPaths], list[str]]
-    # Raises until the program serves; the stack polls it after a start.
-    health: Callable[[Settings], None]
+    # Raises until the program serves (what it returns is ignored); the stack polls it after a start.
+    health: Callable[[Settings], object]
     after_start: Callable[[Settings], None] | None = None
     start_timeout_s: float = 90.0
     requires: tuple[str, ...] = ()

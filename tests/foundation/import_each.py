@@ -39,7 +39,7 @@ def project_modules() -> dict[str, Path]:
 
 def imported_names(path: Path) -> set[str]:
     """Every absolute import in a source file, at any depth (``from a.b import c`` gives a.b and a.b.c)."""
-    names = set()
+    names: set[str] = set()
     for node in ast.walk(ast.parse(path.read_text(), str(path))):
         if isinstance(node, ast.Import):
             names.update(alias.name for alias in node.names)
