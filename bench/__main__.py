@@ -8,7 +8,8 @@ import typer
 
 from bench.common import Result, console, machine, show
 from heatmap_core.settings import get_settings
-from infra import stack
+from infra import supervisor
+from infra.programs import INFRA_SERVICES, PROGRAMS
 
 BENCHES = ("ingest", "landing", "hourly", "query")
 app = typer.Typer(add_completion=False)
@@ -17,7 +18,7 @@ app = typer.Typer(add_completion=False)
 @app.command()
 def main(names: list[str] = typer.Argument(None, help=f"Benchmarks to run (default: all of {', '.join(BENCHES)}).")) -> None:
     settings = get_settings()
-    stack.start(settings, stack.INFRA_SERVICES)
+    supervisor.start(settings, PROGRAMS, INFRA_SERVICES)
     console.print(f"machine: {machine()}")
     results: list[Result] = []
     for name in names or BENCHES:

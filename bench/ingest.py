@@ -12,8 +12,8 @@ from aiokafka import AIOKafkaProducer
 
 from bench.common import Result, median_seconds, uvicorn_app
 from heatmap_core.events import Event, RawBatchRecord, encode_record
+from heatmap_core.provision import ensure_topic
 from heatmap_core.settings import Settings
-from infra.stack import ensure_topic
 from traffic.cli import send_batches
 from traffic.generator import TrafficSpec, build
 

@@ -15,9 +15,9 @@ from kafka import KafkaConsumer, KafkaProducer
 from bench.common import Result, console, env_for
 from heatmap_core.events import Event, RawBatchRecord, decode_record, encode_record
 from heatmap_core.lake import LEDGER_PREFIX, decode_ledger
+from heatmap_core.provision import ensure_topic
 from heatmap_core.s3 import ensure_bucket, s3_client
 from heatmap_core.settings import Settings
-from infra.stack import ensure_topic
 
 RECORDS = 1_000
 EVENTS_PER_RECORD = 200

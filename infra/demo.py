@@ -20,15 +20,14 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from heatmap_core.settings import Settings
-from infra import programs  # noqa: F401  (registers the application programs)
-from infra import stack
+from infra import supervisor
+from infra.console import StackError
+from infra.programs import APP_PROGRAMS, INFRA_SERVICES, PROGRAMS
 from traffic.cli import send_batches
 from traffic.generator import GroundTruth, TrafficSpec, build
 
 console = Console(stderr=True)
 app = typer.Typer(help=__doc__, add_completion=False)
-
-ALL_PROGRAMS = ("kafka", "s3", "redis", "ingestion", "landing", "query", "dagster")
 
 
 def day_totals(truth: GroundTruth) -> dict[tuple[str, str, str], int]:
@@ -92,7 +91,7 @@ def run(
     signal.signal(signal.SIGTERM, signal.default_int_handler)
     try:
         console.rule("[bold]starting the stack")
-        stack.start(settings, ALL_PROGRAMS)
+        supervisor.start(settings, PROGRAMS, (*INFRA_SERVICES, *APP_PROGRAMS))
 
         console.rule("[bold]sending demo traffic through the ingestion API")
         spec = TrafficSpec(
@@ -125,12 +124,12 @@ def run(
                 time.sleep(1)
     except KeyboardInterrupt:
         pass
-    except stack.StackError as exc:
+    except StackError as exc:
         console.print(f"[red]error:[/] {exc}")
         raise typer.Exit(1) from exc
     finally:
         console.rule("[bold]stopping")
-        stack.stop(settings)
+        supervisor.stop(settings)
 
 
 if __name__ == "__main__":

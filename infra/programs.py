@@ -1,18 +1,132 @@
-"""The project's own long-running processes, run by the stack beside the infrastructure.
+"""The program table: every process the local stack can run, in one place.
 
-Each is started by its package's documented entry point; infra imports no
-service code, it only runs the commands.
+A Program says how to build its command line (writing the config it needs
+into the stack directory first), how to tell that it is healthy, what to do
+once it is (create the topic, the buckets), which programs it needs and which
+ports it listens on. ``PROGRAMS`` is a read-only constant that start receives
+as an argument: nothing registers into it, so every entry point (``python -m
+infra.stack``, ``heatmap-stack``, the demo, the tests) sees the same programs.
+
+Application programs run their package's documented entry point (uvicorn with
+the app, ``python -m landing run``, ``dagster dev``); infra imports no service code.
 """
 
 from __future__ import annotations
 
+import base64
+import shutil
+import socket
+import subprocess
 import sys
-from collections.abc import Callable
+import uuid
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from types import MappingProxyType
 
 import httpx
+import redis
+from kafka import KafkaAdminClient
 
+from heatmap_core.provision import ensure_buckets, ensure_topic
+from heatmap_core.s3 import s3_client
 from heatmap_core.settings import Settings
-from infra.stack import ROOT, Program, StackPaths, register
+from infra.console import console
+from infra.paths import CONFIG, ROOT, StackPaths, jars_dir
+
+
+@dataclass(frozen=True)
+class Program:
+    name: str
+    # Writes what the program reads (config files, formatted storage) and returns its command line.
+    command: Callable[[Settings, StackPaths], list[str]]
+    # Raises until the program serves (what it returns is ignored); the stack polls it after a start.
+    health: Callable[[Settings], object]
+    after_start: Callable[[Settings], None] | None = None
+    start_timeout_s: float = 90.0
+    requires: tuple[str, ...] = ()
+    # The ports it listens on: checked free before a start, so a health check
+    # never mistakes someone else's server for ours.
+    ports: Callable[[Settings], tuple[int, ...]] = lambda settings: ()
+
+
+# --------------------------------------------------------------------------- infrastructure
+
+
+def _write_config(paths: StackPaths, template: str, **values) -> Path:
+    """infra/config/<template> with its {placeholders} filled, written to the stack directory."""
+    text = (CONFIG / template).read_text()
+    for key, value in values.items():
+        text = text.replace("{" + key + "}", str(value))
+    written = paths.stack / template
+    written.write_text(text)
+    return written
+
+
+def _java_command(settings: Settings, module: str, main: str, heap: str, *args: str, props: Iterable[str] = ()) -> list[str]:
+    classpath = f"{jars_dir(settings, module)}/*"
+    return ["java", f"-Xmx{heap}", "-XX:+UseSerialGC", "-Djava.awt.headless=true", *props, "-cp", classpath, main, *args]
+
+
+def _kafka_command(settings: Settings, paths: StackPaths) -> list[str]:
+    props = _write_config(
+        paths,
+        "kafka-server.properties",
+        kafka_port=settings.kafka_port,
+        controller_port=settings.kafka_controller_port,
+        data_dir=paths.data,
+        partitions=settings.topic_partitions,
+        retention_hours=settings.topic_retention_hours,
+    )
+    log4j = [f"-Dlog4j2.configurationFile={CONFIG / 'kafka-log4j2.properties'}"]
+    if not (paths.data / "kafka" / "data" / "meta.properties").exists():
+        # `--cluster-id=...`: a random id may begin with "-", which a bare argument would turn into an option
+        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
+        console.print("[cyan]kafka[/] formatting KRaft storage")
+        subprocess.run(
+            _java_command(settings, "kafka", "kafka.tools.StorageTool", "256m", "format", f"--cluster-id={cluster_id}", "-c", str(props), props=log4j),
+            check=True,
+            stdout=subprocess.DEVNULL,
+        )
+    return _java_command(settings, "kafka", "kafka.Kafka", "768m", str(props), props=log4j)
+
+
+def _kafka_healthy(settings: Settings) -> None:
+    # A closed port fails at once; kafka-python's own bootstrap backs off for many seconds.
+    with socket.create_connection(("127.0.0.1", settings.kafka_port), timeout=1):
+        pass
+    admin = KafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap, request_timeout_ms=3000)
+    try:
+        admin.list_topics()
+    finally:
+        admin.close()
+
+
+def _s3_command(settings: Settings, paths: StackPaths) -> list[str]:
+    (paths.data / "s3").mkdir(parents=True, exist_ok=True)
+    props = _write_config(
+        paths,
+        "s3proxy.properties",
+        s3_port=settings.s3_port,
+        access_key=settings.s3_access_key,
+        secret_key=settings.s3_secret_key,
+        data_dir=paths.data,
+    )
+    logback = f"-Dlogback.configurationFile={CONFIG / 's3proxy-logback.xml'}"
+    return _java_command(settings, "s3proxy", "org.gaul.s3proxy.Main", "384m", "--properties", str(props), props=[logback])
+
+
+def _redis_command(settings: Settings, paths: StackPaths) -> list[str]:
+    (paths.data / "redis").mkdir(parents=True, exist_ok=True)
+    conf = paths.stack / "redis.conf"
+    conf.write_text(
+        f"bind 127.0.0.1\nport {settings.redis_port}\ndir {paths.data / 'redis'}\n"
+        "appendonly yes\nsave \"\"\nprotected-mode yes\n"
+    )
+    return [shutil.which("redis-server") or "redis-server", str(conf)]
+
+
+# --------------------------------------------------------------------------- application
 
 
 def _http_ok(url: str) -> None:
@@ -32,21 +146,8 @@ def _uvicorn_program(name: str, module: str, port_of: Callable[[Settings], int],
     )
 
 
-register(_uvicorn_program("ingestion", "ingestion_api.app:app", lambda s: s.ingestion_port, ("kafka", "redis")))
-register(
-    Program(
-        "landing",
-        lambda s, p: [sys.executable, "-m", "landing", "run"],
-        lambda s: None,
-        requires=("kafka", "s3"),
-    )
-)
-register(_uvicorn_program("query", "query_api.app:app", lambda s: s.query_port, ("s3",)))
-
-
 def _dagster_command(settings: Settings, paths: StackPaths) -> list[str]:
-    home = paths.data / "dagster_home"
-    home.mkdir(parents=True, exist_ok=True)
+    (paths.data / "dagster_home").mkdir(parents=True, exist_ok=True)
     return [
         sys.executable, "-m", "dagster", "dev",
         "-w", str(ROOT / "workspace.yaml"),
@@ -54,13 +155,34 @@ def _dagster_command(settings: Settings, paths: StackPaths) -> list[str]:
     ]
 
 
-register(
-    Program(
-        "dagster",
-        _dagster_command,
-        lambda s: _http_ok(f"http://127.0.0.1:{s.dagster_port}/server_info"),
-        requires=("kafka", "s3"),
-        start_timeout_s=180.0,
-        ports=lambda s: (s.dagster_port,),
-    )
+# --------------------------------------------------------------------------- the table
+
+
+# What `start` runs without names, and what the project adds on top of it.
+INFRA_SERVICES = ("kafka", "s3", "redis")
+APP_PROGRAMS = ("ingestion", "landing", "query", "dagster")
+
+PROGRAMS: Mapping[str, Program] = MappingProxyType(
+    {
+        program.name: program
+        for program in (
+            Program(
+                "kafka", _kafka_command, _kafka_healthy, ensure_topic,
+                ports=lambda s: (s.kafka_port, s.kafka_controller_port),
+            ),
+            Program("s3", _s3_command, lambda s: s3_client(s).list_buckets(), ensure_buckets, ports=lambda s: (s.s3_port,)),
+            Program(
+                "redis", _redis_command, lambda s: redis.Redis.from_url(s.redis_url, socket_timeout=2).ping(),
+                ports=lambda s: (s.redis_port,),
+            ),
+            _uvicorn_program("ingestion", "ingestion_api.app:app", lambda s: s.ingestion_port, ("kafka", "redis")),
+            # Landing serves nothing: running under supervisord is its health.
+            Program("landing", lambda s, p: [sys.executable, "-m", "landing", "run"], lambda s: None, requires=("kafka", "s3")),
+            _uvicorn_program("query", "query_api.app:app", lambda s: s.query_port, ("s3",)),
+            Program(
+                "dagster", _dagster_command, lambda s: _http_ok(f"http://127.0.0.1:{s.dagster_port}/server_info"),
+                requires=("kafka", "s3"), start_timeout_s=180.0, ports=lambda s: (s.dagster_port,),
+            ),
+        )
+    }
 )

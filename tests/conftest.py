@@ -1,7 +1,7 @@
 """Fixtures that bring up the real stack and isolate each test inside it.
 
 The session fixture ``stack`` starts Kafka, the S3 server and Redis through
-infra.stack (reusing them when they already run) and stops them at the end if
+infra.supervisor (reusing them when they already run) and stops them at the end if
 it started them. Set HEATMAP_TEST_KEEP_STACK=1 to leave them running between
 runs. Each test that asks for ``settings`` gets its own topic, bucket and
 ClickHouse database inside that stack, so tests never see each other's data.
@@ -22,9 +22,12 @@ from pathlib import Path
 import httpx
 import pytest
 
+from heatmap_core.provision import ensure_buckets, ensure_topic
 from heatmap_core.settings import Settings
 from heatmap_core.timeutil import day_start, week_start
-from infra import stack as stack_module
+from infra import supervisor
+from infra.console import StackError
+from infra.programs import INFRA_SERVICES, PROGRAMS
 
 ROOT = Path(__file__).resolve().parent.parent
 ARTIFACTS = ROOT / "test-artifacts"
@@ -40,10 +43,10 @@ def stack_settings(tmp_path_factory) -> Settings:
 
 @pytest.fixture(scope="session")
 def stack(stack_settings: Settings):
-    started_here = not stack_module.is_running(stack_settings)
+    started_here = not supervisor.is_running(stack_settings)
     try:
-        stack_module.start(stack_settings, stack_module.INFRA_SERVICES)
-    except (stack_module.StackError, OSError) as exc:
+        supervisor.start(stack_settings, PROGRAMS, INFRA_SERVICES)
+    except (StackError, OSError) as exc:
         pytest.fail(
             f"the local stack did not start: {exc}\n"
             "install what it needs with `python -m infra.stack fetch` (Maven, Java 17, apt's redis-server)",
@@ -51,14 +54,12 @@ def stack(stack_settings: Settings):
         )
     yield stack_settings
     if started_here and os.environ.get("HEATMAP_TEST_KEEP_STACK") != "1":
-        stack_module.stop(stack_settings)
+        supervisor.stop(stack_settings)
 
 
 @pytest.fixture
 def settings(stack: Settings) -> Settings:
     """Settings isolated for one test: a fresh topic, raw bucket and ClickHouse database."""
-    from heatmap_core.s3 import ensure_bucket, s3_client
-
     tag = uuid.uuid4().hex[:10]
     isolated = stack.model_copy(
         update={
@@ -68,10 +69,8 @@ def settings(stack: Settings) -> Settings:
             "clickhouse_database": f"heatmap_test_{tag}",
         }
     )
-    stack_module.ensure_topic(isolated)
-    client = s3_client(isolated)
-    for bucket in (isolated.raw_bucket, isolated.assets_bucket):
-        ensure_bucket(client, bucket)
+    ensure_topic(isolated)
+    ensure_buckets(isolated)
     return isolated
 
 
@@ -137,6 +136,21 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+def private_stack_settings(directory: Path) -> Settings:
+    """A whole stack of its own: data and embedded ClickHouse under ``directory``, every port free."""
+    return Settings(
+        data_dir=directory / "stack",
+        kafka_bootstrap=f"127.0.0.1:{free_port()}",
+        kafka_controller_port=free_port(),
+        s3_endpoint=f"http://127.0.0.1:{free_port()}",
+        redis_url=f"redis://127.0.0.1:{free_port()}/0",
+        ingestion_port=free_port(),
+        query_port=free_port(),
+        dagster_port=free_port(),
+        clickhouse_dsn=f"chdb://{directory / 'clickhouse'}",
+    )
 
 
 @contextmanager

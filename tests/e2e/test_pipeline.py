@@ -1,7 +1,7 @@
 """End to end: HTTP ingestion -> Kafka -> landing -> lake -> Dagster daemon -> ClickHouse -> query API -> dashboard.
 
-The application programs run exactly as `make demo` runs them (infra.stack
-under supervisord), in a private data directory, against the session's
+The application programs run exactly as `make demo` runs them (infra.supervisor
+with the program table), in a private data directory, against the session's
 Kafka, S3 server and Redis with this test's own topic, bucket and ClickHouse
 database. Nothing is called directly: the Dagster daemon's sensors and
 declarative automation do the materializing. The ground truth recorded by
@@ -21,13 +21,12 @@ import httpx
 import pytest
 
 from heatmap_core.settings import Settings
-from infra import programs  # noqa: F401  (registers the application programs)
-from infra import stack as stack_module
+from infra import supervisor
+from infra.programs import APP_PROGRAMS, PROGRAMS
 from tests.conftest import day_of, free_port, week_of
 from traffic.cli import send_batches
 from traffic.generator import GroundTruth, TrafficSpec, build
 
-APP_PROGRAMS = ("ingestion", "landing", "query", "dagster")
 PIPELINE_TIMEOUT_S = 20 * 60
 
 
@@ -51,10 +50,10 @@ def pipeline(settings: Settings, tmp_path, monkeypatch):
     }.items():
         monkeypatch.setenv(name, value)
     try:
-        stack_module.start(app_settings, APP_PROGRAMS, with_requirements=False)
+        supervisor.start(app_settings, PROGRAMS, APP_PROGRAMS, with_requirements=False)
         yield app_settings
     finally:
-        stack_module.stop(app_settings)
+        supervisor.stop(app_settings)
 
 
 def _cells(url: str, params: dict) -> Counter:

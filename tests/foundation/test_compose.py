@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from infra.stack import compose_command
+from infra.fetch import compose_command
 
 COMPOSE = Path(__file__).resolve().parents[2] / "infra" / "docker-compose.yml"
 

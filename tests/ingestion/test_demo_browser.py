@@ -7,8 +7,8 @@ import uuid
 
 import pytest
 
+from heatmap_core.provision import ensure_topic
 from heatmap_core.settings import Settings
-from infra import stack as stack_module
 from tests.conftest import free_port, serve_app
 
 from .conftest import WRITE_KEYS, WRITE_KEYS_SETTING, read_topic
@@ -22,7 +22,7 @@ MAX_BATCH = 200
 def topic_settings(stack: Settings) -> Settings:
     """One topic for the module (the server outlives a test); each test writes its own screen_id."""
     isolated = stack.model_copy(update={"topic": f"test.browser.{uuid.uuid4().hex[:10]}"})
-    stack_module.ensure_topic(isolated)
+    ensure_topic(isolated)
     return isolated
 
 

@@ -11,7 +11,8 @@ import pytest
 from litestar.testing import TestClient
 
 from heatmap_core.settings import Settings
-from infra import stack as stack_module
+from infra import supervisor
+from infra.programs import PROGRAMS
 from ingestion_api.app import create_app
 from tests.conftest import free_port
 
@@ -30,9 +31,9 @@ def private_kafka(stack: Settings, tmp_path) -> Settings:
         kafka_delivery_timeout_s=3.0,
         auth_enabled=False,
     )
-    stack_module.start(private, ["kafka"])
+    supervisor.start(private, PROGRAMS, ["kafka"])
     yield private
-    stack_module.stop(private)
+    supervisor.stop(private)
 
 
 def test_kafka_down_gives_503_then_accepts_again(private_kafka):
@@ -45,11 +46,11 @@ def test_kafka_down_gives_503_then_accepts_again(private_kafka):
 
         assert post(first).status_code == 202
 
-        stack_module.stop_program(private_kafka, "kafka")
+        supervisor.stop_program(private_kafka, "kafka")
         down = [post(during), post(retried)]
         health = client.get("/health")
 
-        stack_module.start(private_kafka, ["kafka"])
+        supervisor.start(private_kafka, PROGRAMS, ["kafka"])
         # The producer reconnects on its own; the client keeps retrying the same batch_id as the demo does.
         answers = [post(retried).status_code for _ in range(10)]
 

@@ -1,0 +1,50 @@
+"""What must exist before the pipeline runs: the raw-events topic and the buckets.
+
+Both are created idempotently (creating what already exists changes nothing),
+so the local stack, the tests and the benchmarks call the same functions with
+their own settings. The topic's shape (partitions, retention) is fixed here
+from settings: Kafka's auto-creation is off, so nothing else creates it.
+``python -m heatmap_core.provision`` does both (the compose file runs it).
+"""
+
+from __future__ import annotations
+
+from kafka import KafkaAdminClient
+from kafka.admin import NewTopic
+from kafka.errors import TopicAlreadyExistsError
+
+from heatmap_core.s3 import ensure_bucket, s3_client
+from heatmap_core.settings import Settings, get_settings
+
+
+def ensure_topic(settings: Settings) -> None:
+    """``settings.topic`` with ``topic_partitions`` partitions and ``topic_retention_hours`` retention.
+
+    An existing topic is left as it is (its partition count is not changed).
+    """
+    admin = KafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap, request_timeout_ms=10000)
+    try:
+        topic = NewTopic(
+            name=settings.topic,
+            num_partitions=settings.topic_partitions,
+            replication_factor=1,
+            topic_configs={"retention.ms": str(settings.topic_retention_hours * 3600 * 1000)},
+        )
+        try:
+            admin.create_topics([topic])
+        except TopicAlreadyExistsError:
+            pass
+    finally:
+        admin.close()
+
+
+def ensure_buckets(settings: Settings) -> None:
+    """The raw lake bucket and the assets (screenshots) bucket."""
+    client = s3_client(settings)
+    for bucket in (settings.raw_bucket, settings.assets_bucket):
+        ensure_bucket(client, bucket)
+
+
+if __name__ == "__main__":  # the compose file's one-shot `provision` service
+    ensure_topic(get_settings())
+    ensure_buckets(get_settings())
