@@ -16,12 +16,12 @@ from litestar.config.cors import CORSConfig
 from litestar.di import Provide
 from litestar.dto import MsgspecDTO
 from litestar.exceptions import HTTPException
-from litestar.logging import LoggingConfig
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.datastructures import ResponseSpec
 from litestar.response import Redirect
 from litestar.static_files import create_static_files_router
 
+from heatmap_core.logs import configure_logging
 from heatmap_core.settings import Settings, get_settings
 from ingestion_api.auth import WRITE_KEY_HEADER, WriteKeys
 from ingestion_api.errors import ErrorBody, rejection_handler
@@ -93,21 +93,6 @@ async def index() -> Redirect:
     return Redirect(f"{DEMO_PATH}/")
 
 
-def _logging_config() -> LoggingConfig:
-    # Our logger writes one JSON object per line (observability.log_event); Litestar fills in its own defaults.
-    return LoggingConfig(
-        formatters={"json": {"format": "%(message)s"}},
-        handlers={
-            "json_queue": {
-                "class": "litestar.logging.standard.QueueListenerHandler",
-                "level": "DEBUG",
-                "formatter": "json",
-            },
-        },
-        loggers={"ingestion_api": {"level": "INFO", "handlers": ["json_queue"], "propagate": False}},
-    )
-
-
 def create_app(settings: Settings | None = None) -> Litestar:
     settings = settings or get_settings()
     metrics = Metrics()
@@ -151,8 +136,10 @@ def create_app(settings: Settings | None = None) -> Litestar:
             max_age=600,
         ),
         openapi_config=OpenAPIConfig(title="Heatmap ingestion API", version="1.0.0", path="/schema"),
-        logging_config=_logging_config(),
+        # The process entry point configures logging once (heatmap_core.logs); Litestar must not replace it.
+        logging_config=None,
     )
 
 
+configure_logging()
 app = create_app()

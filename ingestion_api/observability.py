@@ -1,26 +1,15 @@
-"""Counters (Prometheus text at GET /metrics) and one-JSON-object-per-line logs."""
+"""Counters (Prometheus text at GET /metrics) and the ingestion's structured log events."""
 
 from __future__ import annotations
 
 import logging
 from collections import Counter
-from datetime import UTC, datetime
+from functools import partial
 
-import msgspec
+from heatmap_core import logs
 
-logger = logging.getLogger("ingestion_api")
-_json = msgspec.json.Encoder()
-
-
-def log_event(event: str, level: int = logging.INFO, **fields: object) -> None:
-    if logger.isEnabledFor(level):
-        record = {
-            "ts": datetime.now(UTC).isoformat(),
-            "level": logging.getLevelName(level).lower(),
-            "event": event,
-            **fields,
-        }
-        logger.log(level, _json.encode(record).decode())
+# One JSON line per event, formatted and throttled by heatmap_core.logs.
+log_event = partial(logs.log_event, logging.getLogger("ingestion_api"))
 
 
 class Metrics:

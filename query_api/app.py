@@ -20,6 +20,7 @@ from litestar.static_files import create_static_files_router
 from litestar.status_codes import HTTP_400_BAD_REQUEST
 
 from heatmap_core.clickhouse import apply_schema, clickhouse
+from heatmap_core.logs import configure_logging
 from heatmap_core.settings import Settings, get_settings
 from query_api.auth import READ_KEY_HEADER, SECURITY_COMPONENTS
 from query_api.buckets import BadParameter
@@ -109,7 +110,10 @@ def create_app(settings: Settings | None = None) -> Litestar:
             path="/schema",
             components=Components(security_schemes=SECURITY_COMPONENTS),
         ),
+        # The process entry point configures logging once (heatmap_core.logs); Litestar must not replace it.
+        logging_config=None,
     )
 
 
+configure_logging()
 app = create_app()
