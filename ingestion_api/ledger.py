@@ -49,8 +49,10 @@ class LedgerUnavailable(Exception):
 
 class BatchLedger:
     def __init__(self, settings: Settings):
-        # Pending outlives the longest publish attempt, so a crashed instance cannot block a batch for long.
-        self._pending_ttl_s = int(settings.kafka_delivery_timeout_s) + 30
+        # The owner of a pending key has answered within its claim wait, the publish timeout and its commit
+        # wait; a 202 would have left "done". So once the key expires a retry may publish (the owner got
+        # a 503 or died), and a claim whose reply was lost in a Redis restart blocks its batch only this long.
+        self._pending_ttl_s = int(settings.kafka_delivery_timeout_s + 2 * LEDGER_WAIT_S) + 5
         self._redis = redis.Redis.from_url(
             settings.redis_url,
             socket_timeout=2.0,
@@ -61,7 +63,7 @@ class BatchLedger:
         )
 
     @staticmethod
-    def _key(client_id: str, batch_id: str) -> str:
+    def key(client_id: str, batch_id: str) -> str:
         return f"heatmap:ingest:batch:{client_id}:{batch_id}"
 
     async def _call(self, command, wait_s: float = LEDGER_WAIT_S):
@@ -74,7 +76,7 @@ class BatchLedger:
     async def claim(self, client_id: str, batch_id: str) -> Claim:
         token = _PENDING + uuid.uuid4().hex.encode()
         before = await self._call(
-            self._redis.set(self._key(client_id, batch_id), token, nx=True, get=True, ex=self._pending_ttl_s)
+            self._redis.set(self.key(client_id, batch_id), token, nx=True, get=True, ex=self._pending_ttl_s)
         )
         # None: the key was free and is ours now; our own token: a retried SET whose first reply was lost.
         if before is None or before == token:
@@ -83,11 +85,11 @@ class BatchLedger:
 
     async def commit(self, client_id: str, batch_id: str) -> None:
         """Record the batch as published; LedgerUnavailable means its retry would not be seen as a duplicate."""
-        await self._call(self._redis.set(self._key(client_id, batch_id), _DONE, ex=DONE_TTL_S))
+        await self._call(self._redis.set(self.key(client_id, batch_id), _DONE, ex=DONE_TTL_S))
 
     async def release(self, client_id: str, batch_id: str) -> None:
         try:
-            await self._call(self._redis.delete(self._key(client_id, batch_id)))
+            await self._call(self._redis.delete(self.key(client_id, batch_id)))
         except LedgerUnavailable:
             # The pending key then expires on its own after its short TTL.
             pass
