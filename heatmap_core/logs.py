@@ -31,7 +31,7 @@ import msgspec
 THROTTLE_INTERVAL_S = 60.0
 # Loggers whose INFO/DEBUG records are the project's own deliberate lines.
 OWN_LOGGERS = ("heatmap_core", "heatmap_assets", "ingestion_api", "landing", "query_api", "infra")
-# Servers that install handlers of their own before our entry point runs; their records are sent through ours.
+# Servers that may install handlers of their own before our entry point runs; their records go through ours.
 _REROUTED = ("uvicorn", "uvicorn.error", "uvicorn.access", "litestar")
 
 _json = msgspec.json.Encoder()
@@ -132,5 +132,7 @@ def configure_logging(level: str | int = "INFO", stream: TextIO | None = None) -
         logging.getLogger(name).setLevel(level.upper() if isinstance(level, str) else level)
     for name in _REROUTED:
         rerouted = logging.getLogger(name)
-        rerouted.handlers.clear()
-        rerouted.propagate = True
+        # A logger the server silenced (uvicorn --no-access-log: no handler, no propagation) stays silent.
+        if rerouted.handlers:
+            rerouted.handlers.clear()
+            rerouted.propagate = True
