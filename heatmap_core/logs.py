@@ -24,7 +24,6 @@ import sys
 import threading
 import time
 from datetime import UTC, datetime
-from typing import TextIO
 
 import msgspec
 
@@ -37,7 +36,9 @@ _REROUTED = ("uvicorn", "uvicorn.error", "uvicorn.access", "litestar")
 _json = msgspec.json.Encoder()
 
 
-def log_event(logger: logging.Logger, event: str, level: int = logging.INFO, *, always: bool = False, **fields: object) -> None:
+def log_event(
+    logger: logging.Logger, event: str, level: int = logging.INFO, *, always: bool = False, **fields: object
+) -> None:
     """One structured line: ``event`` names what happened, ``fields`` are its values (JSON-encodable)."""
     logger.log(level, event, extra={"event_fields": fields, "always": always})
 
@@ -104,18 +105,25 @@ class RepeatThrottle(logging.Filter):
 _listener: logging.handlers.QueueListener | None = None
 
 
-def configure_logging(level: str | int = "INFO", stream: TextIO | None = None) -> None:
+def _stop_listener() -> None:
+    """Write out what is queued; safe to call again."""
+    global _listener
+    if _listener is not None:
+        _listener.stop()
+        _listener = None
+
+
+def configure_logging(level: str | int = "INFO") -> None:
     """Make this process's logging the project's one setup; call it from an entry point (again: replaces it).
 
     Our loggers log from ``level`` up; every other library from WARNING up (their
     INFO is connection chatter). Everything, including what uvicorn and Litestar
-    log, is throttled and formatted in the caller, then written by a listener
-    thread, so a slow stderr never blocks an event loop.
+    log, is throttled and formatted in the caller, then written to stderr by a
+    listener thread, so a slow stderr never blocks an event loop.
     """
     global _listener
-    if _listener is not None:
-        _listener.stop()
-    writer = logging.StreamHandler(stream or sys.stderr)
+    _stop_listener()
+    writer = logging.StreamHandler(sys.stderr)
     writer.setFormatter(logging.Formatter("%(message)s"))
     records: queue.SimpleQueue[logging.LogRecord] = queue.SimpleQueue()
     handler = logging.handlers.QueueHandler(records)
@@ -123,7 +131,7 @@ def configure_logging(level: str | int = "INFO", stream: TextIO | None = None) -
     handler.addFilter(RepeatThrottle())
     _listener = logging.handlers.QueueListener(records, writer)
     _listener.start()
-    atexit.register(_listener.stop)
+    atexit.register(_stop_listener)
 
     root = logging.getLogger()
     root.handlers[:] = [handler]
