@@ -1,6 +1,6 @@
 """Batch idempotency in Redis: a batch_id is published at most once per client within a TTL.
 
-A claim is one atomic ``SET NX GET`` of "pending:<token>" with a short TTL; after
+A claim is one atomic ``SET NX GET`` (Redis 7.0 or later) of "pending:<token>" with a short TTL; after
 Kafka's ack it becomes "done" with the long TTL; a failed publish deletes it so
 the client's retry can go through. A retry that arrives while the first attempt
 is still waiting on Kafka sees "pending" and is told to come back (409), because
@@ -31,7 +31,7 @@ from heatmap_core.settings import Settings
 DONE_TTL_S = 24 * 3600
 # Longest wait for one ledger operation, retries included: a Redis restart usually takes a few seconds.
 LEDGER_WAIT_S = 6.0
-# Backoff 50 ms doubling to 1 s: about 5 s of waiting over 10 retries, then LEDGER_WAIT_S cuts it off.
+# Backoff 100 ms doubling to 1 s, 10 retries (about 7.5 s of waiting): LEDGER_WAIT_S ends it first.
 _RETRY = Retry(ExponentialBackoff(cap=1.0, base=0.05), retries=10)
 _PENDING = b"pending:"
 _DONE = b"done"
