@@ -16,7 +16,6 @@ from litestar.config.cors import CORSConfig
 from litestar.di import Provide
 from litestar.dto import MsgspecDTO
 from litestar.exceptions import HTTPException
-from litestar.logging import LoggingConfig
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.datastructures import ResponseSpec
 from litestar.openapi.spec import Components, SecurityScheme
@@ -24,6 +23,7 @@ from litestar.response import Redirect
 from litestar.static_files import create_static_files_router
 from litestar.typing import FieldDefinition
 
+from heatmap_core.logs import configure_logging
 from heatmap_core.settings import Settings, get_settings
 from heatmap_http.params import single_valued
 from heatmap_http.problems import documented, exception_handlers
@@ -110,24 +110,6 @@ async def index() -> Redirect:
     return Redirect(f"{DEMO_PATH}/")
 
 
-def _logging_config() -> LoggingConfig:
-    # Our logger writes one JSON object per line (observability.log_event); Litestar fills in its own defaults.
-    return LoggingConfig(
-        formatters={"json": {"format": "%(message)s"}},
-        handlers={
-            "json_queue": {
-                "class": "litestar.logging.standard.QueueListenerHandler",
-                "level": "DEBUG",
-                "formatter": "json",
-            },
-        },
-        loggers={
-            "ingestion_api": {"level": "INFO", "handlers": ["json_queue"], "propagate": False},
-            "heatmap_http": {"level": "INFO", "handlers": ["json_queue"], "propagate": False},
-        },
-    )
-
-
 def create_app(settings: Settings | None = None) -> Litestar:
     settings = settings or get_settings()
     metrics = Metrics()
@@ -178,8 +160,10 @@ def create_app(settings: Settings | None = None) -> Litestar:
             path="/schema",
             components=Components(security_schemes=_WRITE_KEY_SCHEMES),
         ),
-        logging_config=_logging_config(),
+        # The process entry point configures logging once (heatmap_core.logs); Litestar must not replace it.
+        logging_config=None,
     )
 
 
+configure_logging()
 app = create_app()

@@ -1,23 +1,39 @@
 """Batch idempotency in Redis: a batch_id is published at most once per client within a TTL.
 
-A claim is a ``SET NX`` of "pending" with a short TTL; after Kafka's ack it
-becomes "done" with the long TTL; a failed publish deletes it so the client's
-retry can go through. A retry that arrives while the first attempt is still
-waiting on Kafka sees "pending" and is told to come back (409), because
+A claim is one atomic ``SET NX GET`` (Redis 7.0 or later) of "pending:<token>" with a short TTL; after
+Kafka's ack it becomes "done" with the long TTL; a failed publish deletes it so
+the client's retry can go through. A retry that arrives while the first attempt
+is still waiting on Kafka sees "pending" and is told to come back (409), because
 acknowledging it then could acknowledge a batch that ends up not published.
+
+Across a Redis restart the invariant the API keeps is: a batch answered 202 has
+its "done" key. Every command is retried on a connection error (a connection from
+before the restart fails once, is dropped and re-opened; a restart of a few
+seconds is ridden out), within ``LEDGER_WAIT_S`` per operation. The claim carries
+a token of its own so that a retried ``SET NX`` whose first reply was lost
+recognises its own claim instead of reporting it as someone else's. A commit that
+still fails raises, and the caller answers 503, never 202.
 """
 
 from __future__ import annotations
 
+import asyncio
 import enum
+import uuid
 
 import redis.asyncio as redis
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialBackoff
 from redis.exceptions import RedisError
 
 from heatmap_core.settings import Settings
 
 DONE_TTL_S = 24 * 3600
-_PENDING = b"pending"
+# Longest wait for one ledger operation, retries included: a Redis restart usually takes a few seconds.
+LEDGER_WAIT_S = 6.0
+# Backoff 100 ms doubling to 1 s, 10 retries (about 7.5 s of waiting): LEDGER_WAIT_S ends it first.
+_RETRY = Retry(ExponentialBackoff(cap=1.0, base=0.05), retries=10)
+_PENDING = b"pending:"
 _DONE = b"done"
 
 
@@ -28,50 +44,59 @@ class Claim(enum.Enum):
 
 
 class LedgerUnavailable(Exception):
-    """Redis did not answer; without it a retry could be published twice."""
+    """Redis did not answer within LEDGER_WAIT_S; without it a retry could be published twice."""
 
 
 class BatchLedger:
     def __init__(self, settings: Settings):
-        # Pending outlives the longest publish attempt, so a crashed instance cannot block a batch for long.
-        self._pending_ttl_s = int(settings.kafka_delivery_timeout_s) + 30
+        # The owner of a pending key has answered within its claim wait, the publish timeout and its commit
+        # wait; a 202 would have left "done". So once the key expires a retry may publish (the owner got
+        # a 503 or died), and a claim whose reply was lost in a Redis restart blocks its batch only this long.
+        self._pending_ttl_s = int(settings.kafka_delivery_timeout_s + 2 * LEDGER_WAIT_S) + 5
         self._redis = redis.Redis.from_url(
-            settings.redis_url, socket_timeout=2.0, socket_connect_timeout=2.0, health_check_interval=30
+            settings.redis_url,
+            socket_timeout=2.0,
+            socket_connect_timeout=1.0,
+            retry=_RETRY,
+            # A pooled connection idle this long is pinged (and re-opened if dead) before it is used.
+            health_check_interval=5,
         )
 
     @staticmethod
-    def _key(client_id: str, batch_id: str) -> str:
+    def key(client_id: str, batch_id: str) -> str:
         return f"heatmap:ingest:batch:{client_id}:{batch_id}"
 
-    async def claim(self, client_id: str, batch_id: str) -> Claim:
-        key = self._key(client_id, batch_id)
+    async def _call(self, command, wait_s: float = LEDGER_WAIT_S):
         try:
-            if await self._redis.set(key, _PENDING, nx=True, ex=self._pending_ttl_s):
-                return Claim.NEW
-            # A key that expired between SET and GET reads as None: treat it as in flight, the retry resolves it.
-            return Claim.DONE if await self._redis.get(key) == _DONE else Claim.PENDING
-        except RedisError as exc:
+            async with asyncio.timeout(wait_s):
+                return await command
+        except (RedisError, TimeoutError) as exc:
             raise LedgerUnavailable(repr(exc)) from exc
 
+    async def claim(self, client_id: str, batch_id: str) -> Claim:
+        token = _PENDING + uuid.uuid4().hex.encode()
+        before = await self._call(
+            self._redis.set(self.key(client_id, batch_id), token, nx=True, get=True, ex=self._pending_ttl_s)
+        )
+        # None: the key was free and is ours now; our own token: a retried SET whose first reply was lost.
+        if before is None or before == token:
+            return Claim.NEW
+        return Claim.DONE if before == _DONE else Claim.PENDING
+
     async def commit(self, client_id: str, batch_id: str) -> None:
-        try:
-            await self._redis.set(self._key(client_id, batch_id), _DONE, ex=DONE_TTL_S)
-        except RedisError as exc:
-            # Kafka already has the batch: the ack stands; only a retry's dedup is lost.
-            raise LedgerUnavailable(repr(exc)) from exc
+        """Record the batch as published; LedgerUnavailable means its retry would not be seen as a duplicate."""
+        await self._call(self._redis.set(self.key(client_id, batch_id), _DONE, ex=DONE_TTL_S))
 
     async def release(self, client_id: str, batch_id: str) -> None:
         try:
-            await self._redis.delete(self._key(client_id, batch_id))
-        except RedisError:
+            await self._call(self._redis.delete(self.key(client_id, batch_id)))
+        except LedgerUnavailable:
             # The pending key then expires on its own after its short TTL.
             pass
 
     async def ping(self) -> None:
-        try:
-            await self._redis.ping()
-        except RedisError as exc:
-            raise LedgerUnavailable(repr(exc)) from exc
+        # A health probe wants an answer soon, not a ridden-out restart.
+        await self._call(self._redis.ping(), wait_s=2.0)
 
     async def close(self) -> None:
         await self._redis.aclose()

@@ -1,28 +1,17 @@
-"""Counters (Prometheus text at GET /metrics, through prometheus-client) and one-JSON-object-per-line logs."""
+"""Counters (Prometheus text at GET /metrics, through prometheus-client) and the ingestion's structured log events."""
 
 from __future__ import annotations
 
 import logging
-from datetime import UTC, datetime
+from functools import partial
 
-import msgspec
-from prometheus_client import Counter as Counter
+from prometheus_client import Counter
 
+from heatmap_core import logs
 from heatmap_http.metrics import AppMetrics
 
-logger = logging.getLogger("ingestion_api")
-_json = msgspec.json.Encoder()
-
-
-def log_event(event: str, level: int = logging.INFO, **fields: object) -> None:
-    if logger.isEnabledFor(level):
-        record = {
-            "ts": datetime.now(UTC).isoformat(),
-            "level": logging.getLevelName(level).lower(),
-            "event": event,
-            **fields,
-        }
-        logger.log(level, _json.encode(record).decode())
+# One JSON line per event, formatted and throttled by heatmap_core.logs.
+log_event = partial(logs.log_event, logging.getLogger("ingestion_api"))
 
 
 class Metrics(AppMetrics):

@@ -16,6 +16,11 @@ from ingestion_api.observability import Metrics, log_event
 from ingestion_api.publisher import KafkaPublisher, KafkaUnavailable
 
 
+def _unavailable(detail: str, events: int) -> BatchRejected:
+    """A 503 with Retry-After: nothing acknowledged, the client retries the same batch_id."""
+    return BatchRejected(503, detail, events=events, retry_after_s=UNAVAILABLE_RETRY_AFTER_S)
+
+
 class IngestService:
     def __init__(
         self,
@@ -42,9 +47,7 @@ class IngestService:
         try:
             claim = await self.ledger.claim(batch.client_id, batch_id)
         except LedgerUnavailable as exc:
-            raise BatchRejected(
-                503, "idempotency store (Redis) unavailable", events=count, retry_after_s=UNAVAILABLE_RETRY_AFTER_S
-            ) from exc
+            raise _unavailable("idempotency store (Redis) unavailable", count) from exc
         if claim is Claim.DONE:
             return self._accepted(batch, batch_id, count, duplicate=True)
         if claim is Claim.PENDING:
@@ -67,18 +70,14 @@ class IngestService:
             delivered = await self.publisher.publish(self._topic, record.key, encode_record(record))
         except KafkaUnavailable as exc:
             await self.ledger.release(batch.client_id, batch_id)
-            log_event("kafka_publish_failed", logging.WARNING, batch_id=batch_id, error=str(exc))
-            raise BatchRejected(
-                503,
-                "Kafka unavailable: batch not accepted, retry later",
-                events=count,
-                retry_after_s=UNAVAILABLE_RETRY_AFTER_S,
-            ) from exc
+            raise _unavailable("Kafka unavailable: batch not accepted, retry later", count) from exc
         try:
             await self.ledger.commit(batch.client_id, batch_id)
         except LedgerUnavailable as exc:
-            # Kafka has the batch, so it is acknowledged; only dedup of a retry is lost.
+            # Never a 202 without its key: the client's retry is then published again (the hourly job
+            # deduplicates it by event key), which is better than a 202 whose re-send is not a duplicate.
             log_event("ledger_commit_failed", logging.WARNING, batch_id=batch_id, error=str(exc))
+            raise _unavailable("idempotency store (Redis) unavailable: batch not acknowledged, retry later", count) from exc
         return self._accepted(
             batch, batch_id, count, duplicate=False, partition=delivered.partition, offset=delivered.offset
         )

@@ -2,29 +2,13 @@
 
 from __future__ import annotations
 
-import logging
-import sys
-
 import typer
 
+from heatmap_core.logs import configure_logging
 from heatmap_core.settings import get_settings
 from landing.service import Landing, LandingOptions
 
 app = typer.Typer(help="Land Kafka records of heatmap.events.raw in the raw lake, effectively once.", no_args_is_help=True)
-
-
-def _configure_logging(level: str) -> None:
-    if sys.stderr.isatty():
-        from rich.logging import RichHandler
-
-        handler: logging.Handler = RichHandler(show_path=False)
-        fmt = "%(message)s"
-    else:
-        handler = logging.StreamHandler()
-        fmt = "%(asctime)s %(levelname)s %(name)s: %(message)s"
-    handler.setFormatter(logging.Formatter(fmt))
-    logging.basicConfig(level=logging.WARNING, handlers=[handler], force=True)
-    logging.getLogger("landing").setLevel(level.upper())
 
 
 @app.command()
@@ -42,7 +26,7 @@ def run(
     log_level: str = typer.Option("INFO", envvar="HEATMAP_LANDING_LOG_LEVEL"),
 ) -> None:
     """Consume until SIGTERM or SIGINT, then flush, commit and leave the group."""
-    _configure_logging(log_level)
+    configure_logging(log_level)
     options = LandingOptions(
         group=group,
         instance_id=instance_id,

@@ -18,6 +18,7 @@ from litestar.response import Redirect
 from litestar.static_files import create_static_files_router
 
 from heatmap_core.clickhouse import apply_schema, clickhouse
+from heatmap_core.logs import configure_logging
 from heatmap_core.settings import Settings, get_settings
 from heatmap_http.metrics import AppMetrics
 from heatmap_http.params import single_valued
@@ -93,7 +94,10 @@ def create_app(settings: Settings | None = None) -> Litestar:
             path="/schema",
             components=Components(security_schemes=SECURITY_COMPONENTS),
         ),
+        # The process entry point configures logging once (heatmap_core.logs); Litestar must not replace it.
+        logging_config=None,
     )
 
 
+configure_logging()
 app = create_app()

@@ -74,6 +74,35 @@ def settings(stack: Settings) -> Settings:
     return isolated
 
 
+@pytest.fixture
+def private_kafka(stack: Settings, tmp_path) -> Settings:
+    """A single-node Kafka of the test's own on free ports, which the test may stop (the shared one never is)."""
+    private = Settings(
+        data_dir=tmp_path,
+        kafka_bootstrap=f"127.0.0.1:{free_port()}",
+        kafka_controller_port=free_port(),
+        redis_url=stack.redis_url,
+        topic="outage.events",
+        topic_partitions=2,
+        kafka_delivery_timeout_s=3.0,
+        auth_enabled=False,
+    )
+    supervisor.start(private, PROGRAMS, ["kafka"])
+    yield private
+    supervisor.stop(private)
+
+
+@pytest.fixture
+def private_redis(settings: Settings, tmp_path) -> Settings:
+    """The test's settings with a Redis of its own on a free port, which the test may restart."""
+    private = settings.model_copy(
+        update={"data_dir": tmp_path, "redis_url": f"redis://127.0.0.1:{free_port()}/0", "auth_enabled": False}
+    )
+    supervisor.start(private, PROGRAMS, ["redis"])
+    yield private
+    supervisor.stop(private)
+
+
 @pytest.fixture(scope="session")
 def chromium_path() -> str:
     if not Path(CHROMIUM).exists():

@@ -7,33 +7,13 @@ from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
 
-import pytest
 from litestar.testing import TestClient
 
-from heatmap_core.settings import Settings
 from infra import supervisor
 from infra.programs import PROGRAMS
 from ingestion_api.app import create_app
-from tests.conftest import free_port
 
 from .conftest import make_batch, read_topic
-
-
-@pytest.fixture
-def private_kafka(stack: Settings, tmp_path) -> Settings:
-    private = Settings(
-        data_dir=tmp_path,
-        kafka_bootstrap=f"127.0.0.1:{free_port()}",
-        kafka_controller_port=free_port(),
-        redis_url=stack.redis_url,
-        topic="outage.events",
-        topic_partitions=2,
-        kafka_delivery_timeout_s=3.0,
-        auth_enabled=False,
-    )
-    supervisor.start(private, PROGRAMS, ["kafka"])
-    yield private
-    supervisor.stop(private)
 
 
 def test_kafka_down_gives_503_then_accepts_again(private_kafka):

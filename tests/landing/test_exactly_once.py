@@ -120,7 +120,7 @@ def test_sigterm_flushes_then_commits(settings, start_landing):
     origins = produce(settings, records)
     # Nothing would be flushed for an hour: whatever lands was flushed by the shutdown.
     landing = start_landing("--flush-interval", "3600", "--max-events", "1000000")
-    landing.wait_for_log(r"buffered=3000 lag=20 records\n")
+    landing.wait_for_log(r"buffered=3000 lag=20 records\"")
     assert [k for k in list_keys(settings) if parse_part_key(k)] == []
 
     assert landing.stop(signal.SIGTERM) == 0
