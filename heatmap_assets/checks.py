@@ -17,7 +17,6 @@ run from the UI on demand.
 """
 
 
-import os
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -33,6 +32,7 @@ from dagster import (
     asset_check,
 )
 
+from heatmap_assets.keys import DAILY_KEY, HOURLY_KEY, RAW_EVENTS, WEEKLY_KEY
 from heatmap_assets.partitions import (
     DAYS_OF_WEEK,
     HOURS_OF_DAY,
@@ -44,11 +44,7 @@ from heatmap_assets.partitions import (
 from heatmap_core.clickhouse import utc_param
 from heatmap_core.grid import GRID_H, GRID_W
 from heatmap_core.schema import BucketTable
-
-RAW_EVENTS = AssetKey("raw_events")
-HOURLY_KEY = AssetKey("heatmap_hourly")
-DAILY_KEY = AssetKey("heatmap_daily")
-WEEKLY_KEY = AssetKey("heatmap_weekly")
+from heatmap_core.settings import get_settings
 
 GRID_CHECK = "cells_within_grid"
 UNIQUE_CHECK = "no_duplicate_cells"
@@ -182,16 +178,13 @@ def lake_distinct_events(client, url_glob: str, fmt: str, access_key: str, secre
 
 # --------------------------------------------------------------------------- late partitions
 
-LAG_ENV = "HEATMAP_FRESHNESS_LAG_MINUTES"
-LOOKBACK_ENV = "HEATMAP_FRESHNESS_LOOKBACK_HOURS"
-
 
 def allowed_lag() -> timedelta:
-    return timedelta(minutes=float(os.environ.get(LAG_ENV, "30")))
+    return timedelta(minutes=get_settings().dagster.freshness_lag_minutes)
 
 
 def freshness_lookback() -> timedelta:
-    return timedelta(hours=float(os.environ.get(LOOKBACK_ENV, "72")))
+    return timedelta(hours=get_settings().dagster.freshness_lookback_hours)
 
 
 @dataclass(frozen=True)

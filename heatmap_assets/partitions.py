@@ -15,7 +15,6 @@ data arrives, so dashboards are near real time.
 
 from __future__ import annotations
 
-import os
 from datetime import UTC, date, datetime, timedelta
 
 from dagster import (
@@ -25,10 +24,9 @@ from dagster import (
     WeeklyPartitionsDefinition,
 )
 
+from heatmap_core.settings import get_settings
+
 TIMEZONE = "UTC"
-START_ENV = "HEATMAP_PARTITIONS_START"
-LOOKBACK_ENV = "HEATMAP_PARTITIONS_LOOKBACK_DAYS"
-DEFAULT_LOOKBACK_DAYS = 35
 
 HOUR_FMT = "%Y-%m-%d-%H:%M"
 DAY_FMT = "%Y-%m-%d"
@@ -41,12 +39,11 @@ def sunday_on_or_before(day: date) -> date:
 
 def partitions_start(today: date | None = None) -> date:
     """The first day of every partition set: a Sunday."""
-    configured = os.environ.get(START_ENV, "").strip()
-    if configured:
-        return sunday_on_or_before(date.fromisoformat(configured))
+    settings = get_settings().dagster
+    if settings.partitions_start is not None:
+        return sunday_on_or_before(settings.partitions_start)
     today = today or datetime.now(UTC).date()
-    lookback = int(os.environ.get(LOOKBACK_ENV, DEFAULT_LOOKBACK_DAYS))
-    return sunday_on_or_before(today - timedelta(days=lookback))
+    return sunday_on_or_before(today - timedelta(days=settings.partitions_lookback_days))
 
 
 START = partitions_start()
