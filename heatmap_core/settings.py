@@ -213,7 +213,7 @@ class Settings(BaseSettings):
         return [origin.strip() for origin in self.cors_origins.split(",") if origin.strip()]
 
 
-def env_name(group: BaseSettings, field: str) -> str:
+def env_name(group: BaseSettings | type[BaseSettings], field: str) -> str:
     """The environment variable a field of ``group`` (Settings or one of its groups) is read from."""
     return f"{group.model_config['env_prefix']}{field}".upper()
 
