@@ -49,7 +49,7 @@ MAX_ENTRIES_PER_TICK = 2000
 _DAGSTER = get_settings().dagster
 
 
-# --------------------------------------------------------------------------- the ledger scan, Dagster-free
+# --------------------------------------------------------------------------- the ledger scan: no sensor context, no S3 client
 
 
 @dataclass(frozen=True)
