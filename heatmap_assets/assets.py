@@ -8,7 +8,6 @@ the bucket's current truth: no duplicates, no stale cells, no half bucket.
 """
 
 
-import os
 import time
 from datetime import datetime, timedelta
 from typing import NamedTuple
@@ -30,6 +29,7 @@ from dagster import (
 
 from heatmap_assets import checks
 from heatmap_assets.automation import hourly_condition, rollup_condition
+from heatmap_assets.keys import DAILY_KEY, HOURLY_KEY, RAW_EVENTS, TOPIC_KEY, WEEKLY_KEY
 from heatmap_assets.partitions import (
     DAYS_OF_WEEK,
     HOURS_OF_DAY,
@@ -58,8 +58,7 @@ GROUP = "heatmap"
 # (`dagster instance concurrency set heatmap_bucket_writes 1`).
 BUCKET_WRITES_POOL = "heatmap_bucket_writes"
 MAX_LISTED_PATHS = 50
-
-TOPIC_KEY = AssetKey("heatmap_events_topic")
+_DAGSTER = get_settings().dagster
 
 
 # The column tables the Dagster UI shows, generated from heatmap_core's definitions.
@@ -72,14 +71,8 @@ RAW_SCHEMA = TableSchema(
 )
 
 
-def _minutes_env(name: str, default: float) -> float:
-    return float(os.environ.get(name, default))
-
-
-def freshness(name: str, fail_default_h: float, warn_default_h: float) -> FreshnessPolicy:
-    """Asset-level freshness (evaluated by Dagster's freshness daemon), overridable by env in minutes."""
-    fail = _minutes_env(f"HEATMAP_FRESHNESS_{name}_FAIL_MINUTES", fail_default_h * 60)
-    warn = _minutes_env(f"HEATMAP_FRESHNESS_{name}_WARN_MINUTES", warn_default_h * 60)
+def freshness(fail: float, warn: float) -> FreshnessPolicy:
+    """Asset-level freshness in minutes (evaluated by Dagster's freshness daemon); no warning unless warn < fail."""
     return FreshnessPolicy.time_window(
         fail_window=timedelta(minutes=fail), warn_window=timedelta(minutes=warn) if warn < fail else None
     )
@@ -111,7 +104,7 @@ kafka_topic = AssetSpec(
 )
 
 raw_events = AssetSpec(
-    checks.RAW_EVENTS,
+    RAW_EVENTS,
     deps=[TOPIC_KEY],
     partitions_def=hourly_partitions,
     description=(
@@ -135,13 +128,13 @@ raw_events = AssetSpec(
 
 
 @asset(
-    name="heatmap_hourly",
+    key=HOURLY_KEY,
     partitions_def=hourly_partitions,
-    deps=[AssetDep(checks.RAW_EVENTS, partition_mapping=SAME_HOUR)],
+    deps=[AssetDep(RAW_EVENTS, partition_mapping=SAME_HOUR)],
     backfill_policy=BackfillPolicy.single_run(),
     pool=BUCKET_WRITES_POOL,
     automation_condition=hourly_condition(),
-    freshness_policy=freshness("HOURLY", 3, 1.5),
+    freshness_policy=freshness(_DAGSTER.freshness_hourly_fail_minutes, _DAGSTER.freshness_hourly_warn_minutes),
     check_specs=checks.HOURLY_CHECKS,
     kinds={"spark", "clickhouse"},
     group_name=GROUP,
@@ -246,7 +239,7 @@ def _hourly_checks(clickhouse: ClickHouseResource, lake_store: LakeResource, per
             mismatched[hour_key(stats.hour)] = {"raw_events": raw, "hourly_sum": cells}
     results = [
         AssetCheckResult(
-            asset_key=checks.HOURLY_KEY,
+            asset_key=HOURLY_KEY,
             check_name=checks.RAW_MATCH,
             passed=not mismatched,
             metadata={
@@ -258,7 +251,7 @@ def _hourly_checks(clickhouse: ClickHouseResource, lake_store: LakeResource, per
         )
     ]
     with clickhouse.connect() as client:
-        results += checks.table_checks(client, database, HOURLY, checks.HOURLY_KEY, [h.hour for h in per_hour])
+        results += checks.table_checks(client, database, HOURLY, HOURLY_KEY, [h.hour for h in per_hour])
     return results
 
 
@@ -359,7 +352,7 @@ def _rollup_asset(
     """A rollup asset: each partition is the sum of the upstream buckets its partition mapping puts inside it."""
 
     @asset(
-        name=asset_key.path[-1],
+        key=asset_key,
         partitions_def=partitions_def,
         deps=[AssetDep(upstream_key, partition_mapping=partition_mapping)],
         backfill_policy=BackfillPolicy.single_run(),
@@ -387,13 +380,13 @@ heatmap_daily = _rollup_asset(
     source=HOURLY,
     target=DAILY,
     partitions_def=daily_partitions,
-    upstream_key=checks.HOURLY_KEY,
+    upstream_key=HOURLY_KEY,
     partition_mapping=HOURS_OF_DAY,
-    asset_key=checks.DAILY_KEY,
+    asset_key=DAILY_KEY,
     check_name=checks.HOURLY_MATCH,
     check_specs=checks.DAILY_CHECKS,
     period=timedelta(days=1),
-    freshness_policy=freshness("DAILY", 26, 6),
+    freshness_policy=freshness(_DAGSTER.freshness_daily_fail_minutes, _DAGSTER.freshness_daily_warn_minutes),
     description=(
         "Mouse events per grid cell for each client, screen and UTC day: the sum of the day's 24 hourly "
         "buckets, computed inside ClickHouse (INSERT ... SELECT) and swapped in atomically."
@@ -404,13 +397,13 @@ heatmap_weekly = _rollup_asset(
     source=DAILY,
     target=WEEKLY,
     partitions_def=weekly_partitions,
-    upstream_key=checks.DAILY_KEY,
+    upstream_key=DAILY_KEY,
     partition_mapping=DAYS_OF_WEEK,
-    asset_key=checks.WEEKLY_KEY,
+    asset_key=WEEKLY_KEY,
     check_name=checks.DAILY_MATCH,
     check_specs=checks.WEEKLY_CHECKS,
     period=timedelta(days=7),
-    freshness_policy=freshness("WEEKLY", 24 * 8, 30),
+    freshness_policy=freshness(_DAGSTER.freshness_weekly_fail_minutes, _DAGSTER.freshness_weekly_warn_minutes),
     description=(
         "Mouse events per grid cell for each client, screen and week (Sunday to Saturday, UTC, like "
         "ClickHouse toStartOfWeek): the sum of the week's 7 daily buckets, computed inside ClickHouse "

@@ -20,21 +20,16 @@ The condition sensor is declared explicitly and starts RUNNING, so a fresh
 
 from __future__ import annotations
 
-import os
 from datetime import timedelta
 
-from dagster import AutomationCondition, AutomationConditionSensorDefinition, DefaultSensorStatus
+from dagster import AssetSelection, AutomationCondition, AutomationConditionSensorDefinition, DefaultSensorStatus
 
-LOOKBACK_ENV = "HEATMAP_AUTOMATION_LOOKBACK_DAYS"
-INTERVAL_ENV = "HEATMAP_AUTOMATION_INTERVAL_SECONDS"
+from heatmap_assets.keys import AGGREGATES
+from heatmap_core.settings import get_settings
 
 
 def lookback() -> timedelta:
-    return timedelta(days=float(os.environ.get(LOOKBACK_ENV, "14")))
-
-
-def _quiet_upstream_and_self() -> AutomationCondition:
-    return ~AutomationCondition.any_deps_in_progress() & ~AutomationCondition.in_progress()
+    return timedelta(days=get_settings().dagster.automation_lookback_days)
 
 
 def _window(bucket: timedelta) -> AutomationCondition:
@@ -44,29 +39,37 @@ def _window(bucket: timedelta) -> AutomationCondition:
     return AutomationCondition.in_latest_time_window(lookback() + bucket)
 
 
+def _eager_over(bucket: timedelta) -> AutomationCondition:
+    """Dagster's ``eager()``, over the lookback window rather than only the latest partition.
+
+    eager() alone never rebuilds yesterday's hour when its late data lands.
+    """
+    return AutomationCondition.eager().replace("in_latest_time_window", _window(bucket))
+
+
 def hourly_condition() -> AutomationCondition:
-    return (
-        _window(timedelta(hours=1))
-        & (AutomationCondition.newly_missing() | AutomationCondition.any_deps_updated()).since_last_handled()
-        & ~AutomationCondition.any_deps_missing()
-        & _quiet_upstream_and_self()
-    ).with_label("raw events of the hour new or changed")
+    return _eager_over(timedelta(hours=1)).with_label("raw events of the hour new or changed")
 
 
 def rollup_condition(bucket: timedelta) -> AutomationCondition:
     return (
-        _window(bucket)
-        & AutomationCondition.any_deps_updated().since_last_handled()
-        & _quiet_upstream_and_self()
-    ).with_label("an upstream bucket of the window changed")
-
-
-def automation_sensor(target) -> AutomationConditionSensorDefinition:
-    return AutomationConditionSensorDefinition(
-        "heatmap_automation",
-        target=target,
-        default_status=DefaultSensorStatus.RUNNING,
-        minimum_interval_seconds=int(os.environ.get(INTERVAL_ENV, "30")),
-        emit_backfills=True,
-        description="Evaluates the automation conditions of the heatmap aggregates.",
+        _eager_over(bucket)
+        # A day with traffic in only some hours must still roll up: missing hours add zero rows.
+        .without(~AutomationCondition.any_deps_missing())
+        # Without that guard, newly_missing would run each new (still empty) day or week as it appears.
+        .replace(
+            AutomationCondition.newly_missing() | AutomationCondition.any_deps_updated(),
+            AutomationCondition.any_deps_updated(),
+        )
+        .with_label("an upstream bucket of the window changed")
     )
+
+
+heatmap_automation = AutomationConditionSensorDefinition(
+    "heatmap_automation",
+    target=AssetSelection.assets(*AGGREGATES),
+    default_status=DefaultSensorStatus.RUNNING,
+    minimum_interval_seconds=get_settings().dagster.automation_interval_seconds,
+    emit_backfills=True,
+    description="Evaluates the automation conditions of the heatmap aggregates.",
+)

@@ -17,7 +17,6 @@ run from the UI on demand.
 """
 
 
-import os
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -33,6 +32,7 @@ from dagster import (
     asset_check,
 )
 
+from heatmap_assets.keys import DAILY_KEY, HOURLY_KEY, RAW_EVENTS, WEEKLY_KEY
 from heatmap_assets.partitions import (
     DAYS_OF_WEEK,
     HOURS_OF_DAY,
@@ -44,13 +44,9 @@ from heatmap_assets.partitions import (
 from heatmap_core.grid import GRID_H, GRID_W
 from heatmap_core.lake_schema import COUNTED_COLUMNS, EVENT_KEY, clickhouse_s3_source, clickhouse_structure
 from heatmap_core.schema import BUCKET_KEY, CELL_KEY, BucketTable
+from heatmap_core.settings import get_settings
 from heatmap_core.sql import BUCKET_WINDOW, time_array_parameter, window_parameters
 from heatmap_core.timeutil import naive_utc
-
-RAW_EVENTS = AssetKey("raw_events")
-HOURLY_KEY = AssetKey("heatmap_hourly")
-DAILY_KEY = AssetKey("heatmap_daily")
-WEEKLY_KEY = AssetKey("heatmap_weekly")
 
 GRID_CHECK = "cells_within_grid"
 UNIQUE_CHECK = "no_duplicate_cells"
@@ -184,16 +180,13 @@ def lake_distinct_events(client, url_glob: str, fmt: str, access_key: str, secre
 
 # --------------------------------------------------------------------------- late partitions
 
-LAG_ENV = "HEATMAP_FRESHNESS_LAG_MINUTES"
-LOOKBACK_ENV = "HEATMAP_FRESHNESS_LOOKBACK_HOURS"
-
 
 def allowed_lag() -> timedelta:
-    return timedelta(minutes=float(os.environ.get(LAG_ENV, "30")))
+    return timedelta(minutes=get_settings().dagster.freshness_lag_minutes)
 
 
 def freshness_lookback() -> timedelta:
-    return timedelta(hours=float(os.environ.get(LOOKBACK_ENV, "72")))
+    return timedelta(hours=get_settings().dagster.freshness_lookback_hours)
 
 
 @dataclass(frozen=True)

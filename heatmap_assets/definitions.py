@@ -3,22 +3,20 @@
 from __future__ import annotations
 
 
-from dagster import AssetSelection, Definitions, in_process_executor
+from dagster import Definitions, in_process_executor
 
 from heatmap_assets.assets import ALL_ASSETS
-from heatmap_assets.automation import automation_sensor
+from heatmap_assets.automation import heatmap_automation
 from heatmap_assets.checks import fresh_checks
 from heatmap_assets.resources import build_resources
-from heatmap_assets.sensors import heatmap_freshness, raw_events_ledger_sensor
-
-AGGREGATES = AssetSelection.assets("heatmap_hourly", "heatmap_daily", "heatmap_weekly")
+from heatmap_assets.sensors import heatmap_freshness, raw_events_ledger
 
 
 def build_definitions(resources: dict | None = None) -> Definitions:
     return Definitions(
         assets=ALL_ASSETS,
         asset_checks=fresh_checks,
-        sensors=[raw_events_ledger_sensor(), heatmap_freshness, automation_sensor(AGGREGATES)],
+        sensors=[raw_events_ledger, heatmap_freshness, heatmap_automation],
         resources=resources if resources is not None else build_resources(from_env=True),
         # One process per run: the steps share the run's Spark session and the box stays calm.
         executor=in_process_executor,

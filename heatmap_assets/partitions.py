@@ -15,7 +15,6 @@ data arrives, so dashboards are near real time.
 
 from __future__ import annotations
 
-import os
 from datetime import UTC, date, datetime, timedelta
 
 from dagster import (
@@ -26,11 +25,9 @@ from dagster import (
 )
 
 from heatmap_core.timeutil import WEEK_DAY_OFFSET, week_start
+from heatmap_core.settings import get_settings
 
 TIMEZONE = "UTC"
-START_ENV = "HEATMAP_PARTITIONS_START"
-LOOKBACK_ENV = "HEATMAP_PARTITIONS_LOOKBACK_DAYS"
-DEFAULT_LOOKBACK_DAYS = 35
 
 HOUR_FMT = "%Y-%m-%d-%H:%M"
 DAY_FMT = "%Y-%m-%d"
@@ -38,12 +35,11 @@ DAY_FMT = "%Y-%m-%d"
 
 def partitions_start(today: date | None = None) -> date:
     """The first day of every partition set: a Sunday."""
-    configured = os.environ.get(START_ENV, "").strip()
-    if configured:
-        return week_start(date.fromisoformat(configured))
+    settings = get_settings().dagster
+    if settings.partitions_start is not None:
+        return week_start(settings.partitions_start)
     today = today or datetime.now(UTC).date()
-    lookback = int(os.environ.get(LOOKBACK_ENV, DEFAULT_LOOKBACK_DAYS))
-    return week_start(today - timedelta(days=lookback))
+    return week_start(today - timedelta(days=settings.partitions_lookback_days))
 
 
 START = partitions_start()

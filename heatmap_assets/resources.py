@@ -3,26 +3,26 @@ over ``heatmap_core`` so the batch side reaches the services the same way as
 every other part of the project.
 
 Values left unset come from the HEATMAP_* settings of the process running the
-code (``heatmap_core.settings``); secrets are never written into resource
-config, so the UI never shows them.
+code (``heatmap_core.settings``). In the deployed code location secrets (S3
+keys, a ClickHouse DSN that may carry a password) are ``dagster.EnvVar``: each
+run's process reads them from its environment and the UI shows only the
+variable's name.
 """
 
 from __future__ import annotations
 
-import os
-import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from dagster import ConfigurableResource
+from dagster import ConfigurableResource, EnvVar
 from dagster_pyspark import LazyPySparkResource
 from pydantic import PrivateAttr
 
 from heatmap_core import lake
-from heatmap_core.settings import Settings, get_settings
+from heatmap_core.settings import Settings, env_name, get_settings
 
 
 def _settings_with(**overrides: Any) -> Settings:
@@ -161,11 +161,8 @@ class SparkResource(LazyPySparkResource):
 
     def _init_session(self) -> None:
         if self._spark_session is None:
-            from heatmap_core.spark import spark_conf
-            from pyspark.sql import SparkSession
+            from heatmap_core.spark import spark_session
 
-            os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
-            os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
             settings = _settings_with(
                 spark_master=self.master,
                 spark_driver_memory=self.driver_memory,
@@ -173,21 +170,34 @@ class SparkResource(LazyPySparkResource):
                 s3_access_key=self.access_key,
                 s3_secret_key=self.secret_key,
             )
-            conf = {**spark_conf(settings), **{k: str(v) for k, v in self.spark_config.items()}}
-            builder = SparkSession.builder.appName("heatmap-assets")
-            for key, value in conf.items():
-                builder = builder.config(key, value)
-            self._spark_session = builder.getOrCreate()
+            extra = {key: str(value) for key, value in self.spark_config.items()}
+            self._spark_session = spark_session("heatmap-assets", settings, extra)
+
+
+def _secret(settings: Settings, field: str) -> EnvVar | None:
+    """A secret of the deployed location: an EnvVar when the environment sets it.
+
+    Unset, it stays None and the resource falls back to the settings' local
+    default (``heatmap-secret`` for the local S3 server, embedded chDB), which
+    hides nothing.
+    """
+    return EnvVar(env_name(settings, field)) if field in settings.model_fields_set else None
 
 
 def build_resources(settings: Settings | None = None, *, from_env: bool = False) -> dict[str, Any]:
     """The resources for one set of settings.
 
-    ``from_env`` (the deployed code location) leaves the secrets unset, so each
-    process reads them from its own HEATMAP_* environment and the UI shows none.
+    ``from_env`` (the deployed code location) passes the secrets as EnvVar, read
+    by each run's process from its own environment; otherwise (tests, one process)
+    they are plain values.
     """
     settings = settings or get_settings()
-    secret = {} if from_env else {"access_key": settings.s3_access_key, "secret_key": settings.s3_secret_key}
+    if from_env:
+        secret = {"access_key": _secret(settings, "s3_access_key"), "secret_key": _secret(settings, "s3_secret_key")}
+        dsn = _secret(settings, "clickhouse_dsn")
+    else:
+        secret = {"access_key": settings.s3_access_key, "secret_key": settings.s3_secret_key}
+        dsn = settings.clickhouse_url
     return {
         "lake_store": LakeResource(
             endpoint=settings.s3_endpoint,
@@ -197,10 +207,7 @@ def build_resources(settings: Settings | None = None, *, from_env: bool = False)
             parquet_prefix=settings.parquet_prefix,
             **secret,
         ),
-        # A server DSN may carry a password: deployed, it stays in the environment.
-        "clickhouse": ClickHouseResource(
-            dsn=None if from_env else settings.clickhouse_url, database=settings.clickhouse_database
-        ),
+        "clickhouse": ClickHouseResource(dsn=dsn, database=settings.clickhouse_database),
         "spark": SparkResource(
             master=settings.spark_master,
             driver_memory=settings.spark_driver_memory,

@@ -19,9 +19,10 @@ is an ERROR check result in the UI and an error line in the sensor's log.
 
 
 import json
-import os
-from collections import defaultdict
+from collections.abc import Iterable
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from typing import Protocol
 
 from dagster import (
     AssetCheckEvaluation,
@@ -32,50 +33,109 @@ from dagster import (
     SensorEvaluationContext,
     SensorResult,
     SkipReason,
+    TimeWindowPartitionsDefinition,
     sensor,
 )
 
 from heatmap_assets import checks
+from heatmap_assets.keys import AGGREGATES, RAW_EVENTS
 from heatmap_assets.partitions import hour_key, hourly_partitions, window_of
-from heatmap_assets.resources import LakeResource
+from heatmap_assets.resources import LakeObject, LakeResource
 from heatmap_core import lake
+from heatmap_core.settings import get_settings
 
-LEDGER_INTERVAL_ENV = "HEATMAP_LEDGER_SENSOR_INTERVAL_SECONDS"
-FRESHNESS_INTERVAL_ENV = "HEATMAP_FRESHNESS_SENSOR_INTERVAL_SECONDS"
 SETTLE = timedelta(seconds=60)
 MAX_ENTRIES_PER_TICK = 2000
+_DAGSTER = get_settings().dagster
 
 
-def _cursor(raw: str | None) -> dict:
-    if not raw:
-        return {"after": None, "seen": []}
-    return json.loads(raw)
+# --------------------------------------------------------------------------- the ledger scan: no sensor context, no S3 client
 
 
-def _settle_key(now: datetime) -> str:
-    """A ledger key prefix below every entry written after now - SETTLE."""
+@dataclass(frozen=True)
+class LedgerCursor:
+    """How far the ledger has been read: every key up to ``after`` and each key in ``seen`` is handled.
+
+    ``seen`` only holds keys above ``after`` (the settle window), and listing
+    starts after ``after``, so a handled entry is never reported again. Stored
+    as ``{"after": key | null, "seen": [keys]}``.
+    """
+
+    after: str | None = None
+    seen: frozenset[str] = frozenset()
+
+    @classmethod
+    def decode(cls, raw: str | None) -> "LedgerCursor":
+        if not raw:
+            return cls()
+        data = json.loads(raw)
+        return cls(data["after"], frozenset(data["seen"]))
+
+    def encode(self) -> str:
+        return json.dumps({"after": self.after, "seen": sorted(self.seen)})
+
+    def advance(self, handled: Iterable[str], limit: str) -> "LedgerCursor":
+        """Move ``after`` to the newest handled key below ``limit``; keep the handled keys above it in ``seen``."""
+        done = self.seen | set(handled)
+        after = max([k for k in (self.after, *(k for k in done if k < limit)) if k], default=None)
+        return LedgerCursor(after, frozenset(k for k in done if after is None or k > after))
+
+
+class LedgerSource(Protocol):
+    """What the scan needs of the lake (``LakeResource`` on S3, or an in-memory lake in a test)."""
+
+    def ledger_entries(self, start_after: str | None, limit: int) -> list[LakeObject]: ...
+
+    def read(self, key: str) -> bytes: ...
+
+
+@dataclass
+class HourGain:
+    """What the ledger entries of one tick say an hour partition gained."""
+
+    files: set[str] = field(default_factory=set)
+    events: int = 0
+    bytes: int = 0
+    entries: int = 0
+
+
+@dataclass(frozen=True)
+class LedgerScan:
+    gained: dict[str, HourGain]  # hour partition key -> its gain, for the hours that gained files
+    cursor: LedgerCursor
+    notes: list[str]  # what a person should know: unreadable entries, hours outside the partitions
+
+
+def settle_limit(now: datetime) -> str:
+    """A ledger key below every entry written after ``now - SETTLE``."""
     return lake.ledger_time_prefix(now - SETTLE)
 
 
-def scan_ledger(lake_store: LakeResource, cursor_raw: str | None, now: datetime | None = None):
-    """(materializations, new cursor, log lines) for the ledger entries after the cursor."""
-    now = now or datetime.now(UTC)
-    cursor = _cursor(cursor_raw)
-    seen = set(cursor["seen"])
-    entries = lake_store.ledger_entries(cursor["after"], limit=MAX_ENTRIES_PER_TICK)
-    raw_format = lake_store.settings.raw_format
-    last_valid = hourly_partitions.get_last_partition_key()
-    first_valid = hourly_partitions.get_first_partition_key()
+def scan_ledger(
+    source: LedgerSource,
+    cursor: LedgerCursor,
+    *,
+    raw_format: str,
+    now: datetime,
+    partitions: TimeWindowPartitionsDefinition = hourly_partitions,
+) -> LedgerScan:
+    """The hours that gained files in the ledger entries after ``cursor``, and the cursor to store next.
 
-    gained: dict[str, dict] = defaultdict(lambda: {"files": set(), "events": 0, "bytes": 0, "entries": 0})
+    An entry naming an hour that is not a partition yet (clock skew) stops the
+    scan there and is read again on a later tick; hours before the first
+    partition and malformed entries are noted and passed over, so neither stalls the lake.
+    """
+    last_valid = partitions.get_last_partition_key()
+    first_valid = partitions.get_first_partition_key()
+    gained: dict[str, HourGain] = {}
     handled: list[str] = []
     notes: list[str] = []
-    blocked_at: str | None = None
-    for obj in entries:
-        if obj.key in seen:
+    limit = settle_limit(now)
+    for obj in source.ledger_entries(cursor.after, limit=MAX_ENTRIES_PER_TICK):
+        if obj.key in cursor.seen:
             continue
         try:
-            entry = lake.decode_ledger(lake_store.read(obj.key))
+            entry = lake.decode_ledger(source.read(obj.key))
         except Exception as exc:  # a malformed entry must not stall the lake forever
             notes.append(f"skipping unreadable ledger entry {obj.key}: {exc}")
             handled.append(obj.key)
@@ -86,77 +146,70 @@ def scan_ledger(lake_store: LakeResource, cursor_raw: str | None, now: datetime 
                 continue  # the other copy of the lake: the hourly job does not read it
             keys.append((hour_key(item.utc_hour), item))
         if any(last_valid is None or key > last_valid for key, _ in keys):
-            # An hour that is not a partition yet (clock skew): retry this entry on a later tick.
-            blocked_at = obj.key
             notes.append(f"ledger entry {obj.key} names an hour after {last_valid}; waiting for it")
+            limit = min(limit, obj.key)  # the cursor stays below it
             break
         for key, item in keys:
             if first_valid is None or key < first_valid:
                 notes.append(f"{item.key}: hour {key} is before the first partition {first_valid}; not tracked")
                 continue
-            info = gained[key]
-            info["files"].add(item.key)
-            info["events"] += item.events
-            info["bytes"] += item.bytes
-            info["entries"] += 1
+            gain = gained.setdefault(key, HourGain())
+            gain.files.add(item.key)
+            gain.events += item.events
+            gain.bytes += item.bytes
+            gain.entries += 1
         handled.append(obj.key)
-
-    materializations = []
-    for key in sorted(gained):
-        info = gained[key]
-        hour = window_of(hourly_partitions, key)[0]
-        folder = lake_store.hour_files(hour)
-        materializations.append(
-            AssetMaterialization(
-                asset_key=checks.RAW_EVENTS,
-                partition=key,
-                description="Files landed for this hour (from the change ledger).",
-                metadata={
-                    "new_files": len(info["files"]),
-                    "new_events": info["events"],
-                    "new_bytes": info["bytes"],
-                    "files": len(folder),
-                    "bytes": sum(o.size for o in folder),
-                    "ledger_entries": info["entries"],
-                    "path": MetadataValue.path(f"s3://{lake_store.settings.raw_bucket}/{lake_store.hour_prefix(hour)}"),
-                    "new_paths": MetadataValue.json(sorted(info["files"])[:50]),
-                },
-            )
-        )
-
-    # Advance to the newest handled key that is older than the settle window
-    # (and below a blocked entry); remember the handled keys above it.
-    limit = _settle_key(now)
-    if blocked_at is not None:
-        limit = min(limit, blocked_at)
-    done = seen | set(handled)
-    below = [k for k in done if k < limit]
-    after = max([k for k in (cursor["after"], *below) if k], default=None)
-    keep = sorted(k for k in done if after is None or k > after)
-    return materializations, json.dumps({"after": after, "seen": keep}), notes
+    return LedgerScan(gained, cursor.advance(handled, limit), notes)
 
 
-def raw_events_ledger_sensor():
-    @sensor(
-        name="raw_events_ledger",
-        minimum_interval_seconds=int(os.environ.get(LEDGER_INTERVAL_ENV, "30")),
-        default_status=DefaultSensorStatus.RUNNING,
-        description=(
-            "Reads the lake's change ledger after its cursor and records a raw_events materialization "
-            "for each hour that gained files (files, events, bytes)."
-        ),
+# --------------------------------------------------------------------------- sensors
+
+
+def _materialization(lake_store: LakeResource, key: str, gain: HourGain) -> AssetMaterialization:
+    """raw_events of one hour: what the ledger added, and the hour's totals from a listing of its folder."""
+    hour = window_of(hourly_partitions, key)[0]
+    folder = lake_store.hour_files(hour)
+    return AssetMaterialization(
+        asset_key=RAW_EVENTS,
+        partition=key,
+        description="Files landed for this hour (from the change ledger).",
+        metadata={
+            "new_files": len(gain.files),
+            "new_events": gain.events,
+            "new_bytes": gain.bytes,
+            "files": len(folder),
+            "bytes": sum(o.size for o in folder),
+            "ledger_entries": gain.entries,
+            "path": MetadataValue.path(f"s3://{lake_store.settings.raw_bucket}/{lake_store.hour_prefix(hour)}"),
+            "new_paths": MetadataValue.json(sorted(gain.files)[:50]),
+        },
     )
-    def raw_events_ledger(context: SensorEvaluationContext, lake_store: LakeResource):
-        materializations, cursor, notes = scan_ledger(lake_store, context.cursor)
-        for note in notes:
-            context.log.warning(note)
-        if not materializations:
-            context.update_cursor(cursor)
-            return SkipReason("no new lake files in the ledger")
-        context.log.info("raw_events updated for %s", ", ".join(m.partition for m in materializations))
-        return SensorResult(asset_events=materializations, cursor=cursor)
 
-    return raw_events_ledger
+
+@sensor(
+    name="raw_events_ledger",
+    minimum_interval_seconds=_DAGSTER.ledger_sensor_interval_seconds,
+    default_status=DefaultSensorStatus.RUNNING,
+    description=(
+        "Reads the lake's change ledger after its cursor and records a raw_events materialization "
+        "for each hour that gained files (files, events, bytes)."
+    ),
+)
+def raw_events_ledger(context: SensorEvaluationContext, lake_store: LakeResource):
+    scan = scan_ledger(
+        lake_store,
+        LedgerCursor.decode(context.cursor),
+        raw_format=lake_store.settings.raw_format,
+        now=datetime.now(UTC),
+    )
+    for note in scan.notes:
+        context.log.warning(note)
+    if not scan.gained:
+        context.update_cursor(scan.cursor.encode())
+        return SkipReason("no new lake files in the ledger")
+    materializations = [_materialization(lake_store, key, gain) for key, gain in sorted(scan.gained.items())]
+    context.log.info("raw_events updated for %s", ", ".join(m.partition for m in materializations))
+    return SensorResult(asset_events=materializations, cursor=scan.cursor.encode())
 
 
 def evaluate_freshness(instance, previous_raw: str | None, now: datetime | None = None):
@@ -166,7 +219,7 @@ def evaluate_freshness(instance, previous_raw: str | None, now: datetime | None 
     evaluations = []
     state = {}
     lateness_by_asset = {}
-    for key in (checks.HOURLY_KEY, checks.DAILY_KEY, checks.WEEKLY_KEY):
+    for key in AGGREGATES:
         lateness = checks.late_partitions(instance, key, now=now, lag=lag)
         lateness_by_asset[key] = lateness
         name = key.to_user_string()
@@ -191,7 +244,7 @@ def evaluate_freshness(instance, previous_raw: str | None, now: datetime | None 
 
 @sensor(
     name="heatmap_freshness",
-    minimum_interval_seconds=int(os.environ.get(FRESHNESS_INTERVAL_ENV, "60")),
+    minimum_interval_seconds=_DAGSTER.freshness_sensor_interval_seconds,
     default_status=DefaultSensorStatus.RUNNING,
     description=(
         "Alerts when a heatmap partition is late: its upstream gained data more than "

@@ -1,11 +1,20 @@
 """The one settings object, read from HEATMAP_* environment variables.
 
-Every default works for the local stack started by ``infra.stack``.
+Every default works for the local stack started by ``infra.stack``. Two groups
+keep the settings of one program together: ``landing`` (``HEATMAP_LANDING_*``)
+and ``dagster``, the code location's own (``HEATMAP_PARTITIONS_*``,
+``HEATMAP_AUTOMATION_*``, ``HEATMAP_FRESHNESS_*``, ...). Each group reads its
+variables under its own prefix, so every variable keeps the name it had when
+the group's fields lived elsewhere. README.md's settings table lists them all
+(a test keeps it complete).
+
+Nothing outside this module reads ``os.environ`` for a HEATMAP_* variable.
 """
 
 from __future__ import annotations
 
 import hmac
+from datetime import date
 from functools import lru_cache
 from pathlib import Path
 from urllib.parse import urlparse
@@ -14,8 +23,80 @@ from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
+class LandingSettings(BaseSettings):
+    """The landing consumer's options (``python -m landing run`` flags override them)."""
+
+    model_config = SettingsConfigDict(env_prefix="HEATMAP_LANDING_", extra="ignore")
+
+    group: str = Field("heatmap-landing", description="Kafka consumer group.")
+    instance_id: str | None = Field(
+        None,
+        description="Static group membership id (KIP-345): a restart under the same id takes its partitions back "
+        "without a rebalance.",
+    )
+    max_events: int = Field(50_000, ge=1, description="Flush a partition at this many events.")
+    max_bytes: int = Field(16 * 1024 * 1024, ge=1, description="Flush a partition at this many JSON bytes.")
+    flush_interval: float = Field(
+        10.0, ge=0, description="Flush a partition whose oldest buffered record is this many seconds old."
+    )
+    log_interval: float = Field(10.0, ge=0, description="Seconds between progress and lag lines.")
+    parquet: bool = Field(True, description="Also write the Phase 2 Parquet copy under the parquet prefix.")
+    log_level: str = Field("INFO", description="Level of the landing logger.")
+    session_timeout_ms: int = Field(10_000, ge=1000, description="Kafka consumer group session timeout.")
+    stall_timeout_s: float = Field(
+        60.0,
+        gt=0,
+        description="Assigned partitions that see no fetch response for this long mean a wedged client: "
+        "exit and be restarted.",
+    )
+
+    @property
+    def formats(self) -> tuple[str, ...]:
+        return ("json", "parquet") if self.parquet else ("json",)
+
+
+class DagsterSettings(BaseSettings):
+    """The Dagster code location's own settings (heatmap_assets), read when the location loads."""
+
+    # The variables had these names before they were gathered here; the prefix keeps them.
+    # An empty variable means the default, as it did before (HEATMAP_PARTITIONS_START="").
+    model_config = SettingsConfigDict(env_prefix="HEATMAP_", extra="ignore", env_ignore_empty=True)
+
+    partitions_start: date | None = Field(
+        None, description="First day of every partition set (moved back to its Sunday); unset: see the lookback."
+    )
+    partitions_lookback_days: int = Field(
+        35, ge=1, description="Without a start: partitions begin on the Sunday on or before today minus this."
+    )
+    automation_lookback_days: float = Field(
+        14, gt=0, description="Automation considers partitions this recent; older ones are backfilled by hand."
+    )
+    automation_interval_seconds: int = Field(30, ge=1, description="Tick of the automation condition sensor.")
+    ledger_sensor_interval_seconds: int = Field(30, ge=1, description="Tick of the raw_events_ledger sensor.")
+    freshness_sensor_interval_seconds: int = Field(60, ge=1, description="Tick of the heatmap_freshness sensor.")
+    freshness_lag_minutes: float = Field(
+        30, ge=0, description="A partition is late when its upstream changed longer ago than this, unrebuilt."
+    )
+    freshness_lookback_hours: float = Field(
+        72, gt=0, description="Upstream updates this recent are checked for late partitions."
+    )
+    # Asset-level freshness policies (Dagster's freshness daemon): fail and warn windows.
+    freshness_hourly_fail_minutes: float = Field(3 * 60, gt=0, description="heatmap_hourly fails freshness after this.")
+    freshness_hourly_warn_minutes: float = Field(90, gt=0, description="heatmap_hourly warns after this.")
+    freshness_daily_fail_minutes: float = Field(26 * 60, gt=0, description="heatmap_daily fails freshness after this.")
+    freshness_daily_warn_minutes: float = Field(6 * 60, gt=0, description="heatmap_daily warns after this.")
+    freshness_weekly_fail_minutes: float = Field(
+        8 * 24 * 60, gt=0, description="heatmap_weekly fails freshness after this."
+    )
+    freshness_weekly_warn_minutes: float = Field(30 * 60, gt=0, description="heatmap_weekly warns after this.")
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="HEATMAP_", extra="ignore")
+
+    # Program groups, each reading its own variables (see the module docstring).
+    landing: LandingSettings = Field(default_factory=LandingSettings)
+    dagster: DagsterSettings = Field(default_factory=DagsterSettings)
 
     # Kafka
     kafka_bootstrap: str = "127.0.0.1:9092"
@@ -106,11 +187,17 @@ class Settings(BaseSettings):
         return {client.strip(): key.strip() for client, key in pairs}
 
     def as_env(self) -> dict[str, str]:
-        """The HEATMAP_* variables that make a child process build exactly these settings."""
-        return {
-            f"HEATMAP_{name.upper()}": str(value).lower() if isinstance(value, bool) else str(value)
-            for name, value in self.model_dump().items()
-        }
+        """The HEATMAP_* variables that make a child process build exactly these settings, groups included.
+
+        Unset optional values (None) are left out: absent is how they are spelled.
+        """
+        env = {}
+        for group in (self, self.landing, self.dagster):
+            for name, value in group:
+                if value is None or isinstance(value, BaseSettings):
+                    continue
+                env[env_name(group, name)] = str(value).lower() if isinstance(value, bool) else str(value)
+        return env
 
     def key_owners(self, which: str, presented: str) -> list[str]:
         """Clients whose ``write_keys``/``read_keys`` entry is ``presented``, in configured order.
@@ -124,6 +211,11 @@ class Settings(BaseSettings):
     @property
     def cors_origin_list(self) -> list[str]:
         return [origin.strip() for origin in self.cors_origins.split(",") if origin.strip()]
+
+
+def env_name(group: BaseSettings | type[BaseSettings], field: str) -> str:
+    """The environment variable a field of ``group`` (Settings or one of its groups) is read from."""
+    return f"{group.model_config['env_prefix']}{field}".upper()
 
 
 @lru_cache

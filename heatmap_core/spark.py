@@ -52,12 +52,15 @@ def spark_conf(settings: Settings | None = None) -> dict[str, str]:
     }
 
 
-def spark_session(app_name: str = "heatmap", settings: Settings | None = None):
+def spark_session(app_name: str = "heatmap", settings: Settings | None = None, extra_conf: dict[str, str] | None = None):
+    """The session for ``settings``, with ``extra_conf`` laid over the project's Spark settings."""
     from pyspark.sql import SparkSession
 
+    # Spark's own variables, read by the JVM launcher and the Python workers rather than by us:
+    # workers run this interpreter, and the driver binds to loopback like every local service.
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
     builder = SparkSession.builder.appName(app_name)
-    for key, value in spark_conf(settings).items():
+    for key, value in {**spark_conf(settings), **(extra_conf or {})}.items():
         builder = builder.config(key, value)
     return builder.getOrCreate()

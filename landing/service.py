@@ -39,21 +39,6 @@ from landing.writer import LakeWriter
 log = logging.getLogger("landing")
 
 
-@dataclass(frozen=True)
-class LandingOptions:
-    group: str = "heatmap-landing"
-    # A static group member id (KIP-345): a restarted instance takes its partitions back without a rebalance.
-    instance_id: str | None = None
-    max_events: int = 50_000
-    max_bytes: int = 16 * 1024 * 1024
-    flush_interval_s: float = 10.0
-    log_interval_s: float = 10.0
-    formats: tuple[str, ...] = ("json", "parquet")
-    session_timeout_ms: int = 10_000
-    # Assigned partitions that see no fetch response for this long mean a wedged client: exit and be restarted.
-    stall_timeout_s: float = 60.0
-
-
 class ConsumerStalled(RuntimeError):
     pass
 
@@ -98,8 +83,9 @@ class Progress:
 
 
 class Landing:
-    def __init__(self, settings: Settings, options: LandingOptions):
+    def __init__(self, settings: Settings):
         self.settings = settings
+        options = settings.landing
         self.options = options
         self.topic = settings.topic
         self.writer = LakeWriter(settings, options.formats)
@@ -255,7 +241,7 @@ class Landing:
             and (
                 state.buffer.events >= self.options.max_events
                 or state.buffer.bytes >= self.options.max_bytes
-                or state.buffer.age(now) >= self.options.flush_interval_s
+                or state.buffer.age(now) >= self.options.flush_interval
             )
         ]
 
@@ -324,7 +310,7 @@ class Landing:
         caught_up = []
         for tp in self.consumer.assignment():
             state = self._state(tp.partition)
-            if (now - state.watermark.updated_at).total_seconds() < self.options.flush_interval_s:
+            if (now - state.watermark.updated_at).total_seconds() < self.options.flush_interval:
                 continue
             if self._lag(tp, state) == 0:
                 state.watermark = msgspec.structs.replace(state.watermark, caught_up_at=now, updated_at=now)
@@ -337,7 +323,7 @@ class Landing:
     def _log_progress(self, force: bool = False) -> None:
         now = time.monotonic()
         elapsed = now - self.progress.last_logged
-        if not force and elapsed < self.options.log_interval_s:
+        if not force and elapsed < self.options.log_interval:
             return
         lags = [self._lag(tp, self._state(tp.partition)) for tp in self.consumer.assignment()]
         lag = sum(filter(None, lags))

@@ -21,7 +21,9 @@ from heatmap_assets import checks
 from heatmap_assets.assets import ALL_ASSETS
 from heatmap_assets.partitions import START, day_key, hour_key
 from heatmap_assets.resources import build_resources
-from heatmap_assets.sensors import heatmap_freshness, raw_events_ledger_sensor
+from heatmap_assets.keys import HOURLY_KEY, RAW_EVENTS
+from heatmap_assets.sensors import heatmap_freshness, raw_events_ledger
+from heatmap_core.settings import get_settings
 from tests.assets import lakedata
 
 
@@ -39,7 +41,7 @@ def evaluate(sensor_def, instance, cursor=None, resources=None):
 
 
 def test_ledger_sensor_reports_each_hour_once(settings, instance):
-    sensor_def = raw_events_ledger_sensor()
+    sensor_def = raw_events_ledger
     resources = {"lake_store": build_resources(settings)["lake_store"]}
     now = datetime.now(UTC)
     h1 = (now - timedelta(days=2)).replace(minute=0, second=0, microsecond=0)
@@ -88,10 +90,11 @@ def _fresh_evaluations(result) -> dict[str, AssetCheckEvaluation]:
 
 def test_late_partition_fires_freshness_alert(settings, instance, monkeypatch):
     """raw_events of an hour updated, heatmap_hourly kept from running: the alert fires."""
-    monkeypatch.setenv(checks.LAG_ENV, "0")
+    # As HEATMAP_FRESHNESS_LAG_MINUTES=0 would, on the settings this process already read.
+    monkeypatch.setattr(get_settings().dagster, "freshness_lag_minutes", 0)
     hour = (datetime.now(UTC) - timedelta(days=1)).replace(minute=0, second=0, microsecond=0)
     instance.report_runless_asset_event(
-        AssetMaterialization(asset_key=checks.RAW_EVENTS, partition=hour_key(hour), metadata={"new_events": 1})
+        AssetMaterialization(asset_key=RAW_EVENTS, partition=hour_key(hour), metadata={"new_events": 1})
     )
 
     result, cursor = evaluate(heatmap_freshness, instance)
@@ -104,7 +107,7 @@ def test_late_partition_fires_freshness_alert(settings, instance, monkeypatch):
     for evaluation in evaluations.values():
         instance.report_runless_asset_event(evaluation)
     record = instance.event_log_storage.get_asset_check_execution_history(
-        AssetCheckKey(checks.HOURLY_KEY, checks.FRESH_CHECK), limit=1
+        AssetCheckKey(HOURLY_KEY, checks.FRESH_CHECK), limit=1
     )[0]
     assert record.status.value == "FAILED"
 

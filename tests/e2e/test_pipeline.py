@@ -31,7 +31,8 @@ PIPELINE_TIMEOUT_S = 20 * 60
 
 
 @pytest.fixture
-def pipeline(settings: Settings, tmp_path, monkeypatch):
+def pipeline(settings: Settings, tmp_path):
+    # Short intervals so the daemon reacts within seconds rather than the production half-minute.
     app_settings = settings.model_copy(
         update={
             "data_dir": tmp_path / "e2e",
@@ -39,16 +40,12 @@ def pipeline(settings: Settings, tmp_path, monkeypatch):
             "query_port": free_port(),
             "dagster_port": free_port(),
             "auth_enabled": False,
+            "landing": settings.landing.model_copy(update={"flush_interval": 2, "log_interval": 5}),
+            "dagster": settings.dagster.model_copy(
+                update={"ledger_sensor_interval_seconds": 5, "automation_interval_seconds": 5}
+            ),
         }
     )
-    # Short intervals so the daemon reacts within seconds rather than the production half-minute.
-    for name, value in {
-        "HEATMAP_LEDGER_SENSOR_INTERVAL_SECONDS": "5",
-        "HEATMAP_AUTOMATION_INTERVAL_SECONDS": "5",
-        "HEATMAP_LANDING_FLUSH_INTERVAL": "2",
-        "HEATMAP_LANDING_LOG_INTERVAL": "5",
-    }.items():
-        monkeypatch.setenv(name, value)
     try:
         supervisor.start(app_settings, PROGRAMS, APP_PROGRAMS, with_requirements=False)
         yield app_settings
