@@ -267,9 +267,9 @@ def late_partitions(
         updated_at = datetime.fromtimestamp(record.timestamp, UTC)
         for key in children_of[partition]:
             checked.add(key)
-            if record.storage_id > child_latest.get(key, -1) and now - updated_at > lag:
-                if key not in result.late or updated_at < result.late[key]:
-                    result.late[key] = updated_at
+            stale = record.storage_id > child_latest.get(key, -1) and now - updated_at > lag
+            if stale and (key not in result.late or updated_at < result.late[key]):
+                result.late[key] = updated_at
     result.checked = len(checked)
     return result
 

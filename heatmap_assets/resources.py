@@ -152,7 +152,7 @@ class SparkResource(LazyPySparkResource):
     cluster.
     """
 
-    spark_config: dict[str, Any] = {}
+    spark_config: dict[str, Any] = {}  # noqa: RUF012  (a pydantic field: each instance gets a copy)
     master: str | None = None
     driver_memory: str | None = None
     s3_endpoint: str | None = None
@@ -161,8 +161,9 @@ class SparkResource(LazyPySparkResource):
 
     def _init_session(self) -> None:
         if self._spark_session is None:
-            from heatmap_core.spark import spark_conf
             from pyspark.sql import SparkSession
+
+            from heatmap_core.spark import spark_conf
 
             os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
             os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")

@@ -9,6 +9,7 @@ acknowledging it then could acknowledge a batch that ends up not published.
 
 from __future__ import annotations
 
+import contextlib
 import enum
 
 import redis.asyncio as redis
@@ -61,11 +62,9 @@ class BatchLedger:
             raise LedgerUnavailable(repr(exc)) from exc
 
     async def release(self, client_id: str, batch_id: str) -> None:
-        try:
+        # On failure the pending key expires on its own after its short TTL.
+        with contextlib.suppress(RedisError):
             await self._redis.delete(self._key(client_id, batch_id))
-        except RedisError:
-            # The pending key then expires on its own after its short TTL.
-            pass
 
     async def ping(self) -> None:
         try:

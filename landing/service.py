@@ -267,7 +267,7 @@ class Landing:
         states = [self.states[p] for p in partitions]
         flushes = [state.buffer.take() for state in states]
         now = datetime.now(UTC)
-        for state, flush in zip(states, flushes):
+        for state, flush in zip(states, flushes, strict=True):
             state.watermark = msgspec.structs.replace(
                 state.watermark, flush_first_offset=flush.first_offset, flush_last_offset=flush.last_offset, updated_at=now
             )
@@ -275,7 +275,7 @@ class Landing:
         written = self.writer.write_parts(flushes)
         self.writer.write_ledger([f for f in flushes if f.files], written)
         landed_at = datetime.now(UTC)
-        for state, flush in zip(states, flushes):
+        for state, flush in zip(states, flushes, strict=True):
             state.replay_until = None
             state.watermark = self._landed(state.watermark, flush, landed_at)
         self.writer.put_watermarks([state.watermark for state in states])

@@ -127,8 +127,8 @@ def provide_screen_heatmaps(
 
 class HeatmapController(Controller):
     path = "/heatmap"
-    tags = ["heatmap"]
-    dependencies = {"screen": Provide(provide_screen_heatmaps, sync_to_thread=False)}
+    tags = ("heatmap",)
+    dependencies = {"screen": Provide(provide_screen_heatmaps, sync_to_thread=False)}  # noqa: RUF012  (Litestar copies it per app)
 
     @get("/hourly", **_SECURED, response_headers=_CACHED)
     def hourly(self, screen: ScreenHeatmaps, dt: Day, hour: Hour) -> Response[Heatmap]:
@@ -174,7 +174,7 @@ class HeatmapController(Controller):
 
 class ScreenshotController(Controller):
     path = "/screenshots/{client_id:str}/{screen_id:str}"
-    tags = ["screenshots"]
+    tags = ("screenshots",)
 
     @put(
         **{**_SECURED, "responses": problems(401, 403, 413, 415)},

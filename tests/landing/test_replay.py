@@ -18,7 +18,7 @@ def test_uncommitted_flush_is_replayed_onto_the_same_keys(settings, start_landin
 
     # What a landing killed after writing its part files, before ledger and commit, leaves behind.
     buffer = PartitionBuffer(crashed_partition)
-    for record, (partition, offset) in zip(records, origins):
+    for record, (partition, offset) in zip(records, origins, strict=True):
         if partition == crashed_partition:
             buffer.add(offset, record)
     flush = buffer.take()
