@@ -29,7 +29,10 @@ from dagster import (
     AssetKey,
     AssetRecordsFilter,
     DagsterEventType,
+    EventLogRecord,
     MetadataValue,
+    PartitionMapping,
+    PartitionsDefinition,
     asset_check,
 )
 
@@ -197,10 +200,10 @@ def freshness_lookback() -> timedelta:
 @dataclass(frozen=True)
 class Edge:
     child: AssetKey
-    child_def: object
+    child_def: PartitionsDefinition
     parent: AssetKey
-    parent_def: object
-    mapping: object
+    parent_def: PartitionsDefinition
+    mapping: PartitionMapping
 
 
 EDGES = {
@@ -245,7 +248,7 @@ def late_partitions(
     lookback = freshness_lookback() if lookback is None else lookback
     result = Lateness(child)
     child_latest = instance.get_latest_storage_id_by_partition(child, DagsterEventType.ASSET_MATERIALIZATION)
-    records = []
+    records: list[EventLogRecord] = []
     records_filter = AssetRecordsFilter(asset_key=edge.parent, after_timestamp=(now - lookback).timestamp())
     page_cursor = None
     while len(records) < 50_000:

@@ -9,6 +9,7 @@ config, so the UI never shows them.
 
 from __future__ import annotations
 
+import builtins
 import os
 import sys
 from collections.abc import Iterator
@@ -70,7 +71,8 @@ class LakeResource(ConfigurableResource):
             self._client = s3_client(self.settings)
         return self._client
 
-    def list(self, prefix: str, start_after: str | None = None, limit: int | None = None) -> list[LakeObject]:
+    # The method named ``list`` shadows the builtin inside this class: annotations below spell it builtins.list.
+    def list(self, prefix: str, start_after: str | None = None, limit: int | None = None) -> builtins.list[LakeObject]:
         settings = self.settings
         kwargs: dict[str, Any] = {"Bucket": settings.raw_bucket, "Prefix": prefix}
         if start_after:
@@ -92,7 +94,7 @@ class LakeResource(ConfigurableResource):
         settings = self.settings
         return lake.hour_glob(hour, settings.raw_format, settings.parquet_prefix)
 
-    def hour_files(self, hour: datetime) -> list[LakeObject]:
+    def hour_files(self, hour: datetime) -> builtins.list[LakeObject]:
         """Every part file of one UTC hour, all clients, in the configured format."""
         fmt = self.settings.raw_format
         return [obj for obj in self.list(self.hour_prefix(hour)) if (part := lake.parse_part_key(obj.key)) and part.fmt == fmt]
@@ -104,7 +106,7 @@ class LakeResource(ConfigurableResource):
         settings = self.settings
         return f"{settings.s3_endpoint.rstrip('/')}/{settings.raw_bucket}/{key_or_glob}"
 
-    def ledger_entries(self, start_after: str | None, limit: int = 1000) -> list[LakeObject]:
+    def ledger_entries(self, start_after: str | None, limit: int = 1000) -> builtins.list[LakeObject]:
         return self.list(lake.LEDGER_PREFIX, start_after=start_after, limit=limit)
 
     def read(self, key: str) -> bytes:
@@ -188,7 +190,7 @@ def build_resources(settings: Settings | None = None, *, from_env: bool = False)
     process reads them from its own HEATMAP_* environment and the UI shows none.
     """
     settings = settings or get_settings()
-    secret = {} if from_env else {"access_key": settings.s3_access_key, "secret_key": settings.s3_secret_key}
+    secret: dict[str, Any] = {} if from_env else {"access_key": settings.s3_access_key, "secret_key": settings.s3_secret_key}
     return {
         "lake_store": LakeResource(
             endpoint=settings.s3_endpoint,

@@ -174,6 +174,6 @@ def serve_app(app: str, settings: Settings, *, port: int | None = None, log_path
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
-        if log_path:
+        if not isinstance(log, int):  # subprocess.DEVNULL is an int
             log.close()
 

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from dagster import AssetCheckKey, AssetKey, DagsterInstance
+from dagster import AssetCheckEvaluation, AssetCheckKey, AssetKey, DagsterInstance, JsonMetadataValue
 from dagster._core.instance.ref import InstanceRef
 
 from heatmap_assets import checks
@@ -306,6 +306,7 @@ def test_late_files_rematerialize_hour_day_week(dev: Dev):
     raw = instance.fetch_materializations(
         AssetRecordsFilter(asset_key=AssetKey("raw_events"), asset_partitions=[hour_key(hour)]), limit=1
     ).records[0].asset_materialization
+    assert raw is not None
     assert raw.metadata["new_events"].value == len(late)
 
 
@@ -322,9 +323,9 @@ def test_partition_kept_late_fires_freshness_alert(dev: Dev):
         )
         for record in history:
             evaluation = record.event.dagster_event.event_specific_data if record.event and record.event.dagster_event else None
-            if record.status.value == "FAILED" and evaluation is not None:
+            if record.status.value == "FAILED" and isinstance(evaluation, AssetCheckEvaluation):
                 late = evaluation.metadata.get("late_partitions")
-                if late is not None and late_key in late.value:
+                if isinstance(late, JsonMetadataValue) and late_key in (late.value or ()):
                     return evaluation
         return None
 

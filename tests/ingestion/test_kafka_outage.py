@@ -5,6 +5,7 @@ Runs its own single-node Kafka (the shared one is never stopped).
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
@@ -19,7 +20,7 @@ from .conftest import make_batch, read_topic
 
 
 @pytest.fixture
-def private_kafka(stack: Settings, tmp_path) -> Settings:
+def private_kafka(stack: Settings, tmp_path) -> Iterator[Settings]:
     private = Settings(
         data_dir=tmp_path,
         kafka_bootstrap=f"127.0.0.1:{free_port()}",

@@ -201,7 +201,7 @@ class LakeFile:
 
 def list_keys(settings: Settings, prefix: str = "", client=None) -> list[str]:
     client = client or s3_client(settings)
-    keys = []
+    keys: list[str] = []
     for page in client.get_paginator("list_objects_v2").paginate(Bucket=settings.raw_bucket, Prefix=prefix):
         keys.extend(obj["Key"] for obj in page.get("Contents", []))
     return keys

@@ -23,7 +23,7 @@ CLIENT, SCREEN, OTHER_SCREEN, OTHER_CLIENT = "acme", "home_v1", "pricing", "glob
 HOUR, DAY = timedelta(hours=1), timedelta(days=1)
 READ_KEY = "acme-read-secret"
 
-Cells = Counter  # (cell_x, cell_y) -> count
+Cells = Counter[tuple[int, int]]  # (cell_x, cell_y) -> count
 
 
 # The Sunday three to four weeks back: inside the hourly table's 90-day TTL (older
