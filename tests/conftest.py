@@ -177,3 +177,10 @@ def serve_app(app: str, settings: Settings, *, port: int | None = None, log_path
         if not isinstance(log, int):  # subprocess.DEVNULL is an int
             log.close()
 
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark every test that uses the running stack ``service``: the fast tier (`make check`) leaves them out."""
+    for item in items:
+        if "stack" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.service)
