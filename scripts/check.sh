@@ -4,9 +4,5 @@
 # Tests that ask for the `stack` fixture are marked `service` (tests/conftest.py).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-if [ ! -x .venv/bin/python ]; then
-  echo "no .venv yet: run \`make bootstrap\` (or \`make test\`) once first" >&2
-  exit 1
-fi
 scripts/lint.sh
 scripts/pytest.sh -m "not service and not browser and not slow" "$@"
