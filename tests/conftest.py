@@ -38,6 +38,13 @@ def stack_settings(tmp_path_factory) -> Settings:
     return Settings(clickhouse_dsn=f"chdb://{clickhouse_dir}")
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark every test that uses the running stack (the fixture below) ``service``: `make check` leaves them out."""
+    for item in items:
+        if "stack" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.service)
+
+
 @pytest.fixture(scope="session")
 def stack(stack_settings: Settings):
     started_here = not stack_module.is_running(stack_settings)
@@ -176,11 +183,3 @@ def serve_app(app: str, settings: Settings, *, port: int | None = None, log_path
             process.wait()
         if not isinstance(log, int):  # subprocess.DEVNULL is an int
             log.close()
-
-
-
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Mark every test that uses the running stack ``service``: the fast tier (`make check`) leaves them out."""
-    for item in items:
-        if "stack" in getattr(item, "fixturenames", ()):
-            item.add_marker(pytest.mark.service)
