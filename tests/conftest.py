@@ -183,3 +183,4 @@ def serve_app(app: str, settings: Settings, *, port: int | None = None, log_path
             process.wait()
         if not isinstance(log, int):  # subprocess.DEVNULL is an int
             log.close()
+
