@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+
 from dagster import AssetSelection, Definitions, in_process_executor
 
 from heatmap_assets.assets import ALL_ASSETS

@@ -9,7 +9,6 @@ config, so the UI never shows them.
 
 from __future__ import annotations
 
-import builtins
 import os
 import sys
 from collections.abc import Iterator
@@ -71,8 +70,7 @@ class LakeResource(ConfigurableResource):
             self._client = s3_client(self.settings)
         return self._client
 
-    # The method named ``list`` shadows the builtin inside this class: annotations below spell it builtins.list.
-    def list(self, prefix: str, start_after: str | None = None, limit: int | None = None) -> builtins.list[LakeObject]:
+    def list(self, prefix: str, start_after: str | None = None, limit: int | None = None) -> list[LakeObject]:
         settings = self.settings
         kwargs: dict[str, Any] = {"Bucket": settings.raw_bucket, "Prefix": prefix}
         if start_after:
@@ -94,7 +92,7 @@ class LakeResource(ConfigurableResource):
         settings = self.settings
         return lake.hour_glob(hour, settings.raw_format, settings.parquet_prefix)
 
-    def hour_files(self, hour: datetime) -> builtins.list[LakeObject]:
+    def hour_files(self, hour: datetime) -> list[LakeObject]:
         """Every part file of one UTC hour, all clients, in the configured format."""
         fmt = self.settings.raw_format
         return [obj for obj in self.list(self.hour_prefix(hour)) if (part := lake.parse_part_key(obj.key)) and part.fmt == fmt]
@@ -106,7 +104,7 @@ class LakeResource(ConfigurableResource):
         settings = self.settings
         return f"{settings.s3_endpoint.rstrip('/')}/{settings.raw_bucket}/{key_or_glob}"
 
-    def ledger_entries(self, start_after: str | None, limit: int = 1000) -> builtins.list[LakeObject]:
+    def ledger_entries(self, start_after: str | None, limit: int = 1000) -> list[LakeObject]:
         return self.list(lake.LEDGER_PREFIX, start_after=start_after, limit=limit)
 
     def read(self, key: str) -> bytes:
@@ -154,7 +152,7 @@ class SparkResource(LazyPySparkResource):
     cluster.
     """
 
-    spark_config: dict[str, Any] = {}  # noqa: RUF012  (a pydantic field: each instance gets a copy)
+    spark_config: dict[str, Any] = {}
     master: str | None = None
     driver_memory: str | None = None
     s3_endpoint: str | None = None
@@ -163,9 +161,8 @@ class SparkResource(LazyPySparkResource):
 
     def _init_session(self) -> None:
         if self._spark_session is None:
-            from pyspark.sql import SparkSession
-
             from heatmap_core.spark import spark_conf
+            from pyspark.sql import SparkSession
 
             os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
             os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
@@ -190,7 +187,7 @@ def build_resources(settings: Settings | None = None, *, from_env: bool = False)
     process reads them from its own HEATMAP_* environment and the UI shows none.
     """
     settings = settings or get_settings()
-    secret: dict[str, Any] = {} if from_env else {"access_key": settings.s3_access_key, "secret_key": settings.s3_secret_key}
+    secret = {} if from_env else {"access_key": settings.s3_access_key, "secret_key": settings.s3_secret_key}
     return {
         "lake_store": LakeResource(
             endpoint=settings.s3_endpoint,

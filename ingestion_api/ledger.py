@@ -9,8 +9,8 @@ acknowledging it then could acknowledge a batch that ends up not published.
 
 from __future__ import annotations
 
-import contextlib
 import enum
+from contextlib import suppress
 
 import redis.asyncio as redis
 from redis.exceptions import RedisError
@@ -63,7 +63,7 @@ class BatchLedger:
 
     async def release(self, client_id: str, batch_id: str) -> None:
         # On failure the pending key expires on its own after its short TTL.
-        with contextlib.suppress(RedisError):
+        with suppress(RedisError):
             await self._redis.delete(self._key(client_id, batch_id))
 
     async def ping(self) -> None:

@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import date, datetime
 from http import HTTPStatus
-from typing import Annotated, Any
+from typing import Annotated
 
 from litestar import Controller, Request, Response, get, put
 from litestar.datastructures import ResponseHeader
@@ -81,7 +81,7 @@ def problems(*codes: int) -> dict[int, ResponseSpec]:
     return {code: ResponseSpec(data_container=Problem, description=HTTPStatus(code).phrase) for code in codes}
 
 
-_SECURED: dict[str, Any] = {
+_SECURED = {
     "guards": [client_guard],
     "security": [{SECURITY_SCHEME: []}],
     "sync_to_thread": True,

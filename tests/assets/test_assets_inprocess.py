@@ -43,8 +43,6 @@ def run(settings, instance, selection, partition_key=None, tags=None):
 
 
 class Outcomes(dict):
-    details: dict[str, tuple[bool, dict[str, object]]]  # check name -> (passed, metadata), shown on failure
-
     def __repr__(self):
         return repr(self.details)
 

@@ -260,7 +260,7 @@ def test_backfill_48_hours_through_graphql(dev: Dev):
 
     got = lakedata.table_cells(settings, "heatmap_hourly", hours[0], hours[-1] + timedelta(hours=1))
     assert got == expected
-    _, _, weekly = assert_rollups_exact(settings, hours[0], hours[-1])
+    _, daily, weekly = assert_rollups_exact(settings, hours[0], hours[-1])
     assert sum(weekly.values()) == sum(expected.values())
     assert_checks_succeeded(instance)
     dev.finished = events_by_hour
@@ -291,7 +291,7 @@ def test_late_files_rematerialize_hour_day_week(dev: Dev):
     assert lakedata.table_cells(settings, "heatmap_hourly", hour, hour + timedelta(hours=1)) == (
         lakedata.expected_cells(first + late, hour)
     )
-    _, daily, _ = assert_rollups_exact(settings, hour, hour)
+    _, daily, weekly = assert_rollups_exact(settings, hour, hour)
     day = day_of(hour.replace(tzinfo=None))
     day_events = sum(
         sum(lakedata.expected_cells(e, h).values())

@@ -5,7 +5,6 @@ Runs its own single-node Kafka (the shared one is never stopped).
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
@@ -20,7 +19,7 @@ from .conftest import make_batch, read_topic
 
 
 @pytest.fixture
-def private_kafka(stack: Settings, tmp_path) -> Iterator[Settings]:
+def private_kafka(stack: Settings, tmp_path) -> Settings:
     private = Settings(
         data_dir=tmp_path,
         kafka_bootstrap=f"127.0.0.1:{free_port()}",
