@@ -10,7 +10,6 @@ acknowledging it then could acknowledge a batch that ends up not published.
 from __future__ import annotations
 
 import enum
-from contextlib import suppress
 
 import redis.asyncio as redis
 from redis.exceptions import RedisError
@@ -62,9 +61,11 @@ class BatchLedger:
             raise LedgerUnavailable(repr(exc)) from exc
 
     async def release(self, client_id: str, batch_id: str) -> None:
-        # On failure the pending key expires on its own after its short TTL.
-        with suppress(RedisError):
+        try:
             await self._redis.delete(self._key(client_id, batch_id))
+        except RedisError:
+            # The pending key then expires on its own after its short TTL.
+            pass
 
     async def ping(self) -> None:
         try:
