@@ -39,7 +39,10 @@ def stack_settings(tmp_path_factory) -> Settings:
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Mark every test that uses the running stack (the fixture below) ``service``: `make check` leaves them out."""
+    """Mark every test that uses the running stack (the fixture below) ``service``: `make check` leaves them out.
+
+    A test that starts services of its own without this fixture carries the mark itself.
+    """
     for item in items:
         if "stack" in getattr(item, "fixturenames", ()):
             item.add_marker(pytest.mark.service)
