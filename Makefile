@@ -1,11 +1,17 @@
 # Entry points; README.md documents them.
-.PHONY: demo test bootstrap stack-start stack-stop stack-status bench lock
+.PHONY: demo test check lint bootstrap stack-start stack-stop stack-status bench lock
 
 demo:        ## install what is missing, start everything, send demo traffic, print URLs
 	scripts/demo.sh
 
-test:        ## install what is missing and run the whole test suite against the real stack
+test:        ## install what is missing, lint and type-check, then run the whole test suite against the real stack
 	scripts/test.sh
+
+check:       ## the fast tier: lint, types and the tests that need no running service
+	scripts/check.sh
+
+lint:        ## ruff check, ruff format --check and mypy only
+	scripts/lint.sh
 
 bootstrap:   ## install Python deps, jars, apt packages and npm modules (idempotent)
 	scripts/bootstrap.sh

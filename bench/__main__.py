@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+from typing import Annotated
 
 import typer
 
@@ -16,7 +17,9 @@ app = typer.Typer(add_completion=False)
 
 
 @app.command()
-def main(names: list[str] = typer.Argument(None, help=f"Benchmarks to run (default: all of {', '.join(BENCHES)}).")) -> None:
+def main(
+    names: Annotated[list[str] | None, typer.Argument(help=f"Benchmarks to run (default: all of {', '.join(BENCHES)}).")] = None,
+) -> None:
     settings = get_settings()
     supervisor.start(settings, PROGRAMS, INFRA_SERVICES)
     console.print(f"machine: {machine()}")

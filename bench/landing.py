@@ -70,7 +70,8 @@ def _landing(settings: Settings, expected: int) -> float:
         settings, HEATMAP_LANDING_GROUP=f"bench-landing-{uuid.uuid4().hex[:6]}", HEATMAP_LANDING_PARQUET="false",
         HEATMAP_LANDING_FLUSH_INTERVAL="1",
     )
-    client, seen = s3_client(settings), {}
+    client = s3_client(settings)
+    seen: dict[str, int] = {}
     started = time.perf_counter()
     process = subprocess.Popen([sys.executable, "-m", "landing", "run"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:

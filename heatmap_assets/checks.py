@@ -28,7 +28,10 @@ from dagster import (
     AssetKey,
     AssetRecordsFilter,
     DagsterEventType,
+    EventLogRecord,
     MetadataValue,
+    PartitionMapping,
+    PartitionsDefinition,
     asset_check,
 )
 
@@ -192,10 +195,10 @@ def freshness_lookback() -> timedelta:
 @dataclass(frozen=True)
 class Edge:
     child: AssetKey
-    child_def: object
+    child_def: PartitionsDefinition
     parent: AssetKey
-    parent_def: object
-    mapping: object
+    parent_def: PartitionsDefinition
+    mapping: PartitionMapping
 
 
 EDGES = {
@@ -240,7 +243,7 @@ def late_partitions(
     lookback = freshness_lookback() if lookback is None else lookback
     result = Lateness(child)
     child_latest = instance.get_latest_storage_id_by_partition(child, DagsterEventType.ASSET_MATERIALIZATION)
-    records = []
+    records: list[EventLogRecord] = []
     records_filter = AssetRecordsFilter(asset_key=edge.parent, after_timestamp=(now - lookback).timestamp())
     page_cursor = None
     while len(records) < 50_000:
@@ -262,9 +265,9 @@ def late_partitions(
         updated_at = datetime.fromtimestamp(record.timestamp, UTC)
         for key in children_of[partition]:
             checked.add(key)
-            if record.storage_id > child_latest.get(key, -1) and now - updated_at > lag:
-                if key not in result.late or updated_at < result.late[key]:
-                    result.late[key] = updated_at
+            stale = record.storage_id > child_latest.get(key, -1) and now - updated_at > lag
+            if stale and (key not in result.late or updated_at < result.late[key]):
+                result.late[key] = updated_at
     result.checked = len(checked)
     return result
 

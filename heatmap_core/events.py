@@ -9,7 +9,7 @@ lines of the raw lake (``LakeEvent``, defined with its columns in
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Annotated, Literal
+from typing import Annotated, Literal, get_args
 
 import msgspec
 
@@ -17,9 +17,9 @@ from heatmap_core.ids import ID_PATTERN
 from heatmap_core.lake_schema import LakeEvent
 
 RECORD_VERSION = 1
-EVENT_TYPES = ("mousemove", "click", "scroll", "touch")
 
 EventType = Literal["mousemove", "click", "scroll", "touch"]
+EVENT_TYPES: tuple[EventType, ...] = get_args(EventType)
 Identifier = Annotated[str, msgspec.Meta(pattern=ID_PATTERN, min_length=1, max_length=64)]
 Norm = Annotated[float, msgspec.Meta(ge=0.0, le=1.0)]
 # RFC 3339 with an explicit zone: msgspec refuses naive datetimes for tz=True.

@@ -219,6 +219,7 @@ def lake_watermark(watermarks: list[PartitionWatermark], partitions: int) -> dat
     with their own ledger entries.
     """
     by_partition = {w.kafka_partition: w.landed_until for w in watermarks}
-    if len(by_partition) < partitions or any(t is None for t in by_partition.values()):
+    landed = [t for t in by_partition.values() if t is not None]
+    if len(by_partition) < partitions or len(landed) < len(by_partition):
         return None
-    return min(by_partition.values())
+    return min(landed)

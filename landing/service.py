@@ -54,7 +54,8 @@ class PartitionState:
     @property
     def first_unlanded_offset(self) -> int:
         """The partition's first offset not yet in the lake (the watermark object knows what landed before)."""
-        return self.watermark.landed_through_offset + 1 if self.buffer.empty else self.buffer.first_offset
+        first_buffered = self.buffer.first_offset
+        return self.watermark.landed_through_offset + 1 if first_buffered is None else first_buffered
 
 
 class _RebalanceNotes(ConsumerRebalanceListener):
@@ -171,7 +172,7 @@ class Landing:
         for tp in revoked:
             state = self.states.pop(tp.partition, None)
             if state is not None and not state.buffer.empty and tp in assigned:
-                self._rewind(tp, state.buffer.first_offset)
+                self._rewind(tp, state.first_unlanded_offset)
         self.assigned_at = time.monotonic()
         log.info("assigned partitions %s", sorted(tp.partition for tp in assigned))
 
@@ -209,7 +210,7 @@ class Landing:
 
     def _add(self, partition: int, offset: int, value: bytes) -> None:
         state = self._state(partition)
-        if not state.buffer.empty and offset <= state.buffer.last_offset:
+        if state.buffer.last_offset is not None and offset <= state.buffer.last_offset:
             return  # already buffered: a stale fetch after a seek must not put an event in twice
         watermark = state.watermark
         if not state.reading:
@@ -253,7 +254,7 @@ class Landing:
         states = [self.states[p] for p in partitions]
         flushes = [state.buffer.take() for state in states]
         now = datetime.now(UTC)
-        for state, flush in zip(states, flushes):
+        for state, flush in zip(states, flushes, strict=True):
             state.watermark = msgspec.structs.replace(
                 state.watermark, flush_first_offset=flush.first_offset, flush_last_offset=flush.last_offset, updated_at=now
             )
@@ -261,7 +262,7 @@ class Landing:
         written = self.writer.write_parts(flushes)
         self.writer.write_ledger([f for f in flushes if f.files], written)
         landed_at = datetime.now(UTC)
-        for state, flush in zip(states, flushes):
+        for state, flush in zip(states, flushes, strict=True):
             state.replay_until = None
             state.watermark = self._landed(state.watermark, flush, landed_at)
         self.writer.put_watermarks([state.watermark for state in states])

@@ -11,7 +11,7 @@ from __future__ import annotations
 from litestar.connection import ASGIConnection
 from litestar.exceptions import NotAuthorizedException, PermissionDeniedException
 from litestar.handlers import BaseRouteHandler
-from litestar.openapi.spec import SecurityScheme
+from litestar.openapi.spec import Reference, SecurityScheme
 
 from heatmap_core.ids import InvalidId, is_valid_id
 from heatmap_core.settings import Settings
@@ -19,7 +19,7 @@ from heatmap_http.problems import RequestRejected
 
 READ_KEY_HEADER = "X-Read-Key"
 SECURITY_SCHEME = "readKey"
-SECURITY_COMPONENTS = {
+SECURITY_COMPONENTS: dict[str, SecurityScheme | Reference] = {
     SECURITY_SCHEME: SecurityScheme(
         type="apiKey", name=READ_KEY_HEADER, security_scheme_in="header", description="the client's read key"
     )

@@ -121,8 +121,8 @@ def provide_screen_heatmaps(
 
 class HeatmapController(Controller):
     path = "/heatmap"
-    tags = ["heatmap"]
-    dependencies = {"screen": Provide(provide_screen_heatmaps, sync_to_thread=False)}
+    tags = ("heatmap",)
+    dependencies = {"screen": Provide(provide_screen_heatmaps, sync_to_thread=False)}  # noqa: RUF012  (Litestar copies it per app)
 
     @get("/hourly", **_SECURED, response_headers=_CACHED)
     def hourly(self, screen: ScreenHeatmaps, dt: Day, hour: Hour) -> Response[Heatmap]:
@@ -168,7 +168,7 @@ class HeatmapController(Controller):
 
 class ScreenshotController(Controller):
     path = "/screenshots/{client_id:str}/{screen_id:str}"
-    tags = ["screenshots"]
+    tags = ("screenshots",)
 
     # Litestar 2.25 builds a path's automatic OPTIONS answer from its first handler only
     # (Allow: GET, OPTIONS here); so this path answers OPTIONS itself.

@@ -41,6 +41,16 @@ def stack_settings(tmp_path_factory) -> Settings:
     return Settings(clickhouse_dsn=f"chdb://{clickhouse_dir}")
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark every test that uses the running stack (the fixture below) ``service``: `make check` leaves them out.
+
+    A test that starts services of its own without this fixture carries the mark itself.
+    """
+    for item in items:
+        if "stack" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.service)
+
+
 @pytest.fixture(scope="session")
 def stack(stack_settings: Settings):
     started_here = not supervisor.is_running(stack_settings)
@@ -212,7 +222,7 @@ def serve_app(app: str, settings: Settings, *, port: int | None = None, log_path
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
-        if log_path:
+        if not isinstance(log, int):  # subprocess.DEVNULL is an int
             log.close()
 
 

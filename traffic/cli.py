@@ -85,7 +85,7 @@ def _split(value: str) -> tuple[str, ...]:
 
 @app.command()
 def send(
-    ingestion_url: str = typer.Option(None, help="Base URL of the ingestion API (default: settings' local port)."),
+    ingestion_url: str | None = typer.Option(None, help="Base URL of the ingestion API (default: settings' local port)."),
     clients: str = typer.Option("acme,globex", help="Comma-separated client ids."),
     screens: str = typer.Option("home_v1,pricing_v2", help="Comma-separated screen ids."),
     visitors: int = typer.Option(40, min=1, help="Visitor sessions to simulate."),
@@ -94,7 +94,7 @@ def send(
     seed: int = typer.Option(7, help="Random seed: same seed, same events."),
     rate: float = typer.Option(0.0, min=0.0, help="Events per second (0 = as fast as accepted)."),
     duration: float = typer.Option(0.0, min=0.0, help="Seconds to keep sending fresh sessions (0 = one pass)."),
-    truth_out: Path = typer.Option(None, help="Write the exact per-cell ground truth here (JSON)."),
+    truth_out: Path | None = typer.Option(None, help="Write the exact per-cell ground truth here (JSON)."),
 ) -> None:
     """Generate traffic, send it, and optionally record its ground truth."""
     settings = get_settings()

@@ -8,6 +8,7 @@ storage, and the results through ClickHouse.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -20,7 +21,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from dagster import AssetCheckKey, AssetKey, DagsterInstance
+from dagster import AssetCheckEvaluation, AssetCheckKey, AssetKey, DagsterInstance, JsonMetadataValue
 from dagster._core.instance.ref import InstanceRef
 
 from heatmap_assets import checks
@@ -141,10 +142,8 @@ def dev(stack: Settings, tmp_path_factory):
             os.killpg(proc.pid, signal.SIGTERM)
             proc.wait(timeout=60)
         except (ProcessLookupError, subprocess.TimeoutExpired):
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.killpg(proc.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
             proc.wait(timeout=30)
 
 
@@ -307,6 +306,7 @@ def test_late_files_rematerialize_hour_day_week(dev: Dev):
     raw = instance.fetch_materializations(
         AssetRecordsFilter(asset_key=AssetKey("raw_events"), asset_partitions=[hour_key(hour)]), limit=1
     ).records[0].asset_materialization
+    assert raw is not None
     assert raw.metadata["new_events"].value == len(late)
 
 
@@ -323,9 +323,9 @@ def test_partition_kept_late_fires_freshness_alert(dev: Dev):
         )
         for record in history:
             evaluation = record.event.dagster_event.event_specific_data if record.event and record.event.dagster_event else None
-            if record.status.value == "FAILED" and evaluation is not None:
+            if record.status.value == "FAILED" and isinstance(evaluation, AssetCheckEvaluation):
                 late = evaluation.metadata.get("late_partitions")
-                if late is not None and late_key in late.value:
+                if isinstance(late, JsonMetadataValue) and late_key in (late.value or ()):
                     return evaluation
         return None
 

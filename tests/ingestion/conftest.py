@@ -63,11 +63,14 @@ def read_topic(settings: Settings, timeout_s: float = 30.0) -> list[tuple[bytes,
         consumer.assign(assigned)
         consumer.seek_to_beginning(*assigned)
         end = consumer.end_offsets(assigned)
-        records = []
-        while any(consumer.position(tp) < end[tp] for tp in assigned):
+        records: list[tuple[bytes, RawBatchRecord]] = []
+        # position() without a timeout blocks until the offset is known: never None here.
+        while any(consumer.position(tp) < end[tp] for tp in assigned):  # type: ignore[operator]
             assert time.monotonic() < deadline, "topic not read to its end in time"
             for batch in consumer.poll(timeout_ms=500).values():
-                records.extend((record.key, decode_record(record.value)) for record in batch)
+                for record in batch:
+                    assert record.key is not None, "ingestion keys every record by client and screen"
+                    records.append((record.key, decode_record(record.value)))
         return records
     finally:
         consumer.close()

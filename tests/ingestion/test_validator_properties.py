@@ -12,7 +12,7 @@ from hypothesis import settings as hyp_settings
 from hypothesis import strategies as st
 from litestar.testing import TestClient
 
-from heatmap_core.events import EVENT_TYPES
+from heatmap_core.events import EVENT_TYPES, Event
 from heatmap_core.ids import ID_PATTERN, is_valid_id
 from heatmap_core.settings import Settings
 from ingestion_api.app import create_app
@@ -143,7 +143,7 @@ def invalid_batches(draw, now: datetime = NOW) -> tuple[dict, str]:
     if kind == "unknown_event_key":
         name = draw(
             st.from_regex(r"[a-z_]{1,12}", fullmatch=True).filter(
-                lambda k: k not in msgspec.structs.fields(BatchIn) and k not in (*REQUIRED_EVENT_KEYS, "event_type")
+                lambda k: k not in {f.encode_name for f in msgspec.structs.fields(Event)}
             )
         )
         event[name] = 1

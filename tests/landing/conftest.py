@@ -137,7 +137,7 @@ class LandingProcess:
             "HEATMAP_LANDING_LOG_INTERVAL": "0.5",
             **env,
         }
-        self._log = open(log_path, "ab")
+        self._log = open(log_path, "ab")  # noqa: SIM115  (open while the process runs; stop() closes it)
         self.process = subprocess.Popen(
             [sys.executable, "-m", "landing", "run", *args], cwd=ROOT, env=environment,
             stdout=self._log, stderr=subprocess.STDOUT,
@@ -201,7 +201,7 @@ class LakeFile:
 
 def list_keys(settings: Settings, prefix: str = "", client=None) -> list[str]:
     client = client or s3_client(settings)
-    keys = []
+    keys: list[str] = []
     for page in client.get_paginator("list_objects_v2").paginate(Bucket=settings.raw_bucket, Prefix=prefix):
         keys.extend(obj["Key"] for obj in page.get("Contents", []))
     return keys
@@ -238,7 +238,7 @@ def event_row(event: LakeEvent) -> tuple:
 def expected_rows(records: list[RawBatchRecord], origins: list[tuple[int, int]]) -> list[tuple]:
     """The lake lines the records must become, as comparable tuples."""
     rows = []
-    for record, (partition, offset) in zip(records, origins):
+    for record, (partition, offset) in zip(records, origins, strict=True):
         for index, event in enumerate(record.events):
             rows.append(
                 event_row(

@@ -18,7 +18,7 @@ def test_uncommitted_flush_is_replayed_onto_the_same_keys(settings, start_landin
 
     # What a landing killed after writing its part files, before ledger and commit, leaves behind.
     buffer = PartitionBuffer(crashed_partition)
-    for record, (partition, offset) in zip(records, origins):
+    for record, (partition, offset) in zip(records, origins, strict=True):
         if partition == crashed_partition:
             buffer.add(offset, record)
     flush = buffer.take()
@@ -46,4 +46,4 @@ def test_uncommitted_flush_is_replayed_onto_the_same_keys(settings, start_landin
     part_keys = {f.key for f in files} | {f.key for f in read_lake(settings, "parquet")}
     crashed_parts = {k for k in crashed_keys if parse_part_key(k)}
     assert crashed_parts <= part_keys
-    assert {k for k in part_keys if parse_part_key(k).kafka_partition == crashed_partition} == crashed_parts
+    assert {k for k in part_keys if (part := parse_part_key(k)) and part.kafka_partition == crashed_partition} == crashed_parts

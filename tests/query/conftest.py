@@ -25,7 +25,7 @@ READ_KEY = "acme-read-secret"
 # The smallest valid PNG header is enough for the store's signature check.
 PNG = b"\x89PNG\r\n\x1a\n" + b"\x00" * 32
 
-Cells = Counter  # (cell_x, cell_y) -> count
+Cells = Counter[tuple[int, int]]  # (cell_x, cell_y) -> count
 
 
 # The Sunday three to four weeks back: inside the hourly table's 90-day TTL (older

@@ -137,7 +137,7 @@ def test_listings(api: TestClient, dataset: Dataset):
     assert api.get("/heatmap/screens", params={"client_id": "nobody"}).json() == {"client_id": "nobody", "screens": []}
     for grain, length in (("hour", HOUR), ("day", DAY), ("week", 7 * DAY)):
         body = api.get("/heatmap/buckets", params={"client_id": CLIENT, "screen_id": SCREEN, "grain": grain}).json()
-        expected = {}
+        expected: dict[datetime, Cells] = {}
         for (client, screen, hour), cells in dataset.hourly.items():
             if (client, screen) != (CLIENT, SCREEN):
                 continue
@@ -206,7 +206,7 @@ def test_read_keys(open_settings, dataset: Dataset):
         assert api.get("/heatmap/daily", params=params).status_code == 401
         assert api.get("/heatmap/daily", params=params, headers={"X-Read-Key": "other-secret"}).status_code == 403
         # Header bytes beyond ASCII are just a key that opens nothing.
-        assert api.get("/heatmap/daily", params=params, headers={"X-Read-Key": b"cl\xe9"}).status_code == 403
+        assert api.get("/heatmap/daily", params=params, headers={b"X-Read-Key": b"cl\xe9"}).status_code == 403
         granted = api.get("/heatmap/daily", params=params, headers={"X-Read-Key": READ_KEY})
         assert granted.status_code == 200 and granted.headers["cache-control"].startswith("private")
         assert (

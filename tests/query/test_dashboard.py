@@ -51,7 +51,7 @@ def wait_ready(page) -> None:
 
 
 def is_grey(rgb: list[int]) -> bool:
-    return all(abs(a - b) <= 3 for a, b in zip(rgb, GREY))
+    return all(abs(a - b) <= 3 for a, b in zip(rgb, GREY, strict=True))
 
 
 @pytest.mark.browser

@@ -32,7 +32,7 @@ def test_batches_are_valid_and_bounded():
 
 def test_ground_truth_counts_every_event_once():
     batches, truth = build(TrafficSpec(visitors=15, now=NOW))
-    recount = Counter()
+    recount: Counter[tuple[str, str, datetime, int, int]] = Counter()
     for batch in batches:
         for event in batch.events:
             moment = datetime.fromisoformat(event["event_time"].replace("Z", "+00:00"))
