@@ -40,6 +40,8 @@ class Settings(BaseSettings):
     # Empty means embedded chDB under data_dir/clickhouse.
     clickhouse_dsn: str = ""
     clickhouse_database: str = "heatmap"
+    # The local stack's ClickHouse HTTP server (chdb_server) listens on 127.0.0.1 here.
+    clickhouse_port: int = 8123
 
     # Spark
     spark_master: str = "local[*]"
