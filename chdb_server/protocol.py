@@ -15,7 +15,7 @@ from __future__ import annotations
 import gzip
 import re
 import zlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from email.parser import BytesParser
 from email.policy import HTTP
 
@@ -117,8 +117,6 @@ class Statement:
     read_only: bool
     insert_data: bytes | None = None
     insert_format: str | None = None
-    query_id: str = ""
-    accept_encoding: list[str] = field(default_factory=list)
 
 
 def decode_body(body: bytes, content_encoding: str | None) -> bytes:
@@ -207,7 +205,6 @@ def parse_request(method: str, params: dict[str, str], headers: dict[str, str], 
         read_only=method == "GET",
         insert_data=insert_data,
         insert_format=insert_format,
-        query_id=params.get("query_id", ""),
     )
 
 
