@@ -255,6 +255,14 @@ def _redis_healthy(settings: Settings) -> None:
     redis.Redis.from_url(settings.redis_url, socket_timeout=2).ping()
 
 
+def _clickhouse_healthy(settings: Settings) -> None:
+    import httpx
+
+    answer = httpx.get(f"http://127.0.0.1:{settings.clickhouse_port}/ping", timeout=2)
+    if answer.text != "Ok.\n":
+        raise StackError(f"clickhouse /ping answered {answer.status_code} {answer.text[:80]!r}")
+
+
 def ensure_topic(settings: Settings, topic: str | None = None, partitions: int | None = None) -> None:
     from kafka import KafkaAdminClient
     from kafka.admin import NewTopic
@@ -304,6 +312,11 @@ PROGRAMS: dict[str, Program] = {
     ),
     "s3": Program("s3", _s3_prepare, _s3_healthy, _ensure_buckets, ports=lambda s: (s.s3_port,)),
     "redis": Program("redis", _redis_prepare, _redis_healthy, ports=lambda s: (s.redis_port,)),
+    # chdb_server owns <data dir>/clickhouse and serves ClickHouse's HTTP interface.
+    "clickhouse": Program(
+        "clickhouse", lambda s, p: [sys.executable, "-m", "chdb_server"], _clickhouse_healthy,
+        ports=lambda s: (s.clickhouse_port,),
+    ),
 }
 
 
