@@ -17,7 +17,7 @@ app = typer.Typer(add_completion=False)
 @app.command()
 def main(names: list[str] = typer.Argument(None, help=f"Benchmarks to run (default: all of {', '.join(BENCHES)}).")) -> None:
     settings = get_settings()
-    stack.start(settings, stack.INFRA_SERVICES)
+    stack.start(settings, (*stack.INFRA_SERVICES, "clickhouse"))
     console.print(f"machine: {machine()}")
     results: list[Result] = []
     for name in names or BENCHES:

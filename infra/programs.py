@@ -41,12 +41,17 @@ register(
         requires=("kafka", "s3"),
     )
 )
-register(_uvicorn_program("query", "query_api.app:app", lambda s: s.query_port, ("s3",)))
+register(_uvicorn_program("query", "query_api.app:app", lambda s: s.query_port, ("s3", "clickhouse")))
+
+
+DAGSTER_INSTANCE = "telemetry:\n  enabled: false\nconcurrency:\n  pools:\n    default_limit: 1\n"
 
 
 def _dagster_command(settings: Settings, paths: StackPaths) -> list[str]:
     home = paths.data / "dagster_home"
     home.mkdir(parents=True, exist_ok=True)
+    # One bucket write at a time: replacing an hour swaps its whole day partition.
+    (home / "dagster.yaml").write_text(DAGSTER_INSTANCE)
     return [
         sys.executable, "-m", "dagster", "dev",
         "-w", str(ROOT / "workspace.yaml"),
@@ -59,7 +64,7 @@ register(
         "dagster",
         _dagster_command,
         lambda s: _http_ok(f"http://127.0.0.1:{s.dagster_port}/server_info"),
-        requires=("kafka", "s3"),
+        requires=("kafka", "s3", "clickhouse"),
         start_timeout_s=180.0,
         ports=lambda s: (s.dagster_port,),
     )

@@ -7,10 +7,7 @@ directory, so killing or restarting one never touches the shared stack.
 
 from __future__ import annotations
 
-import os
 import signal
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -26,63 +23,22 @@ from clickhouse_connect.driver.exceptions import DatabaseError, OperationalError
 from heatmap_core.clickhouse import apply_schema, clickhouse, replace_bucket
 from heatmap_core.schema import HOURLY, TABLES
 from heatmap_core.settings import Settings
-from tests.conftest import ROOT, free_port
+from tests.conftest import ClickHouseServer, free_port, running_clickhouse
 
 DATABASE = "heatmap"
 # A recent day: rows older than the hourly table's TTL would be dropped as written.
 DAY = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0) - timedelta(days=1)
 
 
-class ServerProcess:
-    def __init__(self, data_dir: Path, port: int):
-        self.data_dir = data_dir
-        self.dsn = f"http://127.0.0.1:{port}"
-        self.settings = Settings(data_dir=data_dir, clickhouse_port=port, clickhouse_dsn=self.dsn, clickhouse_database=DATABASE)
-        self.log = data_dir / "chdb_server.log"
-        self.process: subprocess.Popen | None = None
-
-    def start(self) -> None:
-        with self.log.open("a") as log:
-            self.process = subprocess.Popen(
-                [sys.executable, "-m", "chdb_server"],
-                cwd=ROOT,
-                env={**os.environ, **self.settings.as_env()},
-                stdout=log,
-                stderr=subprocess.STDOUT,
-            )
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if httpx.get(f"{self.dsn}/ping", timeout=2).text == "Ok.\n":
-                    return
-            except httpx.TransportError:
-                pass
-            if self.process.poll() is not None or time.monotonic() > deadline:
-                raise AssertionError(f"chdb_server did not answer (exit {self.process.poll()}):\n{self.log.read_text()}")
-            time.sleep(0.2)
-
-    def client(self, **options):
-        return clickhouse_connect.get_client(dsn=self.dsn, **options)
-
-    def stop(self, sig: int = signal.SIGTERM) -> None:
-        assert self.process is not None
-        self.process.send_signal(sig)
-        self.process.wait(timeout=60)
-
-
 @contextmanager
-def running_server(data_dir: Path) -> Iterator[ServerProcess]:
-    server = ServerProcess(data_dir, free_port())
-    server.start()
-    try:
+def running_server(data_dir: Path) -> Iterator[ClickHouseServer]:
+    with running_clickhouse(data_dir) as server:
+        server.settings = server.settings.model_copy(update={"clickhouse_database": DATABASE})
         yield server
-    finally:
-        if server.process and server.process.poll() is None:
-            server.stop()
 
 
 @pytest.fixture
-def server(tmp_path) -> Iterator[ServerProcess]:
+def server(tmp_path) -> Iterator[ClickHouseServer]:
     with running_server(tmp_path) as server:
         yield server
 
@@ -257,7 +213,7 @@ def test_data_survives_a_restart(tmp_path):
         assert server.client().query("SELECT id, s FROM kept ORDER BY id").result_rows == [(1, "one"), (2, "two")]
 
 
-def _kill_when_running(server: ServerProcess, statement_like: str, work) -> None:
+def _kill_when_running(server: ClickHouseServer, statement_like: str, work) -> None:
     """Run ``work`` in a thread and SIGKILL the server while a statement matching the
     LIKE pattern ``statement_like`` is executing inside it."""
     failure: list[BaseException] = []
