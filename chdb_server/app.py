@@ -34,20 +34,17 @@ def create_app(engine: Engine):
         query_id = params.get("query_id") or str(uuid.uuid4())
         reply = [(b"x-clickhouse-query-id", query_id.encode())]
         try:
-            statement = parse_request(method, params, headers, body)
-            result: Answer = engine.run(statement)
-        except ClickHouseError as error:
-            reply += [(b"x-clickhouse-exception-code", str(error.code).encode()), (b"content-type", b"text/plain; charset=UTF-8")]
-            return error.http_status, reply, f"{error} (version {engine.version})\n".encode()
-        reply.append((b"x-clickhouse-summary", json.dumps(result.summary).encode()))
-        body = result.body
-        if result.output_format:
-            reply += [(b"x-clickhouse-format", result.output_format.encode()), (b"content-type", content_type_for(result.output_format).encode())]
-        encoding = choose_encoding(headers.get("accept-encoding")) if params.get("enable_http_compression") == "1" else None
-        if encoding and body:
-            body = ENCODERS[encoding](body)
-            reply.append((b"content-encoding", encoding.encode()))
-        return 200, reply, body
+            result = engine.run(parse_request(method, params, headers, body))
+        except ClickHouseError as failure:
+            error = failure
+        except Exception as failure:  # a bug here, still answered in the shape clients parse
+            log.exception("query %s failed unexpectedly", query_id)
+            error = ClickHouseError.of(1001, "STD_EXCEPTION", repr(failure))
+        else:
+            wanted = choose_encoding(headers.get("accept-encoding")) if params.get("enable_http_compression") == "1" else None
+            return 200, reply + _result_headers(result, wanted if result.body else None), _encoded(result.body, wanted)
+        reply += [(b"x-clickhouse-exception-code", str(error.code).encode()), (b"content-type", b"text/plain; charset=UTF-8")]
+        return error.http_status, reply, f"{error} (version {engine.version})\n".encode()
 
     async def app(scope, receive, send) -> None:
         if scope["type"] == "lifespan":
@@ -77,3 +74,16 @@ def create_app(engine: Engine):
         await respond(send, status, reply, payload)
 
     return app
+
+
+def _result_headers(result: Answer, encoding: str | None) -> list[tuple[bytes, bytes]]:
+    reply = [(b"x-clickhouse-summary", json.dumps(result.summary).encode())]
+    if result.output_format:
+        reply += [(b"x-clickhouse-format", result.output_format.encode()), (b"content-type", content_type_for(result.output_format).encode())]
+    if encoding:
+        reply.append((b"content-encoding", encoding.encode()))
+    return reply
+
+
+def _encoded(body: bytes, encoding: str | None) -> bytes:
+    return ENCODERS[encoding](body) if body and encoding else body

@@ -138,6 +138,14 @@ def test_response_compressed_as_the_client_asks(server):
     assert answer.headers["X-ClickHouse-Format"] == "TabSeparated"
 
 
+def test_get_only_reads(server):
+    assert httpx.get(server.dsn, params={"query": "SELECT 1 + 1"}).text == "2\n"
+    refused = httpx.get(server.dsn, params={"query": "CREATE TABLE g (id UInt8) ENGINE = MergeTree ORDER BY id"})
+    assert (refused.status_code, refused.headers["X-ClickHouse-Exception-Code"]) == (500, "164")
+    assert "(READONLY)" in refused.text
+    assert server.client().command("EXISTS TABLE g") == 0
+
+
 def _cells(count: int) -> list[tuple]:
     return [("acme", "home", None, x, y, count) for x in range(100) for y in range(200)]
 
