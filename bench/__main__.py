@@ -21,7 +21,7 @@ def main(
     names: Annotated[list[str] | None, typer.Argument(help=f"Benchmarks to run (default: all of {', '.join(BENCHES)}).")] = None,
 ) -> None:
     settings = get_settings()
-    supervisor.start(settings, PROGRAMS, INFRA_SERVICES)
+    supervisor.start(settings, PROGRAMS, (*INFRA_SERVICES, "clickhouse"))
     console.print(f"machine: {machine()}")
     results: list[Result] = []
     for name in names or BENCHES:

@@ -117,10 +117,12 @@ class Settings(BaseSettings):
     raw_format: str = Field(default="json", pattern="^(json|parquet)$")
     assets_bucket: str = "heatmap-assets"
 
-    # ClickHouse: chdb:///<abs dir> (embedded) or http(s)://user:pass@host:port.
-    # Empty means embedded chDB under data_dir/clickhouse.
+    # ClickHouse: http(s)://user:pass@host:port. Empty means the local stack's
+    # ClickHouse server (chdb_server) on 127.0.0.1:clickhouse_port.
     clickhouse_dsn: str = ""
     clickhouse_database: str = "heatmap"
+    # The local stack's ClickHouse HTTP server (chdb_server) listens on 127.0.0.1 here.
+    clickhouse_port: int = 8123
 
     # Spark
     spark_master: str = "local[*]"
@@ -167,18 +169,7 @@ class Settings(BaseSettings):
 
     @property
     def clickhouse_url(self) -> str:
-        return self.clickhouse_dsn or f"chdb://{self.data_path / 'clickhouse'}"
-
-    @property
-    def embedded_clickhouse(self) -> bool:
-        return self.clickhouse_url.startswith("chdb://")
-
-    @property
-    def clickhouse_path(self) -> Path | None:
-        """Data directory of embedded chDB (None for a ClickHouse server)."""
-        if not self.embedded_clickhouse:
-            return None
-        return Path(self.clickhouse_url[len("chdb://") :].split("?", 1)[0]).resolve()
+        return self.clickhouse_dsn or f"http://127.0.0.1:{self.clickhouse_port}"
 
     def keys(self, which: str) -> dict[str, str]:
         """Parse ``write_keys``/``read_keys`` into {client_id: key}."""

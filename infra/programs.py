@@ -31,7 +31,7 @@ from kafka import KafkaAdminClient
 from heatmap_core.provision import ensure_buckets, ensure_topic
 from heatmap_core.s3 import s3_client
 from heatmap_core.settings import Settings
-from infra.console import console
+from infra.console import StackError, console
 from infra.paths import CONFIG, ROOT, StackPaths, jars_dir
 
 
@@ -126,6 +126,12 @@ def _redis_command(settings: Settings, paths: StackPaths) -> list[str]:
     return [shutil.which("redis-server") or "redis-server", str(conf)]
 
 
+def _clickhouse_healthy(settings: Settings) -> None:
+    answer = httpx.get(f"http://127.0.0.1:{settings.clickhouse_port}/ping", timeout=2)
+    if answer.text != "Ok.\n":
+        raise StackError(f"clickhouse /ping answered {answer.status_code} {answer.text[:80]!r}")
+
+
 # --------------------------------------------------------------------------- application
 
 
@@ -146,8 +152,14 @@ def _uvicorn_program(name: str, module: str, port_of: Callable[[Settings], int],
     )
 
 
+# One bucket write at a time: replacing an hour swaps its whole day partition.
+DAGSTER_INSTANCE = "telemetry:\n  enabled: false\nconcurrency:\n  pools:\n    default_limit: 1\n"
+
+
 def _dagster_command(settings: Settings, paths: StackPaths) -> list[str]:
-    (paths.data / "dagster_home").mkdir(parents=True, exist_ok=True)
+    home = paths.data / "dagster_home"
+    home.mkdir(parents=True, exist_ok=True)
+    (home / "dagster.yaml").write_text(DAGSTER_INSTANCE)
     return [
         sys.executable, "-m", "dagster", "dev",
         "-w", str(ROOT / "workspace.yaml"),
@@ -178,10 +190,15 @@ PROGRAMS: Mapping[str, Program] = MappingProxyType(
             _uvicorn_program("ingestion", "ingestion_api.app:app", lambda s: s.ingestion_port, ("kafka", "redis")),
             # Landing serves nothing: running under supervisord is its health.
             Program("landing", lambda s, p: [sys.executable, "-m", "landing", "run"], lambda s: None, requires=("kafka", "s3")),
-            _uvicorn_program("query", "query_api.app:app", lambda s: s.query_port, ("s3",)),
+            # chdb_server owns <data dir>/clickhouse and serves ClickHouse's HTTP interface.
+            Program(
+                "clickhouse", lambda s, p: [sys.executable, "-m", "chdb_server"], _clickhouse_healthy,
+                ports=lambda s: (s.clickhouse_port,),
+            ),
+            _uvicorn_program("query", "query_api.app:app", lambda s: s.query_port, ("s3", "clickhouse")),
             Program(
                 "dagster", _dagster_command, lambda s: _http_ok(f"http://127.0.0.1:{s.dagster_port}/server_info"),
-                requires=("kafka", "s3"), start_timeout_s=180.0, ports=lambda s: (s.dagster_port,),
+                requires=("kafka", "s3", "clickhouse"), start_timeout_s=180.0, ports=lambda s: (s.dagster_port,),
             ),
         )
     }

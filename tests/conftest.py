@@ -10,6 +10,7 @@ ClickHouse database inside that stack, so tests never see each other's data.
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -34,11 +35,59 @@ ARTIFACTS = ROOT / "test-artifacts"
 CHROMIUM = "/usr/bin/chromium"
 
 
+class ClickHouseServer:
+    """A chdb_server process over ``data_dir`` on ``port``, as the stack runs it."""
+
+    def __init__(self, data_dir: Path, port: int):
+        self.dsn = f"http://127.0.0.1:{port}"
+        self.settings = Settings(data_dir=data_dir, clickhouse_port=port, clickhouse_dsn=self.dsn)
+        self.log = data_dir / "chdb_server.log"
+        self.process: subprocess.Popen | None = None
+
+    def start(self) -> None:
+        with self.log.open("a") as log:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "chdb_server"], cwd=ROOT, env={**os.environ, **self.settings.as_env()},
+                stdout=log, stderr=subprocess.STDOUT,
+            )
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                if httpx.get(f"{self.dsn}/ping", timeout=2).text == "Ok.\n":
+                    return
+            except httpx.TransportError:
+                pass
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                raise AssertionError(f"chdb_server did not answer (exit {self.process.poll()}):\n{self.log.read_text()}")
+            time.sleep(0.2)
+
+    def client(self, **options):
+        import clickhouse_connect
+
+        return clickhouse_connect.get_client(dsn=self.dsn, **options)
+
+    def stop(self, sig: int = signal.SIGTERM) -> None:
+        assert self.process is not None
+        self.process.send_signal(sig)
+        self.process.wait(timeout=60)
+
+
+@contextmanager
+def running_clickhouse(data_dir: Path) -> Iterator[ClickHouseServer]:
+    server = ClickHouseServer(data_dir, free_port())
+    server.start()
+    try:
+        yield server
+    finally:
+        if server.process and server.process.poll() is None:
+            server.stop()
+
+
 @pytest.fixture(scope="session")
-def stack_settings(tmp_path_factory) -> Settings:
-    """The stack's settings, with an embedded ClickHouse private to this test session."""
-    clickhouse_dir = tmp_path_factory.mktemp("chdb") / "clickhouse"
-    return Settings(clickhouse_dsn=f"chdb://{clickhouse_dir}")
+def stack_settings(tmp_path_factory) -> Iterator[Settings]:
+    """The stack's settings, with a ClickHouse server (chdb_server) private to this test session."""
+    with running_clickhouse(tmp_path_factory.mktemp("clickhouse")) as server:
+        yield Settings(clickhouse_dsn=server.dsn, clickhouse_port=server.settings.clickhouse_port)
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

@@ -28,6 +28,7 @@ from heatmap_assets import checks
 from heatmap_assets.partitions import day_key, hour_key
 from heatmap_core.s3 import ensure_bucket, s3_client
 from heatmap_core.settings import Settings
+from infra.programs import DAGSTER_INSTANCE
 from tests.assets import lakedata
 from tests.conftest import day_of, free_port, week_of
 
@@ -81,7 +82,7 @@ def dev(stack: Settings, tmp_path_factory):
     base = tmp_path_factory.mktemp("dagster")
     home = base / "dagster_home"
     home.mkdir()
-    (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
+    (home / "dagster.yaml").write_text(DAGSTER_INSTANCE)
     log = base / "dagster-dev.log"
 
     # A partition kept late on purpose: raw data for an hour older than the

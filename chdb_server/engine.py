@@ -1,0 +1,102 @@
+"""Statements run on the one embedded engine this process owns.
+
+Invariants: the process opens the engine of its data directory once (chDB admits one
+process per directory; a second fails with "Cannot lock file .../status") and keeps
+an anchor handle open for its whole life, so no request pays the ~80 ms open. Every
+request runs on a handle of its own (opening one on the live engine costs about
+0.3 ms): its ``USE`` and ``SET`` die with it, and requests run concurrently, so a
+dashboard read does not queue behind an insert. An insert's data has fully arrived
+before the engine sees any of it, so a client that disconnects mid-body inserts
+nothing; what the engine writes is as atomic as ClickHouse makes it (one part per
+block, a block up to max_insert_block_size rows).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import chdb
+
+from chdb_server.protocol import ClickHouseError, Statement, quote_setting
+
+TAB_SEPARATED = ("TabSeparated", "TSV")
+
+
+@dataclass(frozen=True)
+class Answer:
+    body: bytes
+    # The format of the result set, None when the statement produced none (DDL, INSERT).
+    output_format: str | None
+    summary: dict[str, str]
+
+
+class Engine:
+    def __init__(self, data_dir: Path):
+        data_dir.mkdir(parents=True, exist_ok=True)
+        self.path = str(data_dir.resolve())
+        self._anchor = chdb.connect(self.path)
+        probe = self._anchor.query("SELECT version(), timezone()", "TabSeparated").bytes().decode()
+        self.version, self.timezone = probe.strip().split("\t")
+
+    def close(self) -> None:
+        self._anchor.close()
+
+    def run(self, statement: Statement) -> Answer:
+        handle = chdb.connect(self.path)
+        try:
+            self._prepare(handle, statement)
+            if statement.insert_data is not None:
+                return self._insert(handle, statement)
+            return self._query(handle, statement)
+        except RuntimeError as error:  # chDB's ChdbError is a RuntimeError carrying ClickHouse's text
+            raise ClickHouseError.from_engine(str(error)) from error
+        finally:
+            handle.close()
+
+    @staticmethod
+    def _prepare(handle, statement: Statement) -> None:
+        settings = dict(statement.settings)
+        if statement.read_only:
+            settings["readonly"] = "2"
+        if settings:
+            handle.query("SET " + ", ".join(f"{name} = {quote_setting(value)}" for name, value in settings.items()))
+        if statement.database:
+            handle.query("USE `" + statement.database.replace("\\", "\\\\").replace("`", "\\`") + "`")
+
+    @staticmethod
+    def _query(handle, statement: Statement) -> Answer:
+        if statement.explicit_format or statement.output_format not in TAB_SEPARATED:
+            result = handle.query(statement.sql, statement.output_format, params=statement.parameters)
+            body = bytes(result.bytes() or b"")
+            produced = statement.explicit_format or bool(body)
+            return Answer(body, statement.output_format if produced else None, _summary(result, len(body)))
+        # HTTP tells a result set (even an empty one) from a statement without one by the
+        # X-ClickHouse-Format header; with names, any result set has at least one line.
+        result = handle.query(statement.sql, "TabSeparatedWithNames", params=statement.parameters)
+        named = bytes(result.bytes() or b"")
+        body = named[named.find(b"\n") + 1 :] if named else b""
+        return Answer(body, "TabSeparated" if named else None, _summary(result, len(body)))
+
+    @staticmethod
+    def _insert(handle, statement: Statement) -> Answer:
+        with handle.send_insert(statement.sql, statement.insert_format) as inserter:
+            inserter.append(statement.insert_data)
+            written = inserter.finish()
+        summary = {
+            "written_rows": str(written.rows_written),
+            "written_bytes": str(written.bytes_written),
+            "elapsed_ns": str(int(written.elapsed * 1e9)),
+        }
+        return Answer(b"", None, summary)
+
+
+def _summary(result, result_bytes: int) -> dict[str, str]:
+    return {
+        "read_rows": str(result.rows_read()),
+        "read_bytes": str(result.bytes_read()),
+        "written_rows": str(result.rows_written()),
+        "written_bytes": str(result.bytes_written()),
+        "result_bytes": str(result_bytes),
+        "elapsed_ns": str(int(result.elapsed() * 1e9)),
+    }
