@@ -227,7 +227,7 @@ def free_port() -> int:
 
 
 def private_stack_settings(directory: Path) -> Settings:
-    """A whole stack of its own: data and embedded ClickHouse under ``directory``, every port free."""
+    """A whole stack of its own: data (the ClickHouse server's too) under ``directory``, every port free."""
     return Settings(
         data_dir=directory / "stack",
         kafka_bootstrap=f"127.0.0.1:{free_port()}",
@@ -237,7 +237,7 @@ def private_stack_settings(directory: Path) -> Settings:
         ingestion_port=free_port(),
         query_port=free_port(),
         dagster_port=free_port(),
-        clickhouse_dsn=f"chdb://{directory / 'clickhouse'}",
+        clickhouse_port=free_port(),
     )
 
 
