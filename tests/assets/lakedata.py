@@ -99,6 +99,14 @@ def write_ledger(settings: Settings, parts: list[Part], written_at: datetime | N
     return key
 
 
+def read(settings: Settings, key: str) -> bytes:
+    return s3_client(settings).get_object(Bucket=settings.raw_bucket, Key=key)["Body"].read()
+
+
+def put(settings: Settings, key: str, body: bytes) -> None:
+    s3_client(settings).put_object(Bucket=settings.raw_bucket, Key=key, Body=body)
+
+
 def delete(settings: Settings, key: str) -> None:
     s3_client(settings).delete_object(Bucket=settings.raw_bucket, Key=key)
 

@@ -136,3 +136,26 @@ def test_parquet_lake_reads_the_same(settings, spark, instance):
         lakedata.expected_cells(events, hour)
     )
     assert_passed(run_outcomes(result), "heatmap_hourly")
+
+
+def test_unreadable_lines_are_counted_and_left_out(settings, spark, instance):
+    """Lines Spark cannot use (broken JSON, a missing field, a wrong type) are reported, not aggregated,
+    and ClickHouse's raw recount leaves out the same ones: the reconciliation still holds."""
+    hour = base_hour(4)
+    events = lakedata.make_events(hour, "acme", "home_v1", 40, partition=2, offset=50, seed=8)
+    part = lakedata.write_part(settings, hour, events)
+    body = lakedata.read(settings, part.key)
+    unreadable = [
+        b'{"client_id": "acme", "screen_id": "home_v1", "x_norm": 0.5',  # cut short
+        b'{"client_id": "acme", "screen_id": "home_v1", "x_norm": 0.5, "batch_id": "b-x", "batch_index": 0}',  # no y_norm
+        b'{"client_id": "acme", "screen_id": "home_v1", "x_norm": "left", "y_norm": 0.5, "batch_id": "b-y", "batch_index": 0}',
+    ]
+    lakedata.put(settings, part.key, body + b"\n".join(unreadable) + b"\n")
+    result = run(settings, instance, "heatmap_hourly", hour_key(hour))
+    assert lakedata.table_cells(settings, "heatmap_hourly", hour, hour + timedelta(hours=1)) == (
+        lakedata.expected_cells(events, hour)
+    )
+    metadata = result.asset_materializations_for_node("heatmap_hourly")[0].metadata
+    assert metadata["events_in"].value == 40
+    assert metadata["duplicate_or_unreadable_lines"].value == len(unreadable)
+    assert_passed(run_outcomes(result), "heatmap_hourly")
