@@ -8,8 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import pytest
-from dagster import DagsterInstance, materialize
+from dagster import materialize
 
 from heatmap_assets.assets import ALL_ASSETS
 from heatmap_assets.resources import build_resources
@@ -20,12 +19,6 @@ CHECKS_OF = {
     "heatmap_daily": {"hourly_sum_matches_daily", "cells_within_grid", "no_duplicate_cells"},
     "heatmap_weekly": {"daily_sum_matches_weekly", "cells_within_grid", "no_duplicate_cells"},
 }
-
-
-@pytest.fixture
-def instance():
-    with DagsterInstance.ephemeral() as inst:
-        yield inst
 
 
 def run(settings, instance, selection, partition_key=None, tags=None):

@@ -8,7 +8,7 @@ import msgspec
 
 from heatmap_assets.partitions import day_key, hour_key
 from tests.assets import lakedata
-from tests.assets.runs import assert_passed, instance, run, run_outcomes  # noqa: F401 (instance: fixture)
+from tests.assets.runs import assert_passed, run, run_outcomes
 from tests.conftest import day_of, week_of
 
 

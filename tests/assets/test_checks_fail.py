@@ -14,15 +14,16 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from dagster import AssetCheckKey, AssetMaterialization, AssetSelection, materialize
 
 from heatmap_assets import checks
-from heatmap_assets.assets import HourStats, hourly_checks, rollup_checks
+from heatmap_assets.assets import ALL_ASSETS, HourStats, hourly_checks, rollup_checks
 from heatmap_assets.partitions import daily_partitions, day_key, hour_key, weekly_partitions, window_of
 from heatmap_assets.resources import build_resources
 from heatmap_core.clickhouse import apply_schema, clickhouse, replace_bucket
 from heatmap_core.schema import DAILY, HOURLY, TABLES, WEEKLY
 from tests.assets import lakedata
-from tests.assets.runs import assert_passed, instance, outcomes, run, run_outcomes  # noqa: F401 (instance: fixture)
+from tests.assets.runs import assert_passed, outcomes, run, run_outcomes
 from tests.conftest import week_of
 
 
@@ -178,3 +179,29 @@ def test_duplicated_row_fails_the_uniqueness_check(built, asset, grain):
     metadata = found[(asset, "no_duplicate_cells")].metadata
     assert metadata["buckets_with_duplicates"] == {utc_text(built.bucket_of(grain)): 1}
     assert metadata["duplicate_rows"] == 1
+
+
+def test_partitions_fresh_fails_naming_the_late_hour(settings, instance, monkeypatch):
+    """The on-demand freshness check (as run from the UI): an hour whose raw events changed
+    more than the allowed lag ago and was not rebuilt since fails it, by partition."""
+    def run_fresh_checks():
+        keys = [AssetCheckKey(key, "partitions_fresh") for key in (checks.HOURLY_KEY, checks.DAILY_KEY, checks.WEEKLY_KEY)]
+        result = materialize(
+            [*ALL_ASSETS, *checks.fresh_checks], selection=AssetSelection.checks(*keys), instance=instance,
+            resources=build_resources(settings),
+        )
+        return run_outcomes(result)
+
+    monkeypatch.setenv(checks.LAG_ENV, "0")
+    fresh = {(asset, "partitions_fresh") for asset in ("heatmap_hourly", "heatmap_daily", "heatmap_weekly")}
+    found = run_fresh_checks()
+    assert set(found) == fresh and all(outcome.passed for outcome in found.values()), found
+
+    hour = (datetime.now(UTC) - timedelta(days=1)).replace(minute=0, second=0, microsecond=0)
+    instance.report_runless_asset_event(
+        AssetMaterialization(asset_key=checks.RAW_EVENTS, partition=hour_key(hour), metadata={"new_events": 1})
+    )
+    found = run_fresh_checks()
+    assert set(found) == fresh
+    assert {key for key, outcome in found.items() if not outcome.passed} == {("heatmap_hourly", "partitions_fresh")}
+    assert found[("heatmap_hourly", "partitions_fresh")].metadata["late_partitions"] == [hour_key(hour)]
