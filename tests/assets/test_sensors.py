@@ -5,12 +5,10 @@ from __future__ import annotations
 import json
 from datetime import UTC, datetime, timedelta
 
-import pytest
 from dagster import (
     AssetCheckEvaluation,
     AssetCheckKey,
     AssetMaterialization,
-    DagsterInstance,
     SensorResult,
     SkipReason,
     build_sensor_context,
@@ -23,12 +21,6 @@ from heatmap_assets.partitions import START, day_key, hour_key
 from heatmap_assets.resources import build_resources
 from heatmap_assets.sensors import heatmap_freshness, raw_events_ledger_sensor
 from tests.assets import lakedata
-
-
-@pytest.fixture
-def instance():
-    with DagsterInstance.ephemeral() as inst:
-        yield inst
 
 
 def evaluate(sensor_def, instance, cursor=None, resources=None):
