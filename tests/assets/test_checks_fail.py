@@ -60,26 +60,28 @@ def built(settings, instance) -> Built:
 
 
 def hourly_outcomes(build: Built):
+    """The hourly asset's checks over the test's hours as stored now."""
     resources = build_resources(build.settings)
     lake_store = resources["lake_store"]
     per_hour = [HourStats(hour, len(lake_store.hour_files(hour)), 0, 0, 0, 0) for hour in build.hours]
     return outcomes(hourly_checks(resources["clickhouse"], lake_store, per_hour))
 
 
+# How each rollup asset wires rollup_checks: (upstream table, table, asset, sum check, partitions, grain).
 ROLLUPS = {
-    "heatmap_daily": (HOURLY, DAILY, checks.HOURLY_MATCH, daily_partitions),
-    "heatmap_weekly": (DAILY, WEEKLY, checks.DAILY_MATCH, weekly_partitions),
+    "heatmap_daily": (HOURLY, DAILY, checks.DAILY_KEY, checks.HOURLY_MATCH, daily_partitions, "day"),
+    "heatmap_weekly": (DAILY, WEEKLY, checks.WEEKLY_KEY, checks.DAILY_MATCH, weekly_partitions, "week"),
 }
 
 
 def rollup_outcomes(build: Built, asset: str):
-    source, target, check_name, partitions_def = ROLLUPS[asset]
-    key = day_key(build.day if target is DAILY else build.week)
+    """The rollup asset's checks over the test's bucket as stored now."""
+    source, target, asset_key, check_name, partitions_def, grain = ROLLUPS[asset]
+    key = day_key(build.bucket_of(grain))
     with clickhouse(build.settings) as client:
         return outcomes(
             rollup_checks(
-                client, build.settings.clickhouse_database, source=source, target=target,
-                asset_key=checks.DAILY_KEY if target is DAILY else checks.WEEKLY_KEY,
+                client, build.settings.clickhouse_database, source=source, target=target, asset_key=asset_key,
                 check_name=check_name, windows={key: window_of(partitions_def, key)},
             )
         )
