@@ -174,7 +174,7 @@ def heatmap_hourly(
         )
         context.log.info("hour %s: %d events -> %d cells", hour.isoformat(), result.events, written)
 
-    check_results = _hourly_checks(clickhouse, lake_store, per_hour)
+    check_results = hourly_checks(clickhouse, lake_store, per_hour)
 
     events_in = sum(h.events for h in per_hour)
     rows_written = sum(h.cells for h in per_hour)
@@ -215,7 +215,8 @@ def _hour_table(per_hour: list[HourStats]) -> str:
     return "\n".join(lines)
 
 
-def _hourly_checks(clickhouse: ClickHouseResource, lake_store: LakeResource, per_hour: list[HourStats]) -> list:
+def hourly_checks(clickhouse: ClickHouseResource, lake_store: LakeResource, per_hour: list[HourStats]) -> list:
+    """The hourly asset's checks over the stored hours as they are now (tests run them on broken data too)."""
     from dagster import AssetCheckResult
 
     settings = lake_store.settings
@@ -269,16 +270,13 @@ def _rollup(
     check_name: str,
     asset_key: AssetKey,
 ) -> MaterializeResult:
-    from dagster import AssetCheckResult
-
     started = time.monotonic()
     database = clickhouse.db
     # The span of upstream partitions this run depends on, as resolved through the partition mapping.
     upstream = context.asset_partitions_time_window_for_input(upstream_key.to_python_identifier())
-    buckets = []
+    windows = {}
     rows_written = 0
     events = 0
-    mismatched = {}
     upstream_cells = 0
     for key in context.partition_keys:
         # The bucket's own window; with the time-window mapping its upstream
@@ -301,16 +299,16 @@ def _rollup(
                 ).result_rows[0][0]
             )
             written = replace_bucket(client, target, start, select_sql=select_sql, parameters=params, database=database)
-            differing, source_sum, target_sum = checks.rollup_mismatches(client, database, source, target, start, end)
+            target_sum = checks.bucket_sum(client, database, target, start, end)
         context.log.info("%s %s: %d upstream rows -> %d cells, %d events", target.grain, key, source_cells, written, target_sum)
-        buckets.append(start)
+        windows[key] = (start, end)
         rows_written += written
         events += target_sum
         upstream_cells += source_cells
-        if differing or source_sum != target_sum:
-            mismatched[key] = {"cells_differing": differing, "upstream_sum": source_sum, "sum": target_sum}
     with clickhouse.connect() as client:
-        table_results = checks.table_checks(client, database, target, asset_key, buckets)
+        check_results = rollup_checks(
+            client, database, source=source, target=target, asset_key=asset_key, check_name=check_name, windows=windows
+        )
     return MaterializeResult(
         metadata={
             "partitions": MetadataValue.text(f"{context.partition_keys[0]} .. {context.partition_keys[-1]}"),
@@ -323,16 +321,40 @@ def _rollup(
             "table": f"{database}.{target.name}",
             "duration_s": round(time.monotonic() - started, 3),
         },
-        check_results=[
-            AssetCheckResult(
-                asset_key=asset_key,
-                check_name=check_name,
-                passed=not mismatched,
-                metadata={"buckets_checked": len(buckets), "events": events, "mismatched": MetadataValue.json(mismatched)},
-            ),
-            *table_results,
-        ],
+        check_results=check_results,
     )
+
+
+def rollup_checks(
+    client,
+    database: str,
+    *,
+    source: BucketTable,
+    target: BucketTable,
+    asset_key: AssetKey,
+    check_name: str,
+    windows: dict[str, tuple[datetime, datetime]],
+) -> list:
+    """A rollup asset's checks over its stored buckets (partition key -> window) as they are now:
+    the upstream window adds up to the bucket cell by cell, plus grid bounds and uniqueness."""
+    from dagster import AssetCheckResult
+
+    mismatched = {}
+    events = 0
+    for key, (start, end) in windows.items():
+        differing, source_sum, target_sum = checks.rollup_mismatches(client, database, source, target, start, end)
+        events += target_sum
+        if differing or source_sum != target_sum:
+            mismatched[key] = {"cells_differing": differing, "upstream_sum": source_sum, "sum": target_sum}
+    return [
+        AssetCheckResult(
+            asset_key=asset_key,
+            check_name=check_name,
+            passed=not mismatched,
+            metadata={"buckets_checked": len(windows), "events": events, "mismatched": MetadataValue.json(mismatched)},
+        ),
+        *checks.table_checks(client, database, target, asset_key, [start for start, _ in windows.values()]),
+    ]
 
 
 def _rollup_asset(

@@ -103,27 +103,40 @@ WEEKLY_CHECKS = [
 
 
 def table_checks(client, database: str, table: BucketTable, key: AssetKey, buckets: list[datetime]) -> list[AssetCheckResult]:
-    """Grid bounds and key uniqueness over the given buckets of one table."""
+    """Grid bounds and key uniqueness over the given buckets of one table; a failure names its buckets (UTC)."""
     target = f"`{database}`.`{table.name}`"
     starts = [naive_utc(b) for b in buckets]
-    out_of_grid, duplicates, rows = client.query(
-        f"SELECT countIf(cell_x >= {GRID_W} OR cell_y >= {GRID_H}), "
+    per_bucket = client.query(
+        f"SELECT toString(bucket_start), countIf(cell_x >= {GRID_W} OR cell_y >= {GRID_H}), "
         f"count() - uniqExact({', '.join(BUCKET_KEY)}), count() "
-        f"FROM {target} WHERE bucket_start IN {time_array_parameter('starts')}",
+        f"FROM {target} WHERE bucket_start IN {time_array_parameter('starts')} GROUP BY bucket_start ORDER BY bucket_start",
         parameters={"starts": starts},
-    ).result_rows[0]
+    ).result_rows
+    rows = sum(int(r[3]) for r in per_bucket)
+    outside = {bucket: int(n) for bucket, n, _, _ in per_bucket if n}
+    duplicated = {bucket: int(n) for bucket, _, n, _ in per_bucket if n}
     return [
         AssetCheckResult(
             asset_key=key,
             check_name=GRID_CHECK,
-            passed=int(out_of_grid) == 0,
-            metadata={"cells_outside_grid": int(out_of_grid), "rows_checked": int(rows), "buckets": len(buckets)},
+            passed=not outside,
+            metadata={
+                "cells_outside_grid": sum(outside.values()),
+                "buckets_outside_grid": MetadataValue.json(outside),
+                "rows_checked": rows,
+                "buckets": len(buckets),
+            },
         ),
         AssetCheckResult(
             asset_key=key,
             check_name=UNIQUE_CHECK,
-            passed=int(duplicates) == 0,
-            metadata={"duplicate_rows": int(duplicates), "rows_checked": int(rows), "buckets": len(buckets)},
+            passed=not duplicated,
+            metadata={
+                "duplicate_rows": sum(duplicated.values()),
+                "buckets_with_duplicates": MetadataValue.json(duplicated),
+                "rows_checked": rows,
+                "buckets": len(buckets),
+            },
         ),
     ]
 

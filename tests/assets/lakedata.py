@@ -97,6 +97,14 @@ def write_ledger(settings: Settings, parts: list[Part], written_at: datetime | N
     return key
 
 
+def read(settings: Settings, key: str) -> bytes:
+    return s3_client(settings).get_object(Bucket=settings.raw_bucket, Key=key)["Body"].read()
+
+
+def put(settings: Settings, key: str, body: bytes) -> None:
+    s3_client(settings).put_object(Bucket=settings.raw_bucket, Key=key, Body=body)
+
+
 def delete(settings: Settings, key: str) -> None:
     s3_client(settings).delete_object(Bucket=settings.raw_bucket, Key=key)
 
@@ -136,22 +144,17 @@ def rollup(cells: dict[tuple, int], bucket_of) -> dict[tuple, int]:
 
 
 def write_parquet_part(settings: Settings, hour: datetime, events: list[LakeEvent]) -> Part:
-    """One Parquet part file under the lake's Parquet prefix (Phase 2 layout), in the lake's schema."""
-    import io
-
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    from heatmap_core.lake_schema import arrow_schema
+    """One Parquet part file written by landing's own writer, from the JSON lines landing buffers."""
+    from landing.buffer import Flush, PartFile
+    from landing.writer import LakeWriter
 
     first = events[0]
-    key = lake.part_key(
-        hour, first.client_id, first.kafka_partition, first.kafka_offset, events[-1].kafka_offset,
-        fmt="parquet", parquet_prefix=settings.parquet_prefix,
-    )
-    table = pa.Table.from_pylist([msgspec.structs.asdict(e) for e in events], schema=arrow_schema())
-    buffer = io.BytesIO()
-    pq.write_table(table, buffer)
-    body = buffer.getvalue()
-    s3_client(settings).put_object(Bucket=settings.raw_bucket, Key=key, Body=body)
-    return Part(key, events, len(events), len(body))
+    lines = [_encoder.encode(event) + b"\n" for event in events]
+    part = PartFile(hour, first.client_id, first.kafka_offset, events[-1].kafka_offset, lines)
+    flush = Flush(first.kafka_partition, part.first_offset, part.last_offset, [part], None, None)
+    writer = LakeWriter(settings, ("parquet",))
+    try:
+        (written,) = writer.write_parts([flush])[first.kafka_partition]
+    finally:
+        writer.close()
+    return Part(written.key, events, len(events), written.size)

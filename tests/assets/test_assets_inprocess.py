@@ -5,20 +5,11 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 import msgspec
-import pytest
-from dagster import DagsterInstance, materialize
 
-from heatmap_assets.assets import ALL_ASSETS
 from heatmap_assets.partitions import day_key, hour_key
-from heatmap_assets.resources import build_resources
 from tests.assets import lakedata
+from tests.assets.runs import assert_passed, run, run_outcomes
 from tests.conftest import day_of, week_of
-
-
-@pytest.fixture
-def instance():
-    with DagsterInstance.ephemeral() as inst:
-        yield inst
 
 
 def base_hour(days_back: int = 3) -> datetime:
@@ -27,31 +18,6 @@ def base_hour(days_back: int = 3) -> datetime:
 
 def hour_range(first: datetime, last: datetime) -> dict:
     return {"dagster/asset_partition_range_start": hour_key(first), "dagster/asset_partition_range_end": hour_key(last)}
-
-
-def run(settings, instance, selection, partition_key=None, tags=None):
-    result = materialize(
-        ALL_ASSETS,
-        selection=selection,
-        partition_key=partition_key,
-        resources=build_resources(settings),
-        instance=instance,
-        tags=tags,
-    )
-    assert result.success
-    return result
-
-
-class Outcomes(dict):
-    def __repr__(self):
-        return repr(self.details)
-
-
-def check_outcomes(result) -> dict[str, bool]:
-    evaluations = result.get_asset_check_evaluations()
-    out = Outcomes({e.check_name: e.passed for e in evaluations})
-    out.details = {e.check_name: (e.passed, {k: v.value for k, v in e.metadata.items()}) for e in evaluations}
-    return out
 
 
 def test_hour_exact_idempotent_and_replaced(settings, spark, instance):
@@ -80,7 +46,7 @@ def test_hour_exact_idempotent_and_replaced(settings, spark, instance):
     got = lakedata.table_cells(settings, "heatmap_hourly", hour, next_hour)
     assert got == expected
     assert sum(got.values()) == 500
-    assert all(check_outcomes(result).values()), check_outcomes(result)
+    assert_passed(run_outcomes(result), "heatmap_hourly")
     metadata = result.asset_materializations_for_node("heatmap_hourly")[0].metadata
     assert metadata["events_in"].value == 500 + 50
     assert metadata["duplicate_or_unreadable_lines"].value == parts[0].lines - len(a) + len(republished)
@@ -100,8 +66,7 @@ def test_hour_exact_idempotent_and_replaced(settings, spark, instance):
     expected2 = lakedata.expected_cells(a + c2, hour)
     assert lakedata.table_cells(settings, "heatmap_hourly", hour, next_hour) == expected2
     assert not any(k[1] == "pricing" for k in lakedata.table_cells(settings, "heatmap_hourly", hour, next_hour))
-    outcomes = check_outcomes(result)
-    assert all(outcomes.values()), outcomes
+    assert_passed(run_outcomes(result), "heatmap_hourly")
     # The neighbouring hour kept its rows.
     assert lakedata.table_cells(settings, "heatmap_hourly", next_hour, next_hour + timedelta(hours=1)) == (
         lakedata.expected_cells(n, next_hour)
@@ -112,8 +77,7 @@ def test_hour_exact_idempotent_and_replaced(settings, spark, instance):
         lakedata.delete(settings, key)
     result = run(settings, instance, "heatmap_hourly", hour_key(hour))
     assert lakedata.table_cells(settings, "heatmap_hourly", hour, next_hour) == {}
-    outcomes = check_outcomes(result)
-    assert all(outcomes.values()), outcomes
+    assert_passed(run_outcomes(result), "heatmap_hourly")
 
 
 def test_range_run_rollups_and_checks(settings, spark, instance):
@@ -136,8 +100,7 @@ def test_range_run_rollups_and_checks(settings, spark, instance):
     )
     materializations = result.asset_materializations_for_node("heatmap_hourly")
     assert sorted(m.partition for m in materializations) == sorted(hour_key(h) for h in [*hours, empty_hour])
-    outcomes = check_outcomes(result)
-    assert all(outcomes.values()), outcomes
+    assert_passed(run_outcomes(result), "heatmap_hourly")
     hourly = {}
     for hour in hours:
         hourly.update(lakedata.expected_cells(events[hour], hour))
@@ -146,15 +109,13 @@ def test_range_run_rollups_and_checks(settings, spark, instance):
 
     for day in (hours[0], hours[-1]):
         result = run(settings, instance, "heatmap_daily", day_key(day))
-        outcomes = check_outcomes(result)
-        assert all(outcomes.values()), outcomes
+        assert_passed(run_outcomes(result), "heatmap_daily")
     daily = lakedata.table_cells(settings, "heatmap_daily", saturday, saturday + timedelta(days=2))
     assert daily == lakedata.rollup(hourly, day_of)
 
     for week_start in (saturday - timedelta(days=6), saturday + timedelta(days=1)):
         result = run(settings, instance, "heatmap_weekly", day_key(week_start))
-        outcomes = check_outcomes(result)
-        assert all(outcomes.values()), outcomes
+        assert_passed(run_outcomes(result), "heatmap_weekly")
         meta = result.asset_materializations_for_node("heatmap_weekly")[0].metadata
         assert meta["table"].value.endswith("heatmap_weekly")
     weekly = lakedata.table_cells(settings, "heatmap_weekly", saturday - timedelta(days=6), saturday + timedelta(days=8))
@@ -174,5 +135,27 @@ def test_parquet_lake_reads_the_same(settings, spark, instance):
     assert lakedata.table_cells(settings, "heatmap_hourly", hour, hour + timedelta(hours=1)) == (
         lakedata.expected_cells(events, hour)
     )
-    outcomes = check_outcomes(result)
-    assert all(outcomes.values()), outcomes
+    assert_passed(run_outcomes(result), "heatmap_hourly")
+
+
+def test_unreadable_lines_are_counted_and_left_out(settings, spark, instance):
+    """Lines Spark cannot use (broken JSON, a missing field, a wrong type) are reported, not aggregated,
+    and ClickHouse's raw recount leaves out the same ones: the reconciliation still holds."""
+    hour = base_hour(4)
+    events = lakedata.make_events(hour, "acme", "home_v1", 40, partition=2, offset=50, seed=8)
+    part = lakedata.write_part(settings, hour, events)
+    body = lakedata.read(settings, part.key)
+    unreadable = [
+        b'{"client_id": "acme", "screen_id": "home_v1", "x_norm": 0.5',  # cut short
+        b'{"client_id": "acme", "screen_id": "home_v1", "x_norm": 0.5, "batch_id": "b-x", "batch_index": 0}',  # no y_norm
+        b'{"client_id": "acme", "screen_id": "home_v1", "x_norm": "left", "y_norm": 0.5, "batch_id": "b-y", "batch_index": 0}',
+    ]
+    lakedata.put(settings, part.key, body + b"\n".join(unreadable) + b"\n")
+    result = run(settings, instance, "heatmap_hourly", hour_key(hour))
+    assert lakedata.table_cells(settings, "heatmap_hourly", hour, hour + timedelta(hours=1)) == (
+        lakedata.expected_cells(events, hour)
+    )
+    metadata = result.asset_materializations_for_node("heatmap_hourly")[0].metadata
+    assert metadata["events_in"].value == 40
+    assert metadata["duplicate_or_unreadable_lines"].value == len(unreadable)
+    assert_passed(run_outcomes(result), "heatmap_hourly")

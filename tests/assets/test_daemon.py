@@ -25,15 +25,18 @@ from dagster import AssetCheckEvaluation, AssetCheckKey, AssetKey, DagsterInstan
 from dagster._core.instance.ref import InstanceRef
 
 from heatmap_assets import checks
+from heatmap_assets.definitions import defs
 from heatmap_assets.partitions import day_key, hour_key
 from heatmap_core.s3 import ensure_bucket, s3_client
 from heatmap_core.settings import Settings
 from infra.programs import DAGSTER_INSTANCE
 from tests.assets import lakedata
+from tests.assets.runs import CHECKS_OF
 from tests.conftest import day_of, free_port, week_of
 
 ROOT = Path(__file__).resolve().parents[2]
 AUTOMATION_LOOKBACK_DAYS = 12
+DAILY_FAIL_MINUTES = 1
 
 
 @dataclass
@@ -44,8 +47,6 @@ class Dev:
     log: Path
     proc: subprocess.Popen
     late_hour: datetime
-    # Hours the backfill test built (with their expected cells), reused by the late-files test.
-    finished: dict | None = None
 
     def graphql(self, query: str, variables: dict | None = None) -> dict:
         response = httpx.post(f"{self.url}/graphql", json={"query": query, "variables": variables or {}}, timeout=60)
@@ -109,6 +110,10 @@ def dev(stack: Settings, tmp_path_factory):
         "HEATMAP_AUTOMATION_INTERVAL_SECONDS": "5",
         "HEATMAP_FRESHNESS_SENSOR_INTERVAL_SECONDS": "10",
         "HEATMAP_FRESHNESS_LAG_MINUTES": "1",
+        # The daily freshness policy fails a minute after the last daily materialization,
+        # and Dagster's freshness daemon evaluates it every 5 s.
+        "HEATMAP_FRESHNESS_DAILY_FAIL_MINUTES": str(DAILY_FAIL_MINUTES),
+        "FRESHNESS_DAEMON_INTERVAL_SECONDS": "5",
         "HEATMAP_AUTOMATION_LOOKBACK_DAYS": str(AUTOMATION_LOOKBACK_DAYS),
         "PYTHONPATH": str(ROOT),
     }
@@ -158,37 +163,31 @@ def materialization_count(instance: DagsterInstance, key: str, partition: str) -
     )
 
 
-def latest_check_passed(instance: DagsterInstance, key: AssetKey, names: list[str]) -> dict[str, str]:
-    statuses = {}
-    for name in names:
-        history = instance.event_log_storage.get_asset_check_execution_history(AssetCheckKey(key, name), limit=1)
-        statuses[name] = history[0].status.value if history else "NONE"
-    return statuses
-
-
-IN_ASSET_CHECKS = {
-    checks.HOURLY_KEY: [checks.RAW_MATCH, checks.GRID_CHECK, checks.UNIQUE_CHECK],
-    checks.DAILY_KEY: [checks.HOURLY_MATCH, checks.GRID_CHECK, checks.UNIQUE_CHECK],
-    checks.WEEKLY_KEY: [checks.DAILY_MATCH, checks.GRID_CHECK, checks.UNIQUE_CHECK],
-}
+def latest_check_status(instance: DagsterInstance, asset: str, name: str) -> str:
+    history = instance.event_log_storage.get_asset_check_execution_history(AssetCheckKey(AssetKey(asset), name), limit=1)
+    return history[0].status.value if history else "NONE"
 
 
 def assert_checks_succeeded(instance: DagsterInstance):
-    for key, names in IN_ASSET_CHECKS.items():
-        statuses = latest_check_passed(instance, key, names)
-        assert set(statuses.values()) == {"SUCCEEDED"}, (key, statuses)
+    """The code location declares exactly the expected checks, and each in-asset check's latest execution succeeded."""
+    in_asset = {(asset, name) for asset, names in CHECKS_OF.items() for name in names}
+    declared = {(key.asset_key.to_user_string(), key.name) for key in defs.resolve_asset_graph().asset_check_keys}
+    assert declared == in_asset | {(asset, "partitions_fresh") for asset in CHECKS_OF}
+    statuses = {(asset, name): latest_check_status(instance, asset, name) for asset, name in in_asset}
+    assert statuses == dict.fromkeys(in_asset, "SUCCEEDED"), statuses
 
 
-def assert_rollups_exact(settings: Settings, start: datetime, end: datetime):
-    """daily = sum of hourly, weekly = sum of daily, over the weeks covering [start, end)."""
+def bucket_tables(settings: Settings, start: datetime, end: datetime) -> tuple[dict, dict, dict]:
+    """(hourly, daily, weekly) cells over the weeks covering [start, end)."""
     week0 = week_of(start.replace(tzinfo=None)).replace(tzinfo=UTC)
     week1 = week_of(end.replace(tzinfo=None)).replace(tzinfo=UTC) + timedelta(days=7)
-    hourly = lakedata.table_cells(settings, "heatmap_hourly", week0, week1)
-    daily = lakedata.table_cells(settings, "heatmap_daily", week0, week1)
-    weekly = lakedata.table_cells(settings, "heatmap_weekly", week0, week1)
+    return tuple(lakedata.table_cells(settings, table, week0, week1) for table in ("heatmap_hourly", "heatmap_daily", "heatmap_weekly"))
+
+
+def assert_rollups_exact(hourly: dict, daily: dict, weekly: dict) -> None:
+    """daily = sum of hourly, weekly = sum of daily."""
     assert daily == lakedata.rollup(hourly, day_of)
     assert weekly == lakedata.rollup(daily, week_of)
-    return hourly, daily, weekly
 
 
 LAUNCH = """
@@ -207,7 +206,26 @@ query($id: String!) { partitionBackfillOrError(backfillId: $id) { ... on Partiti
 """
 
 
-def test_backfill_48_hours_through_graphql(dev: Dev):
+@dataclass
+class Backfill:
+    """A 48-hour backfill of hour, day and week, and what it left behind when it finished."""
+
+    backfill_id: str
+    status: str
+    hours: list[datetime]
+    days: list[str]
+    weeks: list[str]
+    events_by_hour: dict[datetime, list]
+    expected: dict[tuple, int]
+    runs: list
+    hourly: dict[tuple, int]
+    daily: dict[tuple, int]
+    weekly: dict[tuple, int]
+
+
+@pytest.fixture(scope="module")
+def backfill(dev: Dev) -> Backfill:
+    """Launches the backfill through GraphQL and records its outcome; tests needing built hours share it."""
     settings = dev.settings
     # Saturday 12:00 .. Monday 12:00 of last week-end: two days' boundaries and a week boundary.
     today = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
@@ -249,37 +267,48 @@ def test_backfill_48_hours_through_graphql(dev: Dev):
         return status if status in {"COMPLETED_SUCCESS", "COMPLETED_FAILED", "FAILED", "CANCELED", "COMPLETED"} else None
 
     status = wait_for(finished, 600, "the 48-hour backfill", dev, every=5)
-    assert status in {"COMPLETED_SUCCESS", "COMPLETED"}, f"{status}\n{dev.log_tail()}"
-
-    instance = dev.instance()
     from dagster import RunsFilter
 
-    runs = instance.get_runs(filters=RunsFilter(tags={"dagster/backfill": backfill_id}))
-    hourly_runs = [r for r in runs if AssetKey("heatmap_hourly") in (r.asset_selection or set())]
-    assert len(hourly_runs) == 1, "the 48 hours run in one run (one Spark session)"
-    assert all(r.is_success for r in runs)
-
-    got = lakedata.table_cells(settings, "heatmap_hourly", hours[0], hours[-1] + timedelta(hours=1))
-    assert got == expected
-    _, daily, weekly = assert_rollups_exact(settings, hours[0], hours[-1])
-    assert sum(weekly.values()) == sum(expected.values())
-    assert_checks_succeeded(instance)
-    dev.finished = events_by_hour
+    runs = dev.instance().get_runs(filters=RunsFilter(tags={"dagster/backfill": backfill_id}))
+    hourly, daily, weekly = bucket_tables(settings, hours[0], hours[-1])
+    return Backfill(backfill_id, status, hours, days, weeks, events_by_hour, expected, runs, hourly, daily, weekly)
 
 
-def test_late_files_rematerialize_hour_day_week(dev: Dev):
+def test_backfill_48_hours_through_graphql(dev: Dev, backfill: Backfill):
+    assert backfill.status in {"COMPLETED_SUCCESS", "COMPLETED"}, f"{backfill.status}\n{dev.log_tail()}"
+    # One run per asset (single-run backfill policy: one Spark session for the 48 hours),
+    # each over the asset's whole range.
+    ranges = sorted(
+        (
+            sorted(key.to_user_string() for key in run.asset_selection or ()),
+            run.tags.get("dagster/asset_partition_range_start"),
+            run.tags.get("dagster/asset_partition_range_end"),
+        )
+        for run in backfill.runs
+    )
+    assert ranges == sorted([
+        (["heatmap_hourly"], hour_key(backfill.hours[0]), hour_key(backfill.hours[-1])),
+        (["heatmap_daily"], backfill.days[0], backfill.days[-1]),
+        (["heatmap_weekly"], backfill.weeks[0], backfill.weeks[-1]),
+    ])
+    assert len(backfill.days) == 3 and len(backfill.weeks) == 2
+    assert all(r.is_success for r in backfill.runs)
+    assert backfill.hourly == backfill.expected
+    assert_rollups_exact(backfill.hourly, backfill.daily, backfill.weekly)
+    assert sum(backfill.weekly.values()) == sum(backfill.expected.values())
+    assert_checks_succeeded(dev.instance())
+
+
+def test_late_files_rematerialize_hour_day_week(dev: Dev, backfill: Backfill):
     """Late files land for an hour the backfill finished: automation rebuilds hour, day and week."""
-    if not dev.finished:
-        pytest.skip("needs the hours built by the backfill test")
     settings = dev.settings
-    hour = max(dev.finished)
-    first = dev.finished[hour]
+    hour = max(backfill.events_by_hour)
+    first = backfill.events_by_hour[hour]
     keys = {"heatmap_hourly": hour_key(hour), "heatmap_daily": day_key(hour),
             "heatmap_weekly": day_key(week_of(hour.replace(tzinfo=None)))}
     instance = dev.instance()
     before = {k: materialization_count(instance, k, p) for k, p in keys.items()}
     assert all(before.values()), before
-    assert_checks_succeeded(instance)
 
     late = lakedata.make_events(hour, "acme", "home_v1", 25, partition=4, offset=7000, seed=22)
     late_part = lakedata.write_part(settings, hour, late)
@@ -292,11 +321,12 @@ def test_late_files_rematerialize_hour_day_week(dev: Dev):
     assert lakedata.table_cells(settings, "heatmap_hourly", hour, hour + timedelta(hours=1)) == (
         lakedata.expected_cells(first + late, hour)
     )
-    _, daily, weekly = assert_rollups_exact(settings, hour, hour)
+    hourly, daily, weekly = bucket_tables(settings, hour, hour)
+    assert_rollups_exact(hourly, daily, weekly)
     day = day_of(hour.replace(tzinfo=None))
     day_events = sum(
         sum(lakedata.expected_cells(e, h).values())
-        for h, e in dev.finished.items()
+        for h, e in backfill.events_by_hour.items()
         if day_of(h.replace(tzinfo=None)) == day
     )
     assert sum(v for k, v in daily.items() if k[2] == day) == day_events + len(late)
@@ -309,6 +339,25 @@ def test_late_files_rematerialize_hour_day_week(dev: Dev):
     ).records[0].asset_materialization
     assert raw is not None
     assert raw.metadata["new_events"].value == len(late)
+
+
+def test_freshness_policy_fails_once_the_daily_window_passes(dev: Dev, backfill: Backfill):
+    """Dagster's freshness daemon records FAIL for heatmap_daily once its fail window
+    (HEATMAP_FRESHNESS_DAILY_FAIL_MINUTES) has passed since the last daily materialization."""
+    instance = dev.instance()
+    key = AssetKey("heatmap_daily")
+    assert materialization_count(instance, "heatmap_daily", backfill.days[0]) >= 1
+
+    def failing_past_the_window():
+        record = instance.get_freshness_state_records([key]).get(key)
+        latest = instance.get_latest_materialization_event(key)
+        return (
+            record is not None
+            and record.freshness_state.value == "FAIL"
+            and record.updated_at.timestamp() - latest.timestamp >= DAILY_FAIL_MINUTES * 60
+        )
+
+    wait_for(failing_past_the_window, 240, "the freshness daemon to record heatmap_daily as FAIL", dev, every=5)
 
 
 def test_partition_kept_late_fires_freshness_alert(dev: Dev):

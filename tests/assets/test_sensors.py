@@ -5,12 +5,10 @@ from __future__ import annotations
 import json
 from datetime import UTC, datetime, timedelta
 
-import pytest
 from dagster import (
     AssetCheckEvaluation,
     AssetCheckKey,
     AssetMaterialization,
-    DagsterInstance,
     SensorResult,
     SkipReason,
     build_sensor_context,
@@ -25,12 +23,6 @@ from heatmap_assets.keys import HOURLY_KEY, RAW_EVENTS
 from heatmap_assets.sensors import heatmap_freshness, raw_events_ledger
 from heatmap_core.settings import get_settings
 from tests.assets import lakedata
-
-
-@pytest.fixture
-def instance():
-    with DagsterInstance.ephemeral() as inst:
-        yield inst
 
 
 def evaluate(sensor_def, instance, cursor=None, resources=None):

@@ -24,6 +24,7 @@ from heatmap_core.settings import Settings
 from infra import supervisor
 from infra.programs import APP_PROGRAMS, PROGRAMS
 from tests.conftest import day_of, free_port, week_of
+from tests.query.test_dashboard import CELL_PIXELS, wait_ready
 from traffic.cli import send_batches
 from traffic.generator import GroundTruth, TrafficSpec, build
 
@@ -55,10 +56,19 @@ def pipeline(settings: Settings, tmp_path):
 
 def _cells(url: str, params: dict) -> Counter:
     response = httpx.get(url, params=params, timeout=30)
-    response.raise_for_status()
+    if response.status_code != 200:
+        raise ServedError(response)
     body = response.json()
     assert (body["grid_w"], body["grid_h"]) == (100, 200)
     return Counter({(cell["cell_x"], cell["cell_y"]): cell["count"] for cell in body["cells"]})
+
+
+class ServedError(Exception):
+    """The query API answered something other than 200."""
+
+    def __init__(self, response: httpx.Response):
+        super().__init__(f"{response.request.url} -> {response.status_code}: {response.text[:2000]}")
+        self.status_code = response.status_code
 
 
 def _expected(truth: GroundTruth, bucket_of) -> dict[tuple, Counter]:
@@ -69,14 +79,27 @@ def _expected(truth: GroundTruth, bucket_of) -> dict[tuple, Counter]:
     return grouped
 
 
-def _served_everything(base: str, daily: dict[tuple, Counter]) -> bool:
+# A 5xx this many polls in a row is the pipeline failing, not warming up.
+STEADY_5XX_POLLS = 3
+
+
+def _served_everything(base: str, daily: dict[tuple, Counter], errors: list[ServedError]) -> bool:
+    """Whether every day is served exactly. A connection refused (the API still starting) is
+    "not yet"; a 4xx fails at once and a 5xx once it is steady, each with the API's answer."""
     try:
-        return all(
+        served = all(
             _cells(f"{base}/heatmap/daily", {"client_id": c, "screen_id": s, "dt": f"{d:%Y-%m-%d}"}) == cells
             for (c, s, d), cells in daily.items()
         )
-    except httpx.HTTPError:
+    except httpx.TransportError:
         return False
+    except ServedError as error:
+        errors.append(error)
+        if error.status_code < 500 or len(errors) >= STEADY_5XX_POLLS:
+            raise
+        return False
+    errors.clear()
+    return served
 
 
 @pytest.mark.slow
@@ -85,6 +108,7 @@ def test_traffic_is_served_exactly_for_every_hour_day_and_week(pipeline: Setting
         clients=("acme", "globex"), screens=("home_v1", "pricing_v2"), visitors=24, moves_per_visitor=150,
         hours_back=3, seed=time.time_ns(), now=datetime.now(UTC),  # fresh batch ids: Redis remembers old ones for 24 h
     )
+    print(f"traffic seed {spec.seed} (TrafficSpec(..., seed={spec.seed}) rebuilds this traffic)")
     batches, truth = build(spec)
     # Playwright's sync API owns this thread's event loop: send from a worker thread.
     with ThreadPoolExecutor(1) as worker:
@@ -96,10 +120,13 @@ def test_traffic_is_served_exactly_for_every_hour_day_and_week(pipeline: Setting
     weekly = _expected(truth, week_of)
 
     deadline = time.monotonic() + PIPELINE_TIMEOUT_S
-    while not _served_everything(base, daily):
+    errors: list[ServedError] = []
+    while not _served_everything(base, daily, errors):
         if time.monotonic() > deadline:
             logs = pipeline.data_path / "logs"
-            pytest.fail(f"the pipeline did not serve the traffic within {PIPELINE_TIMEOUT_S} s; logs in {logs}")
+            pytest.fail(
+                f"the pipeline did not serve the traffic (seed {spec.seed}) within {PIPELINE_TIMEOUT_S} s; logs in {logs}"
+            )
         time.sleep(10)
     # Weeks follow days in the same automation tick; give them their own wait.
     while True:
@@ -119,22 +146,29 @@ def test_traffic_is_served_exactly_for_every_hour_day_and_week(pipeline: Setting
     assert served_weeks == weekly
     assert sum(sum(c.values()) for c in weekly.values()) == truth.total()
 
-    # The dashboard draws the served day: heat on the canvas where the data is.
+    # The dashboard opened on the busiest served day (in the URL) paints that day's cells.
     client, screen, day = max(daily, key=lambda key: sum(daily[key].values()))
+    cells = daily[(client, screen, day)]
+    hottest = max(cells, key=cells.get)
+    # Heat spreads a few cells around each point (radius ~3 cells at this stage size): a cell
+    # with no data within 5 cells must stay unpainted.
+    cold = next(
+        (x, y) for y in range(200) for x in range(100)
+        if not any((x + dx, y + dy) in cells for dx in range(-5, 6) for dy in range(-5, 6))
+    )
+    bucket = f"{day:%Y-%m-%dT%H:%M:%SZ}"
     page = browser.new_page(viewport={"width": 1280, "height": 1000})
     try:
-        page.goto(f"{base}/?client={client}&screen={screen}&grain=day")
-        page.wait_for_selector("[data-state=ready]", timeout=60_000)
-        painted = page.evaluate(
-            """() => {
-                const canvas = document.querySelector('canvas');
-                const data = canvas.getContext('2d').getImageData(0, 0, canvas.width, canvas.height).data;
-                let painted = 0;
-                for (let i = 3; i < data.length; i += 4) if (data[i] > 0) painted++;
-                return painted;
-            }"""
-        )
+        page.goto(f"{base}/dashboard/?client={client}&screen={screen}&grain=day&bucket={bucket}")
+        wait_ready(page)
+        shown_bucket = page.input_value("#bucket")
+        legend = {name: page.text_content(f"#{name}") for name in ("max", "total", "cells")}
+        hot, empty = page.evaluate(CELL_PIXELS, list(hottest)), page.evaluate(CELL_PIXELS, list(cold))
         page.screenshot(path=str(artifacts_dir / "e2e-dashboard.png"), full_page=True)
     finally:
         page.close()
-    assert painted > 0, "the dashboard drew no heat for a day that has data"
+    assert shown_bucket == bucket
+    assert legend == {"max": f"{cells[hottest]:,}", "total": f"{sum(cells.values()):,}", "cells": f"{len(cells):,}"}
+    red, green, blue, alpha = hot["centre"]
+    assert hot["maxAlpha"] > 0 and alpha > 0 and red > max(green, blue), hot  # the hottest cell tops the gradient
+    assert empty["maxAlpha"] == 0, (cold, empty)

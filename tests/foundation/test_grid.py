@@ -38,8 +38,15 @@ def test_out_of_range_values_are_clamped(x, y):
         assert cx == 0
     if x >= 1:
         assert cx == GRID_W - 1
+    if y < 0:
+        assert cy == 0
     if y >= 1:
         assert cy == GRID_H - 1
+
+
+def test_negative_coordinates_clamp_to_the_first_cell():
+    assert cell_of(0.5, -0.25) == (50, 0)
+    assert cell_of(-3.0, -1e-9) == (0, 0)
 
 
 def test_spark_expression_matches_python_definition(spark):

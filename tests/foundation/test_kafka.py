@@ -5,8 +5,12 @@ import uuid
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.admin import ConfigResource, ConfigResourceType
 
+# As README.md documents the topic (written out, not read from the settings under test).
+TOPIC_PARTITIONS = 6
+TOPIC_RETENTION_MS = 7 * 24 * 3600 * 1000
 
-def test_topic_has_the_configured_partitions(stack):
+
+def test_topic_has_the_documented_partitions_and_retention(stack):
     admin = KafkaAdminClient(bootstrap_servers=stack.kafka_bootstrap)
     try:
         (description,) = admin.describe_topics([stack.topic])
@@ -14,9 +18,9 @@ def test_topic_has_the_configured_partitions(stack):
     finally:
         admin.close()
     assert description["error_code"] == 0
-    assert len(description["partitions"]) == stack.topic_partitions
+    assert len(description["partitions"]) == TOPIC_PARTITIONS
     retention = configs["topic"][stack.topic]["retention.ms"]["value"]
-    assert retention == str(stack.topic_retention_hours * 3600 * 1000)
+    assert retention == str(TOPIC_RETENTION_MS)
 
 
 def test_produce_consume_round_trip(stack):

@@ -1,0 +1,116 @@
+"""Landing's edges: undecodable records kept under _rejected/, flushes by size, the stall watchdog."""
+
+from __future__ import annotations
+
+import signal
+import time
+import uuid
+from datetime import UTC, datetime
+
+import msgspec
+import pytest
+from kafka import KafkaProducer
+
+from heatmap_core.events import encode_record
+from heatmap_core.lake import LEDGER_PREFIX, decode_ledger, rejected_key
+from landing.service import ConsumerStalled, Landing, LandingOptions
+from tests.landing.conftest import (
+    committed_offsets,
+    event_row,
+    expected_rows,
+    list_keys,
+    make_records,
+    produce,
+    read_lake,
+    read_object,
+    wait_landed,
+)
+
+
+def _send_raw(settings, values: list[bytes], key: bytes) -> list[tuple[int, int]]:
+    producer = KafkaProducer(bootstrap_servers=settings.kafka_bootstrap, acks="all")
+    try:
+        sent = [producer.send(settings.topic, key=key, value=value).get(timeout=30) for value in values]
+    finally:
+        producer.close()
+    return [(meta.partition, meta.offset) for meta in sent]
+
+
+def test_undecodable_records_are_kept_under_rejected_and_the_rest_lands(settings, start_landing):
+    records = make_records(events=40, per_record=10, clients=("acme",), screens=("home_v1",))
+    good_before = produce(settings, records[:2])
+    unknown_version = encode_record(msgspec.structs.replace(records[0], version=99))
+    bad_values = [b"not json at all", unknown_version]
+    bad = _send_raw(settings, bad_values, key=records[0].key)
+    good_after = produce(settings, records[2:])
+
+    landing = start_landing("--flush-interval", "0.5")
+    wait_landed(settings, landing)
+    landing.stop_cleanly()
+
+    kept = {key: read_object(settings, key) for key in list_keys(settings, "_rejected/")}
+    assert kept == {
+        rejected_key(settings.topic, partition, offset): value for (partition, offset), value in zip(bad, bad_values)
+    }
+    landed = sorted(event_row(e) for f in read_lake(settings) for e in f.events)
+    assert landed == expected_rows(records, good_before + good_after)
+    # Each is logged where it was kept (a record read again after a rebalance is kept again, onto the same key).
+    assert all(f"rejected record kept at {key}" in landing.log() for key in kept)
+
+
+def test_a_partition_flushes_when_its_buffer_reaches_max_bytes(settings, start_landing):
+    # Every 10-event record (about 3 KB of JSON lines) fills the buffer past max_bytes on its own,
+    # so whatever records a poll brings, they flush at once; the closing 1-event record does not.
+    max_bytes = 2000
+    records = make_records(events=141, per_record=10, clients=("acme",), screens=("home_v1",))
+    landing = start_landing("--flush-interval", "600", "--max-bytes", str(max_bytes), "--no-parquet")
+    landing.wait_for_log(r"assigned partitions \[\d")
+    origins = produce(settings, records[:14])
+    partition, last = origins[-1]
+    # The time trigger is far away: all of this lands because of its size.
+    deadline = time.monotonic() + 120
+    while committed_offsets(settings, landing.group).get(partition) != last + 1:
+        assert time.monotonic() < deadline, f"not flushed by size:\n{landing.log()[-3000:]}"
+        time.sleep(0.3)
+    origins += produce(settings, records[14:])
+    stopping_at = datetime.now(UTC)
+    landing.stop_cleanly()
+
+    entries = sorted(
+        (decode_ledger(read_object(settings, key)) for key in list_keys(settings, LEDGER_PREFIX)),
+        key=lambda entry: entry.first_offset,
+    )
+    offsets = [o for _, o in origins]
+    assert entries[0].first_offset == offsets[0]
+    for before, after in zip(entries, entries[1:]):
+        assert after.first_offset == before.last_offset + 1
+    *by_size, at_shutdown = entries
+    assert by_size and all(sum(f.bytes for f in e.files) >= max_bytes and e.written_at < stopping_at for e in by_size)
+    # The small record waited for the shutdown flush.
+    assert (at_shutdown.first_offset, at_shutdown.last_offset) == (offsets[14], offsets[14])
+    assert sum(f.bytes for f in at_shutdown.files) < max_bytes and at_shutdown.written_at >= stopping_at
+    landed = sorted(event_row(e) for f in read_lake(settings) for e in f.events)
+    assert landed == expected_rows(records, origins)
+
+
+def test_watchdog_stops_the_loop_when_assigned_partitions_fetch_nothing(settings):
+    """A wedged client (here: partitions paused the moment they are assigned, so no fetch
+    ever answers) makes run() raise ConsumerStalled, which exits the process for its supervisor."""
+    produce(settings, make_records(events=10, per_record=5))
+    landing = Landing(settings, LandingOptions(group=f"stall-{uuid.uuid4().hex[:8]}", stall_timeout_s=3.0))
+    assign = landing.rebalance.on_partitions_assigned
+
+    def assign_and_wedge(assigned):
+        assign(assigned)
+        landing.consumer.pause(*assigned)
+
+    landing.rebalance.on_partitions_assigned = assign_and_wedge
+    handlers = signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT)
+    try:
+        with pytest.raises(ConsumerStalled, match=r"partitions \[\d.*\] fetched nothing 3 s after assignment"):
+            landing.run()
+    finally:
+        signal.signal(signal.SIGTERM, handlers[0])
+        signal.signal(signal.SIGINT, handlers[1])
+    assert committed_offsets(settings, landing.options.group) == {}
+    assert list_keys(settings, LEDGER_PREFIX) == []
