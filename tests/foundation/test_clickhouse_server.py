@@ -293,19 +293,22 @@ def test_sigkill_mid_replace_bucket_leaves_the_old_bucket(tmp_path):
 
 
 def test_the_stack_starts_health_checks_and_stops_the_server(tmp_path):
-    from infra import stack as stack_module
+    from infra import supervisor
+    from infra.paths import StackPaths
+    from infra.processes import listening_pids, stack_processes
+    from infra.programs import PROGRAMS
 
     port = free_port()
     settings = Settings(data_dir=tmp_path / "stack", clickhouse_port=port)
-    paths = stack_module.StackPaths(settings.data_path)
+    paths = StackPaths(settings.data_path)
     try:
-        stack_module.start(settings, ["clickhouse"], do_fetch=False)
-        assert stack_module.status(settings)["clickhouse"].startswith("RUNNING")
+        supervisor.start(settings, PROGRAMS, ["clickhouse"], do_fetch=False)
+        assert supervisor.status(settings)["clickhouse"].startswith("RUNNING")
         client = clickhouse_connect.get_client(dsn=f"http://127.0.0.1:{port}")
         client.command("CREATE TABLE t (id UInt8) ENGINE = MergeTree ORDER BY id")
         assert client.command("SELECT count() FROM t") == 0
         assert (settings.data_path / "clickhouse" / "metadata").is_dir()
     finally:
-        stack_module.stop(settings)
-    assert stack_module.stack_processes(paths) == []
-    assert port not in stack_module.listening_pids()
+        supervisor.stop(settings)
+    assert stack_processes(paths) == []
+    assert port not in listening_pids()
