@@ -18,7 +18,9 @@ app = typer.Typer(add_completion=False)
 
 @app.command()
 def main(
-    names: Annotated[list[str] | None, typer.Argument(help=f"Benchmarks to run (default: all of {', '.join(BENCHES)}).")] = None,
+    names: Annotated[
+        list[str] | None, typer.Argument(help=f"Benchmarks to run (default: all of {', '.join(BENCHES)}).")
+    ] = None,
 ) -> None:
     settings = get_settings()
     supervisor.start(settings, PROGRAMS, (*INFRA_SERVICES, "clickhouse"))

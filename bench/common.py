@@ -68,7 +68,11 @@ def show(results: list[Result]) -> None:
         table.add_column(column)
     for r in results:
         table.add_row(
-            r.bench, r.subject, f"{r.subject_value:,.1f} {r.unit}", r.reference, f"{r.reference_value:,.1f} {r.unit}",
+            r.bench,
+            r.subject,
+            f"{r.subject_value:,.1f} {r.unit}",
+            r.reference,
+            f"{r.reference_value:,.1f} {r.unit}",
             f"{r.ratio:.2f}x ({'higher' if r.higher_is_better else 'lower'} is better)",
         )
     console.print(table)
@@ -89,7 +93,19 @@ def uvicorn_app(module: str, settings: Settings, health_path: str = "/health", *
     """Run `module` (e.g. ingestion_api.app:app) under uvicorn on a free port; yields its base URL."""
     port = free_port()
     process = subprocess.Popen(
-        [sys.executable, "-m", "uvicorn", module, "--host", "127.0.0.1", "--port", str(port), "--no-access-log", "--log-level", "warning"],
+        [
+            sys.executable,
+            "-m",
+            "uvicorn",
+            module,
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--no-access-log",
+            "--log-level",
+            "warning",
+        ],
         env=env_for(settings, **extra_env),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,

@@ -51,10 +51,17 @@ def _write_hour(settings: Settings, hour: datetime) -> list[str]:
         lines = [
             encoder.encode(
                 LakeEvent(
-                    client_id="bench", screen_id=f"s{i % 4}", event_time=hour + timedelta(seconds=i % 3600),
-                    x_norm=rng.random(), y_norm=rng.betavariate(2, 5), event_type="mousemove",
-                    received_at=hour + timedelta(seconds=i % 3600), batch_id=f"b{(first + i) // 100}", kafka_partition=0,
-                    kafka_offset=(first + i) // 100, batch_index=(first + i) % 100,
+                    client_id="bench",
+                    screen_id=f"s{i % 4}",
+                    event_time=hour + timedelta(seconds=i % 3600),
+                    x_norm=rng.random(),
+                    y_norm=rng.betavariate(2, 5),
+                    event_type="mousemove",
+                    received_at=hour + timedelta(seconds=i % 3600),
+                    batch_id=f"b{(first + i) // 100}",
+                    kafka_partition=0,
+                    kafka_offset=(first + i) // 100,
+                    batch_index=(first + i) % 100,
                 )
             )
             for i in range(per_file)
@@ -93,7 +100,9 @@ def run(settings: Settings, repeats: int = 3) -> list[Result]:
             chdb_rows[:] = client.query(
                 CHDB_SQL,
                 parameters={
-                    "url": url, "key": settings.s3_access_key, "secret": settings.s3_secret_key,
+                    "url": url,
+                    "key": settings.s3_access_key,
+                    "secret": settings.s3_secret_key,
                     "structure": clickhouse_structure(COUNTED_COLUMNS),
                 },
             ).result_rows
@@ -104,5 +113,13 @@ def run(settings: Settings, repeats: int = 3) -> list[Result]:
     spark_cells = sorted((c, s, x, y, n) for (c, s, _, x, y, n) in spark_rows[hour].rows)
     assert spark_cells == sorted(chdb_rows), "Spark and chDB disagree on the hour's cells"
     return [
-        Result("hourly", "PySpark job (s3a, dedup, grid, count)", EVENTS / spark_s, "chDB s3() on the same files", EVENTS / chdb_s, "events/s", True)
+        Result(
+            "hourly",
+            "PySpark job (s3a, dedup, grid, count)",
+            EVENTS / spark_s,
+            "chDB s3() on the same files",
+            EVENTS / chdb_s,
+            "events/s",
+            True,
+        )
     ]

@@ -21,7 +21,9 @@ CONCURRENCY = 8
 
 
 async def _bare_producer(settings: Settings, records: list[RawBatchRecord]) -> None:
-    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap, acks="all", compression_type="lz4", linger_ms=5)
+    producer = AIOKafkaProducer(
+        bootstrap_servers=settings.kafka_bootstrap, acks="all", compression_type="lz4", linger_ms=5
+    )
     await producer.start()
     semaphore = asyncio.Semaphore(CONCURRENCY)
 
@@ -49,7 +51,10 @@ def run(settings: Settings, visitors: int = 150, repeats: int = 3) -> list[Resul
 
     records = [
         RawBatchRecord(
-            client_id=b.client_id, screen_id=b.screen_id, batch_id=b.batch_id, received_at=datetime.now(UTC),
+            client_id=b.client_id,
+            screen_id=b.screen_id,
+            batch_id=b.batch_id,
+            received_at=datetime.now(UTC),
             events=[msgspec.convert(e, Event, strict=False) for e in b.events],
         )
         for b in batches
@@ -60,7 +65,12 @@ def run(settings: Settings, visitors: int = 150, repeats: int = 3) -> list[Resul
     bare_s = median_seconds(lambda: asyncio.run(_bare_producer(settings, records)), repeats)
     return [
         Result(
-            "ingest", f"HTTP POST /events/batch ({len(batches)} batches)", events / http_s,
-            "bare aiokafka producer, same records", events / bare_s, "events/s", True,
+            "ingest",
+            f"HTTP POST /events/batch ({len(batches)} batches)",
+            events / http_s,
+            "bare aiokafka producer, same records",
+            events / bare_s,
+            "events/s",
+            True,
         )
     ]

@@ -25,12 +25,20 @@ TIMEOUT_S = 600
 
 
 def _produce(settings: Settings) -> int:
-    producer = KafkaProducer(bootstrap_servers=settings.kafka_bootstrap, acks="all", linger_ms=20, compression_type="gzip")
+    producer = KafkaProducer(
+        bootstrap_servers=settings.kafka_bootstrap, acks="all", linger_ms=20, compression_type="gzip"
+    )
     now = datetime.now(UTC) - timedelta(minutes=30)
     for i in range(RECORDS):
         record = RawBatchRecord(
-            client_id=f"c{i % 3}", screen_id="home", batch_id=str(uuid.uuid4()), received_at=now,
-            events=[Event(event_time=now + timedelta(milliseconds=j), x_norm=(j % 100) / 100, y_norm=(i % 200) / 200) for j in range(EVENTS_PER_RECORD)],
+            client_id=f"c{i % 3}",
+            screen_id="home",
+            batch_id=str(uuid.uuid4()),
+            received_at=now,
+            events=[
+                Event(event_time=now + timedelta(milliseconds=j), x_norm=(j % 100) / 100, y_norm=(i % 200) / 200)
+                for j in range(EVENTS_PER_RECORD)
+            ],
         )
         producer.send(settings.topic, encode_record(record), key=record.key)
     producer.flush()
@@ -40,8 +48,12 @@ def _produce(settings: Settings) -> int:
 
 def _bare_consumer(settings: Settings) -> float:
     consumer = KafkaConsumer(
-        settings.topic, bootstrap_servers=settings.kafka_bootstrap, group_id=f"bench-bare-{uuid.uuid4().hex[:6]}",
-        auto_offset_reset="earliest", enable_auto_commit=False, consumer_timeout_ms=10_000,
+        settings.topic,
+        bootstrap_servers=settings.kafka_bootstrap,
+        group_id=f"bench-bare-{uuid.uuid4().hex[:6]}",
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+        consumer_timeout_ms=10_000,
     )
     started = time.perf_counter()
     events = 0
@@ -67,13 +79,17 @@ def _landed_events(settings: Settings, client, seen: dict[str, int]) -> int:
 
 def _landing(settings: Settings, expected: int) -> float:
     env = env_for(
-        settings, HEATMAP_LANDING_GROUP=f"bench-landing-{uuid.uuid4().hex[:6]}", HEATMAP_LANDING_PARQUET="false",
+        settings,
+        HEATMAP_LANDING_GROUP=f"bench-landing-{uuid.uuid4().hex[:6]}",
+        HEATMAP_LANDING_PARQUET="false",
         HEATMAP_LANDING_FLUSH_INTERVAL="1",
     )
     client = s3_client(settings)
     seen: dict[str, int] = {}
     started = time.perf_counter()
-    process = subprocess.Popen([sys.executable, "-m", "landing", "run"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "landing", "run"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     try:
         while (landed := _landed_events(settings, client, seen)) < expected:
             if process.poll() is not None:
@@ -98,5 +114,13 @@ def run(settings: Settings) -> list[Result]:
     bare_s = _bare_consumer(settings)
     landing_s = _landing(settings, events)
     return [
-        Result("landing", "landing -> durable lake files + ledger + commit", events / landing_s, "bare consumer: read + decode", events / bare_s, "events/s", True)
+        Result(
+            "landing",
+            "landing -> durable lake files + ledger + commit",
+            events / landing_s,
+            "bare consumer: read + decode",
+            events / bare_s,
+            "events/s",
+            True,
+        )
     ]

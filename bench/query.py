@@ -23,16 +23,21 @@ DIRECT_SQL = (
 
 
 def run(settings: Settings) -> list[Result]:
-    settings = settings.model_copy(update={"clickhouse_database": f"bench_{uuid.uuid4().hex[:8]}", "auth_enabled": False})
+    settings = settings.model_copy(
+        update={"clickhouse_database": f"bench_{uuid.uuid4().hex[:8]}", "auth_enabled": False}
+    )
     day = day_start(datetime.now(UTC)) - timedelta(days=1)
     rng = random.Random(3)
-    rows = [("bench", "home", day, x, y, rng.randint(1, 500)) for x in range(100) for y in range(200) if rng.random() < 0.5]
+    rows = [
+        ("bench", "home", day, x, y, rng.randint(1, 500)) for x in range(100) for y in range(200) if rng.random() < 0.5
+    ]
     with clickhouse(settings) as client:
         apply_schema(client, settings.clickhouse_database)
         replace_bucket(client, DAILY, day, rows=rows, database=settings.clickhouse_database)
 
     params = {"client_id": "bench", "screen_id": "home", "dt": f"{day:%Y-%m-%d}"}
     with uvicorn_app("query_api.app:app", settings) as url, httpx.Client(timeout=30) as http:
+
         def via_api() -> None:
             response = http.get(f"{url}/heatmap/daily", params=params)
             response.raise_for_status()
@@ -45,12 +50,26 @@ def run(settings: Settings) -> list[Result]:
         with clickhouse(settings) as client:
             result = client.query(
                 DIRECT_SQL,
-                parameters={"db": settings.clickhouse_database, "table": DAILY.name, "client": "bench", "screen": "home", "start": naive_utc(day)},
+                parameters={
+                    "db": settings.clickhouse_database,
+                    "table": DAILY.name,
+                    "client": "bench",
+                    "screen": "home",
+                    "start": naive_utc(day),
+                },
             ).result_rows
             assert len(result) == len(rows)
 
     direct()
     direct_ms = median_seconds(direct, REQUESTS) * 1000
     return [
-        Result("query", f"GET /heatmap/daily ({len(rows):,} cells)", api_ms, "direct clickhouse-connect query (open, query, close)", direct_ms, "ms", False)
+        Result(
+            "query",
+            f"GET /heatmap/daily ({len(rows):,} cells)",
+            api_ms,
+            "direct clickhouse-connect query (open, query, close)",
+            direct_ms,
+            "ms",
+            False,
+        )
     ]

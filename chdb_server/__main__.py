@@ -19,7 +19,9 @@ def main() -> None:
     settings = get_settings()
     engine = Engine(settings.data_path / "clickhouse")
     log.info("chDB %s owns %s; serving http://127.0.0.1:%d", engine.version, engine.path, settings.clickhouse_port)
-    uvicorn.run(create_app(engine), host="127.0.0.1", port=settings.clickhouse_port, log_level="warning", access_log=False)
+    uvicorn.run(
+        create_app(engine), host="127.0.0.1", port=settings.clickhouse_port, log_level="warning", access_log=False
+    )
 
 
 if __name__ == "__main__":

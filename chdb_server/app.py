@@ -22,9 +22,14 @@ OK = b"Ok.\n"
 
 
 def create_app(engine: Engine):
-    base_headers = [(b"x-clickhouse-server-display-name", b"chdb-server"), (b"x-clickhouse-timezone", engine.timezone.encode())]
+    base_headers = [
+        (b"x-clickhouse-server-display-name", b"chdb-server"),
+        (b"x-clickhouse-timezone", engine.timezone.encode()),
+    ]
 
-    async def respond(send, status: int, headers: list[tuple[bytes, bytes]], body: bytes, head_only: bool = False) -> None:
+    async def respond(
+        send, status: int, headers: list[tuple[bytes, bytes]], body: bytes, head_only: bool = False
+    ) -> None:
         headers = [*base_headers, *headers, (b"content-length", str(len(body)).encode())]
         await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": b"" if head_only else body})
@@ -41,9 +46,16 @@ def create_app(engine: Engine):
             log.exception("query %s failed unexpectedly", query_id)
             error = ClickHouseError.of(1001, "STD_EXCEPTION", repr(failure))
         else:
-            wanted = choose_encoding(headers.get("accept-encoding")) if params.get("enable_http_compression") == "1" else None
+            wanted = (
+                choose_encoding(headers.get("accept-encoding"))
+                if params.get("enable_http_compression") == "1"
+                else None
+            )
             return 200, reply + _result_headers(result, wanted if result.body else None), _encoded(result.body, wanted)
-        reply += [(b"x-clickhouse-exception-code", str(error.code).encode()), (b"content-type", b"text/plain; charset=UTF-8")]
+        reply += [
+            (b"x-clickhouse-exception-code", str(error.code).encode()),
+            (b"content-type", b"text/plain; charset=UTF-8"),
+        ]
         return error.http_status, reply, f"{error} (version {engine.version})\n".encode()
 
     async def app(scope, receive, send) -> None:
@@ -79,7 +91,10 @@ def create_app(engine: Engine):
 def _result_headers(result: Answer, encoding: str | None) -> list[tuple[bytes, bytes]]:
     reply = [(b"x-clickhouse-summary", json.dumps(result.summary).encode())]
     if result.output_format:
-        reply += [(b"x-clickhouse-format", result.output_format.encode()), (b"content-type", content_type_for(result.output_format).encode())]
+        reply += [
+            (b"x-clickhouse-format", result.output_format.encode()),
+            (b"content-type", content_type_for(result.output_format).encode()),
+        ]
     if encoding:
         reply.append((b"content-encoding", encoding.encode()))
     return reply

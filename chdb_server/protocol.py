@@ -189,7 +189,11 @@ def parse_request(method: str, params: dict[str, str], headers: dict[str, str], 
         raise ClickHouseError.of(36, "BAD_ARGUMENTS", f"The query is not valid UTF-8: {error}") from error
     if not sql.strip():
         raise ClickHouseError.of(62, "SYNTAX_ERROR", "Empty query")
-    settings = {name: value for name, value in params.items() if name not in TRANSPORT_PARAMETERS and not name.startswith("param_")}
+    settings = {
+        name: value
+        for name, value in params.items()
+        if name not in TRANSPORT_PARAMETERS and not name.startswith("param_")
+    }
     for name in settings:
         if not SETTING_NAME.match(name):
             raise ClickHouseError.of(115, "UNKNOWN_SETTING", f"Unknown setting {name!r}")

@@ -7,7 +7,6 @@ so re-running any partition, any number of times, leaves exactly one copy of
 the bucket's current truth: no duplicates, no stale cells, no half bucket.
 """
 
-
 import time
 from datetime import datetime, timedelta
 from typing import NamedTuple
@@ -65,7 +64,9 @@ _DAGSTER = get_settings().dagster
 BUCKET_SCHEMA = TableSchema(columns=[TableColumn(c.name, c.type, description=c.description) for c in COLUMNS])
 RAW_SCHEMA = TableSchema(
     columns=[
-        TableColumn(c.name, c.type.name, description=c.description, constraints=TableColumnConstraints(nullable=c.nullable))
+        TableColumn(
+            c.name, c.type.name, description=c.description, constraints=TableColumnConstraints(nullable=c.nullable)
+        )
         for c in LAKE_COLUMNS
     ]
 )
@@ -188,7 +189,9 @@ def heatmap_hourly(
             "rows_written": rows_written,
             "files_read": len(source),
             "bytes_read": sum(h.bytes for h in per_hour),
-            "source_paths": MetadataValue.json(source[:MAX_LISTED_PATHS] + (["..."] if len(source) > MAX_LISTED_PATHS else [])),
+            "source_paths": MetadataValue.json(
+                source[:MAX_LISTED_PATHS] + (["..."] if len(source) > MAX_LISTED_PATHS else [])
+            ),
             "source_prefix": MetadataValue.text(f"s3://{settings.raw_bucket}/{lake_store.hour_prefix(hours[0])}"),
             "per_hour": MetadataValue.md(_hour_table(per_hour)),
             "table": f"{clickhouse.db}.{HOURLY.name}",
@@ -300,7 +303,9 @@ def _rollup(
             )
             written = replace_bucket(client, target, start, select_sql=select_sql, parameters=params, database=database)
             target_sum = checks.bucket_sum(client, database, target, start, end)
-        context.log.info("%s %s: %d upstream rows -> %d cells, %d events", target.grain, key, source_cells, written, target_sum)
+        context.log.info(
+            "%s %s: %d upstream rows -> %d cells, %d events", target.grain, key, source_cells, written, target_sum
+        )
         windows[key] = (start, end)
         rows_written += written
         events += target_sum
@@ -391,8 +396,14 @@ def _rollup_asset(
     )
     def rollup(context: AssetExecutionContext, clickhouse: ClickHouseResource) -> MaterializeResult:
         return _rollup(
-            context, clickhouse, source=source, target=target, partitions_def=partitions_def,
-            upstream_key=upstream_key, check_name=check_name, asset_key=asset_key,
+            context,
+            clickhouse,
+            source=source,
+            target=target,
+            partitions_def=partitions_def,
+            upstream_key=upstream_key,
+            check_name=check_name,
+            asset_key=asset_key,
         )
 
     return rollup

@@ -16,7 +16,6 @@ rebuilt since; the freshness sensor evaluates it every minute and it can be
 run from the UI on demand.
 """
 
-
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -102,7 +101,9 @@ WEEKLY_CHECKS = [
 # --------------------------------------------------------------------------- table checks
 
 
-def table_checks(client, database: str, table: BucketTable, key: AssetKey, buckets: list[datetime]) -> list[AssetCheckResult]:
+def table_checks(
+    client, database: str, table: BucketTable, key: AssetKey, buckets: list[datetime]
+) -> list[AssetCheckResult]:
     """Grid bounds and key uniqueness over the given buckets of one table; a failure names its buckets (UTC)."""
     target = f"`{database}`.`{table.name}`"
     starts = [naive_utc(b) for b in buckets]
@@ -187,7 +188,9 @@ def lake_distinct_events(client, url_glob: str, fmt: str, access_key: str, secre
             f"WHERE {counted} "
             "SETTINGS input_format_allow_errors_ratio = 1, input_format_skip_unknown_fields = 1",
             parameters={
-                "url": url_glob, "key": access_key, "secret": secret_key,
+                "url": url_glob,
+                "key": access_key,
+                "secret": secret_key,
                 "structure": clickhouse_structure(COUNTED_COLUMNS),
             },
         ).result_rows[0][0]
@@ -243,7 +246,12 @@ class Lateness:
 
 
 def late_partitions(
-    instance, child: AssetKey, *, now: datetime | None = None, lag: timedelta | None = None, lookback: timedelta | None = None
+    instance,
+    child: AssetKey,
+    *,
+    now: datetime | None = None,
+    lag: timedelta | None = None,
+    lookback: timedelta | None = None,
 ) -> Lateness:
     """Partitions of ``child`` whose upstream was updated more than ``lag`` ago and not rebuilt since.
 
@@ -298,9 +306,16 @@ def _fresh_check(key: AssetKey, description: str):
 
 
 fresh_checks = [
-    _fresh_check(HOURLY_KEY, "No hour whose raw events changed more than the allowed lag ago is still waiting to be rebuilt."),
-    _fresh_check(DAILY_KEY, "No day whose hourly buckets changed more than the allowed lag ago is still waiting to be rolled up."),
-    _fresh_check(WEEKLY_KEY, "No week whose daily buckets changed more than the allowed lag ago is still waiting to be rolled up."),
+    _fresh_check(
+        HOURLY_KEY, "No hour whose raw events changed more than the allowed lag ago is still waiting to be rebuilt."
+    ),
+    _fresh_check(
+        DAILY_KEY, "No day whose hourly buckets changed more than the allowed lag ago is still waiting to be rolled up."
+    ),
+    _fresh_check(
+        WEEKLY_KEY,
+        "No week whose daily buckets changed more than the allowed lag ago is still waiting to be rolled up.",
+    ),
 ]
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-
 from dagster import Definitions, in_process_executor
 
 from heatmap_assets.assets import ALL_ASSETS

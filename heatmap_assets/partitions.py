@@ -24,8 +24,8 @@ from dagster import (
     WeeklyPartitionsDefinition,
 )
 
-from heatmap_core.timeutil import WEEK_DAY_OFFSET, week_start
 from heatmap_core.settings import get_settings
+from heatmap_core.timeutil import WEEK_DAY_OFFSET, week_start
 
 TIMEZONE = "UTC"
 
@@ -72,4 +72,3 @@ def window_of(partitions_def, key: str) -> tuple[datetime, datetime]:
     """[start, end) of one partition, as aware UTC datetimes."""
     window = partitions_def.time_window_for_partition_key(key)
     return window.start.astimezone(UTC), window.end.astimezone(UTC)
-

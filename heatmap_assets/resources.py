@@ -95,7 +95,11 @@ class LakeResource(ConfigurableResource):
     def hour_files(self, hour: datetime) -> list[LakeObject]:
         """Every part file of one UTC hour, all clients, in the configured format."""
         fmt = self.settings.raw_format
-        return [obj for obj in self.list(self.hour_prefix(hour)) if (part := lake.parse_part_key(obj.key)) and part.fmt == fmt]
+        return [
+            obj
+            for obj in self.list(self.hour_prefix(hour))
+            if (part := lake.parse_part_key(obj.key)) and part.fmt == fmt
+        ]
 
     def s3a_path(self, key: str) -> str:
         return f"s3a://{self.settings.raw_bucket}/{key}"

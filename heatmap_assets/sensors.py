@@ -17,7 +17,6 @@ aggregates every minute and records the result whenever it changes; a failure
 is an ERROR check result in the UI and an error line in the sensor's log.
 """
 
-
 import json
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -257,7 +256,9 @@ def heatmap_freshness(context: SensorEvaluationContext):
         if not lateness.passed:
             context.log.error(
                 "LATE: %s partitions %s have upstream updates not rebuilt within %s",
-                key.to_user_string(), ", ".join(sorted(lateness.late)[:20]), checks.allowed_lag(),
+                key.to_user_string(),
+                ", ".join(sorted(lateness.late)[:20]),
+                checks.allowed_lag(),
             )
     if not evaluations:
         context.update_cursor(cursor)

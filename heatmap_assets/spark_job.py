@@ -18,6 +18,7 @@ from heatmap_core.lake import HOUR_FOLDERS_PATTERN
 from heatmap_core.lake_schema import COUNTED_COLUMNS, EVENT_KEY, spark_schema
 from heatmap_core.timeutil import parse_hour
 
+
 def read_lake(spark, paths: list[str], fmt: str):
     """Read part files (s3a:// paths) with the explicit schema, plus the folder's hour.
 

@@ -84,7 +84,9 @@ def replace_bucket(
         if rows:
             client.insert(staging.replace("`", ""), list(rows), column_names=COLUMN_NAMES)
         if select_sql:
-            client.command(f"INSERT INTO {staging} ({', '.join(COLUMN_NAMES)}) {select_sql}", parameters=parameters or {})
+            client.command(
+                f"INSERT INTO {staging} ({', '.join(COLUMN_NAMES)}) {select_sql}", parameters=parameters or {}
+            )
         new_rows, staged_rows = client.query(
             f"SELECT countIf({this_bucket}), count() FROM {staging}",
             parameters={"start": start},

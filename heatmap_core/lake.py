@@ -46,9 +46,7 @@ def hour_prefix(hour: datetime, fmt: str = "json", parquet_prefix: str = "parque
     return f"{_root(fmt, parquet_prefix)}dt={h:%Y-%m-%d}/hour={h:%H}/"
 
 
-def client_hour_prefix(
-    hour: datetime, client_id: str, fmt: str = "json", parquet_prefix: str = "parquet"
-) -> str:
+def client_hour_prefix(hour: datetime, client_id: str, fmt: str = "json", parquet_prefix: str = "parquet") -> str:
     validate_id(client_id, "client_id")
     return f"{hour_prefix(hour, fmt, parquet_prefix)}client_id={client_id}/"
 
@@ -123,7 +121,15 @@ class LedgerFile(msgspec.Struct, kw_only=True):
     def of_hour(cls, hour: datetime, *, key: str, client_id: str, events: int, bytes: int, format: str) -> LedgerFile:
         """The entry of a part file of the UTC hour containing ``hour``."""
         start = hour_start(hour)
-        return cls(key=key, dt=f"{start:%Y-%m-%d}", hour=start.hour, client_id=client_id, events=events, bytes=bytes, format=format)
+        return cls(
+            key=key,
+            dt=f"{start:%Y-%m-%d}",
+            hour=start.hour,
+            client_id=client_id,
+            events=events,
+            bytes=bytes,
+            format=format,
+        )
 
     @property
     def utc_hour(self) -> datetime:

@@ -52,7 +52,9 @@ def spark_conf(settings: Settings | None = None) -> dict[str, str]:
     }
 
 
-def spark_session(app_name: str = "heatmap", settings: Settings | None = None, extra_conf: dict[str, str] | None = None):
+def spark_session(
+    app_name: str = "heatmap", settings: Settings | None = None, extra_conf: dict[str, str] | None = None
+):
     """The session for ``settings``, with ``extra_conf`` laid over the project's Spark settings."""
     from pyspark.sql import SparkSession
 

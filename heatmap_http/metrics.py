@@ -28,7 +28,13 @@ class AppMetrics:
         """GET /metrics in Prometheus text format."""
         registry = self.registry
 
-        @get("/metrics", media_type=MediaType.TEXT, summary="Counters in Prometheus text format", tags=["ops"], sync_to_thread=False)
+        @get(
+            "/metrics",
+            media_type=MediaType.TEXT,
+            summary="Counters in Prometheus text format",
+            tags=["ops"],
+            sync_to_thread=False,
+        )
         def metrics() -> Response[bytes]:
             return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
 

@@ -23,7 +23,9 @@ def single_valued(headers: Iterable[str] = ()) -> Callable[[ASGIConnection, Base
     watched = tuple(headers)
 
     def guard(connection: ASGIConnection, _: BaseRouteHandler) -> None:
-        repeated = [name for name, seen in Counter(k for k, _ in connection.query_params.multi_items()).items() if seen > 1]
+        repeated = [
+            name for name, seen in Counter(k for k, _ in connection.query_params.multi_items()).items() if seen > 1
+        ]
         repeated += [name for name in watched if len(connection.headers.getall(name, [])) > 1]
         if repeated:
             raise RequestRejected(400, f"{repeated[0]}: sent more than once; send it once", field=repeated[0])

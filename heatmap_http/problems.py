@@ -94,7 +94,9 @@ def _detail(exc: HTTPException, field: str | None) -> str:
     if isinstance(exc, ValidationException) and _MISSING.match(exc.detail):
         return f"{field}: this parameter is required"
     if isinstance(exc, ValidationException) and field and isinstance(exc.extra, list):
-        message = next((str(p.get("message")) for p in exc.extra if isinstance(p, dict) and p.get("message")), "invalid")
+        message = next(
+            (str(p.get("message")) for p in exc.extra if isinstance(p, dict) and p.get("message")), "invalid"
+        )
         return f"{field}: {message}"
     return exc.detail
 

@@ -56,14 +56,20 @@ def served_totals(settings: Settings, keys) -> dict[tuple[str, str, str], int]:
 
 
 def wait_for_pipeline(
-    settings: Settings, expected: dict[tuple[str, str, str], int], baseline: dict[tuple[str, str, str], int], timeout_s: float
+    settings: Settings,
+    expected: dict[tuple[str, str, str], int],
+    baseline: dict[tuple[str, str, str], int],
+    timeout_s: float,
 ) -> bool:
     """Poll the query API until every day of the demo traffic is served on top of what it served before."""
     goal = sum(expected.values())
     deadline = time.monotonic() + timeout_s
     with Progress(
-        TextColumn("[cyan]pipeline[/] events served by the query API"), BarColumn(), MofNCompleteColumn(),
-        TimeElapsedColumn(), console=console,
+        TextColumn("[cyan]pipeline[/] events served by the query API"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=console,
     ) as bar:
         task = bar.add_task("wait", total=goal)
         while time.monotonic() < deadline:
@@ -95,8 +101,12 @@ def run(
 
         console.rule("[bold]sending demo traffic through the ingestion API")
         spec = TrafficSpec(
-            clients=("acme", "globex"), screens=("home_v1", "pricing_v2"), visitors=visitors,
-            hours_back=hours_back, seed=int(time.time()), now=datetime.now(UTC),
+            clients=("acme", "globex"),
+            screens=("home_v1", "pricing_v2"),
+            visitors=visitors,
+            hours_back=hours_back,
+            seed=int(time.time()),
+            now=datetime.now(UTC),
         )
         batches, truth = build(spec)
         expected = day_totals(truth)
@@ -108,8 +118,10 @@ def run(
         console.rule("[bold]landing -> lake -> Dagster daemon -> ClickHouse")
         done = wait_for_pipeline(settings, expected, baseline, wait_minutes * 60)
         if not done:
-            console.print("[yellow]the pipeline has not caught up yet; check the Dagster UI and logs under "
-                          f"{settings.data_path / 'logs'}[/]")
+            console.print(
+                "[yellow]the pipeline has not caught up yet; check the Dagster UI and logs under "
+                f"{settings.data_path / 'logs'}[/]"
+            )
 
         console.rule("[bold green]ready")
         console.print(

@@ -63,9 +63,21 @@ def _write_config(paths: StackPaths, template: str, **values) -> Path:
     return written
 
 
-def _java_command(settings: Settings, module: str, main: str, heap: str, *args: str, props: Iterable[str] = ()) -> list[str]:
+def _java_command(
+    settings: Settings, module: str, main: str, heap: str, *args: str, props: Iterable[str] = ()
+) -> list[str]:
     classpath = f"{jars_dir(settings, module)}/*"
-    return ["java", f"-Xmx{heap}", "-XX:+UseSerialGC", "-Djava.awt.headless=true", *props, "-cp", classpath, main, *args]
+    return [
+        "java",
+        f"-Xmx{heap}",
+        "-XX:+UseSerialGC",
+        "-Djava.awt.headless=true",
+        *props,
+        "-cp",
+        classpath,
+        main,
+        *args,
+    ]
 
 
 def _kafka_command(settings: Settings, paths: StackPaths) -> list[str]:
@@ -84,7 +96,17 @@ def _kafka_command(settings: Settings, paths: StackPaths) -> list[str]:
         cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
         console.print("[cyan]kafka[/] formatting KRaft storage")
         subprocess.run(
-            _java_command(settings, "kafka", "kafka.tools.StorageTool", "256m", "format", f"--cluster-id={cluster_id}", "-c", str(props), props=log4j),
+            _java_command(
+                settings,
+                "kafka",
+                "kafka.tools.StorageTool",
+                "256m",
+                "format",
+                f"--cluster-id={cluster_id}",
+                "-c",
+                str(props),
+                props=log4j,
+            ),
             check=True,
             stdout=subprocess.DEVNULL,
         )
@@ -113,7 +135,9 @@ def _s3_command(settings: Settings, paths: StackPaths) -> list[str]:
         data_dir=paths.data,
     )
     logback = f"-Dlogback.configurationFile={CONFIG / 's3proxy-logback.xml'}"
-    return _java_command(settings, "s3proxy", "org.gaul.s3proxy.Main", "384m", "--properties", str(props), props=[logback])
+    return _java_command(
+        settings, "s3proxy", "org.gaul.s3proxy.Main", "384m", "--properties", str(props), props=[logback]
+    )
 
 
 def _redis_command(settings: Settings, paths: StackPaths) -> list[str]:
@@ -121,7 +145,7 @@ def _redis_command(settings: Settings, paths: StackPaths) -> list[str]:
     conf = paths.stack / "redis.conf"
     conf.write_text(
         f"bind 127.0.0.1\nport {settings.redis_port}\ndir {paths.data / 'redis'}\n"
-        "appendonly yes\nsave \"\"\nprotected-mode yes\n"
+        'appendonly yes\nsave ""\nprotected-mode yes\n'
     )
     return [shutil.which("redis-server") or "redis-server", str(conf)]
 
@@ -144,7 +168,15 @@ def _uvicorn_program(name: str, module: str, port_of: Callable[[Settings], int],
     return Program(
         name,
         lambda s, p: [
-            sys.executable, "-m", "uvicorn", module, "--host", "127.0.0.1", "--port", str(port_of(s)), "--no-access-log"
+            sys.executable,
+            "-m",
+            "uvicorn",
+            module,
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port_of(s)),
+            "--no-access-log",
         ],
         lambda s: _http_ok(f"http://127.0.0.1:{port_of(s)}/health"),
         requires=requires,
@@ -161,9 +193,16 @@ def _dagster_command(settings: Settings, paths: StackPaths) -> list[str]:
     home.mkdir(parents=True, exist_ok=True)
     (home / "dagster.yaml").write_text(DAGSTER_INSTANCE)
     return [
-        sys.executable, "-m", "dagster", "dev",
-        "-w", str(ROOT / "workspace.yaml"),
-        "-h", "127.0.0.1", "-p", str(settings.dagster_port),
+        sys.executable,
+        "-m",
+        "dagster",
+        "dev",
+        "-w",
+        str(ROOT / "workspace.yaml"),
+        "-h",
+        "127.0.0.1",
+        "-p",
+        str(settings.dagster_port),
     ]
 
 
@@ -179,26 +218,44 @@ PROGRAMS: Mapping[str, Program] = MappingProxyType(
         program.name: program
         for program in (
             Program(
-                "kafka", _kafka_command, _kafka_healthy, ensure_topic,
+                "kafka",
+                _kafka_command,
+                _kafka_healthy,
+                ensure_topic,
                 ports=lambda s: (s.kafka_port, s.kafka_controller_port),
             ),
-            Program("s3", _s3_command, lambda s: s3_client(s).list_buckets(), ensure_buckets, ports=lambda s: (s.s3_port,)),
             Program(
-                "redis", _redis_command, lambda s: redis.Redis.from_url(s.redis_url, socket_timeout=2).ping(),
+                "s3", _s3_command, lambda s: s3_client(s).list_buckets(), ensure_buckets, ports=lambda s: (s.s3_port,)
+            ),
+            Program(
+                "redis",
+                _redis_command,
+                lambda s: redis.Redis.from_url(s.redis_url, socket_timeout=2).ping(),
                 ports=lambda s: (s.redis_port,),
             ),
             _uvicorn_program("ingestion", "ingestion_api.app:app", lambda s: s.ingestion_port, ("kafka", "redis")),
             # Landing serves nothing: running under supervisord is its health.
-            Program("landing", lambda s, p: [sys.executable, "-m", "landing", "run"], lambda s: None, requires=("kafka", "s3")),
+            Program(
+                "landing",
+                lambda s, p: [sys.executable, "-m", "landing", "run"],
+                lambda s: None,
+                requires=("kafka", "s3"),
+            ),
             # chdb_server owns <data dir>/clickhouse and serves ClickHouse's HTTP interface.
             Program(
-                "clickhouse", lambda s, p: [sys.executable, "-m", "chdb_server"], _clickhouse_healthy,
+                "clickhouse",
+                lambda s, p: [sys.executable, "-m", "chdb_server"],
+                _clickhouse_healthy,
                 ports=lambda s: (s.clickhouse_port,),
             ),
             _uvicorn_program("query", "query_api.app:app", lambda s: s.query_port, ("s3", "clickhouse")),
             Program(
-                "dagster", _dagster_command, lambda s: _http_ok(f"http://127.0.0.1:{s.dagster_port}/server_info"),
-                requires=("kafka", "s3", "clickhouse"), start_timeout_s=180.0, ports=lambda s: (s.dagster_port,),
+                "dagster",
+                _dagster_command,
+                lambda s: _http_ok(f"http://127.0.0.1:{s.dagster_port}/server_info"),
+                requires=("kafka", "s3", "clickhouse"),
+                start_timeout_s=180.0,
+                ports=lambda s: (s.dagster_port,),
             ),
         )
     }

@@ -22,7 +22,9 @@ from infra.console import StackError, console
 from infra.fetch import fetch
 from infra.programs import INFRA_SERVICES, PROGRAMS
 
-app = typer.Typer(help="Local stack of the heatmap lakehouse (Kafka, S3 server, Redis and the services).", no_args_is_help=True)
+app = typer.Typer(
+    help="Local stack of the heatmap lakehouse (Kafka, S3 server, Redis and the services).", no_args_is_help=True
+)
 
 
 @app.command("fetch")
@@ -34,7 +36,8 @@ def fetch_command(browser: bool = typer.Option(True, help="Also install Debian's
 @app.command("start")
 def start_command(
     programs: list[str] = typer.Argument(
-        None, help=f"Programs to start, with what they require: {', '.join(PROGRAMS)} (default: {' '.join(INFRA_SERVICES)})."
+        None,
+        help=f"Programs to start, with what they require: {', '.join(PROGRAMS)} (default: {' '.join(INFRA_SERVICES)}).",
     ),
 ) -> None:
     """Start programs in the background and wait until they are healthy."""

@@ -122,7 +122,9 @@ def _wait_healthy(program: Program, settings: Settings, paths: StackPaths) -> No
     except RetryError as exc:
         cause = exc.last_attempt.exception()
         tail = _tail(paths.log(program.name))
-        raise StackError(f"{program.name} not healthy after {program.start_timeout_s:.0f} s: {cause}\n{tail}") from cause
+        raise StackError(
+            f"{program.name} not healthy after {program.start_timeout_s:.0f} s: {cause}\n{tail}"
+        ) from cause
     console.print(f"[green]{program.name}[/] healthy in {time.monotonic() - started:.1f} s")
 
 

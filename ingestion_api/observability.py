@@ -21,7 +21,9 @@ class Metrics(AppMetrics):
         super().__init__("ingestion")
         # outcome: accepted | duplicate | rejected ; status is the HTTP status answered.
         self.batches = Counter(
-            "heatmap_ingest_batches", "Batches answered, by outcome and HTTP status.", ["outcome", "status"],
+            "heatmap_ingest_batches",
+            "Batches answered, by outcome and HTTP status.",
+            ["outcome", "status"],
             registry=self.registry,
         )
         self.events = Counter(

@@ -48,7 +48,9 @@ class OutageLog:
         if self._down_since is None:
             self._down_at = attempt_started
             self._down_since = datetime.now(UTC) - timedelta(seconds=time.monotonic() - attempt_started)
-            log_event("kafka_unreachable", logging.WARNING, always=True, since=self._down_since.isoformat(), error=str(error))
+            log_event(
+                "kafka_unreachable", logging.WARNING, always=True, since=self._down_since.isoformat(), error=str(error)
+            )
 
     def succeeded(self) -> None:
         self._last_success = time.monotonic()

@@ -77,7 +77,9 @@ class IngestService:
             # Never a 202 without its key: the client's retry is then published again (the hourly job
             # deduplicates it by event key), which is better than a 202 whose re-send is not a duplicate.
             log_event("ledger_commit_failed", logging.WARNING, batch_id=batch_id, error=str(exc))
-            raise _unavailable("idempotency store (Redis) unavailable: batch not acknowledged, retry later", count) from exc
+            raise _unavailable(
+                "idempotency store (Redis) unavailable: batch not acknowledged, retry later", count
+            ) from exc
         return self._accepted(
             batch, batch_id, count, duplicate=False, partition=delivered.partition, offset=delivered.offset
         )

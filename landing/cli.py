@@ -9,14 +9,18 @@ from heatmap_core.logs import configure_logging
 from heatmap_core.settings import LandingSettings, env_name, get_settings
 from landing.service import Landing
 
-app = typer.Typer(help="Land Kafka records of heatmap.events.raw in the raw lake, effectively once.", no_args_is_help=True)
+app = typer.Typer(
+    help="Land Kafka records of heatmap.events.raw in the raw lake, effectively once.", no_args_is_help=True
+)
 
 
 def _flag(name: str, *declarations: str):
     """The flag of one landing setting: unset, the setting applies (its HEATMAP_LANDING_* variable or default)."""
     field = LandingSettings.model_fields[name]
     default = "unset" if field.default is None else field.default
-    return typer.Option(None, *declarations, help=field.description, show_default=f"{env_name(LandingSettings, name)} or {default}")
+    return typer.Option(
+        None, *declarations, help=field.description, show_default=f"{env_name(LandingSettings, name)} or {default}"
+    )
 
 
 @app.command()

@@ -119,8 +119,11 @@ class Landing:
         signal.signal(signal.SIGINT, self.request_stop)
         log.info(
             "landing topic %s as group %s (instance %s) into s3://%s in %s",
-            self.topic, self.options.group, self.options.instance_id or "dynamic",
-            self.settings.raw_bucket, "+".join(self.options.formats),
+            self.topic,
+            self.options.group,
+            self.options.instance_id or "dynamic",
+            self.settings.raw_bucket,
+            "+".join(self.options.formats),
         )
         log.info("topic %s has partitions %s", self.topic, sorted(self._topic_partitions()))
         self.consumer.subscribe([self.topic], listener=self.rebalance)
@@ -182,7 +185,9 @@ class Landing:
             return
         unfetched = sorted(tp.partition for tp in self.consumer.assignment() if self.consumer.highwater(tp) is None)
         if unfetched:
-            raise ConsumerStalled(f"partitions {unfetched} fetched nothing {self.options.stall_timeout_s:.0f} s after assignment")
+            raise ConsumerStalled(
+                f"partitions {unfetched} fetched nothing {self.options.stall_timeout_s:.0f} s after assignment"
+            )
 
     def _rewind(self, tp: TopicPartition, offset: int) -> None:
         self.states.pop(tp.partition, None)
@@ -220,13 +225,17 @@ class Landing:
                 log.warning(
                     "partition %d: reading resumes at offset %d but the lake holds offsets only through %d"
                     " (retention, or a reset of the group's offsets?)",
-                    partition, offset, watermark.landed_through_offset,
+                    partition,
+                    offset,
+                    watermark.landed_through_offset,
                 )
         if state.buffer.empty and state.replay_until is None and watermark.flush_first_offset == offset:
             state.replay_until = watermark.flush_last_offset
             log.info(
                 "partition %d: re-flushing offsets %d-%d, written before the last commit",
-                partition, watermark.flush_first_offset, watermark.flush_last_offset,
+                partition,
+                watermark.flush_first_offset,
+                watermark.flush_last_offset,
             )
         state.buffer.add(offset, self._decode(partition, offset, value))
         if state.replay_until is not None and offset >= state.replay_until:
@@ -256,7 +265,10 @@ class Landing:
         now = datetime.now(UTC)
         for state, flush in zip(states, flushes, strict=True):
             state.watermark = msgspec.structs.replace(
-                state.watermark, flush_first_offset=flush.first_offset, flush_last_offset=flush.last_offset, updated_at=now
+                state.watermark,
+                flush_first_offset=flush.first_offset,
+                flush_last_offset=flush.last_offset,
+                updated_at=now,
             )
         self.writer.put_watermarks([state.watermark for state in states])
         written = self.writer.write_parts(flushes)
@@ -332,8 +344,14 @@ class Landing:
         rate = (self.progress.events - self.progress.events_at_last_log) / elapsed if elapsed > 0 else 0.0
         log.info(
             "progress: landed=%d events (%.0f/s) files=%d flushes=%d rejected=%d buffered=%d lag=%d records%s",
-            self.progress.events, rate, self.progress.files, self.progress.flushes, self.progress.rejected,
-            buffered, lag, "" if None not in lags else " (some partitions not fetched yet)",
+            self.progress.events,
+            rate,
+            self.progress.files,
+            self.progress.flushes,
+            self.progress.rejected,
+            buffered,
+            lag,
+            "" if None not in lags else " (some partitions not fetched yet)",
         )
         self.progress.last_logged = now
         self.progress.events_at_last_log = self.progress.events

@@ -81,7 +81,9 @@ class LakeWriter:
         return decode_watermark(body)
 
     def put_watermarks(self, watermarks: list[PartitionWatermark]) -> None:
-        self.put_all([(watermark_key(w.topic, w.kafka_partition), encode_watermark(w), "application/json") for w in watermarks])
+        self.put_all(
+            [(watermark_key(w.topic, w.kafka_partition), encode_watermark(w), "application/json") for w in watermarks]
+        )
 
     def put_rejected(self, kafka_partition: int, offset: int, value: bytes) -> str:
         """Keep an undecodable record beside the lake."""
@@ -95,7 +97,15 @@ class LakeWriter:
         return [
             (
                 fmt,
-                part_key(part.hour, part.client_id, kafka_partition, part.first_offset, part.last_offset, fmt, self.settings.parquet_prefix),
+                part_key(
+                    part.hour,
+                    part.client_id,
+                    kafka_partition,
+                    part.first_offset,
+                    part.last_offset,
+                    fmt,
+                    self.settings.parquet_prefix,
+                ),
                 json_lines if fmt == "json" else parquet_from_json_lines(json_lines),
             )
             for fmt in self.formats
@@ -126,11 +136,17 @@ class LakeWriter:
                 last_offset=flush.last_offset,
                 files=[
                     LedgerFile.of_hour(
-                        file.part.hour, key=file.key, client_id=file.part.client_id,
-                        events=file.part.events, bytes=file.size, format=file.fmt,
+                        file.part.hour,
+                        key=file.key,
+                        client_id=file.part.client_id,
+                        events=file.part.events,
+                        bytes=file.size,
+                        format=file.fmt,
                     )
                     for file in written[flush.kafka_partition]
                 ],
             )
-            entries.append((ledger_key(now, flush.kafka_partition, flush.first_offset), encode_ledger(entry), "application/json"))
+            entries.append(
+                (ledger_key(now, flush.kafka_partition, flush.first_offset), encode_ledger(entry), "application/json")
+            )
         self.put_all(entries)

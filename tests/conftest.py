@@ -47,8 +47,11 @@ class ClickHouseServer:
     def start(self) -> None:
         with self.log.open("a") as log:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "chdb_server"], cwd=ROOT, env={**os.environ, **self.settings.as_env()},
-                stdout=log, stderr=subprocess.STDOUT,
+                [sys.executable, "-m", "chdb_server"],
+                cwd=ROOT,
+                env={**os.environ, **self.settings.as_env()},
+                stdout=log,
+                stderr=subprocess.STDOUT,
             )
         deadline = time.monotonic() + 60
         while True:
@@ -58,7 +61,9 @@ class ClickHouseServer:
             except httpx.TransportError:
                 pass
             if self.process.poll() is not None or time.monotonic() > deadline:
-                raise AssertionError(f"chdb_server did not answer (exit {self.process.poll()}):\n{self.log.read_text()}")
+                raise AssertionError(
+                    f"chdb_server did not answer (exit {self.process.poll()}):\n{self.log.read_text()}"
+                )
             time.sleep(0.2)
 
     def client(self, **options):
@@ -287,12 +292,21 @@ def run_schemathesis(base_url: str, workdir: Path, headers: dict[str, str] | Non
     """Property-based requests generated from the live API's own OpenAPI document; fails with
     schemathesis' report when any check fails."""
     command = [
-        str(Path(sys.executable).parent / "schemathesis"), "run", f"{base_url}/schema/openapi.json",
-        "--checks", SCHEMATHESIS_CHECKS, "--max-examples", "10", "--seed", "6", "--workers", "1",
-        "--request-timeout", "60",
+        str(Path(sys.executable).parent / "schemathesis"),
+        "run",
+        f"{base_url}/schema/openapi.json",
+        "--checks",
+        SCHEMATHESIS_CHECKS,
+        "--max-examples",
+        "10",
+        "--seed",
+        "6",
+        "--workers",
+        "1",
+        "--request-timeout",
+        "60",
     ]
     for name, value in (headers or {}).items():
         command += ["--header", f"{name}: {value}"]
     result = subprocess.run(command, check=False, cwd=workdir, capture_output=True, text=True)
     assert result.returncode == 0, result.stdout[-6000:] + result.stderr[-2000:]
-

@@ -1,6 +1,6 @@
 """heatmap-traffic: send generated traffic through the ingestion API.
 
-    python -m traffic send --visitors 40 --clients acme,globex --screens home_v1 --truth-out truth.json
+python -m traffic send --visitors 40 --clients acme,globex --screens home_v1 --truth-out truth.json
 """
 
 from __future__ import annotations
@@ -59,8 +59,13 @@ async def send_batches(
     url = ingestion_url.rstrip("/") + "/events/batch"
     async with httpx.AsyncClient(timeout=30) as client:
         with Progress(
-            TextColumn("[cyan]traffic"), BarColumn(), MofNCompleteColumn(), TextColumn("events"), TimeElapsedColumn(),
-            console=console, disable=not progress,
+            TextColumn("[cyan]traffic"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("events"),
+            TimeElapsedColumn(),
+            console=console,
+            disable=not progress,
         ) as bar:
             task = bar.add_task("send", total=total_events)
 
@@ -72,7 +77,11 @@ async def send_batches(
                         if ahead > 0:
                             await asyncio.sleep(ahead)
                     sent_events += len(batch.events)
-                    headers = {"X-Write-Key": write_keys[batch.client_id]} if write_keys and batch.client_id in write_keys else {}
+                    headers = (
+                        {"X-Write-Key": write_keys[batch.client_id]}
+                        if write_keys and batch.client_id in write_keys
+                        else {}
+                    )
                     await _post(client, url, batch, headers)
                     bar.advance(task, len(batch.events))
 
@@ -85,7 +94,9 @@ def _split(value: str) -> tuple[str, ...]:
 
 @app.command()
 def send(
-    ingestion_url: str | None = typer.Option(None, help="Base URL of the ingestion API (default: settings' local port)."),
+    ingestion_url: str | None = typer.Option(
+        None, help="Base URL of the ingestion API (default: settings' local port)."
+    ),
     clients: str = typer.Option("acme,globex", help="Comma-separated client ids."),
     screens: str = typer.Option("home_v1,pricing_v2", help="Comma-separated screen ids."),
     visitors: int = typer.Option(40, min=1, help="Visitor sessions to simulate."),
@@ -104,8 +115,13 @@ def send(
     round_seed = seed
     while True:
         spec = TrafficSpec(
-            clients=_split(clients), screens=_split(screens), visitors=visitors, moves_per_visitor=moves,
-            hours_back=hours_back, seed=round_seed, now=datetime.now(UTC),
+            clients=_split(clients),
+            screens=_split(screens),
+            visitors=visitors,
+            moves_per_visitor=moves,
+            hours_back=hours_back,
+            seed=round_seed,
+            now=datetime.now(UTC),
         )
         batches, round_truth = build(spec)
         asyncio.run(send_batches(batches, url, settings.keys("write_keys"), rate=rate))

@@ -49,7 +49,12 @@ class Batch:
     events: list[dict]
 
     def payload(self) -> dict:
-        return {"client_id": self.client_id, "screen_id": self.screen_id, "batch_id": self.batch_id, "events": self.events}
+        return {
+            "client_id": self.client_id,
+            "screen_id": self.screen_id,
+            "batch_id": self.batch_id,
+            "events": self.events,
+        }
 
 
 def _visitor_events(rng: random.Random, spec: TrafficSpec, start: datetime) -> Iterator[dict]:
@@ -67,14 +72,24 @@ def _visitor_events(rng: random.Random, spec: TrafficSpec, start: datetime) -> I
             px = min(max(x + (tx - x) * step / steps + rng.gauss(0, 0.01), 0.0), 1.0)
             py = min(max(y + (ty - y) * step / steps + rng.gauss(0, 0.005), 0.0), 1.0)
             moment += timedelta(milliseconds=rng.randint(16, 120))
-            yield {"event_time": moment.isoformat().replace("+00:00", "Z"), "x_norm": round(px, 6), "y_norm": round(py, 6), "event_type": "mousemove"}
+            yield {
+                "event_time": moment.isoformat().replace("+00:00", "Z"),
+                "x_norm": round(px, 6),
+                "y_norm": round(py, 6),
+                "event_type": "mousemove",
+            }
             produced += 1
             if produced >= spec.moves_per_visitor:
                 return
         x, y = px, py
         if rng.random() < 0.4:
             moment += timedelta(milliseconds=rng.randint(50, 400))
-            yield {"event_time": moment.isoformat().replace("+00:00", "Z"), "x_norm": round(x, 6), "y_norm": round(y, 6), "event_type": "click"}
+            yield {
+                "event_time": moment.isoformat().replace("+00:00", "Z"),
+                "x_norm": round(x, 6),
+                "y_norm": round(y, 6),
+                "event_type": "click",
+            }
 
 
 def generate(spec: TrafficSpec) -> Iterator[Batch]:
@@ -88,7 +103,12 @@ def generate(spec: TrafficSpec) -> Iterator[Batch]:
         start = spec.now - window + timedelta(seconds=rng.random() * max(window.total_seconds() - 120, 1))
         events = list(_visitor_events(rng, spec, start))
         for offset in range(0, len(events), spec.batch_size):
-            yield Batch(client, screen, str(uuid.UUID(int=rng.getrandbits(128), version=4)), events[offset : offset + spec.batch_size])
+            yield Batch(
+                client,
+                screen,
+                str(uuid.UUID(int=rng.getrandbits(128), version=4)),
+                events[offset : offset + spec.batch_size],
+            )
 
 
 @dataclass

@@ -63,9 +63,7 @@ def make_events(
 def write_part(settings: Settings, hour: datetime, events: list[LakeEvent], *, duplicate_every: int = 0) -> Part:
     """One JSON part file; ``duplicate_every`` repeats some lines as a landing re-flush would."""
     first = events[0]
-    key = lake.part_key(
-        hour, first.client_id, first.kafka_partition, first.kafka_offset, events[-1].kafka_offset
-    )
+    key = lake.part_key(hour, first.client_id, first.kafka_partition, first.kafka_offset, events[-1].kafka_offset)
     lines = []
     for i, event in enumerate(events):
         lines.append(_encoder.encode(event))
@@ -86,7 +84,11 @@ def write_ledger(settings: Settings, parts: list[Part], written_at: datetime | N
         last_offset=max(e.kafka_offset for p in parts for e in p.events),
         files=[
             lake.LedgerFile.of_hour(
-                p.events[0].event_time, key=p.key, client_id=p.events[0].client_id, events=p.lines, bytes=p.size,
+                p.events[0].event_time,
+                key=p.key,
+                client_id=p.events[0].client_id,
+                events=p.lines,
+                bytes=p.size,
                 format="json",
             )
             for p in parts

@@ -92,7 +92,9 @@ def test_range_run_rollups_and_checks(settings, spark, instance):
         lakedata.write_part(settings, hour, events[hour])
     empty_hour = hours[-1] + timedelta(hours=1)  # in range, no files
     result = run(
-        settings, instance, "heatmap_hourly",
+        settings,
+        instance,
+        "heatmap_hourly",
         tags={
             "dagster/asset_partition_range_start": hour_key(hours[0]),
             "dagster/asset_partition_range_end": hour_key(empty_hour),
@@ -118,7 +120,9 @@ def test_range_run_rollups_and_checks(settings, spark, instance):
         assert_passed(run_outcomes(result), "heatmap_weekly")
         meta = result.asset_materializations_for_node("heatmap_weekly")[0].metadata
         assert meta["table"].value.endswith("heatmap_weekly")
-    weekly = lakedata.table_cells(settings, "heatmap_weekly", saturday - timedelta(days=6), saturday + timedelta(days=8))
+    weekly = lakedata.table_cells(
+        settings, "heatmap_weekly", saturday - timedelta(days=6), saturday + timedelta(days=8)
+    )
     assert weekly == lakedata.rollup(daily, week_of)
     assert sum(weekly.values()) == sum(hourly.values()) == 60 + 61 + 62
     assert {k[2] for k in weekly} == {week_of(hours[0].replace(tzinfo=None)), week_of(hours[-1].replace(tzinfo=None))}

@@ -50,8 +50,13 @@ def built(settings, instance) -> Built:
             events = lakedata.make_events(hour, "acme", "home_v1", 200, partition=i, offset=10, seed=40 + i)
             lakedata.write_part(settings, hour, events)
             cells = lakedata.expected_cells(events, hour)
-            replace_bucket(client, HOURLY, hour, rows=[(*key, count) for key, count in cells.items()],
-                           database=settings.clickhouse_database)
+            replace_bucket(
+                client,
+                HOURLY,
+                hour,
+                rows=[(*key, count) for key, count in cells.items()],
+                database=settings.clickhouse_database,
+            )
     build = Built(settings, instance, hours, saturday, week_of(saturday))
     assert_passed(hourly_outcomes(build), "heatmap_hourly")
     assert_passed(run_outcomes(run(settings, instance, "heatmap_daily", day_key(saturday))), "heatmap_daily")
@@ -81,8 +86,13 @@ def rollup_outcomes(build: Built, asset: str):
     with clickhouse(build.settings) as client:
         return outcomes(
             rollup_checks(
-                client, build.settings.clickhouse_database, source=source, target=target, asset_key=asset_key,
-                check_name=check_name, windows={key: window_of(partitions_def, key)},
+                client,
+                build.settings.clickhouse_database,
+                source=source,
+                target=target,
+                asset_key=asset_key,
+                check_name=check_name,
+                windows={key: window_of(partitions_def, key)},
             )
         )
 
@@ -107,7 +117,9 @@ def bucket_rows(build: Built, grain: str) -> list[list]:
 def store_bucket(build: Built, grain: str, rows: list[list]) -> None:
     """The bucket now holds exactly ``rows``, whatever they break."""
     with clickhouse(build.settings) as client:
-        replace_bucket(client, TABLES[grain], build.bucket_of(grain), rows=rows, database=build.settings.clickhouse_database)
+        replace_bucket(
+            client, TABLES[grain], build.bucket_of(grain), rows=rows, database=build.settings.clickhouse_database
+        )
 
 
 def utc_text(moment: datetime) -> str:
@@ -148,7 +160,9 @@ def test_changed_daily_row_fails_the_weekly_sum(built):
     }
 
 
-@pytest.mark.parametrize("asset, grain", [("heatmap_hourly", "hour"), ("heatmap_daily", "day"), ("heatmap_weekly", "week")])
+@pytest.mark.parametrize(
+    "asset, grain", [("heatmap_hourly", "hour"), ("heatmap_daily", "day"), ("heatmap_weekly", "week")]
+)
 def test_cell_outside_the_grid_fails_the_grid_check(built, asset, grain):
     rows = bucket_rows(built, grain)
     rows[-1][4] = 200  # cell_y one past the last row, same count: every sum still matches
@@ -169,7 +183,9 @@ def test_cell_outside_the_grid_fails_the_grid_check(built, asset, grain):
     assert metadata["cells_outside_grid"] == 1
 
 
-@pytest.mark.parametrize("asset, grain", [("heatmap_hourly", "hour"), ("heatmap_daily", "day"), ("heatmap_weekly", "week")])
+@pytest.mark.parametrize(
+    "asset, grain", [("heatmap_hourly", "hour"), ("heatmap_daily", "day"), ("heatmap_weekly", "week")]
+)
 def test_duplicated_row_fails_the_uniqueness_check(built, asset, grain):
     rows = bucket_rows(built, grain)
     assert rows[0][5] >= 2
@@ -186,10 +202,15 @@ def test_duplicated_row_fails_the_uniqueness_check(built, asset, grain):
 def test_partitions_fresh_fails_naming_the_late_hour(settings, instance, monkeypatch):
     """The on-demand freshness check (as run from the UI): an hour whose raw events changed
     more than the allowed lag ago and was not rebuilt since fails it, by partition."""
+
     def run_fresh_checks():
-        keys = [AssetCheckKey(key, "partitions_fresh") for key in (checks.HOURLY_KEY, checks.DAILY_KEY, checks.WEEKLY_KEY)]
+        keys = [
+            AssetCheckKey(key, "partitions_fresh") for key in (checks.HOURLY_KEY, checks.DAILY_KEY, checks.WEEKLY_KEY)
+        ]
         result = materialize(
-            [*ALL_ASSETS, *checks.fresh_checks], selection=AssetSelection.checks(*keys), instance=instance,
+            [*ALL_ASSETS, *checks.fresh_checks],
+            selection=AssetSelection.checks(*keys),
+            instance=instance,
             resources=build_resources(settings),
         )
         return run_outcomes(result)

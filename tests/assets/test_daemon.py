@@ -69,16 +69,16 @@ def wait_for(predicate, timeout: float, what: str, dev: Dev | None = None, every
         if value:
             return value
         if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}" + (f"\n--- dagster dev log ---\n{dev.log_tail()}" if dev else ""))
+            raise AssertionError(
+                f"timed out waiting for {what}" + (f"\n--- dagster dev log ---\n{dev.log_tail()}" if dev else "")
+            )
         time.sleep(every)
 
 
 @pytest.fixture(scope="module")
 def dev(stack: Settings, tmp_path_factory):
     tag = uuid.uuid4().hex[:10]
-    settings = stack.model_copy(
-        update={"raw_bucket": f"test-raw-{tag}", "clickhouse_database": f"heatmap_test_{tag}"}
-    )
+    settings = stack.model_copy(update={"raw_bucket": f"test-raw-{tag}", "clickhouse_database": f"heatmap_test_{tag}"})
     ensure_bucket(s3_client(settings), settings.raw_bucket)
     base = tmp_path_factory.mktemp("dagster")
     home = base / "dagster_home"
@@ -119,11 +119,27 @@ def dev(stack: Settings, tmp_path_factory):
     }
     with log.open("wb") as out:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "dagster", "dev", "-w", str(ROOT / "workspace.yaml"), "-h", "127.0.0.1", "-p", str(port)],
-            cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+            [
+                sys.executable,
+                "-m",
+                "dagster",
+                "dev",
+                "-w",
+                str(ROOT / "workspace.yaml"),
+                "-h",
+                "127.0.0.1",
+                "-p",
+                str(port),
+            ],
+            cwd=ROOT,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
     server = Dev(f"http://127.0.0.1:{port}", settings, home, log, proc, late_hour)
     try:
+
         def loaded():
             if proc.poll() is not None:
                 raise AssertionError(f"dagster dev exited\n{server.log_tail()}")
@@ -164,7 +180,9 @@ def materialization_count(instance: DagsterInstance, key: str, partition: str) -
 
 
 def latest_check_status(instance: DagsterInstance, asset: str, name: str) -> str:
-    history = instance.event_log_storage.get_asset_check_execution_history(AssetCheckKey(AssetKey(asset), name), limit=1)
+    history = instance.event_log_storage.get_asset_check_execution_history(
+        AssetCheckKey(AssetKey(asset), name), limit=1
+    )
     return history[0].status.value if history else "NONE"
 
 
@@ -181,7 +199,10 @@ def bucket_tables(settings: Settings, start: datetime, end: datetime) -> tuple[d
     """(hourly, daily, weekly) cells over the weeks covering [start, end)."""
     week0 = week_of(start.replace(tzinfo=None)).replace(tzinfo=UTC)
     week1 = week_of(end.replace(tzinfo=None)).replace(tzinfo=UTC) + timedelta(days=7)
-    return tuple(lakedata.table_cells(settings, table, week0, week1) for table in ("heatmap_hourly", "heatmap_daily", "heatmap_weekly"))
+    return tuple(
+        lakedata.table_cells(settings, table, week0, week1)
+        for table in ("heatmap_hourly", "heatmap_daily", "heatmap_weekly")
+    )
 
 
 def assert_rollups_exact(hourly: dict, daily: dict, weekly: dict) -> None:
@@ -252,7 +273,10 @@ def backfill(dev: Dev) -> Backfill:
 
     params = {
         "partitionsByAssets": [
-            {"assetKey": {"path": ["heatmap_hourly"]}, "partitions": {"range": {"start": hour_key(hours[0]), "end": hour_key(hours[-1])}}},
+            {
+                "assetKey": {"path": ["heatmap_hourly"]},
+                "partitions": {"range": {"start": hour_key(hours[0]), "end": hour_key(hours[-1])}},
+            },
             {"assetKey": {"path": ["heatmap_daily"]}, "partitions": {"range": {"start": days[0], "end": days[-1]}}},
             {"assetKey": {"path": ["heatmap_weekly"]}, "partitions": {"range": {"start": weeks[0], "end": weeks[-1]}}},
         ],
@@ -264,7 +288,9 @@ def backfill(dev: Dev) -> Backfill:
 
     def finished():
         status = dev.graphql(BACKFILL_STATUS, {"id": backfill_id})["partitionBackfillOrError"].get("status")
-        return status if status in {"COMPLETED_SUCCESS", "COMPLETED_FAILED", "FAILED", "CANCELED", "COMPLETED"} else None
+        return (
+            status if status in {"COMPLETED_SUCCESS", "COMPLETED_FAILED", "FAILED", "CANCELED", "COMPLETED"} else None
+        )
 
     status = wait_for(finished, 600, "the 48-hour backfill", dev, every=5)
     from dagster import RunsFilter
@@ -286,11 +312,13 @@ def test_backfill_48_hours_through_graphql(dev: Dev, backfill: Backfill):
         )
         for run in backfill.runs
     )
-    assert ranges == sorted([
-        (["heatmap_hourly"], hour_key(backfill.hours[0]), hour_key(backfill.hours[-1])),
-        (["heatmap_daily"], backfill.days[0], backfill.days[-1]),
-        (["heatmap_weekly"], backfill.weeks[0], backfill.weeks[-1]),
-    ])
+    assert ranges == sorted(
+        [
+            (["heatmap_hourly"], hour_key(backfill.hours[0]), hour_key(backfill.hours[-1])),
+            (["heatmap_daily"], backfill.days[0], backfill.days[-1]),
+            (["heatmap_weekly"], backfill.weeks[0], backfill.weeks[-1]),
+        ]
+    )
     assert len(backfill.days) == 3 and len(backfill.weeks) == 2
     assert all(r.is_success for r in backfill.runs)
     assert backfill.hourly == backfill.expected
@@ -304,8 +332,11 @@ def test_late_files_rematerialize_hour_day_week(dev: Dev, backfill: Backfill):
     settings = dev.settings
     hour = max(backfill.events_by_hour)
     first = backfill.events_by_hour[hour]
-    keys = {"heatmap_hourly": hour_key(hour), "heatmap_daily": day_key(hour),
-            "heatmap_weekly": day_key(week_of(hour.replace(tzinfo=None)))}
+    keys = {
+        "heatmap_hourly": hour_key(hour),
+        "heatmap_daily": day_key(hour),
+        "heatmap_weekly": day_key(week_of(hour.replace(tzinfo=None))),
+    }
     instance = dev.instance()
     before = {k: materialization_count(instance, k, p) for k, p in keys.items()}
     assert all(before.values()), before
@@ -334,9 +365,13 @@ def test_late_files_rematerialize_hour_day_week(dev: Dev, backfill: Backfill):
     # The raw_events observation that triggered it carries what the ledger said.
     from dagster import AssetRecordsFilter
 
-    raw = instance.fetch_materializations(
-        AssetRecordsFilter(asset_key=AssetKey("raw_events"), asset_partitions=[hour_key(hour)]), limit=1
-    ).records[0].asset_materialization
+    raw = (
+        instance.fetch_materializations(
+            AssetRecordsFilter(asset_key=AssetKey("raw_events"), asset_partitions=[hour_key(hour)]), limit=1
+        )
+        .records[0]
+        .asset_materialization
+    )
     assert raw is not None
     assert raw.metadata["new_events"].value == len(late)
 
@@ -364,7 +399,10 @@ def test_partition_kept_late_fires_freshness_alert(dev: Dev):
     instance = dev.instance()
     late_key = hour_key(dev.late_hour)
     assert materialization_count(instance, "raw_events", late_key) >= 1 or wait_for(
-        lambda: materialization_count(instance, "raw_events", late_key), 120, "the ledger sensor to observe the old hour", dev
+        lambda: materialization_count(instance, "raw_events", late_key),
+        120,
+        "the ledger sensor to observe the old hour",
+        dev,
     )
 
     def alert():
@@ -372,7 +410,9 @@ def test_partition_kept_late_fires_freshness_alert(dev: Dev):
             AssetCheckKey(checks.HOURLY_KEY, checks.FRESH_CHECK), limit=20
         )
         for record in history:
-            evaluation = record.event.dagster_event.event_specific_data if record.event and record.event.dagster_event else None
+            evaluation = (
+                record.event.dagster_event.event_specific_data if record.event and record.event.dagster_event else None
+            )
             if record.status.value == "FAILED" and isinstance(evaluation, AssetCheckEvaluation):
                 late = evaluation.metadata.get("late_partitions")
                 if isinstance(late, JsonMetadataValue) and late_key in (late.value or ()):

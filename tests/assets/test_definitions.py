@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dagster import Definitions, EnvVar, build_resources as open_resources
+from dagster import Definitions, EnvVar
+from dagster import build_resources as open_resources
 from dagster._core.remote_representation.external_data import RepositorySnap, ResourceConfigEnvVarSnap
 from dagster_shared.serdes import serialize_value
 
@@ -18,9 +19,19 @@ DSN = "http://heatmap:ch-password-beef@127.0.0.1:1/"
 def test_definitions_load_with_every_asset_check_and_sensor():
     Definitions.validate_loadable(definitions.defs)
     repository = definitions.defs.get_repository_def()
-    assert set(repository.asset_graph.get_all_asset_keys()) == {TOPIC_KEY, RAW_EVENTS, HOURLY_KEY, DAILY_KEY, WEEKLY_KEY}
+    assert set(repository.asset_graph.get_all_asset_keys()) == {
+        TOPIC_KEY,
+        RAW_EVENTS,
+        HOURLY_KEY,
+        DAILY_KEY,
+        WEEKLY_KEY,
+    }
     assert {s.name for s in repository.sensor_defs} == {"raw_events_ledger", "heatmap_freshness", "heatmap_automation"}
-    automated = {key for key in repository.asset_graph.get_all_asset_keys() if repository.asset_graph.get(key).automation_condition}
+    automated = {
+        key
+        for key in repository.asset_graph.get_all_asset_keys()
+        if repository.asset_graph.get(key).automation_condition
+    }
     assert automated == set(AGGREGATES)
 
 

@@ -30,26 +30,38 @@ class MemoryLake:
         self.reads: list[str] = []
 
     def ledger_entries(self, start_after: str | None, limit: int) -> list[LakeObject]:
-        keys = sorted(k for k in self.objects if k.startswith(lake.LEDGER_PREFIX) and (start_after is None or k > start_after))
+        keys = sorted(
+            k for k in self.objects if k.startswith(lake.LEDGER_PREFIX) and (start_after is None or k > start_after)
+        )
         return [LakeObject(k, len(self.objects[k]), NOW) for k in keys[:limit]]
 
     def read(self, key: str) -> bytes:
         self.reads.append(key)
         return self.objects[key]
 
-    def add(self, written_at: datetime, partition: int, first_offset: int, files: list[tuple[datetime, int, str]]) -> str:
+    def add(
+        self, written_at: datetime, partition: int, first_offset: int, files: list[tuple[datetime, int, str]]
+    ) -> str:
         """A ledger entry naming one part file per (hour, events, format); returns its key."""
         items = [
             lake.LedgerFile(
                 key=f"dt={hour:%Y-%m-%d}/hour={hour:%H}/client_id=acme/part-p{partition}-o{first_offset}-{i}.{fmt}",
-                dt=f"{hour:%Y-%m-%d}", hour=hour.hour, client_id="acme", events=events, bytes=events * 100, format=fmt,
+                dt=f"{hour:%Y-%m-%d}",
+                hour=hour.hour,
+                client_id="acme",
+                events=events,
+                bytes=events * 100,
+                format=fmt,
             )
             for i, (hour, events, fmt) in enumerate(files)
         ]
         key = lake.ledger_key(written_at, partition, first_offset)
         entry = lake.LedgerEntry(
-            written_at=written_at, kafka_partition=partition, first_offset=first_offset,
-            last_offset=first_offset + len(items), files=items,
+            written_at=written_at,
+            kafka_partition=partition,
+            first_offset=first_offset,
+            last_offset=first_offset + len(items),
+            files=items,
         )
         self.objects[key] = lake.encode_ledger(entry)
         return key

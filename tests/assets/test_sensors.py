@@ -17,9 +17,9 @@ from dagster import (
 
 from heatmap_assets import checks
 from heatmap_assets.assets import ALL_ASSETS
+from heatmap_assets.keys import HOURLY_KEY, RAW_EVENTS
 from heatmap_assets.partitions import START, day_key, hour_key
 from heatmap_assets.resources import build_resources
-from heatmap_assets.keys import HOURLY_KEY, RAW_EVENTS
 from heatmap_assets.sensors import heatmap_freshness, raw_events_ledger
 from heatmap_core.settings import get_settings
 from tests.assets import lakedata
@@ -38,14 +38,20 @@ def test_ledger_sensor_reports_each_hour_once(settings, instance):
     now = datetime.now(UTC)
     h1 = (now - timedelta(days=2)).replace(minute=0, second=0, microsecond=0)
     h2 = h1 + timedelta(hours=5)
-    p1 = lakedata.write_part(settings, h1, lakedata.make_events(h1, "acme", "home_v1", 30, partition=0, offset=10, seed=1))
-    p2 = lakedata.write_part(settings, h2, lakedata.make_events(h2, "acme", "home_v1", 12, partition=0, offset=40, seed=2))
+    p1 = lakedata.write_part(
+        settings, h1, lakedata.make_events(h1, "acme", "home_v1", 30, partition=0, offset=10, seed=1)
+    )
+    p2 = lakedata.write_part(
+        settings, h2, lakedata.make_events(h2, "acme", "home_v1", 12, partition=0, offset=40, seed=2)
+    )
     p3 = lakedata.write_part(settings, h2, lakedata.make_events(h2, "globex", "app", 8, partition=1, offset=3, seed=3))
     lakedata.write_ledger(settings, [p1, p2], written_at=now - timedelta(minutes=5))
     lakedata.write_ledger(settings, [p3], written_at=now - timedelta(minutes=4))
     # An hour before the first partition is not tracked, and does not stall the sensor.
     old_hour = datetime(START.year, START.month, START.day, tzinfo=UTC) - timedelta(days=3)
-    old = lakedata.write_part(settings, old_hour, lakedata.make_events(old_hour, "acme", "home_v1", 3, partition=2, offset=1, seed=4))
+    old = lakedata.write_part(
+        settings, old_hour, lakedata.make_events(old_hour, "acme", "home_v1", 3, partition=2, offset=1, seed=4)
+    )
     lakedata.write_ledger(settings, [old], written_at=now - timedelta(minutes=3))
 
     result, cursor = evaluate(sensor_def, instance, resources=resources)
@@ -64,7 +70,9 @@ def test_ledger_sensor_reports_each_hour_once(settings, instance):
     assert isinstance(result, SkipReason)
 
     # A fresh entry (inside the settle window) is reported once, not again on the next tick.
-    p4 = lakedata.write_part(settings, h1, lakedata.make_events(h1, "acme", "home_v1", 7, partition=0, offset=90, seed=5))
+    p4 = lakedata.write_part(
+        settings, h1, lakedata.make_events(h1, "acme", "home_v1", 7, partition=0, offset=90, seed=5)
+    )
     lakedata.write_ledger(settings, [p4])
     result, cursor = evaluate(sensor_def, instance, cursor=cursor, resources=resources)
     assert [m.partition for m in result.asset_events] == [hour_key(h1)]
@@ -109,8 +117,11 @@ def test_late_partition_fires_freshness_alert(settings, instance, monkeypatch):
 
     # The hour is rebuilt (it has no files: an empty hour, no Spark needed); now its day is late.
     result = materialize(
-        ALL_ASSETS, selection="heatmap_hourly", partition_key=hour_key(hour),
-        resources=build_resources(settings), instance=instance,
+        ALL_ASSETS,
+        selection="heatmap_hourly",
+        partition_key=hour_key(hour),
+        resources=build_resources(settings),
+        instance=instance,
     )
     assert result.success
     result, cursor = evaluate(heatmap_freshness, instance, cursor=cursor)

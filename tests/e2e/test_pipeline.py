@@ -105,14 +105,21 @@ def _served_everything(base: str, daily: dict[tuple, Counter], errors: list[Serv
 @pytest.mark.slow
 def test_traffic_is_served_exactly_for_every_hour_day_and_week(pipeline: Settings, browser, artifacts_dir):
     spec = TrafficSpec(
-        clients=("acme", "globex"), screens=("home_v1", "pricing_v2"), visitors=24, moves_per_visitor=150,
-        hours_back=3, seed=time.time_ns(), now=datetime.now(UTC),  # fresh batch ids: Redis remembers old ones for 24 h
+        clients=("acme", "globex"),
+        screens=("home_v1", "pricing_v2"),
+        visitors=24,
+        moves_per_visitor=150,
+        hours_back=3,
+        seed=time.time_ns(),
+        now=datetime.now(UTC),  # fresh batch ids: Redis remembers old ones for 24 h
     )
     print(f"traffic seed {spec.seed} (TrafficSpec(..., seed={spec.seed}) rebuilds this traffic)")
     batches, truth = build(spec)
     # Playwright's sync API owns this thread's event loop: send from a worker thread.
     with ThreadPoolExecutor(1) as worker:
-        worker.submit(asyncio.run, send_batches(batches, f"http://127.0.0.1:{pipeline.ingestion_port}", progress=False)).result()
+        worker.submit(
+            asyncio.run, send_batches(batches, f"http://127.0.0.1:{pipeline.ingestion_port}", progress=False)
+        ).result()
 
     base = f"http://127.0.0.1:{pipeline.query_port}"
     hourly = _expected(truth, lambda h: h)
@@ -131,7 +138,9 @@ def test_traffic_is_served_exactly_for_every_hour_day_and_week(pipeline: Setting
     # Weeks follow days in the same automation tick; give them their own wait.
     while True:
         served_weeks = {
-            key: _cells(f"{base}/heatmap/weekly", {"client_id": key[0], "screen_id": key[1], "week_start": f"{key[2]:%Y-%m-%d}"})
+            key: _cells(
+                f"{base}/heatmap/weekly", {"client_id": key[0], "screen_id": key[1], "week_start": f"{key[2]:%Y-%m-%d}"}
+            )
             for key in weekly
         }
         if served_weeks == weekly or time.monotonic() > deadline:
@@ -142,7 +151,10 @@ def test_traffic_is_served_exactly_for_every_hour_day_and_week(pipeline: Setting
         params = {"client_id": client, "screen_id": screen, "dt": f"{hour:%Y-%m-%d}", "hour": hour.hour}
         assert _cells(f"{base}/heatmap/hourly", params) == cells, f"hour {hour} of {client}/{screen}"
     for (client, screen, day), cells in daily.items():
-        assert _cells(f"{base}/heatmap/daily", {"client_id": client, "screen_id": screen, "dt": f"{day:%Y-%m-%d}"}) == cells
+        assert (
+            _cells(f"{base}/heatmap/daily", {"client_id": client, "screen_id": screen, "dt": f"{day:%Y-%m-%d}"})
+            == cells
+        )
     assert served_weeks == weekly
     assert sum(sum(c.values()) for c in weekly.values()) == truth.total()
 
@@ -153,7 +165,9 @@ def test_traffic_is_served_exactly_for_every_hour_day_and_week(pipeline: Setting
     # Heat spreads a few cells around each point (radius ~3 cells at this stage size): a cell
     # with no data within 5 cells must stay unpainted.
     cold = next(
-        (x, y) for y in range(200) for x in range(100)
+        (x, y)
+        for y in range(200)
+        for x in range(100)
         if not any((x + dx, y + dy) in cells for dx in range(-5, 6) for dy in range(-5, 6))
     )
     bucket = f"{day:%Y-%m-%dT%H:%M:%SZ}"

@@ -6,7 +6,11 @@ from datetime import UTC, datetime, timedelta
 from heatmap_core.clickhouse import apply_schema, clickhouse, replace_bucket
 from heatmap_core.schema import HOURLY, TABLES
 
-EXPECTED_TTL = {"heatmap_hourly": "toIntervalDay(90)", "heatmap_daily": "toIntervalYear(2)", "heatmap_weekly": "toIntervalYear(5)"}
+EXPECTED_TTL = {
+    "heatmap_hourly": "toIntervalDay(90)",
+    "heatmap_daily": "toIntervalYear(2)",
+    "heatmap_weekly": "toIntervalYear(5)",
+}
 
 
 def _tables(client, database):
@@ -46,13 +50,16 @@ def test_replace_bucket_swaps_exactly_one_hour(settings):
         apply_schema(client, settings.clickhouse_database)
         db = settings.clickhouse_database
         replace_bucket(client, HOURLY, neighbour, rows=[("acme", "home", neighbour, 1, 1, 7)], database=db)
-        replace_bucket(client, HOURLY, hour, rows=[("acme", "home", hour, 1, 1, 5), ("acme", "home", hour, 2, 2, 3)], database=db)
+        replace_bucket(
+            client, HOURLY, hour, rows=[("acme", "home", hour, 1, 1, 5), ("acme", "home", hour, 2, 2, 3)], database=db
+        )
         replace_bucket(client, HOURLY, hour, rows=[("acme", "home", hour, 9, 9, 1)], database=db)
         rows = client.query(
             f"SELECT toHour(bucket_start), cell_x, cell_y, count FROM `{db}`.heatmap_hourly ORDER BY 1, 2"
         ).result_rows
         staging_left = client.query(
-            "SELECT count() FROM system.tables WHERE database = {db:String} AND name LIKE '_stage%'", parameters={"db": db}
+            "SELECT count() FROM system.tables WHERE database = {db:String} AND name LIKE '_stage%'",
+            parameters={"db": db},
         ).result_rows[0][0]
     assert rows == [(10, 9, 9, 1), (11, 1, 1, 7)]
     assert staging_left == 0
@@ -67,13 +74,18 @@ def _hammer(dsn: str, database: str, worker: int, rounds: int) -> None:
             apply_schema(client, database)
             # Different days: writers of hours of one day are serialized by Dagster's pool.
             hour = TODAY - timedelta(days=worker)
-            replace_bucket(client, HOURLY, hour, rows=[("acme", "home", hour, worker, i % 200, i + 1)], database=database)
+            replace_bucket(
+                client, HOURLY, hour, rows=[("acme", "home", hour, worker, i % 200, i + 1)], database=database
+            )
 
 
 def test_two_processes_write_through_the_server_at_once(settings):
     """Both processes succeed and each one's last replacement is what stays."""
     context = multiprocessing.get_context("spawn")
-    workers = [context.Process(target=_hammer, args=(settings.clickhouse_url, settings.clickhouse_database, w, 8)) for w in (1, 2)]
+    workers = [
+        context.Process(target=_hammer, args=(settings.clickhouse_url, settings.clickhouse_database, w, 8))
+        for w in (1, 2)
+    ]
     for process in workers:
         process.start()
     for process in workers:

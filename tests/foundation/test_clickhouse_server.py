@@ -66,7 +66,7 @@ def test_project_schema_applies_twice_over_http(server):
 
 ROWS = [
     (1, "plain", datetime(2026, 2, 2, 10, 15, 0), ["a", "b"]),
-    (2, "it's \"quoted\"\ttab\nline \\ é 🙂", datetime(2026, 2, 2, 10, 59, 59), []),
+    (2, 'it\'s "quoted"\ttab\nline \\ é 🙂', datetime(2026, 2, 2, 10, 59, 59), []),
     (3, "", datetime(2026, 2, 3, 0, 0, 0), ["x" * 300]),
 ]
 
@@ -75,7 +75,9 @@ ROWS = [
 def test_rows_inserted_read_back_exactly_with_each_compression(server, compress):
     client = server.client(compress=False if compress == "false" else compress)
     table = f"rows_{compress}"
-    client.command(f"CREATE TABLE {table} (id UInt32, s String, at DateTime('UTC'), tags Array(String)) ENGINE = MergeTree ORDER BY id")
+    client.command(
+        f"CREATE TABLE {table} (id UInt32, s String, at DateTime('UTC'), tags Array(String)) ENGINE = MergeTree ORDER BY id"
+    )
     summary = client.insert(table, ROWS, column_names=["id", "s", "at", "tags"])
     assert summary.written_rows == len(ROWS)
     assert client.query(f"SELECT id, s, at, tags FROM {table} ORDER BY id").result_rows == ROWS
@@ -86,18 +88,27 @@ def test_rows_inserted_read_back_exactly_with_each_compression(server, compress)
 
 def test_server_side_parameters(server):
     client = server.client()
-    client.command("CREATE TABLE p (id UInt32, s String, at DateTime('UTC'), tags Array(String)) ENGINE = MergeTree ORDER BY id")
+    client.command(
+        "CREATE TABLE p (id UInt32, s String, at DateTime('UTC'), tags Array(String)) ENGINE = MergeTree ORDER BY id"
+    )
     client.insert("p", ROWS, column_names=["id", "s", "at", "tags"])
     found = client.query(
         "SELECT id FROM p WHERE at >= {since:DateTime('UTC')} AND at < {until:DateTime('UTC')} "
         "AND s IN {names:Array(String)} AND has(tags, {tag:String}) ORDER BY id",
-        parameters={"since": datetime(2026, 2, 2), "until": datetime(2026, 2, 3), "names": ["plain", ROWS[1][1]], "tag": "b"},
+        parameters={
+            "since": datetime(2026, 2, 2),
+            "until": datetime(2026, 2, 3),
+            "names": ["plain", ROWS[1][1]],
+            "tag": "b",
+        },
     ).result_rows
     assert found == [(1,)]
     assert client.query("SELECT {s:String}", parameters={"s": ROWS[1][1]}).result_rows == [(ROWS[1][1],)]
     # Bind values over 4 KiB travel as a multipart form instead of the URL.
     names = [f"name-{n}" for n in range(2000)] + ["plain"]
-    assert client.query("SELECT count() FROM p WHERE s IN {names:Array(String)}", parameters={"names": names}).result_rows == [(1,)]
+    assert client.query(
+        "SELECT count() FROM p WHERE s IN {names:Array(String)}", parameters={"names": names}
+    ).result_rows == [(1,)]
     # Settings ride along as URL parameters, one query at a time.
     assert client.command("SELECT getSetting('max_block_size')", settings={"max_block_size": 1234}) == 1234
     assert client.command("SELECT getSetting('max_block_size')") != 1234
@@ -287,9 +298,12 @@ def test_sigkill_mid_replace_bucket_leaves_the_old_bucket(tmp_path):
         _kill_when_running(server, "INSERT INTO %_stage_heatmap_hourly_%", materialize)
     with running_server(tmp_path) as server, clickhouse(server.settings) as client:
         assert _read_bucket(client, hour) == [row[3:] for row in old]
-        assert client.query(
-            f"SELECT toHour(bucket_start), count(), sum(count) FROM {DATABASE}.heatmap_hourly GROUP BY 1 ORDER BY 1"
-        ).result_rows == day_before
+        assert (
+            client.query(
+                f"SELECT toHour(bucket_start), count(), sum(count) FROM {DATABASE}.heatmap_hourly GROUP BY 1 ORDER BY 1"
+            ).result_rows
+            == day_before
+        )
 
 
 def test_the_stack_starts_health_checks_and_stops_the_server(tmp_path):

@@ -26,7 +26,9 @@ TOPIC_RETENTION_HOURS = 7 * 24
 def resolved() -> dict:
     command = compose_command()
     if command is None:
-        pytest.fail("no docker compose here: `python -m infra.stack fetch` installs Debian's docker-compose", pytrace=False)
+        pytest.fail(
+            "no docker compose here: `python -m infra.stack fetch` installs Debian's docker-compose", pytrace=False
+        )
     result = subprocess.run([*command, "-f", str(COMPOSE), "config"], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
     return yaml.safe_load(result.stdout)

@@ -30,7 +30,10 @@ def test_cell_contains_the_point(x, y):
     assert cy / GRID_H <= y and (y < (cy + 1) / GRID_H or cy == GRID_H - 1)
 
 
-@given(st.floats(allow_nan=False, allow_infinity=False, min_value=-1e6, max_value=1e6), st.floats(allow_nan=False, allow_infinity=False, min_value=-1e6, max_value=1e6))
+@given(
+    st.floats(allow_nan=False, allow_infinity=False, min_value=-1e6, max_value=1e6),
+    st.floats(allow_nan=False, allow_infinity=False, min_value=-1e6, max_value=1e6),
+)
 def test_out_of_range_values_are_clamped(x, y):
     cx, cy = cell_of(x, y)
     assert 0 <= cx < GRID_W and 0 <= cy < GRID_H

@@ -35,7 +35,9 @@ def test_produce_consume_round_trip(stack):
     first = metadata[0].offset
     assert [m.offset for m in metadata] == list(range(first, first + len(values)))
 
-    consumer = KafkaConsumer(bootstrap_servers=stack.kafka_bootstrap, enable_auto_commit=False, consumer_timeout_ms=10000)
+    consumer = KafkaConsumer(
+        bootstrap_servers=stack.kafka_bootstrap, enable_auto_commit=False, consumer_timeout_ms=10000
+    )
     tp = TopicPartition(stack.topic, partition)
     consumer.assign([tp])
     consumer.seek(tp, first)

@@ -30,14 +30,25 @@ def test_dangerous_ids_refused(value):
         validate_id(value, "client_id")
 
 
-@given(moments, valid_ids, st.integers(0, 9999), st.integers(0, 10**12), st.integers(0, 10**6), st.sampled_from(["json", "parquet"]))
+@given(
+    moments,
+    valid_ids,
+    st.integers(0, 9999),
+    st.integers(0, 10**12),
+    st.integers(0, 10**6),
+    st.sampled_from(["json", "parquet"]),
+)
 def test_part_key_round_trips(moment, client_id, partition, first, span, fmt):
     key = part_key(moment, client_id, partition, first, first + span, fmt)
     parsed = parse_part_key(key)
     assert parsed is not None
     assert parsed.hour == moment.replace(minute=0, second=0, microsecond=0)
     assert (parsed.client_id, parsed.kafka_partition, parsed.first_offset, parsed.last_offset, parsed.fmt) == (
-        client_id, partition, first, first + span, fmt
+        client_id,
+        partition,
+        first,
+        first + span,
+        fmt,
     )
     assert key.startswith(hour_prefix(moment, fmt))
 

@@ -29,8 +29,17 @@ from landing.buffer import PartitionBuffer
 from landing.parquet import parquet_from_json_lines
 
 NAMES = (
-    "client_id", "screen_id", "event_time", "x_norm", "y_norm", "event_type",
-    "received_at", "batch_id", "kafka_partition", "kafka_offset", "batch_index",
+    "client_id",
+    "screen_id",
+    "event_time",
+    "x_norm",
+    "y_norm",
+    "event_type",
+    "received_at",
+    "batch_id",
+    "kafka_partition",
+    "kafka_offset",
+    "batch_index",
 )
 HOUR = datetime(2026, 2, 2, 10, tzinfo=UTC)
 
@@ -38,7 +47,10 @@ HOUR = datetime(2026, 2, 2, 10, tzinfo=UTC)
 def _landed_part():
     """One part file as landing buffers it: its LakeEvents and its JSON lines."""
     record = RawBatchRecord(
-        client_id="acme", screen_id="home_v1", batch_id="b-1", received_at=HOUR.replace(minute=5),
+        client_id="acme",
+        screen_id="home_v1",
+        batch_id="b-1",
+        received_at=HOUR.replace(minute=5),
         events=[
             Event(HOUR.replace(minute=1, microsecond=123456), 0.25, 0.2, "click"),
             Event(HOUR.replace(minute=2), 1.0, 0.0),
@@ -106,7 +118,9 @@ def test_spark_and_clickhouse_read_what_landing_writes(settings, spark):
     expected = sorted(tuple(getattr(e, name) for name in NAMES) for e in events)
     client = s3_client(settings)
     for fmt, body in bodies.items():
-        key = lake.part_key(part.hour, part.client_id, 3, part.first_offset, part.last_offset, fmt, settings.parquet_prefix)
+        key = lake.part_key(
+            part.hour, part.client_id, 3, part.first_offset, part.last_offset, fmt, settings.parquet_prefix
+        )
         client.put_object(Bucket=settings.raw_bucket, Key=key, Body=body)
 
         # Spark hands timestamps back in the session's zone: read them as epoch microseconds.
@@ -114,9 +128,7 @@ def test_spark_and_clickhouse_read_what_landing_writes(settings, spark):
         micros = [c.name for c in LAKE_COLUMNS if c.type == UTC_MICROS]
         rows = frame.select(*[F.unix_micros(name).alias(name) if name in micros else name for name in NAMES]).collect()
         from_spark = sorted(
-            tuple(
-                datetime.fromtimestamp(row[name] / 1_000_000, UTC) if name in micros else row[name] for name in NAMES
-            )
+            tuple(datetime.fromtimestamp(row[name] / 1_000_000, UTC) if name in micros else row[name] for name in NAMES)
             for row in rows
         )
         assert from_spark == expected, fmt
@@ -126,7 +138,8 @@ def test_spark_and_clickhouse_read_what_landing_writes(settings, spark):
                 f"SELECT * FROM {clickhouse_s3_source(fmt)}",
                 parameters={
                     "url": f"{settings.s3_endpoint.rstrip('/')}/{settings.raw_bucket}/{key}",
-                    "key": settings.s3_access_key, "secret": settings.s3_secret_key,
+                    "key": settings.s3_access_key,
+                    "secret": settings.s3_secret_key,
                     "structure": clickhouse_structure(),
                 },
             ).result_rows

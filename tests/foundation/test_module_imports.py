@@ -22,7 +22,14 @@ from tests.foundation.import_each import imported_names, project_modules
 
 def test_the_walk_finds_packages_modules_and_entry_points():
     modules = project_modules()
-    assert {"infra", "infra.stack", "infra.programs", "heatmap_core.settings", "landing.__main__", "bench.__main__"} <= set(modules)
+    assert {
+        "infra",
+        "infra.stack",
+        "infra.programs",
+        "heatmap_core.settings",
+        "landing.__main__",
+        "bench.__main__",
+    } <= set(modules)
 
 
 def test_each_module_imports_on_its_own():

@@ -47,7 +47,9 @@ def as_typed(argv: list[str]) -> list[str]:
 
 
 def http_port(settings: Settings, program: str) -> int:
-    return {"ingestion": settings.ingestion_port, "query": settings.query_port, "dagster": settings.dagster_port}[program]
+    return {"ingestion": settings.ingestion_port, "query": settings.query_port, "dagster": settings.dagster_port}[
+        program
+    ]
 
 
 def assert_serving(settings: Settings, programs: list[str]) -> None:
@@ -77,12 +79,19 @@ def test_readme_stack_commands_work_as_written(tmp_path):
     subcommands = [argv[3] for argv in commands]
     assert all(argv[1:3] == ["-m", "infra.stack"] for argv in commands), commands
     assert subcommands[0] == "start" and subcommands[-1] == "stop" and "status" in subcommands, subcommands
-    assert any({"ingestion", "landing", "query"} <= set(argv[4:]) for argv in commands), "README starts no application program"
+    assert any({"ingestion", "landing", "query"} <= set(argv[4:]) for argv in commands), (
+        "README starts no application program"
+    )
 
     settings = private_stack_settings(tmp_path)
     ports = [
-        settings.kafka_port, settings.kafka_controller_port, settings.s3_port, settings.redis_port,
-        settings.ingestion_port, settings.query_port, settings.dagster_port,
+        settings.kafka_port,
+        settings.kafka_controller_port,
+        settings.s3_port,
+        settings.redis_port,
+        settings.ingestion_port,
+        settings.query_port,
+        settings.dagster_port,
     ]
     # COLUMNS: `status` prints a table; without a terminal rich would wrap it at 80 columns.
     env = {**os.environ, **settings.as_env(), "COLUMNS": "200"}
@@ -98,7 +107,9 @@ def test_readme_stack_commands_work_as_written(tmp_path):
                 assert_serving(settings, started)
             elif subcommand == "status":
                 for name in started:
-                    assert re.search(rf"^\W*{name}\W.*\bRUNNING\b", output, re.MULTILINE), f"{name} not RUNNING in `status`:\n{output}"
+                    assert re.search(rf"^\W*{name}\W.*\bRUNNING\b", output, re.MULTILINE), (
+                        f"{name} not RUNNING in `status`:\n{output}"
+                    )
             elif subcommand == "stop":
                 assert stack_processes(StackPaths(settings.data_path)) == []
                 assert not set(ports) & set(listening_pids())

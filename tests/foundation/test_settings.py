@@ -43,7 +43,9 @@ def test_group_variables_keep_their_names(monkeypatch):
 
 def test_as_env_rebuilds_the_same_settings_groups_included(monkeypatch):
     original = Settings(
-        topic="t.x", auth_enabled=False, landing=LandingSettings.model_validate({"max_events": 3, "parquet": False}),
+        topic="t.x",
+        auth_enabled=False,
+        landing=LandingSettings.model_validate({"max_events": 3, "parquet": False}),
         dagster=DagsterSettings.model_validate({"partitions_start": "2026-02-01", "freshness_lag_minutes": 1.5}),
     )
     env = original.as_env()

@@ -51,7 +51,9 @@ def test_a_taken_port_is_refused_with_its_owner_named(private_settings):
         squatter.bind(("127.0.0.1", private_settings.redis_port))
         squatter.listen()
         try:
-            with pytest.raises(StackError, match=f"port {private_settings.redis_port} needed by redis is taken by pid {os.getpid()}"):
+            with pytest.raises(
+                StackError, match=f"port {private_settings.redis_port} needed by redis is taken by pid {os.getpid()}"
+            ):
                 supervisor.start(private_settings, PROGRAMS, ["redis"])
         finally:
             supervisor.stop(private_settings)

@@ -26,7 +26,9 @@ def test_week_start_is_clickhouse_to_start_of_week(settings):
 
 def test_week_start_is_the_start_of_dagsters_weekly_partitions():
     weeks = WeeklyPartitionsDefinition(start_date="2025-12-01", timezone="UTC", day_offset=WEEK_DAY_OFFSET)
-    starts = [date.fromisoformat(key) for key in weeks.get_partition_keys(current_time=datetime(2026, 2, 1, tzinfo=UTC))]
+    starts = [
+        date.fromisoformat(key) for key in weeks.get_partition_keys(current_time=datetime(2026, 2, 1, tzinfo=UTC))
+    ]
     assert len(starts) == 8
     assert all(week_start(start) == start for start in starts)
     assert {week_start(day) for day in DAYS} <= set(starts)
@@ -55,6 +57,8 @@ def test_hour_folders_read_back_as_their_hour():
 
 def test_ledger_files_name_their_utc_hour():
     cet = timezone(timedelta(hours=1))
-    entry = LedgerFile.of_hour(datetime(2026, 2, 2, 0, 30, tzinfo=cet), key="k", client_id="acme", events=1, bytes=9, format="json")
+    entry = LedgerFile.of_hour(
+        datetime(2026, 2, 2, 0, 30, tzinfo=cet), key="k", client_id="acme", events=1, bytes=9, format="json"
+    )
     assert (entry.dt, entry.hour) == ("2026-02-01", 23)
     assert entry.utc_hour == datetime(2026, 2, 1, 23, tzinfo=UTC)

@@ -6,7 +6,11 @@ from heatmap_core.clickhouse import apply_schema, clickhouse
 from heatmap_core.schema import COLUMN_NAMES
 
 # The retention the design fixes: 90 days of hours, 2 years of days, 5 years of weeks.
-RETENTION = {"heatmap_hourly": "INTERVAL 90 DAY", "heatmap_daily": "INTERVAL 2 YEAR", "heatmap_weekly": "INTERVAL 5 YEAR"}
+RETENTION = {
+    "heatmap_hourly": "INTERVAL 90 DAY",
+    "heatmap_daily": "INTERVAL 2 YEAR",
+    "heatmap_weekly": "INTERVAL 5 YEAR",
+}
 
 
 @pytest.mark.parametrize("table", sorted(RETENTION))

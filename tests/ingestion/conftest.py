@@ -21,9 +21,7 @@ ACME = {"X-Write-Key": WRITE_KEYS["acme"]}
 
 @pytest.fixture
 def ingest_settings(settings: Settings) -> Settings:
-    return settings.model_copy(
-        update={"auth_enabled": True, "write_keys": WRITE_KEYS_SETTING}
-    )
+    return settings.model_copy(update={"auth_enabled": True, "write_keys": WRITE_KEYS_SETTING})
 
 
 @pytest.fixture

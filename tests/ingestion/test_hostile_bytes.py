@@ -25,7 +25,10 @@ INVALID_UTF8 = {
     "0xff in event_type": (_body_with(b"click\xff", "mousemove"), "events[0].event_type"),
     "bad byte in a top-level key": (_body_with(b"scr\xffeen_id", "screen_id"), "body"),
     "bad byte in an event's key": (_body_with(b"x_n\xfeorm", "x_norm"), "events[0]"),
-    "continuation byte alone in batch_id": (b'{"client_id":"acme","screen_id":"s","batch_id":"\x80","events":[]}', "batch_id"),
+    "continuation byte alone in batch_id": (
+        b'{"client_id":"acme","screen_id":"s","batch_id":"\x80","events":[]}',
+        "batch_id",
+    ),
 }
 
 

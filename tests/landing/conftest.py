@@ -139,8 +139,11 @@ class LandingProcess:
         }
         self._log = open(log_path, "ab")  # noqa: SIM115  (open while the process runs; stop() closes it)
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "landing", "run", *args], cwd=ROOT, env=environment,
-            stdout=self._log, stderr=subprocess.STDOUT,
+            [sys.executable, "-m", "landing", "run", *args],
+            cwd=ROOT,
+            env=environment,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
         )
 
     def log(self) -> str:
@@ -243,10 +246,17 @@ def expected_rows(records: list[RawBatchRecord], origins: list[tuple[int, int]])
             rows.append(
                 event_row(
                     LakeEvent(
-                        client_id=record.client_id, screen_id=record.screen_id,
-                        event_time=event.event_time.astimezone(UTC), x_norm=event.x_norm, y_norm=event.y_norm,
-                        event_type=event.event_type, received_at=record.received_at.astimezone(UTC),
-                        batch_id=record.batch_id, kafka_partition=partition, kafka_offset=offset, batch_index=index,
+                        client_id=record.client_id,
+                        screen_id=record.screen_id,
+                        event_time=event.event_time.astimezone(UTC),
+                        x_norm=event.x_norm,
+                        y_norm=event.y_norm,
+                        event_type=event.event_type,
+                        received_at=record.received_at.astimezone(UTC),
+                        batch_id=record.batch_id,
+                        kafka_partition=partition,
+                        kafka_offset=offset,
+                        batch_index=index,
                     )
                 )
             )

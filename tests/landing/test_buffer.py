@@ -15,7 +15,9 @@ CET = timezone(timedelta(hours=1))
 
 def _record(client_id: str, *times: datetime) -> RawBatchRecord:
     return RawBatchRecord(
-        client_id=client_id, screen_id="home_v1", batch_id=f"b-{client_id}",
+        client_id=client_id,
+        screen_id="home_v1",
+        batch_id=f"b-{client_id}",
         received_at=datetime(2026, 2, 2, 11, 0, 1, tzinfo=CET),
         events=[Event(event_time=t, x_norm=0.5, y_norm=0.5) for t in times],
     )
@@ -23,7 +25,9 @@ def _record(client_id: str, *times: datetime) -> RawBatchRecord:
 
 def test_a_batch_straddling_an_hour_goes_to_two_files_in_utc():
     buffer = PartitionBuffer(kafka_partition=2)
-    buffer.add(7, _record("acme", datetime(2026, 2, 2, 10, 59, 59, tzinfo=CET), datetime(2026, 2, 2, 10, 0, tzinfo=UTC)))
+    buffer.add(
+        7, _record("acme", datetime(2026, 2, 2, 10, 59, 59, tzinfo=CET), datetime(2026, 2, 2, 10, 0, tzinfo=UTC))
+    )
     buffer.add(8, None)  # a rejected record still belongs to the range
     buffer.add(9, _record("globex", datetime(2026, 2, 2, 9, 30, tzinfo=UTC)))
     flush = buffer.take()
@@ -31,11 +35,14 @@ def test_a_batch_straddling_an_hour_goes_to_two_files_in_utc():
     assert (flush.kafka_partition, flush.first_offset, flush.last_offset, flush.events) == (2, 7, 9, 3)
     parts = {(p.hour.hour, p.client_id): p for p in flush.files}
     assert {k: (p.first_offset, p.last_offset, p.events) for k, p in parts.items()} == {
-        (9, "acme"): (7, 7, 1), (10, "acme"): (7, 7, 1), (9, "globex"): (9, 9, 1),
+        (9, "acme"): (7, 7, 1),
+        (10, "acme"): (7, 7, 1),
+        (9, "globex"): (9, 9, 1),
     }
     line = msgspec.json.decode(parts[(9, "acme")].json_body(), type=LakeEvent)
     assert (line.event_time, line.received_at) == (
-        datetime(2026, 2, 2, 9, 59, 59, tzinfo=UTC), datetime(2026, 2, 2, 10, 0, 1, tzinfo=UTC),
+        datetime(2026, 2, 2, 9, 59, 59, tzinfo=UTC),
+        datetime(2026, 2, 2, 10, 0, 1, tzinfo=UTC),
     )
     assert b'"event_time":"2026-02-02T09:59:59Z"' in parts[(9, "acme")].json_body()
     assert (line.kafka_partition, line.kafka_offset, line.batch_index) == (2, 7, 0)
@@ -55,4 +62,6 @@ def test_lake_watermark_waits_for_every_partition_and_takes_the_slowest():
     idle = mark(1, received=t0, caught_up=t0 + timedelta(minutes=9))
     assert lake_watermark([busy, idle], partitions=3) is None
     assert lake_watermark([busy, idle, mark(2)], partitions=3) is None
-    assert lake_watermark([busy, idle, mark(2, caught_up=t0 + timedelta(minutes=7))], partitions=3) == t0 + timedelta(minutes=5)
+    assert lake_watermark([busy, idle, mark(2, caught_up=t0 + timedelta(minutes=7))], partitions=3) == t0 + timedelta(
+        minutes=5
+    )

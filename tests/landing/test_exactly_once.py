@@ -51,7 +51,9 @@ def test_known_events_land_once_in_their_folders(settings, start_landing):
     records = make_records(events=6000, per_record=120, span=timedelta(hours=3))
     # A batch whose events straddle an hour boundary, sent with a non-UTC zone.
     straddling = RawBatchRecord(
-        client_id="acme", screen_id="home_v1", batch_id="straddle",
+        client_id="acme",
+        screen_id="home_v1",
+        batch_id="straddle",
         received_at=datetime(2026, 2, 2, 13, 0, 5, tzinfo=UTC),
         events=[
             Event(event_time=datetime(2026, 2, 2, 13, 59, 59, 500000, tzinfo=UTC).astimezone(), x_norm=0.0, y_norm=1.0),
@@ -112,7 +114,9 @@ def test_late_events_land_as_new_files_in_their_hour(settings, start_landing):
     (new_key,) = new_keys
     assert new_key.startswith("dt=2026-02-02/hour=09/client_id=acme/")
     assert sorted(event_row(e) for e in after[new_key]) == expected_rows(late, late_origins)
-    new_entries = [decode_ledger(read_object(settings, k)) for k in set(list_keys(settings, LEDGER_PREFIX)) - ledger_before]
+    new_entries = [
+        decode_ledger(read_object(settings, k)) for k in set(list_keys(settings, LEDGER_PREFIX)) - ledger_before
+    ]
     assert sorted(f.key for entry in new_entries for f in entry.files if f.format == "json") == [new_key]
     landing.stop_cleanly()
 
@@ -143,5 +147,6 @@ def test_parquet_schema_is_typed(settings, start_landing):
         assert pq.read_schema(io.BytesIO(read_object(settings, key))) == LAKE_SCHEMA
     landing.stop_cleanly()
     assert Counter(part.fmt for k in list_keys(settings) if (part := parse_part_key(k))) == {
-        "json": len(keys), "parquet": len(keys)
+        "json": len(keys),
+        "parquet": len(keys),
     }

@@ -26,8 +26,11 @@ def test_uncommitted_flush_is_replayed_onto_the_same_keys(settings, start_landin
     writer.put_watermarks(
         [
             PartitionWatermark(
-                topic=settings.topic, kafka_partition=crashed_partition, updated_at=datetime.now(UTC),
-                flush_first_offset=flush.first_offset, flush_last_offset=flush.last_offset,
+                topic=settings.topic,
+                kafka_partition=crashed_partition,
+                updated_at=datetime.now(UTC),
+                flush_first_offset=flush.first_offset,
+                flush_last_offset=flush.last_offset,
             )
         ]
     )
@@ -40,10 +43,14 @@ def test_uncommitted_flush_is_replayed_onto_the_same_keys(settings, start_landin
     wait_landed(settings, landing)
     landing.stop_cleanly()
 
-    assert f"partition {crashed_partition}: re-flushing offsets {flush.first_offset}-{flush.last_offset}" in landing.log()
+    assert (
+        f"partition {crashed_partition}: re-flushing offsets {flush.first_offset}-{flush.last_offset}" in landing.log()
+    )
     files = read_lake(settings, "json")
     assert sorted(event_row(e) for f in files for e in f.events) == expected_rows(records, origins)
     part_keys = {f.key for f in files} | {f.key for f in read_lake(settings, "parquet")}
     crashed_parts = {k for k in crashed_keys if parse_part_key(k)}
     assert crashed_parts <= part_keys
-    assert {k for k in part_keys if (part := parse_part_key(k)) and part.kafka_partition == crashed_partition} == crashed_parts
+    assert {
+        k for k in part_keys if (part := parse_part_key(k)) and part.kafka_partition == crashed_partition
+    } == crashed_parts

@@ -34,7 +34,9 @@ def test_two_instances_land_what_one_lands(settings, start_landing):
     pair_settings = settings.model_copy(update={"raw_bucket": f"{settings.raw_bucket}-pair"})
     ensure_bucket(s3_client(pair_settings), pair_settings.raw_bucket)
     first = make_records(events=10_000, per_record=100, clients=CLIENTS, screens=SCREENS, span=timedelta(hours=2))
-    second = make_records(events=10_000, per_record=100, clients=CLIENTS, screens=SCREENS, span=timedelta(hours=2), seed=8)
+    second = make_records(
+        events=10_000, per_record=100, clients=CLIENTS, screens=SCREENS, span=timedelta(hours=2), seed=8
+    )
     origins = produce(settings, first)
 
     single = start_landing(*ARGS, group="single")

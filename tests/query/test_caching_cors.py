@@ -40,7 +40,8 @@ def test_the_last_final_hour_is_cached_and_the_next_one_revalidates(api: TestCli
     answers = {}
     for hour in (last_final - timedelta(hours=1), last_final, last_final + timedelta(hours=1)):
         response = api.get(
-            "/heatmap/hourly", params={"client_id": CLIENT, "screen_id": SCREEN, "dt": f"{hour:%Y-%m-%d}", "hour": hour.hour}
+            "/heatmap/hourly",
+            params={"client_id": CLIENT, "screen_id": SCREEN, "dt": f"{hour:%Y-%m-%d}", "hour": hour.hour},
         )
         assert response.status_code == 200
         answers[hour] = response.headers["cache-control"]
@@ -67,7 +68,9 @@ def test_answers_vary_on_the_read_key_and_are_private_behind_keys(keyed_api: str
     assert response.headers["cache-control"] == f"private, {FINAL}"
     # The ETag alone revalidates only with the key: without it the answer is refused, not a 304.
     etag = response.headers["etag"]
-    again = httpx.get(f"{keyed_api}/heatmap/daily", params=params, headers={"X-Read-Key": READ_KEY, "If-None-Match": etag})
+    again = httpx.get(
+        f"{keyed_api}/heatmap/daily", params=params, headers={"X-Read-Key": READ_KEY, "If-None-Match": etag}
+    )
     assert again.status_code == 304 and again.headers["vary"] == "X-Read-Key"
     assert httpx.get(f"{keyed_api}/heatmap/daily", params=params, headers={"If-None-Match": etag}).status_code == 401
 
@@ -77,7 +80,11 @@ def test_cors_admits_the_configured_origins_only(api: TestClient, open_settings:
     assert origin in open_settings.cors_origin_list
     preflight = api.options(
         "/heatmap/daily",
-        headers={"Origin": origin, "Access-Control-Request-Method": "GET", "Access-Control-Request-Headers": "X-Read-Key"},
+        headers={
+            "Origin": origin,
+            "Access-Control-Request-Method": "GET",
+            "Access-Control-Request-Headers": "X-Read-Key",
+        },
     )
     assert preflight.status_code == 204
     assert preflight.headers["access-control-allow-origin"] == origin
@@ -89,8 +96,9 @@ def test_cors_admits_the_configured_origins_only(api: TestClient, open_settings:
     assert "etag" in answer.headers["access-control-expose-headers"].lower()
 
     stranger = "http://evil.example"
-    refused = api.options(
-        "/heatmap/daily", headers={"Origin": stranger, "Access-Control-Request-Method": "GET"}
-    )
+    refused = api.options("/heatmap/daily", headers={"Origin": stranger, "Access-Control-Request-Method": "GET"})
     assert "access-control-allow-origin" not in refused.headers
-    assert "access-control-allow-origin" not in api.get("/heatmap/daily", params=params, headers={"Origin": stranger}).headers
+    assert (
+        "access-control-allow-origin"
+        not in api.get("/heatmap/daily", params=params, headers={"Origin": stranger}).headers
+    )
