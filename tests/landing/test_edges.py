@@ -13,7 +13,7 @@ from kafka import KafkaProducer
 
 from heatmap_core.events import encode_record
 from heatmap_core.lake import LEDGER_PREFIX, decode_ledger, rejected_key
-from landing.service import ConsumerStalled, Landing, LandingOptions
+from landing.service import ConsumerStalled, Landing
 from tests.landing.conftest import (
     committed_offsets,
     event_row,
@@ -97,7 +97,8 @@ def test_watchdog_stops_the_loop_when_assigned_partitions_fetch_nothing(settings
     """A wedged client (here: partitions paused the moment they are assigned, so no fetch
     ever answers) makes run() raise ConsumerStalled, which exits the process for its supervisor."""
     produce(settings, make_records(events=10, per_record=5))
-    landing = Landing(settings, LandingOptions(group=f"stall-{uuid.uuid4().hex[:8]}", stall_timeout_s=3.0))
+    wedged = settings.landing.model_copy(update={"group": f"stall-{uuid.uuid4().hex[:8]}", "stall_timeout_s": 3.0})
+    landing = Landing(settings.model_copy(update={"landing": wedged}))
     assign = landing.rebalance.on_partitions_assigned
 
     def assign_and_wedge(assigned):
