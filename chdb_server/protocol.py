@@ -162,7 +162,10 @@ def _form_fields(body: bytes, content_type: str) -> dict[str, str]:
         name = part.get_param("name", header="content-disposition")
         if part.get_filename() is not None:
             raise refuse("External data (a file in the form)")
-        fields[str(name)] = part.get_payload(decode=True).decode()
+        payload = part.get_payload(decode=True)
+        if not isinstance(payload, bytes):  # a part that is itself multipart has no payload of its own
+            raise refuse("A nested multipart part in the form")
+        fields[str(name)] = payload.decode()
     return fields
 
 

@@ -21,11 +21,15 @@ The condition sensor is declared explicitly and starts RUNNING, so a fresh
 from __future__ import annotations
 
 from datetime import timedelta
+from typing import TYPE_CHECKING, cast
 
 from dagster import AssetSelection, AutomationCondition, AutomationConditionSensorDefinition, DefaultSensorStatus
 
 from heatmap_assets.keys import AGGREGATES
 from heatmap_core.settings import get_settings
+
+if TYPE_CHECKING:  # Dagster does not export the class eager() returns
+    from dagster._core.definitions.declarative_automation.operators.boolean_operators import AndAutomationCondition
 
 
 def lookback() -> timedelta:
@@ -39,12 +43,13 @@ def _window(bucket: timedelta) -> AutomationCondition:
     return AutomationCondition.in_latest_time_window(lookback() + bucket)
 
 
-def _eager_over(bucket: timedelta) -> AutomationCondition:
+def _eager_over(bucket: timedelta) -> AndAutomationCondition:
     """Dagster's ``eager()``, over the lookback window rather than only the latest partition.
 
     eager() alone never rebuilds yesterday's hour when its late data lands.
     """
-    return AutomationCondition.eager().replace("in_latest_time_window", _window(bucket))
+    # replace() keeps eager()'s top-level And (Dagster types it as Self | the replacement).
+    return cast("AndAutomationCondition", AutomationCondition.eager().replace("in_latest_time_window", _window(bucket)))
 
 
 def hourly_condition() -> AutomationCondition:

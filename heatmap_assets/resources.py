@@ -11,6 +11,7 @@ variable's name.
 
 from __future__ import annotations
 
+import builtins
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -70,7 +71,8 @@ class LakeResource(ConfigurableResource):
             self._client = s3_client(self.settings)
         return self._client
 
-    def list(self, prefix: str, start_after: str | None = None, limit: int | None = None) -> list[LakeObject]:
+    # The method named ``list`` shadows the builtin inside this class: annotations below spell it builtins.list.
+    def list(self, prefix: str, start_after: str | None = None, limit: int | None = None) -> builtins.list[LakeObject]:
         settings = self.settings
         kwargs: dict[str, Any] = {"Bucket": settings.raw_bucket, "Prefix": prefix}
         if start_after:
@@ -92,7 +94,7 @@ class LakeResource(ConfigurableResource):
         settings = self.settings
         return lake.hour_glob(hour, settings.raw_format, settings.parquet_prefix)
 
-    def hour_files(self, hour: datetime) -> list[LakeObject]:
+    def hour_files(self, hour: datetime) -> builtins.list[LakeObject]:
         """Every part file of one UTC hour, all clients, in the configured format."""
         fmt = self.settings.raw_format
         return [
@@ -108,7 +110,7 @@ class LakeResource(ConfigurableResource):
         settings = self.settings
         return f"{settings.s3_endpoint.rstrip('/')}/{settings.raw_bucket}/{key_or_glob}"
 
-    def ledger_entries(self, start_after: str | None, limit: int = 1000) -> list[LakeObject]:
+    def ledger_entries(self, start_after: str | None, limit: int = 1000) -> builtins.list[LakeObject]:
         return self.list(lake.LEDGER_PREFIX, start_after=start_after, limit=limit)
 
     def read(self, key: str) -> bytes:
@@ -156,7 +158,7 @@ class SparkResource(LazyPySparkResource):
     cluster.
     """
 
-    spark_config: dict[str, Any] = {}
+    spark_config: dict[str, Any] = {}  # noqa: RUF012  (a pydantic field: each instance gets a copy)
     master: str | None = None
     driver_memory: str | None = None
     s3_endpoint: str | None = None
@@ -196,6 +198,8 @@ def build_resources(settings: Settings | None = None, *, from_env: bool = False)
     they are plain values.
     """
     settings = settings or get_settings()
+    secret: dict[str, Any]
+    dsn: EnvVar | str | None
     if from_env:
         secret = {"access_key": _secret(settings, "s3_access_key"), "secret_key": _secret(settings, "s3_secret_key")}
         dsn = _secret(settings, "clickhouse_dsn")

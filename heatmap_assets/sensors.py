@@ -135,7 +135,7 @@ def scan_ledger(
             continue
         try:
             entry = lake.decode_ledger(source.read(obj.key))
-        except Exception as exc:  # a malformed entry must not stall the lake forever
+        except Exception as exc:  # noqa: BLE001  (a malformed entry must not stall the lake forever)
             notes.append(f"skipping unreadable ledger entry {obj.key}: {exc}")
             handled.append(obj.key)
             continue
@@ -207,7 +207,7 @@ def raw_events_ledger(context: SensorEvaluationContext, lake_store: LakeResource
         context.update_cursor(scan.cursor.encode())
         return SkipReason("no new lake files in the ledger")
     materializations = [_materialization(lake_store, key, gain) for key, gain in sorted(scan.gained.items())]
-    context.log.info("raw_events updated for %s", ", ".join(m.partition for m in materializations))
+    context.log.info("raw_events updated for %s", ", ".join(sorted(scan.gained)))
     return SensorResult(asset_events=materializations, cursor=scan.cursor.encode())
 
 

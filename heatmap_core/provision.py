@@ -9,6 +9,8 @@ from settings: Kafka's auto-creation is off, so nothing else creates it.
 
 from __future__ import annotations
 
+import contextlib
+
 from kafka import KafkaAdminClient
 from kafka.admin import NewTopic
 from kafka.errors import TopicAlreadyExistsError
@@ -30,10 +32,8 @@ def ensure_topic(settings: Settings) -> None:
             replication_factor=1,
             topic_configs={"retention.ms": str(settings.topic_retention_hours * 3600 * 1000)},
         )
-        try:
+        with contextlib.suppress(TopicAlreadyExistsError):
             admin.create_topics([topic])
-        except TopicAlreadyExistsError:
-            pass
     finally:
         admin.close()
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Callable
 from http import HTTPStatus
 from typing import Any
 
@@ -19,6 +18,7 @@ from litestar import Request, Response
 from litestar.exceptions import HTTPException, ValidationException
 from litestar.openapi.datastructures import ResponseSpec
 from litestar.plugins.problem_details import ProblemDetailsException
+from litestar.types import ExceptionHandlersMap
 from prometheus_client import Counter
 
 PROBLEM_MEDIA_TYPE = "application/problem+json"
@@ -116,7 +116,7 @@ def problem_response(request: Request, exc: HTTPException) -> Response[Any]:
     return problem.to_response(request)
 
 
-def exception_handlers(unhandled: Counter) -> dict[type[Exception], Callable[[Request, Any], Response[Any]]]:
+def exception_handlers(unhandled: Counter) -> ExceptionHandlersMap:
     """Every HTTPException answered in our shape; anything else a handler raises is a bug:
     logged with its traceback, counted in ``unhandled`` (exported at /metrics), answered 500."""
 

@@ -10,6 +10,7 @@ so nothing outlives its stack and no other stack's process is touched.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 
@@ -88,17 +89,13 @@ def _alive(proc: psutil.Process) -> bool:
 
 def _kill(processes: list[psutil.Process], timeout: float = 15.0) -> None:
     for proc in processes:
-        try:
+        with contextlib.suppress(psutil.Error):
             proc.terminate()
-        except psutil.Error:
-            pass
     _wait_gone(processes, timeout)
     for proc in processes:
         if _alive(proc):
-            try:
+            with contextlib.suppress(psutil.Error):
                 proc.kill()
-            except psutil.Error:
-                pass
     _wait_gone(processes, 5.0)
 
 

@@ -13,6 +13,8 @@ infra.supervisor and infra.processes; this module only parses the command.
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import typer
 from rich.table import Table
 
@@ -35,10 +37,12 @@ def fetch_command(browser: bool = typer.Option(True, help="Also install Debian's
 
 @app.command("start")
 def start_command(
-    programs: list[str] = typer.Argument(
-        None,
-        help=f"Programs to start, with what they require: {', '.join(PROGRAMS)} (default: {' '.join(INFRA_SERVICES)}).",
-    ),
+    programs: Annotated[
+        list[str] | None,
+        typer.Argument(
+            help=f"Programs to start, with what they require: {', '.join(PROGRAMS)} (default: {' '.join(INFRA_SERVICES)})."
+        ),
+    ] = None,
 ) -> None:
     """Start programs in the background and wait until they are healthy."""
     try:

@@ -18,6 +18,7 @@ still fails raises, and the caller answers 503, never 202.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import enum
 import uuid
 
@@ -88,11 +89,9 @@ class BatchLedger:
         await self._call(self._redis.set(self.key(client_id, batch_id), _DONE, ex=DONE_TTL_S))
 
     async def release(self, client_id: str, batch_id: str) -> None:
-        try:
+        # On failure the pending key expires on its own after its short TTL.
+        with contextlib.suppress(LedgerUnavailable):
             await self._call(self._redis.delete(self.key(client_id, batch_id)))
-        except LedgerUnavailable:
-            # The pending key then expires on its own after its short TTL.
-            pass
 
     async def ping(self) -> None:
         # A health probe wants an answer soon, not a ridden-out restart.

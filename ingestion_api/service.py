@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import uuid
 from datetime import UTC, datetime
+from typing import TypedDict, Unpack
 
 from heatmap_core.events import RawBatchRecord, encode_record
 from heatmap_core.settings import Settings
@@ -19,6 +20,13 @@ from ingestion_api.publisher import KafkaPublisher, KafkaUnavailable
 def _unavailable(detail: str, events: int) -> BatchRejected:
     """A 503 with Retry-After: nothing acknowledged, the client retries the same batch_id."""
     return BatchRejected(503, detail, events=events, retry_after_s=UNAVAILABLE_RETRY_AFTER_S)
+
+
+class KafkaOrigin(TypedDict, total=False):
+    """Where a published batch landed, logged with its acceptance (a duplicate has none)."""
+
+    partition: int
+    offset: int
 
 
 class IngestService:
@@ -84,7 +92,9 @@ class IngestService:
             batch, batch_id, count, duplicate=False, partition=delivered.partition, offset=delivered.offset
         )
 
-    def _accepted(self, batch: BatchIn, batch_id: str, count: int, duplicate: bool, **origin: int) -> BatchAccepted:
+    def _accepted(
+        self, batch: BatchIn, batch_id: str, count: int, duplicate: bool, **origin: Unpack[KafkaOrigin]
+    ) -> BatchAccepted:
         self.metrics.accepted(count, duplicate)
         log_event(
             "batch_accepted",

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import date, datetime
-from typing import Annotated
+from typing import Annotated, Any
 
 from litestar import Controller, HttpMethod, Request, Response, get, put, route
 from litestar.datastructures import ResponseHeader
@@ -75,7 +75,7 @@ class ImageDownload(Operation):
         }
 
 
-_SECURED = {
+_SECURED: dict[str, Any] = {
     "guards": [client_guard],
     "security": [{SECURITY_SCHEME: []}],
     "sync_to_thread": True,

@@ -139,7 +139,7 @@ def settings(stack: Settings) -> Settings:
 
 
 @pytest.fixture
-def private_kafka(stack: Settings, tmp_path) -> Settings:
+def private_kafka(stack: Settings, tmp_path) -> Iterator[Settings]:
     """A single-node Kafka of the test's own on free ports, which the test may stop (the shared one never is)."""
     private = Settings(
         data_dir=tmp_path,
@@ -157,7 +157,7 @@ def private_kafka(stack: Settings, tmp_path) -> Settings:
 
 
 @pytest.fixture
-def private_redis(settings: Settings, tmp_path) -> Settings:
+def private_redis(settings: Settings, tmp_path) -> Iterator[Settings]:
     """The test's settings with a Redis of its own on a free port, which the test may restart."""
     private = settings.model_copy(
         update={"data_dir": tmp_path, "redis_url": f"redis://127.0.0.1:{free_port()}/0", "auth_enabled": False}

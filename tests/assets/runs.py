@@ -6,6 +6,7 @@ checks ran: an empty answer, or a check missing or added, fails the comparison.
 
 from __future__ import annotations
 
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
 
 from dagster import materialize
@@ -54,7 +55,9 @@ def run_outcomes(result) -> dict[tuple[str, str], Outcome]:
     return outcomes(result.get_asset_check_evaluations())
 
 
-def assert_passed(found: dict[tuple[str, str], Outcome], *assets: str, failed: set[tuple[str, str]] = frozenset()):
+def assert_passed(
+    found: dict[tuple[str, str], Outcome], *assets: str, failed: AbstractSet[tuple[str, str]] = frozenset()
+):
     """Exactly the checks of ``assets`` ran, and exactly ``failed`` of them failed."""
     expected = {(asset, name) for asset in assets for name in CHECKS_OF[asset]}
     assert set(found) == expected, found

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from dagster import AssetCheckKey, AssetMaterialization, AssetSelection, materialize
+from dagster import AssetCheckKey, AssetMaterialization, AssetSelection, DagsterInstance, materialize
 
 from heatmap_assets import checks
 from heatmap_assets.assets import ALL_ASSETS, HourStats, hourly_checks, rollup_checks
@@ -22,6 +22,7 @@ from heatmap_assets.partitions import daily_partitions, day_key, hour_key, weekl
 from heatmap_assets.resources import build_resources
 from heatmap_core.clickhouse import apply_schema, clickhouse, replace_bucket
 from heatmap_core.schema import DAILY, HOURLY, TABLES, WEEKLY
+from heatmap_core.settings import Settings, get_settings
 from tests.assets import lakedata
 from tests.assets.runs import assert_passed, outcomes, run, run_outcomes
 from tests.conftest import week_of
@@ -29,8 +30,8 @@ from tests.conftest import week_of
 
 @dataclass
 class Built:
-    settings: object
-    instance: object
+    settings: Settings
+    instance: DagsterInstance
     hours: list[datetime]
     day: datetime
     week: datetime
@@ -215,7 +216,7 @@ def test_partitions_fresh_fails_naming_the_late_hour(settings, instance, monkeyp
         )
         return run_outcomes(result)
 
-    monkeypatch.setenv(checks.LAG_ENV, "0")
+    monkeypatch.setattr(get_settings().dagster, "freshness_lag_minutes", 0)
     fresh = {(asset, "partitions_fresh") for asset in ("heatmap_hourly", "heatmap_daily", "heatmap_weekly")}
     found = run_fresh_checks()
     assert set(found) == fresh and all(outcome.passed for outcome in found.values()), found

@@ -199,10 +199,11 @@ def bucket_tables(settings: Settings, start: datetime, end: datetime) -> tuple[d
     """(hourly, daily, weekly) cells over the weeks covering [start, end)."""
     week0 = week_of(start.replace(tzinfo=None)).replace(tzinfo=UTC)
     week1 = week_of(end.replace(tzinfo=None)).replace(tzinfo=UTC) + timedelta(days=7)
-    return tuple(
+    hourly, daily, weekly = (
         lakedata.table_cells(settings, table, week0, week1)
         for table in ("heatmap_hourly", "heatmap_daily", "heatmap_weekly")
     )
+    return hourly, daily, weekly
 
 
 def assert_rollups_exact(hourly: dict, daily: dict, weekly: dict) -> None:
@@ -295,7 +296,7 @@ def backfill(dev: Dev) -> Backfill:
     status = wait_for(finished, 600, "the 48-hour backfill", dev, every=5)
     from dagster import RunsFilter
 
-    runs = dev.instance().get_runs(filters=RunsFilter(tags={"dagster/backfill": backfill_id}))
+    runs = list(dev.instance().get_runs(filters=RunsFilter(tags={"dagster/backfill": backfill_id})))
     hourly, daily, weekly = bucket_tables(settings, hours[0], hours[-1])
     return Backfill(backfill_id, status, hours, days, weeks, events_by_hour, expected, runs, hourly, daily, weekly)
 
@@ -388,6 +389,7 @@ def test_freshness_policy_fails_once_the_daily_window_passes(dev: Dev, backfill:
         latest = instance.get_latest_materialization_event(key)
         return (
             record is not None
+            and latest is not None
             and record.freshness_state.value == "FAIL"
             and record.updated_at.timestamp() - latest.timestamp >= DAILY_FAIL_MINUTES * 60
         )

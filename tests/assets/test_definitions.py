@@ -46,6 +46,7 @@ def test_secrets_are_env_vars_resolved_at_run_time_and_absent_from_the_ui_snapsh
 
     # What the webserver is sent of the code location (resource config included).
     snap = RepositorySnap.from_def(definitions.build_definitions(resources).get_repository_def())
+    assert snap.resources is not None
     shown = {resource.name: resource.configured_values for resource in snap.resources}
     assert shown["lake_store"]["secret_key"] == ResourceConfigEnvVarSnap(name="HEATMAP_S3_SECRET_KEY")
     assert shown["clickhouse"]["dsn"] == ResourceConfigEnvVarSnap(name="HEATMAP_CLICKHOUSE_DSN")

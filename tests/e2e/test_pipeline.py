@@ -161,7 +161,7 @@ def test_traffic_is_served_exactly_for_every_hour_day_and_week(pipeline: Setting
     # The dashboard opened on the busiest served day (in the URL) paints that day's cells.
     client, screen, day = max(daily, key=lambda key: sum(daily[key].values()))
     cells = daily[(client, screen, day)]
-    hottest = max(cells, key=cells.get)
+    hottest = max(cells, key=lambda cell: cells[cell])
     # Heat spreads a few cells around each point (radius ~3 cells at this stage size): a cell
     # with no data within 5 cells must stay unpainted.
     cold = next(

@@ -14,6 +14,7 @@ Imports only the standard library, so that loading it loads no project module.
 from __future__ import annotations
 
 import ast
+import contextlib
 import importlib
 import json
 import multiprocessing
@@ -52,10 +53,9 @@ def imported_names(path: Path) -> set[str]:
 def _preload_third_party(modules: dict[str, Path]) -> None:
     for name in sorted({name for path in modules.values() for name in imported_names(path)}):
         if name.split(".")[0] not in PACKAGES:
-            try:
+            # `from x import function` names no module; a real failure shows in the child.
+            with contextlib.suppress(Exception):
                 importlib.import_module(name)
-            except Exception:  # noqa: BLE001  (`from x import function` names no module; a real failure shows in the child)
-                pass
 
 
 def _import_first(module: str) -> str | None:

@@ -17,6 +17,7 @@ import subprocess
 import sys
 
 import httpx
+import pytest
 import redis
 from kafka import KafkaAdminClient
 
@@ -27,6 +28,9 @@ from infra.paths import StackPaths
 from infra.processes import listening_pids, stack_processes
 from infra.programs import INFRA_SERVICES
 from tests.conftest import ROOT, private_stack_settings
+
+# Starts a private stack of its own (not the stack fixture), so the fast tier must leave it out.
+pytestmark = pytest.mark.service
 
 README = ROOT / "README.md"
 # GET these once a start has returned: the HTTP programs' own health answers.

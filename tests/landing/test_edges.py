@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+import re
 import signal
 import time
 import uuid
@@ -50,12 +52,16 @@ def test_undecodable_records_are_kept_under_rejected_and_the_rest_lands(settings
 
     kept = {key: read_object(settings, key) for key in list_keys(settings, "_rejected/")}
     assert kept == {
-        rejected_key(settings.topic, partition, offset): value for (partition, offset), value in zip(bad, bad_values)
+        rejected_key(settings.topic, partition, offset): value
+        for (partition, offset), value in zip(bad, bad_values, strict=True)
     }
     landed = sorted(event_row(e) for f in read_lake(settings) for e in f.events)
     assert landed == expected_rows(records, good_before + good_after)
-    # Each is logged where it was kept (a record read again after a rebalance is kept again, onto the same key).
-    assert all(f"rejected record kept at {key}" in landing.log() for key in kept)
+    # The log names where a rejection was kept; further ones of that kind within a minute are held back
+    # by the flood throttle (heatmap_core.logs) and show in the progress line's count instead.
+    log = landing.log()
+    assert any(f"rejected record kept at {key}" in log for key in kept)
+    assert max(int(n) for n in re.findall(r"rejected=(\d+)", log)) >= len(kept)
 
 
 def test_a_partition_flushes_when_its_buffer_reaches_max_bytes(settings, start_landing):
@@ -82,7 +88,7 @@ def test_a_partition_flushes_when_its_buffer_reaches_max_bytes(settings, start_l
     )
     offsets = [o for _, o in origins]
     assert entries[0].first_offset == offsets[0]
-    for before, after in zip(entries, entries[1:]):
+    for before, after in itertools.pairwise(entries):
         assert after.first_offset == before.last_offset + 1
     *by_size, at_shutdown = entries
     assert by_size and all(sum(f.bytes for f in e.files) >= max_bytes and e.written_at < stopping_at for e in by_size)
@@ -93,19 +99,19 @@ def test_a_partition_flushes_when_its_buffer_reaches_max_bytes(settings, start_l
     assert landed == expected_rows(records, origins)
 
 
-def test_watchdog_stops_the_loop_when_assigned_partitions_fetch_nothing(settings):
+def test_watchdog_stops_the_loop_when_assigned_partitions_fetch_nothing(settings, monkeypatch):
     """A wedged client (here: partitions paused the moment they are assigned, so no fetch
     ever answers) makes run() raise ConsumerStalled, which exits the process for its supervisor."""
     produce(settings, make_records(events=10, per_record=5))
-    wedged = settings.landing.model_copy(update={"group": f"stall-{uuid.uuid4().hex[:8]}", "stall_timeout_s": 3.0})
-    landing = Landing(settings.model_copy(update={"landing": wedged}))
+    options = settings.landing.model_copy(update={"group": f"stall-{uuid.uuid4().hex[:8]}", "stall_timeout_s": 3.0})
+    landing = Landing(settings.model_copy(update={"landing": options}))
     assign = landing.rebalance.on_partitions_assigned
 
     def assign_and_wedge(assigned):
         assign(assigned)
         landing.consumer.pause(*assigned)
 
-    landing.rebalance.on_partitions_assigned = assign_and_wedge
+    monkeypatch.setattr(landing.rebalance, "on_partitions_assigned", assign_and_wedge)
     handlers = signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT)
     try:
         with pytest.raises(ConsumerStalled, match=r"partitions \[\d.*\] fetched nothing 3 s after assignment"):

@@ -84,6 +84,7 @@ def test_listing_shows_only_the_keys_clients(keyed_api: str):
 def test_a_read_key_header_sent_twice_is_refused(keyed_api: str):
     """httpx merges repeated headers; a raw connection sends both, as a hostile client would."""
     url = urlsplit(keyed_api)
+    assert url.hostname is not None, keyed_api
     connection = http.client.HTTPConnection(url.hostname, url.port, timeout=30)
     try:
         connection.putrequest("GET", _with_clients(ROUTES["screens"], [OTHER_CLIENT]))

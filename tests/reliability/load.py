@@ -65,7 +65,7 @@ def under_load(url: str) -> Iterator[Load]:
     def run() -> None:
         try:
             load.send()
-        except BaseException as exc:  # re-raised in the test's thread below
+        except BaseException as exc:  # noqa: BLE001  (re-raised in the test's thread below)
             errors.append(exc)
 
     threads = [threading.Thread(target=run, name=f"sender-{i}") for i in range(SENDERS)]
