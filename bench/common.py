@@ -7,7 +7,6 @@ import platform
 import socket
 import statistics
 import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -20,6 +19,7 @@ from rich.table import Table
 from tenacity import Retrying, stop_after_delay, wait_fixed
 
 from heatmap_core.settings import Settings
+from infra.programs import uvicorn_command
 
 console = Console(width=150)
 
@@ -93,19 +93,7 @@ def uvicorn_app(module: str, settings: Settings, health_path: str = "/health", *
     """Run `module` (e.g. ingestion_api.app:app) under uvicorn on a free port; yields its base URL."""
     port = free_port()
     process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "uvicorn",
-            module,
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--no-access-log",
-            "--log-level",
-            "warning",
-        ],
+        [*uvicorn_command(module, port), "--log-level", "warning"],
         env=env_for(settings, **extra_env),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,

@@ -163,21 +163,32 @@ def _http_ok(url: str) -> None:
     httpx.get(url, timeout=2.0).raise_for_status()
 
 
+def uvicorn_command(module: str, port: int) -> list[str]:
+    """A Litestar app (``module:attribute``) under uvicorn on 127.0.0.1, as the stack, tests and bench run it."""
+    return [sys.executable, "-m", "uvicorn", module, "--host", "127.0.0.1", "--port", str(port), "--no-access-log"]
+
+
+def dagster_dev_command(port: int) -> list[str]:
+    """``dagster dev`` (webserver and daemon) on the project's workspace, on 127.0.0.1."""
+    return [
+        sys.executable,
+        "-m",
+        "dagster",
+        "dev",
+        "-w",
+        str(ROOT / "workspace.yaml"),
+        "-h",
+        "127.0.0.1",
+        "-p",
+        str(port),
+    ]
+
+
 def _uvicorn_program(name: str, module: str, port_of: Callable[[Settings], int], requires: tuple[str, ...]) -> Program:
     """A Litestar app under uvicorn on its configured port, healthy once /health answers."""
     return Program(
         name,
-        lambda s, p: [
-            sys.executable,
-            "-m",
-            "uvicorn",
-            module,
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port_of(s)),
-            "--no-access-log",
-        ],
+        lambda s, p: uvicorn_command(module, port_of(s)),
         lambda s: _http_ok(f"http://127.0.0.1:{port_of(s)}/health"),
         requires=requires,
         ports=lambda s: (port_of(s),),
@@ -192,18 +203,7 @@ def _dagster_command(settings: Settings, paths: StackPaths) -> list[str]:
     home = paths.data / "dagster_home"
     home.mkdir(parents=True, exist_ok=True)
     (home / "dagster.yaml").write_text(DAGSTER_INSTANCE)
-    return [
-        sys.executable,
-        "-m",
-        "dagster",
-        "dev",
-        "-w",
-        str(ROOT / "workspace.yaml"),
-        "-h",
-        "127.0.0.1",
-        "-p",
-        str(settings.dagster_port),
-    ]
+    return dagster_dev_command(settings.dagster_port)
 
 
 # --------------------------------------------------------------------------- the table

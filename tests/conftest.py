@@ -28,7 +28,7 @@ from heatmap_core.settings import Settings
 from heatmap_core.timeutil import day_start, week_start
 from infra import supervisor
 from infra.console import StackError
-from infra.programs import INFRA_SERVICES, PROGRAMS
+from infra.programs import INFRA_SERVICES, PROGRAMS, uvicorn_command
 
 ROOT = Path(__file__).resolve().parent.parent
 ARTIFACTS = ROOT / "test-artifacts"
@@ -251,9 +251,12 @@ def serve_app(app: str, settings: Settings, *, port: int | None = None, log_path
     """``app`` (module:attribute) under uvicorn with exactly these settings, as the stack runs it; yields its URL."""
     port = port or free_port()
     log = log_path.open("w") if log_path else subprocess.DEVNULL
-    command = [sys.executable, "-m", "uvicorn", app, "--host", "127.0.0.1", "--port", str(port), "--no-access-log"]
     process = subprocess.Popen(
-        command, cwd=ROOT, env={**os.environ, **settings.as_env()}, stdout=log, stderr=subprocess.STDOUT
+        uvicorn_command(app, port),
+        cwd=ROOT,
+        env={**os.environ, **settings.as_env()},
+        stdout=log,
+        stderr=subprocess.STDOUT,
     )
     url = f"http://127.0.0.1:{port}"
     try:

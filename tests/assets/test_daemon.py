@@ -12,7 +12,6 @@ import contextlib
 import os
 import signal
 import subprocess
-import sys
 import time
 import uuid
 from dataclasses import dataclass
@@ -29,7 +28,7 @@ from heatmap_assets.definitions import defs
 from heatmap_assets.partitions import day_key, hour_key
 from heatmap_core.s3 import ensure_bucket, s3_client
 from heatmap_core.settings import Settings
-from infra.programs import DAGSTER_INSTANCE
+from infra.programs import DAGSTER_INSTANCE, dagster_dev_command
 from tests.assets import lakedata
 from tests.assets.runs import CHECKS_OF
 from tests.conftest import day_of, free_port, week_of
@@ -119,18 +118,7 @@ def dev(stack: Settings, tmp_path_factory):
     }
     with log.open("wb") as out:
         proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "dagster",
-                "dev",
-                "-w",
-                str(ROOT / "workspace.yaml"),
-                "-h",
-                "127.0.0.1",
-                "-p",
-                str(port),
-            ],
+            dagster_dev_command(port),
             cwd=ROOT,
             env=env,
             stdout=out,
