@@ -1,5 +1,5 @@
-"""Serving a day: GET /heatmap/daily through the query API (validation, embedded
-ClickHouse lock, JSON) against the same parameterized query run directly."""
+"""Serving a day: GET /heatmap/daily through the query API (validation, a query to the
+ClickHouse server over HTTP, JSON) against the same parameterized query sent directly."""
 
 from __future__ import annotations
 
@@ -67,7 +67,7 @@ def run(settings: Settings) -> list[Result]:
             "query",
             f"GET /heatmap/daily ({len(rows):,} cells)",
             api_ms,
-            "direct clickhouse-connect query (open, query, close)",
+            "the same query, warm clickhouse-connect client",
             direct_ms,
             "ms",
             False,
