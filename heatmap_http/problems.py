@@ -74,42 +74,34 @@ def _parameter_alias(request: Request, key: str) -> str:
     return getattr(kwarg, "query", None) or getattr(kwarg, "header", None) or key
 
 
-def field_of(request: Request, exc: HTTPException) -> str | None:
+def describe(request: Request, exc: HTTPException) -> tuple[str | None, str]:
+    """The field at fault (None when no single one is) and the detail, which starts with it."""
     if isinstance(exc, RequestRejected):
-        return exc.field
+        return exc.field, exc.detail
     if exc.status_code == 413:
-        return "body"
+        return "body", exc.detail
     if isinstance(exc, ValidationException):
         for problem in exc.extra if isinstance(exc.extra, list) else []:
             if isinstance(problem, dict) and problem.get("key"):
-                return _parameter_alias(request, str(problem["key"]))
+                field = _parameter_alias(request, str(problem["key"]))
+                if field == "body":
+                    return field, "body: missing or empty; send a JSON document"
+                return field, f"{field}: {problem.get('message') or 'invalid'}"
         if missing := _MISSING.match(exc.detail):
-            return missing[1]
-    return None
+            return missing[1], f"{missing[1]}: this parameter is required"
+    return None, exc.detail
 
 
-def _detail(exc: HTTPException, field: str | None) -> str:
-    if isinstance(exc, ValidationException) and field == "body":
-        return "body: missing or empty; send a JSON document"
-    if isinstance(exc, ValidationException) and _MISSING.match(exc.detail):
-        return f"{field}: this parameter is required"
-    if isinstance(exc, ValidationException) and field and isinstance(exc.extra, list):
-        message = next(
-            (str(p.get("message")) for p in exc.extra if isinstance(p, dict) and p.get("message")), "invalid"
-        )
-        return f"{field}: {message}"
-    return exc.detail
-
-
-def problem_response(request: Request, exc: HTTPException) -> Response[Any]:
-    """The problem-details answer for any refusal."""
-    field = field_of(request, exc)
-    extra = {"field": field} if field else None
+def problem_response(
+    request: Request, exc: HTTPException, described: tuple[str | None, str] | None = None
+) -> Response[Any]:
+    """The problem-details answer for any refusal (``described``: what :func:`describe` already said of it)."""
+    field, detail = described or describe(request, exc)
     problem = ProblemDetailsException(
-        detail=_detail(exc, field),
+        detail=detail,
         status_code=exc.status_code,
         headers=exc.headers,
-        extra=extra,
+        extra={"field": field} if field else None,
         title=HTTPStatus(exc.status_code).phrase,
         type_="about:blank",
     )

@@ -9,7 +9,7 @@ from typing import Any
 from litestar import Request, Response
 from litestar.exceptions import HTTPException
 
-from heatmap_http.problems import RequestRejected, field_of, problem_response
+from heatmap_http.problems import RequestRejected, describe, problem_response
 from ingestion_api.observability import Metrics, log_event
 
 # Kafka or Redis outages are usually seconds (leader election, restart); the demo client backs off on top.
@@ -50,13 +50,14 @@ def rejection_handler(metrics: Metrics, max_body_bytes: int) -> Callable[[Reques
         if exc.status_code == 413 and not isinstance(exc, BatchRejected):
             exc = BodyTooLarge(max_body_bytes)
         metrics.rejected(exc.status_code, getattr(exc, "events", None))
+        field, detail = described = describe(request, exc)
         log_event(
             "batch_rejected",
             logging.WARNING if exc.status_code >= 500 else logging.INFO,
             status=exc.status_code,
-            field=field_of(request, exc),
-            detail=exc.detail,
+            field=field,
+            detail=detail,
         )
-        return problem_response(request, exc)
+        return problem_response(request, exc, described)
 
     return respond
