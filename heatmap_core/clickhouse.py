@@ -21,7 +21,7 @@ from datetime import UTC, datetime
 import clickhouse_connect
 from clickhouse_connect.driver.client import Client
 
-from heatmap_core.schema import COLUMN_NAMES, PARTITION_KEY, BucketTable, schema_statements
+from heatmap_core.schema import PARTITION_KEY, BucketTable, schema_statements
 from heatmap_core.settings import Settings, get_settings
 from heatmap_core.sql import time_parameter
 from heatmap_core.timeutil import naive_utc
@@ -62,7 +62,7 @@ def replace_bucket(
 ) -> int:
     """Replace every row of one bucket atomically; returns the bucket's new row count.
 
-    The new rows (``rows`` as COLUMN_NAMES tuples, or a parameterized
+    The new rows (``rows`` as ``table.column_names`` tuples, or a parameterized
     ``select_sql`` producing those columns) go into a staging table together
     with the untouched buckets of the same day partition; ``REPLACE PARTITION``
     then swaps the whole partition in one step, so readers see the old bucket
@@ -82,10 +82,10 @@ def replace_bucket(
             parameters={"part": int(part), "start": start},
         )
         if rows:
-            client.insert(staging.replace("`", ""), list(rows), column_names=COLUMN_NAMES)
+            client.insert(staging.replace("`", ""), list(rows), column_names=table.column_names)
         if select_sql:
             client.command(
-                f"INSERT INTO {staging} ({', '.join(COLUMN_NAMES)}) {select_sql}", parameters=parameters or {}
+                f"INSERT INTO {staging} ({', '.join(table.column_names)}) {select_sql}", parameters=parameters or {}
             )
         new_rows, staged_rows = client.query(
             f"SELECT countIf({this_bucket}), count() FROM {staging}",

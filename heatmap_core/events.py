@@ -16,14 +16,44 @@ import msgspec
 from heatmap_core.ids import ID_PATTERN
 from heatmap_core.lake_schema import LakeEvent
 
-RECORD_VERSION = 1
+# Version 2 added the page view (``view``) and the server-derived ``device``;
+# version 1 records (no view, device unknown) still decode with the defaults.
+RECORD_VERSION = 2
+READABLE_RECORD_VERSIONS = (1, 2)
 
-EventType = Literal["mousemove", "click", "scroll", "touch"]
+# mousemove, click and rageclick are pointer maps; a scroll event's y_norm is the
+# depth of the viewport's bottom edge on the screen (its x_norm is not a place);
+# touch is v1's tap, kept so v1 clients keep working.
+EventType = Literal["mousemove", "click", "rageclick", "scroll", "touch"]
 EVENT_TYPES: tuple[EventType, ...] = get_args(EventType)
+SCROLL = "scroll"
+
+# Device class from the viewport's CSS width: [0, 768) mobile, [768, 1024) tablet,
+# 1024 and up desktop; a v1 batch sends no viewport and is ``unknown``.
+Device = Literal["desktop", "tablet", "mobile", "unknown"]
+DEVICES: tuple[Device, ...] = get_args(Device)
+DEVICE_BANDS: tuple[tuple[int, Device], ...] = ((768, "mobile"), (1024, "tablet"))
+UNKNOWN_DEVICE: Device = "unknown"
+
 Identifier = Annotated[str, msgspec.Meta(pattern=ID_PATTERN, min_length=1, max_length=64)]
 Norm = Annotated[float, msgspec.Meta(ge=0.0, le=1.0)]
 # RFC 3339 with an explicit zone: msgspec refuses naive datetimes for tz=True.
 AwareDatetime = Annotated[datetime, msgspec.Meta(tz=True)]
+# CSS pixels. A viewport past 16384 px or a screen element past 1,000,000 px is not a browser's.
+ViewportPixels = Annotated[int, msgspec.Meta(ge=1, le=16_384)]
+ScreenPixels = Annotated[int, msgspec.Meta(ge=1, le=1_000_000)]
+# Random per page load (a UUID or similar): identifies a view, never a person.
+ViewId = Annotated[str, msgspec.Meta(pattern=ID_PATTERN, min_length=8, max_length=64)]
+
+
+def device_class(viewport_w: int | None) -> Device:
+    """The device class of a viewport width in CSS pixels (None: a v1 batch)."""
+    if viewport_w is None:
+        return UNKNOWN_DEVICE
+    for upper, device in DEVICE_BANDS:
+        if viewport_w < upper:
+            return device
+    return "desktop"
 
 
 class Event(msgspec.Struct, forbid_unknown_fields=True):
@@ -31,6 +61,16 @@ class Event(msgspec.Struct, forbid_unknown_fields=True):
     x_norm: Norm
     y_norm: Norm
     event_type: EventType = "mousemove"
+
+
+class PageView(msgspec.Struct, forbid_unknown_fields=True):
+    """The page load a v2 batch was recorded in: its viewport and the screen element's rendered size."""
+
+    view_id: ViewId
+    viewport_w: ViewportPixels
+    viewport_h: ViewportPixels
+    screen_w: ScreenPixels
+    screen_h: ScreenPixels
 
 
 class RawBatchRecord(msgspec.Struct, kw_only=True):
@@ -42,6 +82,8 @@ class RawBatchRecord(msgspec.Struct, kw_only=True):
     batch_id: str
     received_at: AwareDatetime
     events: list[Event]
+    view: PageView | None = None  # None: a v1 batch
+    device: Device = UNKNOWN_DEVICE  # derived by the ingestion API from view.viewport_w
 
     @property
     def key(self) -> bytes:
@@ -70,6 +112,7 @@ def lake_events(record: RawBatchRecord, partition: int, offset: int) -> list[Lak
     Lines carry UTC times, so the JSON and the Parquet copies hold the same instants in the same form.
     """
     received_at = record.received_at.astimezone(UTC)
+    view = record.view
     return [
         LakeEvent(
             client_id=record.client_id,
@@ -83,6 +126,12 @@ def lake_events(record: RawBatchRecord, partition: int, offset: int) -> list[Lak
             kafka_partition=partition,
             kafka_offset=offset,
             batch_index=index,
+            device=record.device,
+            view_id=view.view_id if view else None,
+            viewport_w=view.viewport_w if view else None,
+            viewport_h=view.viewport_h if view else None,
+            screen_w=view.screen_w if view else None,
+            screen_h=view.screen_h if view else None,
         )
         for index, event in enumerate(record.events)
     ]

@@ -72,6 +72,14 @@ class LakeEvent(msgspec.Struct, kw_only=True):
     kafka_partition: Annotated[int, Column(INT32, "Kafka origin: with offset and index, one line's source.")]
     kafka_offset: Annotated[int, Column(INT64, "Offset of the batch's Kafka record.")]
     batch_index: Annotated[int, Column(INT32, "Position of the event in its batch.")]
+    # v2 (request with a page view). Null in lines written before v2; readers take
+    # a null device as ``unknown`` (heatmap_core.events.UNKNOWN_DEVICE).
+    device: Annotated[str | None, Column(STRING, "desktop, tablet, mobile (from viewport_w) or unknown (v1).")] = None
+    view_id: Annotated[str | None, Column(STRING, "Random id of the page load (v2); null for v1.")] = None
+    viewport_w: Annotated[int | None, Column(INT32, "Viewport width, CSS pixels (v2).")] = None
+    viewport_h: Annotated[int | None, Column(INT32, "Viewport height, CSS pixels (v2).")] = None
+    screen_w: Annotated[int | None, Column(INT32, "Rendered width of the screen element, CSS pixels (v2).")] = None
+    screen_h: Annotated[int | None, Column(INT32, "Rendered height of the screen element, CSS pixels (v2).")] = None
 
 
 @dataclass(frozen=True)

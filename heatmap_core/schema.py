@@ -1,7 +1,19 @@
-"""ClickHouse schema: database ``heatmap`` and the three bucket tables.
+"""ClickHouse schema: database ``heatmap``, the cell tables and the scroll tables.
 
-``COLUMNS`` is the one definition of a bucket table's columns: the DDL below
-and the Dagster table schema of the aggregates are both generated from it.
+Two kinds of bucket table, each at three grains (hour, day, week):
+
+- cells (``heatmap_hourly`` ...): events per (client, screen, event type,
+  device, bucket, grid cell);
+- scroll (``heatmap_scroll_hourly`` ...): per (client, screen, device, bucket,
+  depth row), ``reached``: the page views whose deepest scroll reached the row
+  (a view reaching row r reached every row above it, so row 0 holds every
+  view that scrolled), and ``folds``: the views whose fold (viewport height as
+  a depth of the screen) lies in the row, from which the median fold is read.
+
+A kind's ``columns`` is the one definition of its tables' columns: the DDL
+below and the Dagster table schemas are both generated from it. Event type
+and device lead the sort key after the screen, so a filtered read scans only
+its rows.
 """
 
 from __future__ import annotations
@@ -9,19 +21,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from heatmap_core.grid import GRID_H, GRID_W
-
-
-@dataclass(frozen=True)
-class BucketTable:
-    name: str
-    grain: str  # hour, day or week
-    ttl: str  # ClickHouse interval kept after bucket_start
-
-
-HOURLY = BucketTable("heatmap_hourly", "hour", "INTERVAL 90 DAY")
-DAILY = BucketTable("heatmap_daily", "day", "INTERVAL 2 YEAR")
-WEEKLY = BucketTable("heatmap_weekly", "week", "INTERVAL 5 YEAR")
-TABLES = {table.grain: table for table in (HOURLY, DAILY, WEEKLY)}
 
 
 @dataclass(frozen=True)
@@ -33,34 +32,114 @@ class BucketColumn:
 
 # The type of bucket_start, and so of every query parameter compared with it.
 BUCKET_TIME = "DateTime('UTC')"
-COLUMNS = (
-    BucketColumn("client_id", "LowCardinality(String)", "Site that sent the events."),
-    BucketColumn("screen_id", "LowCardinality(String)", "Page or screen of the site."),
-    BucketColumn("bucket_start", BUCKET_TIME, "Start of the hour, day (00:00) or week (Sunday 00:00), UTC."),
-    BucketColumn("cell_x", "UInt8", f"Grid column, 0..{GRID_W - 1}: floor(x_norm * {GRID_W}), clamped."),
-    BucketColumn("cell_y", "UInt8", f"Grid row, 0..{GRID_H - 1}: floor(y_norm * {GRID_H}), clamped."),
-    BucketColumn("count", "UInt64", "Events that fell in the cell during the bucket."),
+
+_CLIENT = BucketColumn("client_id", "LowCardinality(String)", "Site that sent the events.")
+_SCREEN = BucketColumn("screen_id", "LowCardinality(String)", "Page or screen of the site.")
+_DEVICE = BucketColumn(
+    "device", "LowCardinality(String)", "desktop, tablet, mobile (viewport width) or unknown (v1 batches)."
 )
-COLUMN_NAMES = [column.name for column in COLUMNS]
+_BUCKET = BucketColumn("bucket_start", BUCKET_TIME, "Start of the hour, day (00:00) or week (Sunday 00:00), UTC.")
+
+
+@dataclass(frozen=True)
+class TableKind:
+    """The columns shared by a kind's hour, day and week tables."""
+
+    name: str  # "cells" or "scroll"
+    columns: tuple[BucketColumn, ...]
+    key: tuple[str, ...]  # one row per key: the sort key too
+    measures: tuple[str, ...]  # additive columns: a rollup sums them over the finer buckets
+
+    @property
+    def column_names(self) -> list[str]:
+        return [column.name for column in self.columns]
+
+    @property
+    def position_key(self) -> tuple[str, ...]:
+        """The key without bucket_start: what a rollup groups a coarser bucket's finer rows by."""
+        return tuple(name for name in self.key if name != "bucket_start")
+
+
+CELLS = TableKind(
+    "cells",
+    (
+        _CLIENT,
+        _SCREEN,
+        BucketColumn(
+            "event_type",
+            "LowCardinality(String)",
+            "mousemove, click, rageclick, scroll, touch (v1), or unknown (rows migrated from before v2).",
+        ),
+        _DEVICE,
+        _BUCKET,
+        BucketColumn("cell_x", "UInt8", f"Grid column, 0..{GRID_W - 1}: floor(x_norm * {GRID_W}), clamped."),
+        BucketColumn("cell_y", "UInt8", f"Grid row, 0..{GRID_H - 1}: floor(y_norm * {GRID_H}), clamped."),
+        BucketColumn("count", "UInt64", "Events that fell in the cell during the bucket."),
+    ),
+    key=("client_id", "screen_id", "event_type", "device", "bucket_start", "cell_x", "cell_y"),
+    measures=("count",),
+)
+SCROLL = TableKind(
+    "scroll",
+    (
+        _CLIENT,
+        _SCREEN,
+        _DEVICE,
+        _BUCKET,
+        BucketColumn("depth_row", "UInt8", f"Depth row, 0..{GRID_H - 1}: the grid's row of a depth (y_norm)."),
+        BucketColumn("reached", "UInt64", "Page views whose deepest scroll in the hour reached this row."),
+        BucketColumn("folds", "UInt64", "Page views whose fold (viewport_h / screen_h) lies in this row."),
+    ),
+    key=("client_id", "screen_id", "device", "bucket_start", "depth_row"),
+    measures=("reached", "folds"),
+)
+
+
+@dataclass(frozen=True)
+class BucketTable:
+    name: str
+    grain: str  # hour, day or week
+    ttl: str  # ClickHouse interval kept after bucket_start
+    kind: TableKind = CELLS
+
+    @property
+    def columns(self) -> tuple[BucketColumn, ...]:
+        return self.kind.columns
+
+    @property
+    def column_names(self) -> list[str]:
+        return self.kind.column_names
+
+
+_TTL = {"hour": "INTERVAL 90 DAY", "day": "INTERVAL 2 YEAR", "week": "INTERVAL 5 YEAR"}
+HOURLY = BucketTable("heatmap_hourly", "hour", _TTL["hour"])
+DAILY = BucketTable("heatmap_daily", "day", _TTL["day"])
+WEEKLY = BucketTable("heatmap_weekly", "week", _TTL["week"])
+TABLES = {table.grain: table for table in (HOURLY, DAILY, WEEKLY)}
+SCROLL_TABLES = {
+    grain: BucketTable(f"heatmap_scroll_{name}", grain, ttl, SCROLL)
+    for (grain, ttl), name in zip(_TTL.items(), ("hourly", "daily", "weekly"), strict=True)
+}
+SCROLL_HOURLY, SCROLL_DAILY, SCROLL_WEEKLY = SCROLL_TABLES.values()
+ALL_TABLES = (*TABLES.values(), *SCROLL_TABLES.values())
+
+# The cell tables' names, kept for readers of cells.
+COLUMNS = CELLS.columns
+COLUMN_NAMES = CELLS.column_names
+BUCKET_KEY = CELLS.key
+CELL_KEY = CELLS.position_key
 
 PARTITION_KEY = "toYYYYMMDD(bucket_start)"
-# One row per key: a screen's heatmap over time is one range scan of the sort order.
-BUCKET_KEY = ("client_id", "screen_id", "bucket_start", "cell_x", "cell_y")
-ORDER_KEY = f"({', '.join(BUCKET_KEY)})"
-# A cell inside one bucket: what a rollup sums a coarser bucket's finer rows by.
-CELL_KEY = tuple(name for name in BUCKET_KEY if name != "bucket_start")
 
 
 def create_table_sql(database: str, table: BucketTable) -> str:
-    columns = ",\n  ".join(f"`{column.name}` {column.type}" for column in COLUMNS)
+    columns = ",\n  ".join(f"`{column.name}` {column.type}" for column in table.columns)
     return (
         f"CREATE TABLE IF NOT EXISTS `{database}`.`{table.name}` (\n  {columns}\n)\n"
-        f"ENGINE = MergeTree\nPARTITION BY {PARTITION_KEY}\nORDER BY {ORDER_KEY}\n"
+        f"ENGINE = MergeTree\nPARTITION BY {PARTITION_KEY}\nORDER BY ({', '.join(table.kind.key)})\n"
         f"TTL bucket_start + {table.ttl}"
     )
 
 
 def schema_statements(database: str) -> list[str]:
-    return [f"CREATE DATABASE IF NOT EXISTS `{database}`"] + [
-        create_table_sql(database, table) for table in TABLES.values()
-    ]
+    return [f"CREATE DATABASE IF NOT EXISTS `{database}`"] + [create_table_sql(database, table) for table in ALL_TABLES]
