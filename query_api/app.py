@@ -26,7 +26,7 @@ from heatmap_http.problems import RequestRejected, exception_handlers, problem_r
 from query_api.auth import READ_KEY_HEADER, SECURITY_COMPONENTS
 from query_api.buckets import BadParameter
 from query_api.models import Health
-from query_api.routes import HeatmapController, ScreenshotController
+from query_api.routes import HeatmapController, ScreenshotController, ScrollController
 from query_api.screenshots import ScreenshotStore
 from query_api.store import HeatmapStore
 
@@ -67,6 +67,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
             metrics.handler(),
             index,
             HeatmapController,
+            ScrollController,
             ScreenshotController,
             create_static_files_router(
                 "/dashboard", directories=[DASHBOARD_APP], html_mode=True, include_in_schema=False

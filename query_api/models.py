@@ -8,6 +8,7 @@ import msgspec
 
 from heatmap_core.grid import GRID_H, GRID_W
 from query_api.buckets import Grain
+from query_api.dimensions import ALL, DeviceFilter, TypeFilter
 
 
 class Cell(msgspec.Struct):
@@ -16,10 +17,12 @@ class Cell(msgspec.Struct):
     count: int
 
 
-class Heatmap(msgspec.Struct):
-    """The DESIGN.md contract for one bucket."""
+class Heatmap(msgspec.Struct, kw_only=True):
+    """The DESIGN.md contract for one bucket, with the filter that selected its cells echoed."""
 
     cells: list[Cell]
+    type: TypeFilter = ALL
+    device: DeviceFilter = ALL
     grid_w: int = GRID_W
     grid_h: int = GRID_H
 
@@ -33,36 +36,86 @@ class BucketSpan(msgspec.Struct):
     buckets: int
 
 
-class RangeHeatmap(msgspec.Struct):
-    cells: list[Cell]
+class RangeHeatmap(Heatmap, kw_only=True):
     start: datetime = msgspec.field(name="from")
     end: datetime = msgspec.field(name="to")
     used: list[BucketSpan] = msgspec.field(name="buckets")
-    grid_w: int = GRID_W
+
+
+class DepthRow(msgspec.Struct):
+    """One depth row of the screen and the page views that scrolled down to it."""
+
+    depth_row: int
+    y_norm: float  # the row's top edge as a depth of the screen: depth_row / grid_h
+    reached: int
+    share: float  # reached / views: 1.0 at row 0
+    folds: int  # views whose fold (viewport height as a depth) lies in this row
+
+
+class Fold(msgspec.Struct):
+    """The median fold: the first row by which half of the views' folds are counted."""
+
+    depth_row: int
+    y_norm: float
+
+
+class ScrollMap(msgspec.Struct, kw_only=True):
+    """Scroll reach of one bucket: ``views`` page views, the share reaching each depth row, the median fold.
+
+    No views: ``views`` 0, ``rows`` empty, ``fold`` null.
+    """
+
+    views: int
+    rows: list[DepthRow]
+    fold: Fold | None
+    device: DeviceFilter = ALL
     grid_h: int = GRID_H
+
+
+class RangeScrollMap(ScrollMap, kw_only=True):
+    start: datetime = msgspec.field(name="from")
+    end: datetime = msgspec.field(name="to")
+    used: list[BucketSpan] = msgspec.field(name="buckets")
 
 
 class ClientList(msgspec.Struct):
     clients: list[str]
 
 
+class ScreenDimensions(msgspec.Struct):
+    """The event types and devices holding cells of one screen, each sorted."""
+
+    screen_id: str
+    types: list[str]
+    devices: list[str]
+
+
 class ScreenList(msgspec.Struct):
     client_id: str
     screens: list[str]
+    dimensions: list[ScreenDimensions]  # one per screen, in the order of ``screens``
 
 
 class BucketSummary(msgspec.Struct):
+    """One bucket holding cells of the filter: the events counted, the distinct cells, the types and
+    devices present, and the page views of its scroll reach (0: none recorded)."""
+
     start: datetime
     end: datetime
     total: int
     cells: int
+    types: list[str]
+    devices: list[str]
+    views: int
 
 
-class BucketList(msgspec.Struct):
+class BucketList(msgspec.Struct, kw_only=True):
     client_id: str
     screen_id: str
     grain: Grain
     buckets: list[BucketSummary]
+    type: TypeFilter = ALL
+    device: DeviceFilter = ALL
 
 
 class Health(msgspec.Struct):

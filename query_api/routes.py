@@ -29,16 +29,20 @@ from heatmap_http.problems import statuses
 from query_api.auth import READ_KEY_HEADER, SECURITY_SCHEME, client_guard, readable_clients
 from query_api.buckets import Grain, Span, day_bucket, hour_bucket, range_bounds, week_bucket
 from query_api.caching import cached_json, etag_matches
+from query_api.dimensions import ALL, DeviceFilter, Selection, TypeFilter
 from query_api.models import (
     BucketList,
     BucketSpan,
     ClientList,
     Heatmap,
     RangeHeatmap,
+    RangeScrollMap,
     ScreenList,
     ScreenshotInfo,
+    ScrollMap,
 )
 from query_api.screenshots import MAX_SCREENSHOT_BYTES, SIGNATURES, InvalidImage, ScreenshotStore
+from query_api.scroll import reach
 from query_api.store import HeatmapStore
 
 _ID = {"pattern": ID_PATTERN, "min_length": 1, "max_length": 64}
@@ -49,6 +53,17 @@ Hour = Annotated[int, Parameter(ge=0, le=23, description="UTC hour 0-23")]
 WeekStart = Annotated[date, Parameter(description="the Sunday (UTC) a week starts on, YYYY-MM-DD")]
 From = Annotated[datetime, Parameter(query="from", description="range start, an RFC 3339 time on a UTC hour boundary")]
 To = Annotated[datetime, Parameter(query="to", description="range end (exclusive), on a UTC hour boundary")]
+TypeParam = Annotated[
+    TypeFilter,
+    Parameter(
+        query="type",
+        description="event type: all (the default: every stored type summed, the answer before v2) or one type",
+    ),
+]
+DeviceParam = Annotated[
+    DeviceFilter,
+    Parameter(description="device class from the viewport width: all (the default) or one class; v1 data is unknown"),
+]
 ReadKey = Annotated[str | None, Parameter(header=READ_KEY_HEADER, required=False, description="client read key")]
 
 _IMAGES = {
@@ -94,53 +109,97 @@ _CACHED = [
 
 
 @dataclass(frozen=True)
-class ScreenHeatmaps:
-    """The heatmaps of one client's screen, answered as cached JSON for the request at hand."""
+class ScreenReads:
+    """Reads of one selection (client, screen, type, device), answered as cached JSON for the request at hand.
+
+    Every body echoes its filter, so answers of different filters never share an ETag.
+    """
 
     request: Request
     store: HeatmapStore
     settings: Settings
-    client_id: str
-    screen_id: str
+    selection: Selection
 
     def bucket(self, span: Span) -> Response[Heatmap]:
-        cells = self.store.cells(self.client_id, self.screen_id, [span])
-        return cached_json(self.request, Heatmap(cells=cells), span.end, self.settings)
+        cells = self.store.cells(self.selection, [span])
+        body = Heatmap(cells=cells, type=self.selection.type, device=self.selection.device)
+        return cached_json(self.request, body, span.end, self.settings)
 
     def range(self, start: datetime, end: datetime) -> Response[RangeHeatmap]:
-        spans, cells = self.store.range_cells(self.client_id, self.screen_id, start, end)
-        used = [BucketSpan(grain=s.grain, start=s.start, end=s.end, buckets=s.buckets) for s in spans]
-        return cached_json(self.request, RangeHeatmap(cells=cells, start=start, end=end, used=used), end, self.settings)
+        spans, cells = self.store.range_cells(self.selection, start, end)
+        body = RangeHeatmap(
+            cells=cells,
+            type=self.selection.type,
+            device=self.selection.device,
+            start=start,
+            end=end,
+            used=_used(spans),
+        )
+        return cached_json(self.request, body, end, self.settings)
+
+    def scroll_bucket(self, span: Span) -> Response[ScrollMap]:
+        views, rows, fold = reach(self.store.scroll(self.selection, [span]))
+        body = ScrollMap(views=views, rows=rows, fold=fold, device=self.selection.device)
+        return cached_json(self.request, body, span.end, self.settings)
+
+    def scroll_range(self, start: datetime, end: datetime) -> Response[RangeScrollMap]:
+        spans, summed = self.store.range_scroll(self.selection, start, end)
+        views, rows, fold = reach(summed)
+        body = RangeScrollMap(
+            views=views, rows=rows, fold=fold, device=self.selection.device, start=start, end=end, used=_used(spans)
+        )
+        return cached_json(self.request, body, end, self.settings)
 
 
-def provide_screen_heatmaps(
-    request: Request, store: HeatmapStore, settings: Settings, client_id: ClientId, screen_id: ScreenId
-) -> ScreenHeatmaps:
-    return ScreenHeatmaps(request, store, settings, client_id, screen_id)
+def _used(spans: list[Span]) -> list[BucketSpan]:
+    return [BucketSpan(grain=s.grain, start=s.start, end=s.end, buckets=s.buckets) for s in spans]
+
+
+def provide_cell_reads(
+    request: Request,
+    store: HeatmapStore,
+    settings: Settings,
+    client_id: ClientId,
+    screen_id: ScreenId,
+    type_: TypeParam = ALL,
+    device: DeviceParam = ALL,
+) -> ScreenReads:
+    return ScreenReads(request, store, settings, Selection(client_id, screen_id, type_, device))
+
+
+def provide_scroll_reads(
+    request: Request,
+    store: HeatmapStore,
+    settings: Settings,
+    client_id: ClientId,
+    screen_id: ScreenId,
+    device: DeviceParam = ALL,
+) -> ScreenReads:
+    return ScreenReads(request, store, settings, Selection(client_id, screen_id, device=device))
 
 
 class HeatmapController(Controller):
     path = "/heatmap"
     tags = ("heatmap",)
-    dependencies = {"screen": Provide(provide_screen_heatmaps, sync_to_thread=False)}  # noqa: RUF012  (Litestar copies it per app)
+    dependencies = {"screen": Provide(provide_cell_reads, sync_to_thread=False)}  # noqa: RUF012  (Litestar copies it per app)
 
     @get("/hourly", **_SECURED, response_headers=_CACHED)
-    def hourly(self, screen: ScreenHeatmaps, dt: Day, hour: Hour) -> Response[Heatmap]:
+    def hourly(self, screen: ScreenReads, dt: Day, hour: Hour) -> Response[Heatmap]:
         """Cells of one UTC hour."""
         return screen.bucket(hour_bucket(dt, hour))
 
     @get("/daily", **_SECURED, response_headers=_CACHED)
-    def daily(self, screen: ScreenHeatmaps, dt: Day) -> Response[Heatmap]:
+    def daily(self, screen: ScreenReads, dt: Day) -> Response[Heatmap]:
         """Cells of one UTC day."""
         return screen.bucket(day_bucket(dt))
 
     @get("/weekly", **_SECURED, response_headers=_CACHED)
-    def weekly(self, screen: ScreenHeatmaps, week_start: WeekStart) -> Response[Heatmap]:
+    def weekly(self, screen: ScreenReads, week_start: WeekStart) -> Response[Heatmap]:
         """Cells of one week, Sunday 00:00 UTC to the next Sunday."""
         return screen.bucket(week_bucket(week_start))
 
     @get("/range", **_SECURED, response_headers=_CACHED)
-    def range_(self, screen: ScreenHeatmaps, from_: From, to: To) -> Response[RangeHeatmap]:
+    def range_(self, screen: ScreenReads, from_: From, to: To) -> Response[RangeHeatmap]:
         """Cells of [from, to), summed from the fewest rows: whole weeks, whole days, then hours.
 
         ``buckets`` reports the spans of each grain that answered.
@@ -155,15 +214,58 @@ class HeatmapController(Controller):
 
     @get("/screens", **_SECURED)
     def screens(self, store: HeatmapStore, client_id: ClientId) -> ScreenList:
-        """Screens of a client holding data."""
-        return ScreenList(client_id=client_id, screens=store.screens(client_id))
+        """Screens of a client holding data; ``dimensions`` gives each one's event types and devices."""
+        dimensions = store.screens(client_id)
+        return ScreenList(client_id=client_id, screens=[d.screen_id for d in dimensions], dimensions=dimensions)
 
     @get("/buckets", **_SECURED)
-    def buckets(self, store: HeatmapStore, client_id: ClientId, screen_id: ScreenId, grain: Grain) -> BucketList:
-        """Buckets of one grain holding data for a screen, newest first."""
+    def buckets(
+        self,
+        store: HeatmapStore,
+        client_id: ClientId,
+        screen_id: ScreenId,
+        grain: Grain,
+        type_: TypeParam = ALL,
+        device: DeviceParam = ALL,
+    ) -> BucketList:
+        """Buckets of one grain holding cells of the type and device for a screen, newest first."""
+        selection = Selection(client_id, screen_id, type_, device)
         return BucketList(
-            client_id=client_id, screen_id=screen_id, grain=grain, buckets=store.buckets(client_id, screen_id, grain)
+            client_id=client_id,
+            screen_id=screen_id,
+            grain=grain,
+            buckets=store.buckets(selection, grain),
+            type=type_,
+            device=device,
         )
+
+
+class ScrollController(Controller):
+    """Scroll reach: per depth row the share of page views that scrolled down to it, and the median fold."""
+
+    path = "/heatmap/scroll"
+    tags = ("heatmap",)
+    dependencies = {"screen": Provide(provide_scroll_reads, sync_to_thread=False)}  # noqa: RUF012  (Litestar copies it per app)
+
+    @get("/hourly", **_SECURED, response_headers=_CACHED)
+    def hourly(self, screen: ScreenReads, dt: Day, hour: Hour) -> Response[ScrollMap]:
+        """Scroll reach of one UTC hour."""
+        return screen.scroll_bucket(hour_bucket(dt, hour))
+
+    @get("/daily", **_SECURED, response_headers=_CACHED)
+    def daily(self, screen: ScreenReads, dt: Day) -> Response[ScrollMap]:
+        """Scroll reach of one UTC day: the sum of its hours (a view active in two hours counts in each)."""
+        return screen.scroll_bucket(day_bucket(dt))
+
+    @get("/weekly", **_SECURED, response_headers=_CACHED)
+    def weekly(self, screen: ScreenReads, week_start: WeekStart) -> Response[ScrollMap]:
+        """Scroll reach of one week, Sunday 00:00 UTC to the next Sunday."""
+        return screen.scroll_bucket(week_bucket(week_start))
+
+    @get("/range", **_SECURED, response_headers=_CACHED)
+    def range_(self, screen: ScreenReads, from_: From, to: To) -> Response[RangeScrollMap]:
+        """Scroll reach of [from, to), summed like the cells' range: whole weeks, whole days, then hours."""
+        return screen.scroll_range(*range_bounds(from_, to))
 
 
 class ScreenshotController(Controller):

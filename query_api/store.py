@@ -1,77 +1,126 @@
 """ClickHouse reads. Parameterized SQL only: values travel as ``{name:Type}``
-parameters; the only interpolated names are table names from heatmap_core.schema
-and the configured database."""
+parameters; the only interpolated names are table and column names from
+heatmap_core.schema and the configured database.
+
+Cells and scroll reach are read the same way: a ``Selection`` picks the rows
+(client, screen, and event type and device unless ``all``), spans of buckets
+pick the times, and the kind's measures are summed per position (a cell, a
+depth row) over the spans.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from datetime import datetime
+from typing import Any
 
 from heatmap_core.clickhouse import clickhouse
-from heatmap_core.schema import TABLES
+from heatmap_core.schema import SCROLL_TABLES, TABLES, BucketTable
 from heatmap_core.settings import Settings
 from heatmap_core.sql import BUCKET_WINDOW, in_window, time_array_parameter, time_parameter, window_parameters
 from heatmap_core.timeutil import as_utc, naive_utc
 from query_api.buckets import LENGTH, Grain, Span, plan_range
-from query_api.models import BucketSummary, Cell
+from query_api.dimensions import Selection
+from query_api.models import BucketSummary, Cell, ScreenDimensions
 
-_KEY = "client_id = {client_id:String} AND screen_id = {screen_id:String}"
+Tables = Mapping[str, BucketTable]  # grain -> table of one kind: schema.TABLES or schema.SCROLL_TABLES
+
+
+def span_sum_sql(
+    database: str, tables: Tables, selection: Selection, spans: Iterable[Span], position: tuple[str, ...]
+) -> tuple[str, dict[str, Any]] | None:
+    """The query summing the kind's measures per ``position`` over every bucket inside ``spans``
+    (None when there are none), and its parameters; rows come ordered by ``position``."""
+    by_grain: dict[str, list[Span]] = {}
+    for span in spans:
+        by_grain.setdefault(span.grain, []).append(span)
+    if not by_grain:
+        return None
+    measures = next(iter(tables.values())).kind.measures
+    columns = ", ".join((*position, *measures))
+    parts = []
+    parameters: dict[str, Any] = {}
+    for grain, grain_spans in by_grain.items():
+        table = tables[grain]
+        where, selected = selection.where(table.column_names)
+        parameters.update(selected)
+        parameters[f"{grain}_from"] = [naive_utc(s.start) for s in grain_spans]
+        parameters[f"{grain}_to"] = [naive_utc(s.end) for s in grain_spans]
+        # The outer bounds keep the primary-key range scan; the spans pick the buckets.
+        parameters[f"{grain}_lo"] = naive_utc(grain_spans[0].start)
+        parameters[f"{grain}_hi"] = naive_utc(grain_spans[-1].end)
+        parts.append(
+            f"SELECT {columns} FROM `{database}`.`{table.name}` WHERE {where}"
+            f" AND {in_window(time_parameter(f'{grain}_lo'), time_parameter(f'{grain}_hi'))}"
+            f" AND arrayExists((lo, hi) -> {in_window('lo', 'hi')},"
+            f" {time_array_parameter(f'{grain}_from')}, {time_array_parameter(f'{grain}_to')})"
+        )
+    key = ", ".join(position)
+    sums = ", ".join(f"sum({measure})" for measure in measures)
+    sql = f"SELECT {key}, {sums} FROM ({' UNION ALL '.join(parts)}) GROUP BY {key} ORDER BY {key}"
+    return sql, parameters
 
 
 class HeatmapStore:
-    """One ClickHouse unit of work per call (the embedded engine's lock is held only inside it)."""
+    """One ClickHouse unit of work per call."""
 
     def __init__(self, settings: Settings):
         self._settings = settings
+        self._database = settings.clickhouse_database
 
-    def _table(self, grain: str) -> str:
-        return f"`{self._settings.clickhouse_database}`.`{TABLES[grain].name}`"
+    def _table(self, table: BucketTable) -> str:
+        return f"`{self._database}`.`{table.name}`"
 
     def _union(self, select: str) -> str:
-        """``select`` (with a ``{table}`` slot) over the three bucket tables."""
-        return " UNION ALL ".join(select.format(table=self._table(grain)) for grain in LENGTH)
+        """``select`` (with a ``{table}`` slot) over the three cell tables."""
+        return " UNION ALL ".join(select.format(table=self._table(table)) for table in TABLES.values())
 
-    def cells(self, client_id: str, screen_id: str, spans: Iterable[Span]) -> list[Cell]:
-        """Summed cells of every bucket inside ``spans``."""
-        by_grain: dict[str, list[Span]] = {}
-        for span in spans:
-            by_grain.setdefault(span.grain, []).append(span)
-        if not by_grain:
+    def _span_sums(
+        self, tables: Tables, selection: Selection, spans: Iterable[Span], position: tuple[str, ...]
+    ) -> list[tuple[int, ...]]:
+        query = span_sum_sql(self._database, tables, selection, spans, position)
+        if query is None:
             return []
-        parameters: dict = {"client_id": client_id, "screen_id": screen_id}
-        parts = []
-        for grain, grain_spans in by_grain.items():
-            parameters[f"{grain}_from"] = [naive_utc(s.start) for s in grain_spans]
-            parameters[f"{grain}_to"] = [naive_utc(s.end) for s in grain_spans]
-            # The outer bounds keep the primary-key range scan; the spans pick the buckets.
-            parameters[f"{grain}_lo"] = naive_utc(grain_spans[0].start)
-            parameters[f"{grain}_hi"] = naive_utc(grain_spans[-1].end)
-            parts.append(
-                f"SELECT cell_x, cell_y, count FROM {self._table(grain)} WHERE {_KEY}"
-                f" AND {in_window(time_parameter(f'{grain}_lo'), time_parameter(f'{grain}_hi'))}"
-                f" AND arrayExists((lo, hi) -> {in_window('lo', 'hi')},"
-                f" {time_array_parameter(f'{grain}_from')}, {time_array_parameter(f'{grain}_to')})"
-            )
-        sql = (
-            f"SELECT cell_x, cell_y, sum(count) FROM ({' UNION ALL '.join(parts)})"
-            " GROUP BY cell_x, cell_y ORDER BY cell_x, cell_y"
+        with clickhouse(self._settings) as client:
+            rows = client.query(*query).result_rows
+        return [tuple(int(value) for value in row) for row in rows]
+
+    def _plan(self, tables: Tables, selection: Selection, start: datetime, end: datetime) -> list[Span]:
+        """Plan [start, end) over the weekly and daily buckets of ``tables`` that were written for the screen.
+
+        Presence ignores the type and device filter: a rollup is written whole,
+        so one without the filtered rows holds none of them, and is still exact.
+        """
+        screen = Selection(selection.client_id, selection.screen_id)
+        where, parameters = screen.where([])
+        present_sql = " UNION ALL ".join(
+            f"SELECT DISTINCT '{grain}', bucket_start FROM {self._table(tables[grain])} WHERE {where} AND {BUCKET_WINDOW}"
+            for grain in ("week", "day")
         )
         with clickhouse(self._settings) as client:
-            rows = client.query(sql, parameters=parameters).result_rows
-        return [Cell(int(x), int(y), int(count)) for x, y, count in rows]
+            present = client.query(present_sql, parameters={**parameters, **window_parameters(start, end)}).result_rows
+        return plan_range(start, end, {(grain, as_utc(moment)) for grain, moment in present})
 
-    def range_cells(
-        self, client_id: str, screen_id: str, start: datetime, end: datetime
-    ) -> tuple[list[Span], list[Cell]]:
-        """Plan [start, end) over the rollups present, then sum it, in one unit of work."""
-        with clickhouse(self._settings) as client:
-            present = client.query(
-                f"SELECT DISTINCT 'week', bucket_start FROM {self._table('week')} WHERE {_KEY} AND {BUCKET_WINDOW}"
-                f" UNION ALL SELECT DISTINCT 'day', bucket_start FROM {self._table('day')} WHERE {_KEY} AND {BUCKET_WINDOW}",
-                parameters={"client_id": client_id, "screen_id": screen_id, **window_parameters(start, end)},
-            ).result_rows
-            spans = plan_range(start, end, {(grain, as_utc(moment)) for grain, moment in present})
-            return spans, self.cells(client_id, screen_id, spans)
+    def cells(self, selection: Selection, spans: Iterable[Span]) -> list[Cell]:
+        """Summed cells of every bucket inside ``spans``, ordered by (cell_x, cell_y)."""
+        return [Cell(x, y, count) for x, y, count in self._span_sums(TABLES, selection, spans, ("cell_x", "cell_y"))]
+
+    def range_cells(self, selection: Selection, start: datetime, end: datetime) -> tuple[list[Span], list[Cell]]:
+        spans = self._plan(TABLES, selection, start, end)
+        return spans, self.cells(selection, spans)
+
+    def scroll(self, selection: Selection, spans: Iterable[Span]) -> list[tuple[int, int, int]]:
+        """Summed ``(depth_row, reached, folds)`` of every bucket inside ``spans``, ordered by depth_row."""
+        return [
+            (row, reached, folds)
+            for row, reached, folds in self._span_sums(SCROLL_TABLES, selection, spans, ("depth_row",))
+        ]
+
+    def range_scroll(
+        self, selection: Selection, start: datetime, end: datetime
+    ) -> tuple[list[Span], list[tuple[int, int, int]]]:
+        spans = self._plan(SCROLL_TABLES, selection, start, end)
+        return spans, self.scroll(selection, spans)
 
     def clients(self) -> list[str]:
         sql = self._union("SELECT DISTINCT client_id FROM {table}")
@@ -79,23 +128,48 @@ class HeatmapStore:
             rows = client.query(f"SELECT DISTINCT client_id FROM ({sql}) ORDER BY client_id").result_rows
         return [row[0] for row in rows]
 
-    def screens(self, client_id: str) -> list[str]:
-        sql = self._union("SELECT DISTINCT screen_id FROM {table} WHERE client_id = {{client_id:String}}")
+    def screens(self, client_id: str) -> list[ScreenDimensions]:
+        """Screens of a client holding cells, each with the event types and devices present, by screen_id."""
+        sql = self._union(
+            "SELECT DISTINCT screen_id, event_type, device FROM {table} WHERE client_id = {{client_id:String}}"
+        )
         with clickhouse(self._settings) as client:
             rows = client.query(
-                f"SELECT DISTINCT screen_id FROM ({sql}) ORDER BY screen_id", parameters={"client_id": client_id}
+                "SELECT screen_id, arraySort(groupUniqArray(event_type)), arraySort(groupUniqArray(device))"
+                f" FROM ({sql}) GROUP BY screen_id ORDER BY screen_id",
+                parameters={"client_id": client_id},
             ).result_rows
-        return [row[0] for row in rows]
+        return [ScreenDimensions(screen_id=screen, types=types, devices=devices) for screen, types, devices in rows]
 
-    def buckets(self, client_id: str, screen_id: str, grain: Grain) -> list[BucketSummary]:
-        """Buckets of one grain holding rows, newest first, with their total and cell count."""
+    def buckets(self, selection: Selection, grain: Grain) -> list[BucketSummary]:
+        """Buckets of one grain holding cells of the selection, newest first, with the views of their scroll reach."""
+        cells_where, parameters = selection.where(TABLES[grain].column_names)
+        scroll_where, scroll_parameters = selection.where(SCROLL_TABLES[grain].column_names)
         with clickhouse(self._settings) as client:
             rows = client.query(
-                f"SELECT bucket_start, sum(count), count() FROM {self._table(grain)} WHERE {_KEY}"
+                "SELECT bucket_start, sum(count), uniqExact(cell_x, cell_y),"
+                " arraySort(groupUniqArray(event_type)), arraySort(groupUniqArray(device))"
+                f" FROM {self._table(TABLES[grain])} WHERE {cells_where}"
                 " GROUP BY bucket_start ORDER BY bucket_start DESC",
-                parameters={"client_id": client_id, "screen_id": screen_id},
+                parameters=parameters,
             ).result_rows
+            # Every counted view reached row 0, so row 0's reach is the bucket's views.
+            views = dict(
+                client.query(
+                    f"SELECT bucket_start, sum(reached) FROM {self._table(SCROLL_TABLES[grain])}"
+                    f" WHERE {scroll_where} AND depth_row = 0 GROUP BY bucket_start",
+                    parameters=scroll_parameters,
+                ).result_rows
+            )
         return [
-            BucketSummary(start=as_utc(start), end=as_utc(start) + LENGTH[grain], total=int(total), cells=int(cells))
-            for start, total, cells in rows
+            BucketSummary(
+                start=as_utc(start),
+                end=as_utc(start) + LENGTH[grain],
+                total=int(total),
+                cells=int(cells),
+                types=types,
+                devices=devices,
+                views=int(views.get(start, 0)),
+            )
+            for start, total, cells, types, devices in rows
         ]
