@@ -56,7 +56,6 @@ To = Annotated[datetime, Parameter(query="to", description="range end (exclusive
 TypeParam = Annotated[
     TypeFilter,
     Parameter(
-        query="type",
         description="event type: all (the default: every stored type summed, the answer before v2) or one type",
     ),
 ]
@@ -161,10 +160,10 @@ def provide_cell_reads(
     settings: Settings,
     client_id: ClientId,
     screen_id: ScreenId,
-    type_: TypeParam = ALL,
+    type: TypeParam = ALL,  # the parameter's name; a builtin's only in this scope
     device: DeviceParam = ALL,
 ) -> ScreenReads:
-    return ScreenReads(request, store, settings, Selection(client_id, screen_id, type_, device))
+    return ScreenReads(request, store, settings, Selection(client_id, screen_id, type, device))
 
 
 def provide_scroll_reads(
@@ -225,17 +224,17 @@ class HeatmapController(Controller):
         client_id: ClientId,
         screen_id: ScreenId,
         grain: Grain,
-        type_: TypeParam = ALL,
+        type: TypeParam = ALL,  # the parameter's name; a builtin's only in this scope
         device: DeviceParam = ALL,
     ) -> BucketList:
         """Buckets of one grain holding cells of the type and device for a screen, newest first."""
-        selection = Selection(client_id, screen_id, type_, device)
+        selection = Selection(client_id, screen_id, type, device)
         return BucketList(
             client_id=client_id,
             screen_id=screen_id,
             grain=grain,
             buckets=store.buckets(selection, grain),
-            type=type_,
+            type=type,
             device=device,
         )
 
