@@ -249,3 +249,10 @@ def test_other_screens_and_clients_stay_out(api: TestClient, dataset: Dataset):
             ).json()
             assert cells_of(body) == dataset.hours(client, screen, WEEK, WEEK + 7 * DAY, type_)
         assert dataset.hours(client, screen, WEEK, WEEK + 7 * DAY)
+
+
+def test_a_filter_sent_twice_is_refused_naming_it(api: TestClient):
+    for parameter, values in (("type", ["click", "all"]), ("device", ["mobile", "mobile"])):
+        query = "&".join(f"{parameter}={value}" for value in values)
+        response = api.get(f"/heatmap/scroll/daily?client_id={CLIENT}&screen_id={SCREEN}&dt={WEEK:%Y-%m-%d}&{query}")
+        assert (response.status_code, response.json()["field"]) == (400, parameter)

@@ -19,8 +19,14 @@ ROUTES = {
     "daily": f"/heatmap/daily?screen_id={SCREEN}&dt={WEEK:%Y-%m-%d}",
     "weekly": f"/heatmap/weekly?screen_id={SCREEN}&week_start={WEEK:%Y-%m-%d}",
     "range": f"/heatmap/range?screen_id={SCREEN}&from={WEEK:%Y-%m-%dT%H:%M:%SZ}&to={WEEK + 8 * DAY:%Y-%m-%dT%H:%M:%SZ}",
+    "scroll hourly": f"/heatmap/scroll/hourly?screen_id={SCREEN}&dt={WEEK + 10 * HOUR:%Y-%m-%d}&hour=10",
+    "scroll daily": f"/heatmap/scroll/daily?screen_id={SCREEN}&dt={WEEK:%Y-%m-%d}&device=mobile",
+    "scroll weekly": f"/heatmap/scroll/weekly?screen_id={SCREEN}&week_start={WEEK:%Y-%m-%d}",
+    "scroll range": f"/heatmap/scroll/range?screen_id={SCREEN}&from={WEEK:%Y-%m-%dT%H:%M:%SZ}&to={WEEK + 8 * DAY:%Y-%m-%dT%H:%M:%SZ}",
+    "filtered hourly": f"/heatmap/hourly?screen_id={SCREEN}&dt={WEEK + 10 * HOUR:%Y-%m-%d}&hour=10&type=click&device=desktop",
     "screens": "/heatmap/screens?",
     "buckets": f"/heatmap/buckets?screen_id={SCREEN}&grain=hour",
+    "filtered buckets": f"/heatmap/buckets?screen_id={SCREEN}&grain=day&type=rageclick&device=mobile",
 }
 REPEATS = {
     "ours then theirs": [CLIENT, OTHER_CLIENT],
