@@ -25,7 +25,7 @@ from litestar.status_codes import HTTP_415_UNSUPPORTED_MEDIA_TYPE
 
 from heatmap_core.ids import ID_PATTERN
 from heatmap_core.settings import Settings
-from heatmap_http.problems import statuses
+from heatmap_http.problems import documented, statuses
 from query_api.auth import READ_KEY_HEADER, SECURITY_SCHEME, client_guard, readable_clients
 from query_api.buckets import Grain, Span, day_bucket, hour_bucket, range_bounds, week_bucket
 from query_api.caching import cached_json, etag_matches
@@ -93,7 +93,15 @@ _SECURED: dict[str, Any] = {
     "guards": [client_guard],
     "security": [{SECURITY_SCHEME: []}],
     "sync_to_thread": True,
-    "responses": statuses(400, 401, 403),
+    "responses": {
+        **documented(
+            {
+                400: "a parameter is missing, sent twice or invalid (a date, an hour, an id, a type or device"
+                " outside its enum, ...): `field` names it as sent and `detail` starts with it"
+            }
+        ),
+        **statuses(401, 403),
+    },
 }
 _CACHED = [
     ResponseHeader(

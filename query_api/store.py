@@ -154,13 +154,14 @@ class HeatmapStore:
                 parameters=parameters,
             ).result_rows
             # Every counted view reached row 0, so row 0's reach is the bucket's views.
-            views = dict(
-                client.query(
+            views: dict[datetime, int] = {
+                start: int(reached)
+                for start, reached in client.query(
                     f"SELECT bucket_start, sum(reached) FROM {self._table(SCROLL_TABLES[grain])}"
                     f" WHERE {scroll_where} AND depth_row = 0 GROUP BY bucket_start",
                     parameters=scroll_parameters,
                 ).result_rows
-            )
+            }
         return [
             BucketSummary(
                 start=as_utc(start),

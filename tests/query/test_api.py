@@ -131,21 +131,21 @@ def test_range_accepts_offsets_and_naive_utc(api: TestClient, dataset: Dataset):
 def test_listings(api: TestClient, dataset: Dataset):
     assert api.get("/heatmap/clients").json() == {"clients": [CLIENT, OTHER_CLIENT]}
 
-    def stored(client: str, screen: str, part: int) -> list[str]:
-        return sorted(
-            {key[part] for (c, s, _), counts in dataset.hourly.items() if (c, s) == (client, screen) for key in counts}
-        )
+    def stored(client: str, screen: str) -> tuple[list[str], list[str]]:
+        """The event types and the devices of a screen's rows."""
+        keys = [key for (c, s, _), counts in dataset.hourly.items() if (c, s) == (client, screen) for key in counts]
+        return sorted({t for t, _, _, _ in keys}), sorted({d for _, d, _, _ in keys})
 
     assert api.get("/heatmap/screens", params={"client_id": CLIENT}).json() == {
         "client_id": CLIENT,
         "screens": [SCREEN, OTHER_SCREEN],
         "dimensions": [
-            {"screen_id": screen, "types": stored(CLIENT, screen, 0), "devices": stored(CLIENT, screen, 1)}
+            {"screen_id": screen, "types": stored(CLIENT, screen)[0], "devices": stored(CLIENT, screen)[1]}
             for screen in (SCREEN, OTHER_SCREEN)
         ],
     }
     # The hand-picked hot hour alone guarantees these; the random hours add the rest.
-    assert {"click", "mousemove", "rageclick", "unknown"} <= set(stored(CLIENT, SCREEN, 0))
+    assert {"click", "mousemove", "rageclick", "unknown"} <= set(stored(CLIENT, SCREEN)[0])
     assert api.get("/heatmap/screens", params={"client_id": "nobody"}).json() == {
         "client_id": "nobody",
         "screens": [],

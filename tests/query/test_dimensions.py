@@ -138,7 +138,12 @@ def test_an_unknown_type_or_device_is_a_400_naming_it(api: TestClient, path, par
 
 def test_filters_have_their_own_etags(api: TestClient):
     """type=click alone and type=click on desktop hold the same cells in the hot hour: still two ETags."""
-    params = {"client_id": CLIENT, "screen_id": SCREEN, "dt": f"{HOT_HOUR:%Y-%m-%d}", "hour": HOT_HOUR.hour}
+    params: dict[str, str | int] = {
+        "client_id": CLIENT,
+        "screen_id": SCREEN,
+        "dt": f"{HOT_HOUR:%Y-%m-%d}",
+        "hour": HOT_HOUR.hour,
+    }
     clicks = api.get("/heatmap/hourly", params={**params, "type": "click"})
     desktop_clicks = api.get("/heatmap/hourly", params={**params, "type": "click", "device": "desktop"})
     assert clicks.json()["cells"] == desktop_clicks.json()["cells"] == [{"cell_x": 25, "cell_y": 40, "count": 300}]

@@ -13,7 +13,8 @@ from litestar.testing import TestClient
 from tests.query.conftest import CLIENT, DAY, HOT_HOUR, HOUR, OTHER_CLIENT, SCREEN, WEEK
 from tests.query.test_api import z
 
-HOURLY = ("/heatmap/scroll/hourly", {"dt": f"{HOT_HOUR:%Y-%m-%d}", "hour": HOT_HOUR.hour})
+Query = dict[str, str | int]
+HOURLY: tuple[str, Query] = ("/heatmap/scroll/hourly", {"dt": f"{HOT_HOUR:%Y-%m-%d}", "hour": HOT_HOUR.hour})
 DAILY = ("/heatmap/scroll/daily", {"dt": f"{WEEK:%Y-%m-%d}"})
 WEEKLY = ("/heatmap/scroll/weekly", {"week_start": f"{WEEK:%Y-%m-%d}"})
 RANGE = ("/heatmap/scroll/range", {"from": z(WEEK - 2 * HOUR), "to": z(WEEK + 8 * DAY + 5 * HOUR)})
@@ -137,14 +138,15 @@ def test_another_tenants_views_stay_apart(api: TestClient):
 
 
 def test_scroll_answers_are_cached_per_device(api: TestClient):
-    path, params = HOURLY
-    everyone = api.get(path, params={"client_id": CLIENT, "screen_id": SCREEN, **params})
-    mobile = api.get(path, params={"client_id": CLIENT, "screen_id": SCREEN, **params, "device": "mobile"})
+    path, hour = HOURLY
+    params: Query = {"client_id": CLIENT, "screen_id": SCREEN, **hour}
+    everyone = api.get(path, params=params)
+    mobile = api.get(path, params={**params, "device": "mobile"})
     assert everyone.headers["cache-control"] == "public, max-age=86400"
     assert everyone.headers["etag"] != mobile.headers["etag"]
     again = api.get(
         path,
-        params={"client_id": CLIENT, "screen_id": SCREEN, **params},
+        params=params,
         headers={"If-None-Match": everyone.headers["etag"]},
     )
     assert again.status_code == 304
