@@ -29,7 +29,10 @@ def run(settings: Settings) -> list[Result]:
     day = day_start(datetime.now(UTC)) - timedelta(days=1)
     rng = random.Random(3)
     rows = [
-        ("bench", "home", day, x, y, rng.randint(1, 500)) for x in range(100) for y in range(200) if rng.random() < 0.5
+        ("bench", "home", "mousemove", "desktop", day, x, y, rng.randint(1, 500))
+        for x in range(100)
+        for y in range(200)
+        if rng.random() < 0.5
     ]
     with clickhouse(settings) as client:
         apply_schema(client, settings.clickhouse_database)

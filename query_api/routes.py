@@ -168,7 +168,7 @@ def provide_cell_reads(
     settings: Settings,
     client_id: ClientId,
     screen_id: ScreenId,
-    type: TypeParam = ALL,  # the parameter's name; a builtin's only in this scope
+    type: TypeParam = ALL,  # named as the client sends it; shadows the builtin in this scope only
     device: DeviceParam = ALL,
 ) -> ScreenReads:
     return ScreenReads(request, store, settings, Selection(client_id, screen_id, type, device))
@@ -232,7 +232,7 @@ class HeatmapController(Controller):
         client_id: ClientId,
         screen_id: ScreenId,
         grain: Grain,
-        type: TypeParam = ALL,  # the parameter's name; a builtin's only in this scope
+        type: TypeParam = ALL,  # named as the client sends it; shadows the builtin in this scope only
         device: DeviceParam = ALL,
     ) -> BucketList:
         """Buckets of one grain holding cells of the type and device for a screen, newest first."""
