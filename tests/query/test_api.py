@@ -277,8 +277,30 @@ def test_health_schema_and_dashboard(api: TestClient):
         "/heatmap/clients",
         "/heatmap/screens",
         "/heatmap/buckets",
+        "/heatmap/scroll/hourly",
+        "/heatmap/scroll/daily",
+        "/heatmap/scroll/weekly",
+        "/heatmap/scroll/range",
         "/screenshots/{client_id}/{screen_id}",
     } <= set(paths)
+    types = ["all", "mousemove", "click", "rageclick", "scroll", "touch"]
+    devices = ["all", "desktop", "tablet", "mobile", "unknown"]
+    for path in (
+        "hourly",
+        "daily",
+        "weekly",
+        "range",
+        "buckets",
+        *(f"scroll/{g}" for g in ("hourly", "daily", "weekly", "range")),
+    ):
+        operation = paths[f"/heatmap/{path}"]["get"]
+        enums = {p["name"]: p["schema"].get("enum") for p in operation["parameters"] if p["name"] in ("type", "device")}
+        assert enums == ({"device": devices} if path.startswith("scroll") else {"type": types, "device": devices}), path
+        assert "type or device" in operation["responses"]["400"]["description"]
+        body = operation["responses"]["200"]["content"]["application/json"]["schema"]["$ref"].rsplit("/", 1)[1]
+        assert body == {"scroll/range": "RangeScrollMap", "range": "RangeHeatmap", "buckets": "BucketList"}.get(
+            path, "ScrollMap" if path.startswith("scroll") else "Heatmap"
+        )
     assert api.get("/", follow_redirects=False).headers["location"] == "/dashboard/"
     assert (
         api.get("/?client=acme&grain=day", follow_redirects=False).headers["location"]
