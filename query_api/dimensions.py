@@ -14,13 +14,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from heatmap_core.events import DEVICES, EVENT_TYPES, Device, EventType
+from heatmap_core.events import Device, EventType
 
 ALL: Literal["all"] = "all"
+# The enums of the ``type`` and ``device`` parameters (OpenAPI lists them; anything else is a 400).
 TypeFilter = Literal["all", EventType]
 DeviceFilter = Literal["all", Device]
-TYPE_VALUES: tuple[str, ...] = (ALL, *EVENT_TYPES)
-DEVICE_VALUES: tuple[str, ...] = (ALL, *DEVICES)
 
 
 @dataclass(frozen=True)
