@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from litestar.openapi.spec import Example, Operation, RequestBody
+from litestar.openapi.spec import Example, Operation, Reference, RequestBody
 
 _EVENT_TIME = "2026-02-02T10:15:00Z"
 
@@ -39,7 +39,7 @@ V2_REQUEST = {
     ],
 }
 
-REQUEST_EXAMPLES = {
+REQUEST_EXAMPLES: dict[str, Example | Reference] = {
     "v1": Example(
         summary="v1: events only (device unknown)",
         description="The request before page views; still accepted. Its events count under device `unknown`.",

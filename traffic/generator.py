@@ -113,7 +113,7 @@ class Batch:
     device: str = "unknown"  # the class of the profile the view was drawn from (not sent: the server derives it)
 
     def payload(self) -> dict:
-        body = {
+        body: dict[str, object] = {
             "client_id": self.client_id,
             "screen_id": self.screen_id,
             "batch_id": self.batch_id,

@@ -22,7 +22,7 @@ import pytest
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.errors import CoordinatorNotAvailableError
 
-from heatmap_core.events import EVENT_TYPES, Event, LakeEvent, PageView, RawBatchRecord, encode_record
+from heatmap_core.events import EVENT_TYPES, Device, Event, LakeEvent, PageView, RawBatchRecord, encode_record
 from heatmap_core.lake import parse_part_key
 from heatmap_core.s3 import s3_client
 from heatmap_core.settings import Settings
@@ -30,7 +30,7 @@ from heatmap_core.settings import Settings
 ROOT = Path(__file__).resolve().parents[2]
 BASE_TIME = datetime(2026, 2, 2, 9, 0, tzinfo=UTC)
 # device -> a viewport (CSS width, height) in its band
-VIEWPORTS = {"desktop": (1280, 800), "tablet": (820, 1180), "mobile": (390, 844)}
+VIEWPORTS: dict[Device, tuple[int, int]] = {"desktop": (1280, 800), "tablet": (820, 1180), "mobile": (390, 844)}
 
 
 # ---------------------------------------------------------------------------- producing

@@ -53,20 +53,19 @@ def test_batches_are_what_ingestion_accepts_inside_its_window(version):
 def test_a_v2_view_starts_at_its_fold_and_only_scrolls_deeper():
     batches, _ = build(TrafficSpec(visitors=30, now=NOW))
     by_view: dict[str, list[dict]] = {}
+    folds: dict[str, float] = {}
     for batch in batches:
-        assert batch.view is not None
-        by_view.setdefault(batch.view["view_id"], []).extend(batch.events)
-        screen, viewport = batch.view["screen_h"], batch.view["viewport_h"]
-        assert batch.view["screen_w"] == batch.view["viewport_w"] and screen >= 2 * viewport
+        view = batch.view
+        assert view is not None
+        assert view["screen_w"] == view["viewport_w"] and view["screen_h"] >= 2 * view["viewport_h"]
+        by_view.setdefault(view["view_id"], []).extend(batch.events)
+        folds[view["view_id"]] = round(view["viewport_h"] / view["screen_h"], 6)
     assert len(by_view) == 30
-    for events in by_view.values():
+    for view_id, events in by_view.items():
         assert [_time(e) for e in events] == sorted(_time(e) for e in events)
+        assert (events[0]["event_type"], events[0]["y_norm"]) == ("scroll", folds[view_id])
         depths = [e["y_norm"] for e in events if e["event_type"] == "scroll"]
-        assert depths == sorted(depths) and len(depths) >= 1
-    first = {batch.view["view_id"]: batch for batch in reversed(batches)}  # each view's first batch
-    for batch in first.values():
-        assert batch.events[0]["event_type"] == "scroll"
-        assert batch.events[0]["y_norm"] == round(batch.view["viewport_h"] / batch.view["screen_h"], 6)
+        assert depths == sorted(depths)
 
 
 def test_clicks_sit_on_buttons_moves_spread_wider_and_phones_scroll_further():
