@@ -2,8 +2,9 @@
 
 ``BatchIn`` carries every static rule (id charset and length, event_type,
 x_norm/y_norm range, RFC 3339 with zone, the page view's id and sizes, no
-unknown fields) through the constraints of ``heatmap_core.events``; ``decode_batch`` applies them with
-msgspec in strict mode and names the offending field. ``check_batch`` adds
+unknown fields) through the constraints of ``heatmap_core.events``;
+``decode_batch`` applies them with msgspec in strict mode and names the
+offending field. ``check_batch`` adds
 the rules that depend on settings or the clock.
 """
 
