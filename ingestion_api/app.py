@@ -32,6 +32,7 @@ from ingestion_api.errors import rejection_handler
 from ingestion_api.ledger import BatchLedger
 from ingestion_api.models import BatchAccepted, BatchIn, Health, decode_batch
 from ingestion_api.observability import Metrics
+from ingestion_api.openapi import BatchOperation
 from ingestion_api.publisher import KafkaPublisher
 from ingestion_api.service import IngestService
 
@@ -85,6 +86,7 @@ class BatchInDTO(MsgspecDTO[BatchIn]):
     "acknowledged for this client is acknowledged again with duplicate=true and not re-published.",
     responses=_REFUSALS,
     security=[{name: []} for name in _WRITE_KEY_SCHEMES],
+    operation_class=BatchOperation,
 )
 async def post_batch(data: BatchIn, service: IngestService, writer: str | None) -> BatchAccepted:
     return await service.ingest(data, writer)

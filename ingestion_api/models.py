@@ -1,9 +1,10 @@
 """Request and response bodies of the ingestion API, and the validator.
 
 ``BatchIn`` carries every static rule (id charset and length, event_type,
-x_norm/y_norm range, RFC 3339 with zone, no unknown fields) through the
-constraints of ``heatmap_core.events``; ``decode_batch`` applies them with
-msgspec in strict mode and names the offending field. ``check_batch`` adds
+x_norm/y_norm range, RFC 3339 with zone, the page view's id and sizes, no
+unknown fields) through the constraints of ``heatmap_core.events``;
+``decode_batch`` applies them with msgspec in strict mode and names the
+offending field. ``check_batch`` adds
 the rules that depend on settings or the clock.
 """
 
@@ -17,7 +18,7 @@ from uuid import UUID
 
 import msgspec
 
-from heatmap_core.events import Event, Identifier
+from heatmap_core.events import Event, Identifier, PageView
 from heatmap_core.settings import Settings
 from ingestion_api.errors import InvalidField
 
@@ -28,6 +29,8 @@ class BatchIn(msgspec.Struct, forbid_unknown_fields=True):
     events: Annotated[list[Event], msgspec.Meta(min_length=1)]
     # Optional so a naive client can send without one; a re-sent batch_id is not published twice.
     batch_id: UUID | None = None
+    # v2: the page load the events were recorded in; absent in a v1 request (device unknown).
+    view: PageView | None = None
 
 
 class BatchAccepted(msgspec.Struct):

@@ -7,7 +7,7 @@ import uuid
 from datetime import UTC, datetime
 from typing import TypedDict, Unpack
 
-from heatmap_core.events import RawBatchRecord, encode_record
+from heatmap_core.events import RawBatchRecord, device_class, encode_record
 from heatmap_core.settings import Settings
 from ingestion_api.auth import WriteKeys
 from ingestion_api.errors import IN_FLIGHT_RETRY_AFTER_S, UNAVAILABLE_RETRY_AFTER_S, BatchRejected
@@ -73,6 +73,9 @@ class IngestService:
             batch_id=batch_id,
             received_at=now,
             events=batch.events,
+            view=batch.view,
+            # Derived here, once, so no reader of the record recomputes it (v1: unknown).
+            device=device_class(batch.view.viewport_w if batch.view else None),
         )
         try:
             delivered = await self.publisher.publish(self._topic, record.key, encode_record(record))

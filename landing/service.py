@@ -30,7 +30,7 @@ from kafka.errors import CommitFailedError, RebalanceInProgressError
 from kafka.structs import OffsetAndMetadata
 from tenacity import retry, retry_if_result, stop_after_delay, wait_fixed
 
-from heatmap_core.events import RECORD_VERSION, RawBatchRecord, decode_record
+from heatmap_core.events import READABLE_RECORD_VERSIONS, RawBatchRecord, decode_record
 from heatmap_core.lake import PartitionWatermark
 from heatmap_core.settings import Settings
 from landing.buffer import Flush, PartitionBuffer, latest
@@ -204,7 +204,8 @@ class Landing:
     def _decode(self, partition: int, offset: int, value: bytes) -> RawBatchRecord | None:
         try:
             record = decode_record(value)
-            if record.version != RECORD_VERSION:
+            # Older versions stay readable (a v1 record decodes with no view, device unknown).
+            if record.version not in READABLE_RECORD_VERSIONS:
                 raise ValueError(f"unknown record version {record.version}")
             return record
         except (msgspec.DecodeError, ValueError) as exc:

@@ -1,6 +1,7 @@
 """heatmap-traffic: send generated traffic through the ingestion API.
 
 python -m traffic send --visitors 40 --clients acme,globex --screens home_v1 --truth-out truth.json
+python -m traffic send --v1    # v1 requests, as clients before page views sent them
 """
 
 from __future__ import annotations
@@ -100,12 +101,15 @@ def send(
     clients: str = typer.Option("acme,globex", help="Comma-separated client ids."),
     screens: str = typer.Option("home_v1,pricing_v2", help="Comma-separated screen ids."),
     visitors: int = typer.Option(40, min=1, help="Visitor sessions to simulate."),
-    moves: int = typer.Option(120, min=1, help="Mouse moves per visitor."),
+    moves: int = typer.Option(120, min=1, help="Mouse moves per visitor (clicks and scrolls come on top)."),
     hours_back: int = typer.Option(3, min=1, help="Spread event times over the last N hours."),
     seed: int = typer.Option(7, help="Random seed: same seed, same events."),
     rate: float = typer.Option(0.0, min=0.0, help="Events per second (0 = as fast as accepted)."),
     duration: float = typer.Option(0.0, min=0.0, help="Seconds to keep sending fresh sessions (0 = one pass)."),
-    truth_out: Path | None = typer.Option(None, help="Write the exact per-cell ground truth here (JSON)."),
+    truth_out: Path | None = typer.Option(
+        None, help="Write the exact ground truth here (JSON): cells per type and device, and scroll reach."
+    ),
+    v1: bool = typer.Option(False, "--v1", help="Send v1 requests: no page view (device unknown), no scrolling."),
 ) -> None:
     """Generate traffic, send it, and optionally record its ground truth."""
     settings = get_settings()
@@ -122,10 +126,11 @@ def send(
             hours_back=hours_back,
             seed=round_seed,
             now=datetime.now(UTC),
+            version=1 if v1 else 2,
         )
         batches, round_truth = build(spec)
         asyncio.run(send_batches(batches, url, settings.keys("write_keys"), rate=rate))
-        truth.cells.update(round_truth.cells)
+        truth.merge(round_truth)
         round_seed += 1
         if time.monotonic() >= deadline:
             break

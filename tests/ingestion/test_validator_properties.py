@@ -12,7 +12,7 @@ from hypothesis import settings as hyp_settings
 from hypothesis import strategies as st
 from litestar.testing import TestClient
 
-from heatmap_core.events import EVENT_TYPES, Event
+from heatmap_core.events import EVENT_TYPES, Event, PageView
 from heatmap_core.ids import ID_PATTERN, is_valid_id
 from heatmap_core.settings import Settings
 from ingestion_api.app import create_app
@@ -26,6 +26,8 @@ NOW = datetime(2026, 6, 1, 12, 0, tzinfo=UTC)
 MARGIN = timedelta(minutes=2)  # keeps generated times clear of the window edges while a test runs
 REQUIRED_EVENT_KEYS = ("event_time", "x_norm", "y_norm")
 REQUIRED_BATCH_KEYS = ("client_id", "screen_id", "events")
+VIEW_SIZES = {"viewport_w": 16_384, "viewport_h": 16_384, "screen_w": 1_000_000, "screen_h": 1_000_000}
+VIEW_KEYS = ("view_id", *VIEW_SIZES)
 
 ids = st.from_regex(ID_PATTERN, fullmatch=True)
 zones = st.integers(-14 * 60, 14 * 60).map(lambda minutes: timezone(timedelta(minutes=minutes)))
@@ -43,6 +45,12 @@ def event_times(draw, now: datetime) -> str:
     )
     micros = draw(st.integers(0, 999_999))
     return rfc3339((now + timedelta(seconds=offset, microseconds=micros)).astimezone(draw(zones)))
+
+
+view_ids = st.from_regex(r"[A-Za-z0-9_-]{8,64}", fullmatch=True)
+page_views = st.fixed_dictionaries(
+    {"view_id": view_ids, **{name: st.integers(1, largest) for name, largest in VIEW_SIZES.items()}}
+)
 
 
 @st.composite
@@ -63,6 +71,8 @@ def batches(draw, now: datetime = NOW, max_events: int = 50) -> dict:
     }
     if draw(st.booleans()):
         batch["batch_id"] = str(draw(st.uuids()))
+    if draw(st.booleans()):  # v2: with its page view
+        batch["view"] = draw(page_views)
     return batch
 
 
@@ -75,6 +85,22 @@ bad_norms = st.one_of(
     st.none(),
 )
 bad_event_types = st.one_of(st.text().filter(lambda s: s not in EVENT_TYPES), not_a_string)
+bad_view_ids = st.one_of(
+    st.text().filter(lambda s: not (8 <= len(s) <= 64 and is_valid_id(s))),
+    not_a_string.filter(lambda v: v is not None),
+)
+
+
+def bad_sizes(largest: int) -> st.SearchStrategy:
+    """Not an integer in [1, largest]: zero, negative, too large, fractional, text, a boolean, null."""
+    return st.one_of(
+        st.integers(max_value=0),
+        st.integers(min_value=largest + 1),
+        st.floats(allow_nan=False, allow_infinity=False),
+        st.text(),
+        st.booleans(),
+        st.none(),
+    )
 
 
 @st.composite
@@ -115,9 +141,30 @@ def invalid_batches(draw, now: datetime = NOW) -> tuple[dict, str]:
                 "missing_batch_key",
                 "no_events",
                 "too_many_events",
+                "view_size",
+                "view_id",
+                "missing_view_key",
+                "unknown_view_key",
             ]
         )
     )
+    if kind.startswith("view"):
+        view = batch.setdefault("view", draw(page_views))
+        if kind == "view_size":
+            name = draw(st.sampled_from(list(VIEW_SIZES)))
+            view[name] = draw(bad_sizes(VIEW_SIZES[name]))
+        else:
+            name = "view_id"
+            view[name] = draw(bad_view_ids)
+        return batch, f"view.{name}"
+    if kind == "missing_view_key":
+        name = draw(st.sampled_from(VIEW_KEYS))
+        del batch.setdefault("view", draw(page_views))[name]
+        return batch, f"view.{name}"
+    if kind == "unknown_view_key":
+        name = draw(st.from_regex(r"[a-z_]{1,12}", fullmatch=True).filter(lambda k: k not in VIEW_KEYS))
+        batch.setdefault("view", draw(page_views))[name] = 1
+        return batch, f"view.{name}"
     if kind == "id":
         name = draw(st.sampled_from(["client_id", "screen_id"]))
         batch[name] = draw(bad_ids)
@@ -183,6 +230,7 @@ def test_every_valid_batch_is_accepted_unchanged(batch):
         (e["x_norm"], e["y_norm"], e.get("event_type", "mousemove")) for e in batch["events"]
     ]
     assert [e.event_time for e in decoded.events] == [datetime.fromisoformat(e["event_time"]) for e in batch["events"]]
+    assert decoded.view == (PageView(**batch["view"]) if "view" in batch else None)
 
 
 @given(invalid_batches())
@@ -251,3 +299,13 @@ def test_http_publishes_each_valid_batch_exactly_as_sent(open_client, open_setti
         key, record = published[batch_id]
         assert key == f"{batch['client_id']}|{batch['screen_id']}".encode()
         assert record.events == decode_batch(msgspec.json.encode(batch)).events
+        assert record.view == (PageView(**batch["view"]) if "view" in batch else None)
+        assert record.device == _device_of(batch.get("view"))
+
+
+def _device_of(view: dict | None) -> str:
+    """The documented bands, written out again: mobile below 768 CSS px, tablet below 1024."""
+    if view is None:
+        return "unknown"
+    width = view["viewport_w"]
+    return "mobile" if width < 768 else "tablet" if width < 1024 else "desktop"

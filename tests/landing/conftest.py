@@ -22,13 +22,15 @@ import pytest
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.errors import CoordinatorNotAvailableError
 
-from heatmap_core.events import EVENT_TYPES, Event, LakeEvent, RawBatchRecord, encode_record
+from heatmap_core.events import EVENT_TYPES, Device, Event, LakeEvent, PageView, RawBatchRecord, encode_record
 from heatmap_core.lake import parse_part_key
 from heatmap_core.s3 import s3_client
 from heatmap_core.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[2]
 BASE_TIME = datetime(2026, 2, 2, 9, 0, tzinfo=UTC)
+# device -> a viewport (CSS width, height) in its band
+VIEWPORTS: dict[Device, tuple[int, int]] = {"desktop": (1280, 800), "tablet": (820, 1180), "mobile": (390, 844)}
 
 
 # ---------------------------------------------------------------------------- producing
@@ -43,15 +45,24 @@ def make_records(
     span: timedelta = timedelta(hours=3),
     seed: int = 7,
 ) -> list[RawBatchRecord]:
-    """Known batches whose event times walk through ``span``; a batch may straddle an hour boundary."""
+    """Known batches whose event times walk through ``span``; a batch may straddle an hour boundary.
+
+    Every third record is a version 1 record (no page view, device unknown); the others are
+    version 2 records of a page view on one of ``VIEWPORTS``.
+    """
     rng = random.Random(seed)
     count = -(-events // per_record)
     records = []
     for index in range(count):
         size = min(per_record, events - index * per_record)
         moment = start + span * index / count
+        v1 = index % 3 == 0
+        device, (width, height) = rng.choice(list(VIEWPORTS.items()))
         records.append(
             RawBatchRecord(
+                version=1 if v1 else 2,
+                view=None if v1 else PageView(f"view-{rng.getrandbits(64):016x}", width, height, width, 3 * height),
+                device="unknown" if v1 else device,
                 client_id=clients[index % len(clients)],
                 screen_id=screens[index % len(screens)],
                 batch_id=str(uuid.UUID(int=rng.getrandbits(128))),
@@ -79,6 +90,16 @@ def produce(settings: Settings, records: list[RawBatchRecord]) -> list[tuple[int
         return [(meta.partition, meta.offset) for meta in (f.get(timeout=30) for f in futures)]
     finally:
         producer.close()
+
+
+def send_raw(settings: Settings, values: list[bytes], key: bytes) -> list[tuple[int, int]]:
+    """Publish values as they are (acks=all), one at a time; returns each one's (partition, offset)."""
+    producer = KafkaProducer(bootstrap_servers=settings.kafka_bootstrap, acks="all")
+    try:
+        sent = [producer.send(settings.topic, key=key, value=value).get(timeout=30) for value in values]
+    finally:
+        producer.close()
+    return [(meta.partition, meta.offset) for meta in sent]
 
 
 def end_offsets(settings: Settings) -> dict[int, int]:
@@ -242,6 +263,7 @@ def expected_rows(records: list[RawBatchRecord], origins: list[tuple[int, int]])
     """The lake lines the records must become, as comparable tuples."""
     rows = []
     for record, (partition, offset) in zip(records, origins, strict=True):
+        view = record.view
         for index, event in enumerate(record.events):
             rows.append(
                 event_row(
@@ -257,6 +279,12 @@ def expected_rows(records: list[RawBatchRecord], origins: list[tuple[int, int]])
                         kafka_partition=partition,
                         kafka_offset=offset,
                         batch_index=index,
+                        device=record.device,
+                        view_id=view.view_id if view else None,
+                        viewport_w=view.viewport_w if view else None,
+                        viewport_h=view.viewport_h if view else None,
+                        screen_w=view.screen_w if view else None,
+                        screen_h=view.screen_h if view else None,
                     )
                 )
             )

@@ -11,7 +11,6 @@ from datetime import UTC, datetime
 
 import msgspec
 import pytest
-from kafka import KafkaProducer
 
 from heatmap_core.events import encode_record
 from heatmap_core.lake import LEDGER_PREFIX, decode_ledger, rejected_key
@@ -25,17 +24,9 @@ from tests.landing.conftest import (
     produce,
     read_lake,
     read_object,
+    send_raw,
     wait_landed,
 )
-
-
-def _send_raw(settings, values: list[bytes], key: bytes) -> list[tuple[int, int]]:
-    producer = KafkaProducer(bootstrap_servers=settings.kafka_bootstrap, acks="all")
-    try:
-        sent = [producer.send(settings.topic, key=key, value=value).get(timeout=30) for value in values]
-    finally:
-        producer.close()
-    return [(meta.partition, meta.offset) for meta in sent]
 
 
 def test_undecodable_records_are_kept_under_rejected_and_the_rest_lands(settings, start_landing):
@@ -43,7 +34,7 @@ def test_undecodable_records_are_kept_under_rejected_and_the_rest_lands(settings
     good_before = produce(settings, records[:2])
     unknown_version = encode_record(msgspec.structs.replace(records[0], version=99))
     bad_values = [b"not json at all", unknown_version]
-    bad = _send_raw(settings, bad_values, key=records[0].key)
+    bad = send_raw(settings, bad_values, key=records[0].key)
     good_after = produce(settings, records[2:])
 
     landing = start_landing("--flush-interval", "0.5")
