@@ -68,17 +68,31 @@
     return clamp01((window.innerHeight - rect.top) / rect.height);
   }
 
-  const MARKS = { click: "rgba(220,40,40,0.9)", rageclick: "rgba(150,0,150,0.9)", scroll: "rgba(20,140,60,0.8)" };
+  // How each captured event is drawn on the screen: a dot per move or click, a ring per rage click,
+  // a line across the screen per scroll depth.
+  const MARKS = {
+    mousemove: { color: "rgba(30,90,200,0.5)", radius: 2 },
+    click: { color: "rgba(220,40,40,0.9)", radius: 4 },
+    rageclick: { color: "rgba(150,0,150,0.9)", radius: 12 },
+    scroll: { color: "rgba(20,140,60,0.8)" },
+  };
+  function draw(event) {
+    const { color, radius } = MARKS[event.event_type];
+    const x = event.x_norm * canvas.width;
+    const y = event.y_norm * canvas.height;
+    ctx.fillStyle = ctx.strokeStyle = color;
+    ctx.lineWidth = 3;
+    if (event.event_type === "scroll") return ctx.fillRect(0, y - 1, canvas.width, 2);
+    ctx.beginPath();
+    ctx.arc(x, y, radius, 0, 2 * Math.PI);
+    if (event.event_type === "rageclick") ctx.stroke();
+    else ctx.fill();
+  }
+
   function keep(event) {
     queue.push(event);
     counters.captured += 1;
-    ctx.fillStyle = MARKS[event.event_type] ?? "rgba(30,90,200,0.35)";
-    if (event.event_type === "scroll") {
-      ctx.fillRect(0, event.y_norm * canvas.height - 1, canvas.width, 2);
-    } else {
-      const size = event.event_type === "rageclick" ? 9 : 3;
-      ctx.fillRect(event.x_norm * canvas.width - size / 2, event.y_norm * canvas.height - size / 2, size, size);
-    }
+    draw(event);
     if (queue.length >= MAX_BATCH) flush();
     render();
   }

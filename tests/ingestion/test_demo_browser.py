@@ -157,7 +157,7 @@ def test_demo_actions_land_in_their_own_map_and_device(
     _wait_until_all_acknowledged(page)
     counters = _counters(page)
     records = _records(topic_settings, screen_id)
-    # After the records are read: the full-page screenshot grows the viewport, which the client sends on as news.
+    # After the records are read: a full-page screenshot may resize the viewport, and a deeper view is news.
     page.screenshot(path=str(artifacts_dir / f"ingestion-demo-{viewport.name}.png"), full_page=True, scale="css")
     page.close()
 
