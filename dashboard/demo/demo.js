@@ -1,7 +1,8 @@
-// Heatmap demo client: capture pointer events on #screen, batch them, send them to the ingestion API.
+// Heatmap demo client: capture pointer and scroll events on #screen, batch them as v2 requests
+// (with the page view), send them to the ingestion API.
 // Plain JS, no dependencies. URL parameters override the defaults:
 //   client_id, screen_id, write_key, endpoint (default /events/batch),
-//   throttle_ms (default 16; 0 = every event), flush_ms (default 1000).
+//   throttle_ms (default 16; 0 = every move), scroll_throttle_ms (default 250), flush_ms (default 1000).
 "use strict";
 
 (() => {
@@ -9,6 +10,15 @@
   const FLUSH_MS = Number(params.get("flush_ms") ?? 1000);
   const MAX_BATCH = 200;
   const THROTTLE_MS = Number(params.get("throttle_ms") ?? 16);
+  const SCROLL_THROTTLE_MS = Number(params.get("scroll_throttle_ms") ?? 250);
+  // Rage click (the one definition; docs/ARCHITECTURE.md quotes it): a burst is a run of clicks each
+  // within RAGE_WINDOW_MS and RAGE_RADIUS_PX (screen CSS pixels, straight-line distance) of the burst's
+  // first click; a click outside either bound starts a new burst. The RAGE_CLICKS-th click of a burst
+  // emits one `rageclick` event at its own position, in addition to its `click`; later clicks of the
+  // same burst emit none.
+  const RAGE_CLICKS = 3;
+  const RAGE_WINDOW_MS = 1000;
+  const RAGE_RADIUS_PX = 30;
   const BACKOFF_BASE_MS = 500;
   const BACKOFF_MAX_MS = 30000;
   const MAX_ATTEMPTS = 8;
@@ -23,7 +33,7 @@
   }
   $("endpoint").textContent = endpoint;
 
-  const counters = { captured: 0, queued: 0, sent: 0, acknowledged: 0, rejected: 0, retries: 0, beaconed: 0, batches: 0 };
+  const counters = { captured: 0, queued: 0, sent: 0, acknowledged: 0, rejected: 0, retries: 0, beaconed: 0, batches: 0, rageclicks: 0 };
   let queue = [];
   // Batches waiting for a retry, by batch_id, so a page that goes hidden can still beacon them.
   const waiting = new Map();
@@ -32,66 +42,141 @@
 
   const ctx = canvas.getContext("2d");
   function sizeCanvas() {
-    canvas.width = screen.clientWidth;
-    canvas.height = screen.clientHeight;
+    // Setting a canvas's size clears it: only when the screen's size really changed.
+    if (canvas.width !== screen.clientWidth) canvas.width = screen.clientWidth;
+    if (canvas.height !== screen.clientHeight) canvas.height = screen.clientHeight;
   }
   sizeCanvas();
 
   const clamp01 = (v) => Math.min(1, Math.max(0, v));
+  const timeOf = (timeStamp) => new Date(performance.timeOrigin + timeStamp).toISOString();
 
-  function toEvent(ev, type) {
+  function pointerEvent(ev, type) {
     // Normalized against the screen's own box, so page scroll and layout offsets do not matter.
     const rect = screen.getBoundingClientRect();
     return {
-      event_time: new Date(performance.timeOrigin + ev.timeStamp).toISOString(),
+      event_time: timeOf(ev.timeStamp),
       x_norm: clamp01((ev.clientX - rect.left) / rect.width),
       y_norm: clamp01((ev.clientY - rect.top) / rect.height),
       event_type: type,
     };
   }
 
+  // How deep the view reaches: the viewport's bottom edge on the screen, 0 (top) to 1 (bottom).
+  function scrollDepth() {
+    const rect = screen.getBoundingClientRect();
+    return clamp01((window.innerHeight - rect.top) / rect.height);
+  }
+
+  // How each captured event is drawn on the screen: a dot per move or click, a ring per rage click,
+  // a line across the screen per scroll depth.
+  const MARKS = {
+    mousemove: { color: "rgba(30,90,200,0.5)", radius: 2 },
+    click: { color: "rgba(220,40,40,0.9)", radius: 4 },
+    rageclick: { color: "rgba(150,0,150,0.9)", radius: 12 },
+    scroll: { color: "rgba(20,140,60,0.8)" },
+  };
+  function draw(event) {
+    const { color, radius } = MARKS[event.event_type];
+    const x = event.x_norm * canvas.width;
+    const y = event.y_norm * canvas.height;
+    ctx.fillStyle = ctx.strokeStyle = color;
+    ctx.lineWidth = 3;
+    if (event.event_type === "scroll") return ctx.fillRect(0, y - 1, canvas.width, 2);
+    ctx.beginPath();
+    ctx.arc(x, y, radius, 0, 2 * Math.PI);
+    if (event.event_type === "rageclick") ctx.stroke();
+    else ctx.fill();
+  }
+
   function keep(event) {
     queue.push(event);
     counters.captured += 1;
-    ctx.fillStyle = event.event_type === "click" ? "rgba(220,40,40,0.9)" : "rgba(30,90,200,0.35)";
-    ctx.fillRect(event.x_norm * canvas.width - 1.5, event.y_norm * canvas.height - 1.5, 3, 3);
+    draw(event);
     if (queue.length >= MAX_BATCH) flush();
     render();
   }
 
-  // Throttle with a trailing call, so the point where the pointer stops is always kept.
-  let lastKept = -Infinity;
-  let trailing = null;
-  let trailingTimer = null;
-  function keepTrailing() {
-    clearTimeout(trailingTimer);
-    trailingTimer = null;
-    if (trailing) {
-      keep(trailing);
-      trailing = null;
-      lastKept = performance.now();
+  // Keeps at most one event per interval, with a trailing call so the last event offered (where the
+  // pointer stops, how far the page was scrolled) is always kept.
+  function throttled(intervalMs) {
+    let lastKept = -Infinity;
+    let pending = null;
+    let timer = null;
+    function flushPending() {
+      clearTimeout(timer);
+      timer = null;
+      if (pending) {
+        keep(pending);
+        pending = null;
+        lastKept = performance.now();
+      }
     }
-  }
-  function onMove(ev) {
-    const event = toEvent(ev, "mousemove");
-    const now = performance.now();
-    if (now - lastKept >= THROTTLE_MS) {
-      clearTimeout(trailingTimer);
-      trailingTimer = null;
-      trailing = null;
-      lastKept = now;
-      keep(event);
-    } else {
-      trailing = event;
-      trailingTimer ??= setTimeout(keepTrailing, THROTTLE_MS - (now - lastKept));
+    function offer(event) {
+      const now = performance.now();
+      if (now - lastKept >= intervalMs) {
+        clearTimeout(timer);
+        timer = null;
+        pending = null;
+        lastKept = now;
+        keep(event);
+      } else {
+        pending = event;
+        timer ??= setTimeout(flushPending, intervalMs - (now - lastKept));
+      }
     }
+    return { offer, flushPending };
   }
 
-  screen.addEventListener("mousemove", onMove);
+  const moves = throttled(THROTTLE_MS);
+  screen.addEventListener("mousemove", (ev) => moves.offer(pointerEvent(ev, "mousemove")));
+
+  let burst = []; // the clicks of the current burst: {time, x, y} in ms and screen pixels
+  function isRageClick(ev) {
+    const rect = screen.getBoundingClientRect();
+    const click = { time: ev.timeStamp, x: ev.clientX - rect.left, y: ev.clientY - rect.top };
+    const first = burst[0];
+    const inBurst =
+      first && click.time - first.time <= RAGE_WINDOW_MS && Math.hypot(click.x - first.x, click.y - first.y) <= RAGE_RADIUS_PX;
+    burst = inBurst ? [...burst, click] : [click];
+    return burst.length === RAGE_CLICKS;
+  }
+
+  // Touch taps arrive here as click events too (the browser synthesizes them).
   screen.addEventListener("click", (ev) => {
-    keepTrailing();
-    keep(toEvent(ev, "click"));
+    moves.flushPending(); // the move to the click's spot goes first
+    keep(pointerEvent(ev, "click"));
+    if (isRageClick(ev)) {
+      counters.rageclicks += 1;
+      keep(pointerEvent(ev, "rageclick"));
+    }
   });
+
+  // Scroll: only a view reaching deeper than before is news; the first event is the depth at load
+  // (kept at the end of this file, once everything is set up), so every view has one. x_norm is not
+  // a place for a scroll event.
+  const scrolls = throttled(SCROLL_THROTTLE_MS);
+  let deepest = scrollDepth();
+  const scrollEvent = (depth, timeStamp) => ({ event_time: timeOf(timeStamp), x_norm: 0.5, y_norm: depth, event_type: "scroll" });
+  window.addEventListener("scroll", (ev) => {
+    const depth = scrollDepth();
+    if (depth <= deepest) return;
+    deepest = depth; // never shallower than what is kept or pending, so the trailing event is the deepest
+    scrolls.offer(scrollEvent(depth, ev.timeStamp));
+  }, { passive: true });
+
+  // The page view sent with every batch: a random id per page load and the sizes as they are now.
+  const viewId = uuid4().replaceAll("-", "");
+  function pageView() {
+    const rect = screen.getBoundingClientRect();
+    return {
+      view_id: viewId,
+      viewport_w: window.innerWidth,
+      viewport_h: window.innerHeight,
+      screen_w: Math.max(1, Math.round(rect.width)),
+      screen_h: Math.max(1, Math.round(rect.height)),
+    };
+  }
 
   // ---------------------------------------------------------------- send
 
@@ -107,7 +192,7 @@
 
   function takeBatch() {
     const events = queue.splice(0, MAX_BATCH);
-    return { client_id: fields.client_id.value, screen_id: fields.screen_id.value, batch_id: uuid4(), events };
+    return { client_id: fields.client_id.value, screen_id: fields.screen_id.value, batch_id: uuid4(), view: pageView(), events };
   }
 
   function flush() {
@@ -177,7 +262,8 @@
   }
 
   function flushWithBeacon() {
-    keepTrailing();
+    moves.flushPending();
+    scrolls.flushPending();
     for (const [id, { batch, timer }] of waiting) {
       if (beacon(batch)) {
         clearTimeout(timer);
@@ -217,8 +303,11 @@
       renderQueued = false;
       counters.queued = queue.length;
       for (const [name, value] of Object.entries(counters)) $(`count-${name}`).textContent = value;
+      $("count-depth").textContent = `${Math.round(deepest * 100)}%`;
       $("status").textContent = statusText;
     });
   }
   window.addEventListener("resize", sizeCanvas);
+
+  keep(scrollEvent(deepest, performance.now()));
 })();

@@ -2,20 +2,25 @@
 
 from __future__ import annotations
 
+import re
 import time
 import uuid
 
 import pytest
 
+from heatmap_core.grid import cell_of
 from heatmap_core.provision import ensure_topic
 from heatmap_core.settings import Settings
 from tests.conftest import free_port, serve_app
 
 from .conftest import WRITE_KEYS, WRITE_KEYS_SETTING, read_topic
+from .demo_session import DESKTOP, PHONE, Viewport, demo_query, play_session
 
 pytestmark = pytest.mark.browser
 
 MAX_BATCH = 200
+# Tall enough to show the part of the screen the mouse paths below cover.
+PATH_VIEWPORT = Viewport("desktop-tall", 1280, 1100, mobile=False)
 
 
 @pytest.fixture(scope="module")
@@ -60,16 +65,21 @@ def _records(settings: Settings, screen_id: str):
     return [record for key, record in read_topic(settings) if key == f"acme|{screen_id}".encode()]
 
 
-def _open_demo(browser, server: str, screen_id: str, **params: str):
-    page = browser.new_page(viewport={"width": 1280, "height": 1100})
+def _open_demo(browser, server: str, screen_id: str, viewport: Viewport = PATH_VIEWPORT, **params: str):
+    page = browser.new_page(**viewport.context_options())
     errors: list[str] = []
     page.on("pageerror", lambda exc: errors.append(str(exc)))
-    query = "&".join(
-        f"{k}={v}"
-        for k, v in {"client_id": "acme", "screen_id": screen_id, "write_key": WRITE_KEYS["acme"], **params}.items()
-    )
-    page.goto(f"{server}/demo/?{query}")
+    page.goto(f"{server}/demo/?{demo_query('acme', screen_id, WRITE_KEYS['acme'], **params)}")
     return page, page.locator("#screen").bounding_box(), errors
+
+
+def _wait_until_all_acknowledged(page) -> None:
+    """The 1 s timer sends whatever is queued; wait until every captured event is acknowledged."""
+    page.wait_for_function(
+        """() => { const c = n => document.getElementById('count-' + n).textContent;
+                   return c('captured') !== '0' && c('acknowledged') === c('captured') && c('queued') === '0'; }""",
+        timeout=60_000,
+    )
 
 
 def _counters(page) -> dict[str, int]:
@@ -80,17 +90,12 @@ def _counters(page) -> dict[str, int]:
 def test_demo_events_match_the_mouse_path(browser, server, topic_settings, artifacts_dir):
     page, box, errors = _open_demo(browser, server, "path", throttle_ms="0")
     points = _path(box["x"], box["y"], 300)
-    click = (round(box["x"] + box["width"] / 2), round(box["y"] + box["height"] * 0.45))
+    click = (round(box["x"] + box["width"] / 2), round(box["y"] + box["height"] * 0.2))
 
     for x, y in points:
         page.mouse.move(x, y)
     page.mouse.click(*click)
-    # The 1 s timer sends whatever is queued; wait until every captured event is acknowledged.
-    page.wait_for_function(
-        """() => { const c = n => document.getElementById('count-' + n).textContent;
-                   return c('captured') !== '0' && c('acknowledged') === c('captured') && c('queued') === '0'; }""",
-        timeout=60_000,
-    )
+    _wait_until_all_acknowledged(page)
     page.screenshot(path=str(artifacts_dir / "ingestion-demo.png"))
     counters = _counters(page)
     page.close()
@@ -110,6 +115,8 @@ def test_demo_events_match_the_mouse_path(browser, server, topic_settings, artif
         assert indices == sorted(indices)
     assert {0, len(points) - 1, len(points)} <= set(matched)
     assert [_match(e, [click], box) for e in events if e.event_type == "click"] == [0]
+    # Besides: the depth at load, and nothing else (no scrolling, one click is no rage click).
+    assert sorted(e.event_type for e in events if e.event_type != "mousemove") == ["click", "scroll"]
 
 
 def test_demo_sends_full_batches_of_200_and_beacons_the_rest_on_pagehide(browser, server, topic_settings):
@@ -127,8 +134,66 @@ def test_demo_sends_full_batches_of_200_and_beacons_the_rest_on_pagehide(browser
     while len(records := _records(topic_settings, "beacon")) < 3:
         assert time.monotonic() < deadline, "the beaconed batch did not reach Kafka"
         time.sleep(0.5)
+    ordered = [e for r in sorted(records, key=lambda r: r.events[0].event_time) for e in r.events]
     assert errors == []
-    assert before_hide["captured"] == len(points) and before_hide["queued"] == 50
-    assert sorted(len(r.events) for r in records) == [50, MAX_BATCH, MAX_BATCH]
-    ordered = sorted(records, key=lambda r: r.events[0].event_time)
-    assert [_match(e, points, box) for r in ordered for e in r.events] == list(range(len(points)))
+    # The first event captured is the depth at load; then every point of the path, in order.
+    assert before_hide["captured"] == len(points) + 1 and before_hide["queued"] == 51
+    assert sorted(len(r.events) for r in records) == [51, MAX_BATCH, MAX_BATCH]
+    assert ordered[0].event_type == "scroll"
+    assert [_match(e, points, box) for e in ordered[1:]] == list(range(len(points)))
+
+
+def _within_one_cell(cell: tuple[int, int], other: tuple[int, int]) -> bool:
+    return abs(cell[0] - other[0]) <= 1 and abs(cell[1] - other[1]) <= 1
+
+
+@pytest.mark.parametrize(("viewport", "rage_burst"), [(PHONE, 3), (DESKTOP, 5)], ids=["phone", "desktop"])
+def test_demo_actions_land_in_their_own_map_and_device(
+    browser, server, topic_settings, artifacts_dir, viewport: Viewport, rage_burst: int
+):
+    screen_id = f"actions_{viewport.name}"
+    page, box, errors = _open_demo(browser, server, screen_id, viewport)
+    expected = play_session(page, viewport, rage_burst)
+    _wait_until_all_acknowledged(page)
+    counters = _counters(page)
+    records = _records(topic_settings, screen_id)
+    # After the records are read: a full-page screenshot may resize the viewport, and a deeper view is news.
+    page.screenshot(path=str(artifacts_dir / f"ingestion-demo-{viewport.name}.png"), full_page=True, scale="css")
+    page.close()
+
+    events = [event for record in records for event in record.events]
+    view = records[0].view
+    assert errors == []
+    assert counters["rejected"] == 0 and counters["acknowledged"] == counters["captured"] == len(events)
+    assert all(1 <= len(record.events) <= MAX_BATCH for record in records)
+    # Every record is v2 from one page view, with this viewport's device and sizes.
+    assert [(record.version, record.device, record.view) for record in records] == [(2, viewport.device, view)] * len(
+        records
+    )
+    assert view is not None and re.fullmatch(r"[A-Za-z0-9_-]{8,64}", view.view_id)
+    assert (view.viewport_w, view.viewport_h) == (viewport.width, viewport.height)
+    assert (view.screen_w, view.screen_h) == (round(box["width"]), round(box["height"]))
+
+    # Each action in its own map, within one cell: as many clicks at each spot as were made, and
+    # exactly one rage click (at the burst's spot); a move and a scroll at least once where expected.
+    for spot in {(e.event_type, e.cell) for e in expected}:
+        kind, cell = spot
+        found = [e for e in events if e.event_type == kind and _within_one_cell(cell_of(e.x_norm, e.y_norm), cell)]
+        made = sum(1 for e in expected if (e.event_type, e.cell) == spot)
+        if kind in ("click", "rageclick"):
+            assert len(found) == made, f"{kind} at {cell}: {len(found)} events for {made} made"
+        else:
+            assert found, f"no {kind} within one cell of {cell}"
+    for kind in ("click", "rageclick"):
+        assert sum(e.event_type == kind for e in events) == sum(e.event_type == kind for e in expected)
+
+    # Scroll: the depth at load first, then only deeper views; the deepest is the deepest scroll's
+    # viewport bottom within one row, and scrolling back up sent nothing.
+    scrolls = sorted((e for e in events if e.event_type == "scroll"), key=lambda e: e.event_time)
+    depths = [e.y_norm for e in scrolls]
+    expected_depths = [e.cell[1] for e in expected if e.event_type == "scroll"]
+    assert {e.x_norm for e in scrolls} == {0.5}
+    assert depths == sorted(set(depths))
+    assert abs(cell_of(0.5, depths[0])[1] - expected_depths[0]) <= 1
+    assert abs(cell_of(0.5, depths[-1])[1] - expected_depths[-1]) <= 1
+    assert expected_depths == sorted(expected_depths) and expected_depths[-1] > expected_depths[0] + 2
