@@ -157,6 +157,28 @@ def play_session(page, viewport: Viewport, rage_burst: int = RAGE_CLICKS) -> lis
     return session.expected
 
 
+def open_demo(browser, base: str, client_id: str, screen_id: str, write_key: str, viewport: Viewport, **params: str):
+    """A page on the demo client served by the ingestion API at ``base``; its screen's box; page errors."""
+    page = browser.new_page(**viewport.context_options())
+    errors: list[str] = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    page.goto(f"{base}/demo/?{demo_query(client_id, screen_id, write_key, **params)}")
+    return page, page.locator("#screen").bounding_box(), errors
+
+
+def wait_until_all_acknowledged(page) -> None:
+    """The 1 s timer sends whatever is queued; wait until every captured event is acknowledged."""
+    page.wait_for_function(
+        """() => { const c = n => document.getElementById('count-' + n).textContent;
+                   return c('captured') !== '0' && c('acknowledged') === c('captured') && c('queued') === '0'; }""",
+        timeout=60_000,
+    )
+
+
+def within_one_cell(cell: tuple[int, int], other: tuple[int, int]) -> bool:
+    return abs(cell[0] - other[0]) <= 1 and abs(cell[1] - other[1]) <= 1
+
+
 def expected_cells(expected: list[Expected], device: Device) -> set[tuple[str, str, tuple[int, int]]]:
     """The (event_type, device, cell) triples the maps of this session's screen must hold."""
     return {(event.event_type, device, event.cell) for event in expected}

@@ -14,7 +14,15 @@ from heatmap_core.settings import Settings
 from tests.conftest import free_port, serve_app
 
 from .conftest import WRITE_KEYS, WRITE_KEYS_SETTING, read_topic
-from .demo_session import DESKTOP, PHONE, Viewport, demo_query, play_session
+from .demo_session import (
+    DESKTOP,
+    PHONE,
+    Viewport,
+    open_demo,
+    play_session,
+    wait_until_all_acknowledged,
+    within_one_cell,
+)
 
 pytestmark = pytest.mark.browser
 
@@ -66,20 +74,7 @@ def _records(settings: Settings, screen_id: str):
 
 
 def _open_demo(browser, server: str, screen_id: str, viewport: Viewport = PATH_VIEWPORT, **params: str):
-    page = browser.new_page(**viewport.context_options())
-    errors: list[str] = []
-    page.on("pageerror", lambda exc: errors.append(str(exc)))
-    page.goto(f"{server}/demo/?{demo_query('acme', screen_id, WRITE_KEYS['acme'], **params)}")
-    return page, page.locator("#screen").bounding_box(), errors
-
-
-def _wait_until_all_acknowledged(page) -> None:
-    """The 1 s timer sends whatever is queued; wait until every captured event is acknowledged."""
-    page.wait_for_function(
-        """() => { const c = n => document.getElementById('count-' + n).textContent;
-                   return c('captured') !== '0' && c('acknowledged') === c('captured') && c('queued') === '0'; }""",
-        timeout=60_000,
-    )
+    return open_demo(browser, server, "acme", screen_id, WRITE_KEYS["acme"], viewport, **params)
 
 
 def _counters(page) -> dict[str, int]:
@@ -95,7 +90,7 @@ def test_demo_events_match_the_mouse_path(browser, server, topic_settings, artif
     for x, y in points:
         page.mouse.move(x, y)
     page.mouse.click(*click)
-    _wait_until_all_acknowledged(page)
+    wait_until_all_acknowledged(page)
     page.screenshot(path=str(artifacts_dir / "ingestion-demo.png"))
     counters = _counters(page)
     page.close()
@@ -143,10 +138,6 @@ def test_demo_sends_full_batches_of_200_and_beacons_the_rest_on_pagehide(browser
     assert [_match(e, points, box) for e in ordered[1:]] == list(range(len(points)))
 
 
-def _within_one_cell(cell: tuple[int, int], other: tuple[int, int]) -> bool:
-    return abs(cell[0] - other[0]) <= 1 and abs(cell[1] - other[1]) <= 1
-
-
 @pytest.mark.parametrize(("viewport", "rage_burst"), [(PHONE, 3), (DESKTOP, 5)], ids=["phone", "desktop"])
 def test_demo_actions_land_in_their_own_map_and_device(
     browser, server, topic_settings, artifacts_dir, viewport: Viewport, rage_burst: int
@@ -154,7 +145,7 @@ def test_demo_actions_land_in_their_own_map_and_device(
     screen_id = f"actions_{viewport.name}"
     page, box, errors = _open_demo(browser, server, screen_id, viewport)
     expected = play_session(page, viewport, rage_burst)
-    _wait_until_all_acknowledged(page)
+    wait_until_all_acknowledged(page)
     counters = _counters(page)
     records = _records(topic_settings, screen_id)
     # After the records are read: a full-page screenshot may resize the viewport, and a deeper view is news.
@@ -178,7 +169,7 @@ def test_demo_actions_land_in_their_own_map_and_device(
     # exactly one rage click (at the burst's spot); a move and a scroll at least once where expected.
     for spot in {(e.event_type, e.cell) for e in expected}:
         kind, cell = spot
-        found = [e for e in events if e.event_type == kind and _within_one_cell(cell_of(e.x_norm, e.y_norm), cell)]
+        found = [e for e in events if e.event_type == kind and within_one_cell(cell_of(e.x_norm, e.y_norm), cell)]
         made = sum(1 for e in expected if (e.event_type, e.cell) == spot)
         if kind in ("click", "rageclick"):
             assert len(found) == made, f"{kind} at {cell}: {len(found)} events for {made} made"
