@@ -146,7 +146,9 @@ HOURLY_CHECKS = [
     ),
     *_table_specs(HOURLY_KEY),
 ]
-DAILY_CHECKS = _rollup_specs(DAILY_KEY, HOURLY_KEY, HOURLY_MATCH, HOURLY_SCROLL_MATCH, "The 24 hourly buckets of the day")
+DAILY_CHECKS = _rollup_specs(
+    DAILY_KEY, HOURLY_KEY, HOURLY_MATCH, HOURLY_SCROLL_MATCH, "The 24 hourly buckets of the day"
+)
 WEEKLY_CHECKS = _rollup_specs(WEEKLY_KEY, DAILY_KEY, DAILY_MATCH, DAILY_SCROLL_MATCH, "The 7 daily buckets of the week")
 
 
@@ -167,9 +169,7 @@ def table_checks(
     duplicated: dict[str, dict[str, int]] = {}
     rows = 0
     for table in tables:
-        bounds = " OR ".join(
-            f"{name} >= {bound}" for name, bound in _GRID_BOUNDS.items() if name in table.column_names
-        )
+        bounds = " OR ".join(f"{name} >= {bound}" for name, bound in _GRID_BOUNDS.items() if name in table.column_names)
         per_bucket = client.query(
             f"SELECT toString(bucket_start), countIf({bounds}), count() - uniqExact({', '.join(table.kind.key)}), "
             f"count() FROM `{database}`.`{table.name}` WHERE bucket_start IN {time_array_parameter('starts')} "

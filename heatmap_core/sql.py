@@ -50,7 +50,9 @@ def window_sums(kind: TableKind, table_ref: str) -> str:
     keys = ", ".join(kind.position_key)
     renamed = ", ".join(f"{measure} AS _{measure}" for measure in kind.measures)
     sums = ", ".join(f"sum(_{measure}) AS {measure}" for measure in kind.measures)
-    return f"SELECT {keys}, {sums} FROM (SELECT {keys}, {renamed} FROM {table_ref} WHERE {BUCKET_WINDOW}) GROUP BY {keys}"
+    return (
+        f"SELECT {keys}, {sums} FROM (SELECT {keys}, {renamed} FROM {table_ref} WHERE {BUCKET_WINDOW}) GROUP BY {keys}"
+    )
 
 
 def rollup_select(kind: TableKind, table_ref: str) -> str:
