@@ -10,11 +10,10 @@ from datetime import UTC, datetime, timedelta
 import msgspec
 
 from heatmap_core import lake
-from heatmap_core.events import SCROLL, UNKNOWN_DEVICE, LakeEvent, PageView, device_class
+from heatmap_core.events import UNKNOWN_DEVICE, LakeEvent
 from heatmap_core.grid import cell_of
 from heatmap_core.s3 import s3_client
-from heatmap_core.schema import CELLS
-from heatmap_core.schema import SCROLL as SCROLL_KIND
+from heatmap_core.schema import SCROLL_TABLES, TABLES, BucketTable
 from heatmap_core.settings import Settings
 from heatmap_core.sql import BUCKET_WINDOW, window_parameters
 from heatmap_core.timeutil import naive_utc
@@ -30,7 +29,7 @@ class Part:
     size: int
 
 
-# Viewport widths of v2 page views: every device band, both edges of tablet.
+# Viewport widths of generated v2 page views: every device band, both edges of tablet.
 VIEWPORT_WIDTHS = (375, 767, 768, 1023, 1024, 1440)
 
 
@@ -43,6 +42,8 @@ def make_events(
     Otherwise v2 records, each from one of ``views`` page views (viewport widths over every device
     band), with every v2 event type; a scroll event's y_norm is a depth.
     """
+    from heatmap_core.events import PageView, device_class
+
     rng = random.Random(seed)
     pages = [
         PageView(
@@ -54,9 +55,9 @@ def make_events(
         )
         for v in range(views)
     ]
+    view = rng.choice(pages) if pages else None
     events = []
     index = 0
-    view = rng.choice(pages) if pages else None
     for i in range(n):
         x = rng.choice([0.0, 1.0, 0.5, 0.999, 0.25]) if i % 17 == 0 else rng.random()
         y = rng.choice([0.0, 1.0, 0.005, 0.995]) if i % 19 == 0 else rng.random()
@@ -140,81 +141,74 @@ def delete(settings: Settings, key: str) -> None:
     s3_client(settings).delete_object(Bucket=settings.raw_bucket, Key=key)
 
 
-def _unique(events: list[LakeEvent]) -> list[LakeEvent]:
-    return list({(e.client_id, e.batch_id, e.batch_index): e for e in events}.values())
+def scroll_views(events: list[LakeEvent], bucket: datetime) -> dict[tuple, list[tuple[int, int]]]:
+    """The views with scroll events among ``events`` (each ingested event once), as ``scroll_rows`` takes
+    them: {(client_id, screen_id, device, bucket_start): [(deepest row, fold row), one per view]}, the fold
+    the row of min(1, viewport_h / screen_h) (docs/ARCHITECTURE.md, Heatmap v2)."""
+    from heatmap_core.events import SCROLL
+
+    deepest: dict[tuple, int] = {}
+    fold: dict[tuple, int] = {}
+    for e in {(e.client_id, e.batch_id, e.batch_index): e for e in events}.values():
+        if e.event_type == SCROLL and e.view_id is not None:
+            view = (e.client_id, e.screen_id, e.device or UNKNOWN_DEVICE, naive_utc(bucket), e.view_id)
+            deepest[view] = max(deepest.get(view, 0), cell_of(0.0, e.y_norm)[1])
+            fold[view] = max(fold.get(view, 0), cell_of(0.0, min(1.0, e.viewport_h / e.screen_h))[1])
+    views: dict[tuple, list[tuple[int, int]]] = {}
+    for view, row in deepest.items():
+        views.setdefault(view[:4], []).append((row, fold[view]))
+    return views
 
 
 def expected_cells(events: list[LakeEvent], hour: datetime) -> dict[tuple, int]:
-    """{(client_id, screen_id, event_type, device, bucket_start, cell_x, cell_y): count}, each ingested
-    event once; a line without a device (written before v2) counts as unknown."""
+    """{CELLS key (client_id, screen_id, event_type, device, bucket_start, cell_x, cell_y): count},
+    each ingested event once; a line without a device (written before v2) under ``unknown``."""
+    unique = {(e.client_id, e.batch_id, e.batch_index): e for e in events}
     counts: Counter = Counter()
-    for e in _unique(events):
+    for e in unique.values():
         cx, cy = cell_of(e.x_norm, e.y_norm)
         counts[(e.client_id, e.screen_id, e.event_type, e.device or UNKNOWN_DEVICE, naive_utc(hour), cx, cy)] += 1
     return dict(counts)
 
 
-def expected_scroll(events: list[LakeEvent], hour: datetime) -> dict[tuple, tuple[int, int]]:
-    """{(client_id, screen_id, device, bucket_start, depth_row): (reached, folds)} as the contract
-    defines them (docs/ARCHITECTURE.md, Heatmap v2), from the views with scroll events in the hour."""
-    deepest: dict[tuple, int] = {}
-    fold_of: dict[tuple, int] = {}
-    for e in _unique(events):
-        if e.event_type != SCROLL or e.view_id is None:
-            continue
-        view = (e.client_id, e.screen_id, e.device or UNKNOWN_DEVICE, e.view_id)
-        deepest[view] = max(deepest.get(view, 0), cell_of(0.0, e.y_norm)[1])
-        fold = cell_of(0.0, min(1.0, e.viewport_h / e.screen_h))[1]
-        fold_of[view] = max(fold_of.get(view, 0), fold)
-    reached: Counter = Counter()
-    folds: Counter = Counter()
-    for view, row in deepest.items():
-        client_id, screen_id, device, _ = view
-        for depth_row in range(row + 1):
-            reached[(client_id, screen_id, device, naive_utc(hour), depth_row)] += 1
-        folds[(client_id, screen_id, device, naive_utc(hour), fold_of[view])] += 1
-    return {key: (reached[key], folds[key]) for key in reached.keys() | folds.keys()}
-
-
-def table_rows(settings: Settings, table: str, start: datetime, end: datetime) -> dict[tuple, tuple[int, ...]]:
-    """{key: measures} of a window of a bucket table of either kind (bucket_start naive UTC)."""
+def _table_rows(settings: Settings, table: BucketTable, start: datetime, end: datetime) -> dict[tuple, tuple]:
+    """{key columns: measure columns} of ``table``'s buckets in [start, end), bucket_start naive UTC."""
     from heatmap_core.clickhouse import clickhouse
 
-    kind = SCROLL_KIND if table.startswith("heatmap_scroll_") else CELLS
+    kind = table.kind
     with clickhouse(settings) as client:
         rows = client.query(
-            f"SELECT {', '.join(kind.key)}, {', '.join(kind.measures)} "
-            f"FROM `{settings.clickhouse_database}`.`{table}` WHERE {BUCKET_WINDOW}",
+            f"SELECT {', '.join(kind.column_names)} FROM `{settings.clickhouse_database}`.`{table.name}` "
+            f"WHERE {BUCKET_WINDOW}",
             parameters=window_parameters(start, end),
         ).result_rows
-    out: dict[tuple, tuple[int, ...]] = {}
-    width = len(kind.key)
+    out: dict[tuple, tuple] = {}
     for row in rows:
-        key = tuple(part.replace(tzinfo=None) if isinstance(part, datetime) else part for part in row[:width])
+        values = dict(zip(kind.column_names, row, strict=True))
+        values["bucket_start"] = values["bucket_start"].replace(tzinfo=None)
+        key = tuple(values[name] for name in kind.column_names if name not in kind.measures)
         assert key not in out, f"duplicate row {key}"
-        out[key] = tuple(int(value) for value in row[width:])
+        out[key] = tuple(int(values[name]) for name in kind.measures)
     return out
 
 
 def table_cells(settings: Settings, table: str, start: datetime, end: datetime) -> dict[tuple, int]:
-    """{(client_id, screen_id, event_type, device, bucket_start, cell_x, cell_y): count} of a cells table."""
-    return {key: count for key, (count,) in table_rows(settings, table, start, end).items()}
+    """{CELLS key in column order: count} of a cells table."""
+    cells = {t.name: t for t in TABLES.values()}[table]
+    return {key: count for key, (count,) in _table_rows(settings, cells, start, end).items()}
 
 
-def rollup(rows: dict[tuple, int] | dict[tuple, tuple[int, ...]], bucket_of) -> dict:
-    """Rows of either kind (count, or a tuple of measures) summed into the coarser buckets ``bucket_of`` gives."""
-    out: dict = {}
-    for key, value in rows.items():
-        at = next(i for i, part in enumerate(key) if isinstance(part, datetime))
-        coarse = (*key[:at], bucket_of(key[at]), *key[at + 1 :])
-        before = out.get(coarse)
-        if before is None:
-            out[coarse] = value
-        elif isinstance(value, int):
-            out[coarse] = before + value
-        else:
-            out[coarse] = tuple(a + b for a, b in zip(before, value, strict=True))
-    return out
+def table_scroll(settings: Settings, table: str, start: datetime, end: datetime) -> dict[tuple, tuple[int, int]]:
+    """{(client_id, screen_id, device, bucket_start, depth_row): (reached, folds)} of a scroll table."""
+    scroll = {t.name: t for t in SCROLL_TABLES.values()}[table]
+    return _table_rows(settings, scroll, start, end)
+
+
+def rollup(cells: dict[tuple, int], bucket_of) -> dict[tuple, int]:
+    out: Counter = Counter()
+    for (client_id, screen_id, event_type, device, bucket, cx, cy), count in cells.items():
+        out[(client_id, screen_id, event_type, device, bucket_of(bucket), cx, cy)] += count
+    return dict(out)
 
 
 def write_parquet_part(settings: Settings, hour: datetime, events: list[LakeEvent]) -> Part:
@@ -232,3 +226,56 @@ def write_parquet_part(settings: Settings, hour: datetime, events: list[LakeEven
     finally:
         writer.close()
     return Part(written.key, events, len(events), written.size)
+
+
+# The columns v2 added to a lake line: files written before v2 lack them.
+V2_COLUMNS = ("device", "view_id", "viewport_w", "viewport_h", "screen_w", "screen_h")
+
+
+def write_pre_v2_part(settings: Settings, hour: datetime, events: list[LakeEvent], fmt: str) -> Part:
+    """A part file as landing wrote it before v2: JSON lines without the v2 keys, or Parquet with the old schema."""
+    import io
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from heatmap_core.lake_schema import arrow_schema
+
+    first = events[0]
+    rows = [
+        {name: value for name, value in msgspec.structs.asdict(e).items() if name not in V2_COLUMNS} for e in events
+    ]
+    if fmt == "json":
+        body = b"\n".join(_encoder.encode(row) for row in rows) + b"\n"
+    else:
+        old_schema = pa.schema([f for f in arrow_schema() if f.name not in V2_COLUMNS])
+        sink = io.BytesIO()
+        pq.write_table(pa.Table.from_pylist(rows, schema=old_schema), sink)
+        body = sink.getvalue()
+    key = lake.part_key(
+        hour,
+        first.client_id,
+        first.kafka_partition,
+        first.kafka_offset,
+        events[-1].kafka_offset,
+        fmt,
+        settings.parquet_prefix,
+    )
+    put(settings, key, body)
+    return Part(key, events, len(events), len(body))
+
+
+def scroll_rows(views: dict[tuple, list[tuple[int, int]]]) -> dict[tuple, tuple[int, int]]:
+    """The scroll table's rows from hand-stated views.
+
+    ``views``: {(client_id, screen_id, device, bucket_start): [(deepest row, fold row), one per view]};
+    returns {(client_id, screen_id, device, bucket_start, depth_row): (reached, folds)}.
+    """
+    reached: Counter = Counter()
+    folds: Counter = Counter()
+    for key, per_view in views.items():
+        for deepest, fold in per_view:
+            for row in range(deepest + 1):
+                reached[(*key, row)] += 1
+            folds[(*key, fold)] += 1
+    return {key: (reached[key], folds[key]) for key in reached.keys() | folds.keys()}

@@ -18,6 +18,18 @@ from tests.assets.runs import assert_passed, run, run_outcomes
 from tests.conftest import day_of, week_of
 
 
+def regrouped(views: dict[tuple, list[tuple[int, int]]], bucket_of) -> dict[tuple, list[tuple[int, int]]]:
+    """Each hour's views under the coarser bucket: a day or week counts every view of each of its hours."""
+    out: dict[tuple, list[tuple[int, int]]] = {}
+    for (client_id, screen_id, device, bucket), per_view in views.items():
+        out.setdefault((client_id, screen_id, device, bucket_of(bucket)), []).extend(per_view)
+    return out
+
+
+def naive(moment: datetime) -> datetime:
+    return moment.astimezone(UTC).replace(tzinfo=None)
+
+
 def test_daily_and_weekly_sum_every_dimension_and_scroll_reach(settings, instance):
     today = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
     saturday = today - timedelta(days=(today.weekday() - 5) % 7 or 7)
@@ -25,24 +37,23 @@ def test_daily_and_weekly_sum_every_dimension_and_scroll_reach(settings, instanc
     hours = [saturday + timedelta(hours=h) for h in (-2, 10, 23, 24, 29)]
     database = settings.clickhouse_database
     cells: dict[tuple, int] = {}
-    scroll: dict[tuple, tuple[int, int]] = {}
+    views: dict[tuple, list[tuple[int, int]]] = {}
     with clickhouse(settings) as client:
         apply_schema(client, database)
         # A stale Saturday bucket (a device the hours no longer hold): replaced, not added to.
         stale = ("acme", "home_v1", "click", "smart-tv", saturday, 1, 1, 99)
         replace_bucket(client, DAILY, saturday, rows=[stale], database=database)
-        replace_bucket(
-            client, SCROLL_DAILY, saturday, rows=[("acme", "home_v1", "smart-tv", saturday, 0, 9, 9)], database=database
-        )
+        stale_scroll = ("acme", "home_v1", "smart-tv", saturday, 0, 9, 9)
+        replace_bucket(client, SCROLL_DAILY, saturday, rows=[stale_scroll], database=database)
         for i, hour in enumerate(hours):
             events = lakedata.make_events(hour, "acme", "home_v1", 150, partition=i, offset=0, seed=70 + i, views=6)
             events += lakedata.make_events(hour, "acme", "pricing", 20, partition=i, offset=500, seed=80 + i)
-            hour_cells, hour_scroll = lakedata.expected_cells(events, hour), lakedata.expected_scroll(events, hour)
+            hour_cells, hour_views = lakedata.expected_cells(events, hour), lakedata.scroll_views(events, hour)
             replace_bucket(client, HOURLY, hour, rows=[(*k, n) for k, n in hour_cells.items()], database=database)
-            rows = [(*k, *measures) for k, measures in hour_scroll.items()]
+            rows = [(*k, *m) for k, m in lakedata.scroll_rows(hour_views).items()]
             replace_bucket(client, SCROLL_HOURLY, hour, rows=rows, database=database)
             cells.update(hour_cells)
-            scroll.update(hour_scroll)
+            views.update(hour_views)
 
     days = sorted({day_of(naive(hour)) for hour in hours})
     for day in days:
@@ -54,14 +65,14 @@ def test_daily_and_weekly_sum_every_dimension_and_scroll_reach(settings, instanc
         assert_passed(run_outcomes(run(settings, instance, "heatmap_weekly", day_key(week))), "heatmap_weekly")
 
     span = (saturday - timedelta(days=7), saturday + timedelta(days=8))
-    daily_cells, daily_scroll = (
-        lakedata.table_rows(settings, t, *span) for t in ("heatmap_daily", "heatmap_scroll_daily")
-    )
-    assert {k: n for k, (n,) in daily_cells.items()} == lakedata.rollup(cells, day_of)
-    assert daily_scroll == lakedata.rollup(scroll, day_of)
+    daily_cells = lakedata.table_cells(settings, "heatmap_daily", *span)
+    daily_scroll = lakedata.table_scroll(settings, "heatmap_scroll_daily", *span)
+    assert daily_cells == lakedata.rollup(cells, day_of)
+    assert daily_scroll == lakedata.scroll_rows(regrouped(views, day_of))
     weekly_cells = lakedata.table_cells(settings, "heatmap_weekly", *span)
     assert weekly_cells == lakedata.rollup(cells, week_of)
-    assert lakedata.table_rows(settings, "heatmap_scroll_weekly", *span) == lakedata.rollup(scroll, week_of)
+    weekly_scroll = lakedata.table_scroll(settings, "heatmap_scroll_weekly", *span)
+    assert weekly_scroll == lakedata.scroll_rows(regrouped(views, week_of))
     # Every dimension survives: each v2 type and device, and v1's unknown device.
     assert {(k[2], k[3]) for k in weekly_cells} >= {
         ("mousemove", "unknown"),
@@ -70,13 +81,14 @@ def test_daily_and_weekly_sum_every_dimension_and_scroll_reach(settings, instanc
     assert sum(weekly_cells.values()) == 5 * (150 + 20)
 
     saturday_cells = {k: n for k, n in cells.items() if day_of(k[4]) == naive(saturday)}
-    saturday_scroll = {k: m for k, m in scroll.items() if day_of(k[3]) == naive(saturday)}
-    views = sum(reached for k, (reached, _) in saturday_scroll.items() if k[4] == 0)
-    assert views > 0
+    saturday_views = {k: v for k, v in views.items() if day_of(k[3]) == naive(saturday)}
+    saturday_scroll = lakedata.scroll_rows(saturday_views)
+    scrolled = sum(len(per_view) for per_view in saturday_views.values())
+    assert scrolled > 0
     assert saturday_meta["events_in"].value == sum(saturday_cells.values()) == 2 * 170
-    assert saturday_meta["views"].value == views
+    assert saturday_meta["views"].value == scrolled
     assert saturday_meta["cells_out"].value == len(lakedata.rollup(saturday_cells, day_of))
-    assert saturday_meta["scroll_rows_out"].value == len(lakedata.rollup(saturday_scroll, day_of))
+    assert saturday_meta["scroll_rows_out"].value == len(lakedata.scroll_rows(regrouped(saturday_views, day_of)))
     assert saturday_meta["per_table"].value == {
         f"{database}.heatmap_daily": {
             "source": f"{database}.heatmap_hourly",
@@ -89,16 +101,12 @@ def test_daily_and_weekly_sum_every_dimension_and_scroll_reach(settings, instanc
             "upstream_rows": len(saturday_scroll),
             "rows_written": saturday_meta["scroll_rows_out"].value,
             "reached": sum(reached for reached, _ in saturday_scroll.values()),
-            "folds": sum(folds for _, folds in saturday_scroll.values()),
-            "views": views,
+            "folds": scrolled,
+            "views": scrolled,
         },
     }
 
     # Re-running a day replaces its buckets with the same rows.
     assert_passed(run_outcomes(run(settings, instance, "heatmap_daily", day_key(saturday))), "heatmap_daily")
-    assert lakedata.table_rows(settings, "heatmap_daily", *span) == daily_cells
-    assert lakedata.table_rows(settings, "heatmap_scroll_daily", *span) == daily_scroll
-
-
-def naive(moment: datetime) -> datetime:
-    return moment.astimezone(UTC).replace(tzinfo=None)
+    assert lakedata.table_cells(settings, "heatmap_daily", *span) == daily_cells
+    assert lakedata.table_scroll(settings, "heatmap_scroll_daily", *span) == daily_scroll
