@@ -11,9 +11,10 @@ import time
 from collections import Counter
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
 from dagster import (
+    AssetCheckSpec,
     AssetDep,
     AssetExecutionContext,
     AssetKey,
@@ -22,9 +23,11 @@ from dagster import (
     FreshnessPolicy,
     MaterializeResult,
     MetadataValue,
+    PartitionMapping,
     TableColumn,
     TableColumnConstraints,
     TableSchema,
+    TimeWindowPartitionsDefinition,
     asset,
 )
 
@@ -297,10 +300,10 @@ class Rollup:
     grain: str
     source_grain: str
     upstream_key: AssetKey
-    partitions_def: Any
-    partition_mapping: Any
+    partitions_def: TimeWindowPartitionsDefinition
+    partition_mapping: PartitionMapping
     sum_checks: dict[str, str]  # table kind name -> the check that the finer buckets add up
-    check_specs: list
+    check_specs: list[AssetCheckSpec]
     period: timedelta
     freshness_policy: FreshnessPolicy
     description: str

@@ -51,13 +51,12 @@ class OutdatedSchema(RuntimeError):
 def outdated_tables(client: Client, database: str) -> dict[BucketTable, list[str]]:
     """The bucket tables of ``database`` that exist without every column of their kind (created
     before v2), each with the columns it lacks."""
-    found = dict(
-        client.query(
-            "SELECT table, groupArray(name) FROM system.columns "
-            "WHERE database = {db:String} AND table IN {tables:Array(String)} GROUP BY table",
-            parameters={"db": database, "tables": [table.name for table in ALL_TABLES]},
-        ).result_rows
-    )
+    rows = client.query(
+        "SELECT table, groupArray(name) FROM system.columns "
+        "WHERE database = {db:String} AND table IN {tables:Array(String)} GROUP BY table",
+        parameters={"db": database, "tables": [table.name for table in ALL_TABLES]},
+    ).result_rows
+    found: dict[str, list[str]] = {name: columns for name, columns in rows}
     return {
         table: missing
         for table in ALL_TABLES

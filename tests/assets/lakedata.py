@@ -150,7 +150,7 @@ def scroll_views(events: list[LakeEvent], bucket: datetime) -> dict[tuple, list[
     deepest: dict[tuple, int] = {}
     fold: dict[tuple, int] = {}
     for e in {(e.client_id, e.batch_id, e.batch_index): e for e in events}.values():
-        if e.event_type == SCROLL and e.view_id is not None:
+        if e.event_type == SCROLL and e.view_id and e.viewport_h and e.screen_h:
             view = (e.client_id, e.screen_id, e.device or UNKNOWN_DEVICE, naive_utc(bucket), e.view_id)
             deepest[view] = max(deepest.get(view, 0), cell_of(0.0, e.y_norm)[1])
             fold[view] = max(fold.get(view, 0), cell_of(0.0, min(1.0, e.viewport_h / e.screen_h))[1])

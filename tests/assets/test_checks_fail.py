@@ -311,7 +311,7 @@ def test_duplicated_row_fails_the_uniqueness_check(built, asset, grain, kind):
 @pytest.mark.parametrize("asset, grain", GRAINS)
 def test_row_reached_by_more_views_than_row_0_fails_the_scroll_reach_check(built, asset, grain):
     bucket = bucket_rows(built, grain, "scroll")
-    broken = {}
+    broken: dict[str, object] = {}
 
     def breaks(rows):
         row = next(r for r in rows if r[4] == 3)
