@@ -8,10 +8,13 @@ the bucket's current truth: no duplicates, no stale cells, no half bucket.
 """
 
 import time
+from collections import Counter
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import NamedTuple
 
 from dagster import (
+    AssetCheckSpec,
     AssetDep,
     AssetExecutionContext,
     AssetKey,
@@ -20,9 +23,11 @@ from dagster import (
     FreshnessPolicy,
     MaterializeResult,
     MetadataValue,
+    PartitionMapping,
     TableColumn,
     TableColumnConstraints,
     TableSchema,
+    TimeWindowPartitionsDefinition,
     asset,
 )
 
@@ -44,9 +49,9 @@ from heatmap_core.clickhouse import replace_bucket
 from heatmap_core.grid import GRID_H, GRID_W
 from heatmap_core.lake import LAYOUT
 from heatmap_core.lake_schema import LAKE_COLUMNS
-from heatmap_core.schema import CELL_KEY, COLUMNS, DAILY, HOURLY, WEEKLY, BucketTable
+from heatmap_core.schema import CELLS, HOURLY, SCROLL, BucketTable, TableKind
 from heatmap_core.settings import get_settings
-from heatmap_core.sql import BUCKET_WINDOW, time_parameter, window_parameters
+from heatmap_core.sql import BUCKET_WINDOW, rollup_select, window_parameters
 from heatmap_core.timeutil import naive_utc
 
 OWNERS = ["team:analytics-platform"]
@@ -61,7 +66,10 @@ _DAGSTER = get_settings().dagster
 
 
 # The column tables the Dagster UI shows, generated from heatmap_core's definitions.
-BUCKET_SCHEMA = TableSchema(columns=[TableColumn(c.name, c.type, description=c.description) for c in COLUMNS])
+def _column_schema(kind: TableKind) -> TableSchema:
+    return TableSchema(columns=[TableColumn(c.name, c.type, description=c.description) for c in kind.columns])
+
+
 RAW_SCHEMA = TableSchema(
     columns=[
         TableColumn(
@@ -80,11 +88,16 @@ def freshness(fail: float, warn: float) -> FreshnessPolicy:
 
 
 def _table_meta(table: BucketTable) -> dict:
+    """The definition metadata of the aggregate of ``table``'s grain: its cells table (the one
+    Dagster's table view shows) and its scroll table, with their columns."""
     database = get_settings().clickhouse_database
+    cells, scroll = checks.tables_of(table.grain)
     return {
-        "dagster/column_schema": BUCKET_SCHEMA,
-        "dagster/table_name": f"{database}.{table.name}",
-        "table": f"{database}.{table.name}",
+        "dagster/column_schema": _column_schema(cells.kind),
+        "dagster/table_name": f"{database}.{cells.name}",
+        "table": f"{database}.{cells.name}",
+        "scroll_table": f"{database}.{scroll.name}",
+        "scroll_column_schema": _column_schema(scroll.kind),
         "grain": table.grain,
         "retention": table.ttl,
     }
@@ -224,225 +237,241 @@ def hourly_checks(clickhouse: ClickHouseResource, lake_store: LakeResource, per_
 
     settings = lake_store.settings
     database = clickhouse.db
-    mismatched = {}
-    raw_total = hourly_total = 0
+    cells_table, scroll_table = checks.tables_of("hour")
+    mismatched: dict[str, dict] = {}
+    raw_totals: Counter[str] = Counter()
+    hourly_totals: Counter[str] = Counter()
+    views: dict[datetime, dict[str, int]] = {}
     for stats in per_hour:
-        raw = 0
+        lake = checks.LakeCounts()
         end = window_of(hourly_partitions, hour_key(stats.hour))[1]
         # One short unit of work per hour (the recount reads the lake from inside ClickHouse).
         with clickhouse.connect() as client:
             if stats.files:
                 url = lake_store.http_url(lake_store.hour_glob(stats.hour))
-                raw = checks.lake_distinct_events(
+                lake = checks.lake_counts(
                     client, url, settings.raw_format, settings.s3_access_key, settings.s3_secret_key
                 )
-            cells = checks.bucket_sum(client, database, HOURLY, stats.hour, end)
-        raw_total += raw
-        hourly_total += cells
-        if raw != cells:
-            mismatched[hour_key(stats.hour)] = {"raw_events": raw, "hourly_sum": cells}
+            stored = checks.bucket_counts(client, database, cells_table, stats.hour, end)
+        views[stats.hour] = lake.views
+        raw_totals.update(lake.events)
+        hourly_totals.update(stored)
+        differing = {
+            type_device: {"raw_events": lake.events.get(type_device, 0), "hourly_sum": stored.get(type_device, 0)}
+            for type_device in sorted(lake.events.keys() | stored.keys())
+            if lake.events.get(type_device, 0) != stored.get(type_device, 0)
+        }
+        if differing:
+            mismatched[hour_key(stats.hour)] = differing
+    per_type_device = {
+        type_device: {"raw_events": raw_totals[type_device], "hourly_sum": hourly_totals[type_device]}
+        for type_device in sorted(raw_totals.keys() | hourly_totals.keys())
+    }
     results = [
         AssetCheckResult(
             asset_key=HOURLY_KEY,
             check_name=checks.RAW_MATCH,
             passed=not mismatched,
             metadata={
-                "raw_distinct_events": raw_total,
-                "hourly_sum": hourly_total,
+                "raw_distinct_events": sum(raw_totals.values()),
+                "hourly_sum": sum(hourly_totals.values()),
+                "per_type_and_device": MetadataValue.json(per_type_device),
                 "hours_checked": len(per_hour),
                 "mismatched_hours": MetadataValue.json(mismatched),
             },
         )
     ]
+    buckets = [h.hour for h in per_hour]
     with clickhouse.connect() as client:
-        results += checks.table_checks(client, database, HOURLY, HOURLY_KEY, [h.hour for h in per_hour])
+        results.append(checks.scroll_reach_check(client, database, scroll_table, HOURLY_KEY, buckets, views))
+        results += checks.table_checks(client, database, (cells_table, scroll_table), HOURLY_KEY, buckets)
     return results
 
 
 # --------------------------------------------------------------------------- rollups
 
 
-def _rollup(
-    context: AssetExecutionContext,
-    clickhouse: ClickHouseResource,
-    *,
-    source: BucketTable,
-    target: BucketTable,
-    partitions_def,
-    upstream_key: AssetKey,
-    check_name: str,
-    asset_key: AssetKey,
-) -> MaterializeResult:
+@dataclass(frozen=True)
+class Rollup:
+    """One rollup asset: each of its buckets, in each of its tables (cells and scroll), is the
+    sum of the finer buckets its partition mapping puts inside it."""
+
+    asset_key: AssetKey
+    grain: str
+    source_grain: str
+    upstream_key: AssetKey
+    partitions_def: TimeWindowPartitionsDefinition
+    partition_mapping: PartitionMapping
+    sum_checks: dict[str, str]  # table kind name -> the check that the finer buckets add up
+    check_specs: list[AssetCheckSpec]
+    period: timedelta
+    freshness_policy: FreshnessPolicy
+    description: str
+
+    @property
+    def pairs(self) -> list[tuple[BucketTable, BucketTable]]:
+        """(finer table, table) of each kind."""
+        return list(zip(checks.tables_of(self.source_grain), checks.tables_of(self.grain), strict=True))
+
+
+def _rollup(context: AssetExecutionContext, clickhouse: ClickHouseResource, rollup: Rollup) -> MaterializeResult:
     started = time.monotonic()
     database = clickhouse.db
     # The span of upstream partitions this run depends on, as resolved through the partition mapping.
-    upstream = context.asset_partitions_time_window_for_input(upstream_key.to_python_identifier())
+    upstream = context.asset_partitions_time_window_for_input(rollup.upstream_key.to_python_identifier())
     windows = {}
-    rows_written = 0
-    events = 0
-    upstream_cells = 0
+    per_table: dict[str, Counter[str]] = {target.name: Counter() for _, target in rollup.pairs}
     for key in context.partition_keys:
         # The bucket's own window; with the time-window mapping its upstream
         # partitions are exactly those inside it (the span above is their union).
-        start, end = window_of(partitions_def, key)
-        # The window filter sits in a subquery: in ClickHouse an outer alias named
-        # bucket_start would shadow the column inside WHERE. Columns in COLUMN_NAMES order.
-        cells = ", ".join(CELL_KEY)
-        select_sql = (
-            f"SELECT client_id, screen_id, {time_parameter('bucket')} AS bucket_start, cell_x, cell_y, sum(n) AS count "
-            f"FROM (SELECT {cells}, count AS n FROM `{database}`.`{source.name}` WHERE {BUCKET_WINDOW}) "
-            f"GROUP BY {cells}"
-        )
-        params = {"bucket": naive_utc(start), **window_parameters(start, end)}
-        with clickhouse.connect() as client:
-            source_cells = int(
-                client.query(
-                    f"SELECT count() FROM `{database}`.`{source.name}` WHERE {BUCKET_WINDOW}",
-                    parameters=params,
-                ).result_rows[0][0]
-            )
-            written = replace_bucket(client, target, start, select_sql=select_sql, parameters=params, database=database)
-            target_sum = checks.bucket_sum(client, database, target, start, end)
-        context.log.info(
-            "%s %s: %d upstream rows -> %d cells, %d events", target.grain, key, source_cells, written, target_sum
-        )
+        start, end = window_of(rollup.partitions_def, key)
         windows[key] = (start, end)
-        rows_written += written
-        events += target_sum
-        upstream_cells += source_cells
+        params = {"bucket": naive_utc(start), **window_parameters(start, end)}
+        for source, target in rollup.pairs:
+            with clickhouse.connect() as client:
+                upstream_rows = int(
+                    client.query(
+                        f"SELECT count() FROM `{database}`.`{source.name}` WHERE {BUCKET_WINDOW}",
+                        parameters=params,
+                    ).result_rows[0][0]
+                )
+                select_sql = rollup_select(target.kind, f"`{database}`.`{source.name}`")
+                written = replace_bucket(
+                    client, target, start, select_sql=select_sql, parameters=params, database=database
+                )
+                sums = checks.measure_sums(client, database, target, start, end)
+            context.log.info(
+                "%s %s: %d rows of %s -> %d rows, %s", key, target.name, upstream_rows, source.name, written, sums
+            )
+            per_table[target.name].update({"upstream_rows": upstream_rows, "rows_written": written, **sums})
     with clickhouse.connect() as client:
-        check_results = rollup_checks(
-            client, database, source=source, target=target, asset_key=asset_key, check_name=check_name, windows=windows
-        )
+        check_results = rollup_checks(client, database, rollup, windows)
+    cells, scroll = (per_table[target.name] for _, target in rollup.pairs)
     return MaterializeResult(
         metadata={
             "partitions": MetadataValue.text(f"{context.partition_keys[0]} .. {context.partition_keys[-1]}"),
             "upstream_window": MetadataValue.text(f"{upstream.start.isoformat()} .. {upstream.end.isoformat()}"),
-            "events_in": events,
-            "upstream_rows_in": upstream_cells,
-            "cells_out": rows_written,
-            "rows_written": rows_written,
-            "source_table": f"{database}.{source.name}",
-            "table": f"{database}.{target.name}",
+            "events_in": cells["count"],
+            "upstream_rows_in": cells["upstream_rows"],
+            "cells_out": cells["rows_written"],
+            "scroll_rows_out": scroll["rows_written"],
+            "views": scroll["views"],
+            "rows_written": sum(table["rows_written"] for table in per_table.values()),
+            "per_table": MetadataValue.json(
+                {
+                    f"{database}.{target.name}": {"source": f"{database}.{source.name}", **per_table[target.name]}
+                    for source, target in rollup.pairs
+                }
+            ),
+            "source_table": f"{database}.{rollup.pairs[0][0].name}",
+            "table": f"{database}.{rollup.pairs[0][1].name}",
             "duration_s": round(time.monotonic() - started, 3),
         },
         check_results=check_results,
     )
 
 
-def rollup_checks(
-    client,
-    database: str,
-    *,
-    source: BucketTable,
-    target: BucketTable,
-    asset_key: AssetKey,
-    check_name: str,
-    windows: dict[str, tuple[datetime, datetime]],
-) -> list:
+def rollup_checks(client, database: str, rollup: Rollup, windows: dict[str, tuple[datetime, datetime]]) -> list:
     """A rollup asset's checks over its stored buckets (partition key -> window) as they are now:
-    the upstream window adds up to the bucket cell by cell, plus grid bounds and uniqueness."""
+    the upstream window adds up to the bucket position by position in each table (a failure names
+    the bucket and the event type and device, or the device and depth row, that differ), scroll
+    reach within row 0, grid bounds and uniqueness."""
     from dagster import AssetCheckResult
 
-    mismatched = {}
-    events = 0
-    for key, (start, end) in windows.items():
-        differing, source_sum, target_sum = checks.rollup_mismatches(client, database, source, target, start, end)
-        events += target_sum
-        if differing or source_sum != target_sum:
-            mismatched[key] = {"cells_differing": differing, "upstream_sum": source_sum, "sum": target_sum}
-    return [
-        AssetCheckResult(
-            asset_key=asset_key,
-            check_name=check_name,
-            passed=not mismatched,
-            metadata={"buckets_checked": len(windows), "events": events, "mismatched": MetadataValue.json(mismatched)},
-        ),
-        *checks.table_checks(client, database, target, asset_key, [start for start, _ in windows.values()]),
-    ]
+    results = []
+    for source, target in rollup.pairs:
+        mismatched = {}
+        totals: Counter[str] = Counter()
+        for key, (start, end) in windows.items():
+            differences = checks.rollup_differences(client, database, source, target, start, end)
+            for difference in differences:
+                totals.update(difference.bucket)
+            if differing := {d.label: d.metadata() for d in differences if d.rows_differing}:
+                mismatched[key] = differing
+        results.append(
+            AssetCheckResult(
+                asset_key=rollup.asset_key,
+                check_name=rollup.sum_checks[target.kind.name],
+                passed=not mismatched,
+                metadata={
+                    "buckets_checked": len(windows),
+                    **{measure: totals[measure] for measure in target.kind.measures},
+                    "table": f"{database}.{target.name}",
+                    "upstream_table": f"{database}.{source.name}",
+                    "mismatched": MetadataValue.json(mismatched),
+                },
+            )
+        )
+    tables = [target for _, target in rollup.pairs]
+    starts = [start for start, _ in windows.values()]
+    results.append(checks.scroll_reach_check(client, database, tables[1], rollup.asset_key, starts))
+    results += checks.table_checks(client, database, tables, rollup.asset_key, starts)
+    return results
 
 
-def _rollup_asset(
-    *,
-    source: BucketTable,
-    target: BucketTable,
-    partitions_def,
-    upstream_key: AssetKey,
-    partition_mapping,
-    asset_key: AssetKey,
-    check_name: str,
-    check_specs,
-    period: timedelta,
-    freshness_policy: FreshnessPolicy,
-    description: str,
-):
-    """A rollup asset: each partition is the sum of the upstream buckets its partition mapping puts inside it."""
+def _rollup_asset(rollup: Rollup):
+    """The Dagster asset of a rollup."""
 
     @asset(
-        key=asset_key,
-        partitions_def=partitions_def,
-        deps=[AssetDep(upstream_key, partition_mapping=partition_mapping)],
+        key=rollup.asset_key,
+        partitions_def=rollup.partitions_def,
+        deps=[AssetDep(rollup.upstream_key, partition_mapping=rollup.partition_mapping)],
         backfill_policy=BackfillPolicy.single_run(),
         pool=BUCKET_WRITES_POOL,
-        automation_condition=rollup_condition(period),
-        freshness_policy=freshness_policy,
-        check_specs=check_specs,
+        automation_condition=rollup_condition(rollup.period),
+        freshness_policy=rollup.freshness_policy,
+        check_specs=rollup.check_specs,
         kinds={"clickhouse"},
         group_name=GROUP,
         owners=OWNERS,
-        description=description,
-        metadata=_table_meta(target),
-        code_version="1",
+        description=rollup.description,
+        metadata=_table_meta(checks.tables_of(rollup.grain)[0]),
+        code_version="2",
     )
-    def rollup(context: AssetExecutionContext, clickhouse: ClickHouseResource) -> MaterializeResult:
-        return _rollup(
-            context,
-            clickhouse,
-            source=source,
-            target=target,
-            partitions_def=partitions_def,
-            upstream_key=upstream_key,
-            check_name=check_name,
-            asset_key=asset_key,
-        )
+    def rollup_asset(context: AssetExecutionContext, clickhouse: ClickHouseResource) -> MaterializeResult:
+        return _rollup(context, clickhouse, rollup)
 
-    return rollup
+    return rollup_asset
 
 
-heatmap_daily = _rollup_asset(
-    source=HOURLY,
-    target=DAILY,
-    partitions_def=daily_partitions,
-    upstream_key=HOURLY_KEY,
-    partition_mapping=HOURS_OF_DAY,
+DAILY_ROLLUP = Rollup(
     asset_key=DAILY_KEY,
-    check_name=checks.HOURLY_MATCH,
+    grain="day",
+    source_grain="hour",
+    upstream_key=HOURLY_KEY,
+    partitions_def=daily_partitions,
+    partition_mapping=HOURS_OF_DAY,
+    sum_checks={CELLS.name: checks.HOURLY_MATCH, SCROLL.name: checks.HOURLY_SCROLL_MATCH},
     check_specs=checks.DAILY_CHECKS,
     period=timedelta(days=1),
     freshness_policy=freshness(_DAGSTER.freshness_daily_fail_minutes, _DAGSTER.freshness_daily_warn_minutes),
     description=(
-        "Mouse events per grid cell for each client, screen and UTC day: the sum of the day's 24 hourly "
-        "buckets, computed inside ClickHouse (INSERT ... SELECT) and swapped in atomically."
+        "Events per grid cell for each client, screen, event type, device and UTC day, and scroll reach per "
+        "depth row for each client, screen, device and day: the sums of the day's 24 hourly buckets "
+        "(heatmap_hourly and heatmap_scroll_hourly), computed inside ClickHouse (INSERT ... SELECT), each "
+        "table's bucket swapped in atomically."
     ),
 )
-
-heatmap_weekly = _rollup_asset(
-    source=DAILY,
-    target=WEEKLY,
-    partitions_def=weekly_partitions,
-    upstream_key=DAILY_KEY,
-    partition_mapping=DAYS_OF_WEEK,
+WEEKLY_ROLLUP = Rollup(
     asset_key=WEEKLY_KEY,
-    check_name=checks.DAILY_MATCH,
+    grain="week",
+    source_grain="day",
+    upstream_key=DAILY_KEY,
+    partitions_def=weekly_partitions,
+    partition_mapping=DAYS_OF_WEEK,
+    sum_checks={CELLS.name: checks.DAILY_MATCH, SCROLL.name: checks.DAILY_SCROLL_MATCH},
     check_specs=checks.WEEKLY_CHECKS,
     period=timedelta(days=7),
     freshness_policy=freshness(_DAGSTER.freshness_weekly_fail_minutes, _DAGSTER.freshness_weekly_warn_minutes),
     description=(
-        "Mouse events per grid cell for each client, screen and week (Sunday to Saturday, UTC, like "
-        "ClickHouse toStartOfWeek): the sum of the week's 7 daily buckets, computed inside ClickHouse "
-        "and swapped in atomically."
+        "Events per grid cell for each client, screen, event type, device and week (Sunday to Saturday, UTC, "
+        "like ClickHouse toStartOfWeek), and scroll reach per depth row for each client, screen, device and "
+        "week: the sums of the week's 7 daily buckets, computed inside ClickHouse, each table's bucket "
+        "swapped in atomically. A view active on several days counts on each."
     ),
 )
+heatmap_daily = _rollup_asset(DAILY_ROLLUP)
+heatmap_weekly = _rollup_asset(WEEKLY_ROLLUP)
 
 
 ALL_ASSETS = [kafka_topic, raw_events, heatmap_hourly, heatmap_daily, heatmap_weekly]

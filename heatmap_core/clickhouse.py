@@ -21,7 +21,7 @@ from datetime import UTC, datetime
 import clickhouse_connect
 from clickhouse_connect.driver.client import Client
 
-from heatmap_core.schema import PARTITION_KEY, BucketTable, schema_statements
+from heatmap_core.schema import ALL_TABLES, PARTITION_KEY, BucketTable, schema_statements
 from heatmap_core.settings import Settings, get_settings
 from heatmap_core.sql import time_parameter
 from heatmap_core.timeutil import naive_utc
@@ -40,9 +40,46 @@ def clickhouse(settings: Settings | None = None) -> Iterator[Client]:
     yield clients[key]
 
 
+# How a database created before heatmap v2 is upgraded (heatmap_core/migrate.py).
+MIGRATE_COMMAND = "python -m heatmap_core.migrate"
+
+
+class OutdatedSchema(RuntimeError):
+    """The database holds bucket tables of an earlier schema, which ``CREATE ... IF NOT EXISTS`` would keep."""
+
+
+def outdated_tables(client: Client, database: str) -> dict[BucketTable, list[str]]:
+    """The bucket tables of ``database`` that exist without every column of their kind (created
+    before v2), each with the columns it lacks."""
+    rows = client.query(
+        "SELECT table, groupArray(name) FROM system.columns "
+        "WHERE database = {db:String} AND table IN {tables:Array(String)} GROUP BY table",
+        parameters={"db": database, "tables": [table.name for table in ALL_TABLES]},
+    ).result_rows
+    found: dict[str, list[str]] = {name: columns for name, columns in rows}
+    return {
+        table: missing
+        for table in ALL_TABLES
+        if table.name in found and (missing := [c for c in table.column_names if c not in found[table.name]])
+    }
+
+
 def apply_schema(client: Client, database: str | None = None) -> None:
-    """Create the database and tables if missing; running it again changes nothing."""
-    for statement in schema_statements(database or get_settings().clickhouse_database):
+    """Create the database and tables if missing; running it again changes nothing.
+
+    Refuses (``OutdatedSchema``, naming the migration command) a database whose
+    tables predate v2, rather than leave them for a later insert or read to fail
+    on a missing column.
+    """
+    database = database or get_settings().clickhouse_database
+    if outdated := outdated_tables(client, database):
+        lacking = "; ".join(f"{table.name} lacks {', '.join(missing)}" for table, missing in outdated.items())
+        raise OutdatedSchema(
+            f"ClickHouse database {database!r} was created before heatmap v2 ({lacking}). "
+            f"Upgrade it, keeping every row, with `{MIGRATE_COMMAND}` after stopping the Dagster daemon "
+            "(docs/ARCHITECTURE.md, Migration from before v2)."
+        )
+    for statement in schema_statements(database):
         client.command(statement)
 
 

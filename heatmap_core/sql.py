@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from heatmap_core.schema import BUCKET_TIME
+from heatmap_core.schema import BUCKET_TIME, TableKind
 from heatmap_core.timeutil import naive_utc
 
 
@@ -37,3 +37,31 @@ BUCKET_WINDOW = in_window(time_parameter("start"), time_parameter("end"))
 
 def window_parameters(start: datetime, end: datetime) -> dict[str, datetime]:
     return {"start": naive_utc(start), "end": naive_utc(end)}
+
+
+def window_sums(kind: TableKind, table_ref: str) -> str:
+    """One row per position (``kind.position_key``) of the rows of ``table_ref`` in the bucket window,
+    every measure summed under its own name; bind ``window_parameters``.
+
+    The window filter sits in a subquery over renamed measures: in ClickHouse an
+    outer alias named like a column (``count``, ``bucket_start``) would shadow
+    that column inside WHERE and inside the aggregate.
+    """
+    keys = ", ".join(kind.position_key)
+    renamed = ", ".join(f"{measure} AS _{measure}" for measure in kind.measures)
+    sums = ", ".join(f"sum(_{measure}) AS {measure}" for measure in kind.measures)
+    return (
+        f"SELECT {keys}, {sums} FROM (SELECT {keys}, {renamed} FROM {table_ref} WHERE {BUCKET_WINDOW}) GROUP BY {keys}"
+    )
+
+
+def rollup_select(kind: TableKind, table_ref: str) -> str:
+    """The coarser bucket ``{bucket}`` made of the window's finer rows of ``table_ref``: grouped by
+    position, every measure summed, columns in ``kind.column_names`` order (what ``replace_bucket`` inserts).
+
+    Bind ``{"bucket": naive_utc(start), **window_parameters(start, end)}``.
+    """
+    columns = ", ".join(
+        f"{time_parameter('bucket')} AS bucket_start" if name == "bucket_start" else name for name in kind.column_names
+    )
+    return f"SELECT {columns} FROM ({window_sums(kind, table_ref)})"

@@ -15,10 +15,11 @@ from heatmap_assets.assets import ALL_ASSETS
 from heatmap_assets.resources import build_resources
 
 # Written out rather than read from heatmap_assets.checks: the names are what analysts see in the UI.
+_EVERY_TABLE = {"cells_within_grid", "no_duplicate_cells", "scroll_reach_within_views"}
 CHECKS_OF = {
-    "heatmap_hourly": {"raw_events_match_hourly", "cells_within_grid", "no_duplicate_cells"},
-    "heatmap_daily": {"hourly_sum_matches_daily", "cells_within_grid", "no_duplicate_cells"},
-    "heatmap_weekly": {"daily_sum_matches_weekly", "cells_within_grid", "no_duplicate_cells"},
+    "heatmap_hourly": {"raw_events_match_hourly", *_EVERY_TABLE},
+    "heatmap_daily": {"hourly_sum_matches_daily", "hourly_scroll_matches_daily", *_EVERY_TABLE},
+    "heatmap_weekly": {"daily_sum_matches_weekly", "daily_scroll_matches_weekly", *_EVERY_TABLE},
 }
 
 

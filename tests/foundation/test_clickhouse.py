@@ -4,12 +4,15 @@ import multiprocessing
 from datetime import UTC, datetime, timedelta
 
 from heatmap_core.clickhouse import apply_schema, clickhouse, replace_bucket
-from heatmap_core.schema import HOURLY, TABLES
+from heatmap_core.schema import HOURLY
 
-EXPECTED_TTL = {
-    "heatmap_hourly": "toIntervalDay(90)",
-    "heatmap_daily": "toIntervalYear(2)",
-    "heatmap_weekly": "toIntervalYear(5)",
+# Written out: the TTLs and sort keys a deployment's tables must have (docs/ARCHITECTURE.md).
+EXPECTED_TTL = {"hourly": "toIntervalDay(90)", "daily": "toIntervalYear(2)", "weekly": "toIntervalYear(5)"}
+CELLS_KEY = "client_id, screen_id, event_type, device, bucket_start, cell_x, cell_y"
+SCROLL_KEY = "client_id, screen_id, device, bucket_start, depth_row"
+EXPECTED_TABLES = {
+    **{f"heatmap_{grain}": (CELLS_KEY, ttl) for grain, ttl in EXPECTED_TTL.items()},
+    **{f"heatmap_scroll_{grain}": (SCROLL_KEY, ttl) for grain, ttl in EXPECTED_TTL.items()},
 }
 
 
@@ -31,12 +34,12 @@ def test_schema_has_keys_and_ttl_and_is_idempotent(settings):
         apply_schema(client, settings.clickhouse_database)
         second = _tables(client, settings.clickhouse_database)
     assert first == second
-    assert sorted(first) == sorted(table.name for table in TABLES.values())
+    assert sorted(first) == sorted(EXPECTED_TABLES)
     for name, (partition_key, sorting_key, create) in first.items():
         assert partition_key == "toYYYYMMDD(bucket_start)"
-        assert sorting_key == "client_id, screen_id, bucket_start, cell_x, cell_y"
+        assert sorting_key == EXPECTED_TABLES[name][0]
         assert "ENGINE = MergeTree" in create
-        assert f"TTL bucket_start + {EXPECTED_TTL[name]}" in create
+        assert f"TTL bucket_start + {EXPECTED_TABLES[name][1]}" in create
 
 
 # Recent buckets: rows older than a table's TTL are dropped as they are written.
@@ -49,11 +52,10 @@ def test_replace_bucket_swaps_exactly_one_hour(settings):
     with clickhouse(settings) as client:
         apply_schema(client, settings.clickhouse_database)
         db = settings.clickhouse_database
-        replace_bucket(client, HOURLY, neighbour, rows=[("acme", "home", neighbour, 1, 1, 7)], database=db)
-        replace_bucket(
-            client, HOURLY, hour, rows=[("acme", "home", hour, 1, 1, 5), ("acme", "home", hour, 2, 2, 3)], database=db
-        )
-        replace_bucket(client, HOURLY, hour, rows=[("acme", "home", hour, 9, 9, 1)], database=db)
+        cell = ("acme", "home", "click", "desktop")
+        replace_bucket(client, HOURLY, neighbour, rows=[(*cell, neighbour, 1, 1, 7)], database=db)
+        replace_bucket(client, HOURLY, hour, rows=[(*cell, hour, 1, 1, 5), (*cell, hour, 2, 2, 3)], database=db)
+        replace_bucket(client, HOURLY, hour, rows=[(*cell, hour, 9, 9, 1)], database=db)
         rows = client.query(
             f"SELECT toHour(bucket_start), cell_x, cell_y, count FROM `{db}`.heatmap_hourly ORDER BY 1, 2"
         ).result_rows
@@ -75,7 +77,11 @@ def _hammer(dsn: str, database: str, worker: int, rounds: int) -> None:
             # Different days: writers of hours of one day are serialized by Dagster's pool.
             hour = TODAY - timedelta(days=worker)
             replace_bucket(
-                client, HOURLY, hour, rows=[("acme", "home", hour, worker, i % 200, i + 1)], database=database
+                client,
+                HOURLY,
+                hour,
+                rows=[("acme", "home", "click", "desktop", hour, worker, i % 200, i + 1)],
+                database=database,
             )
 
 

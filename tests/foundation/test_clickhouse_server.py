@@ -21,7 +21,7 @@ import pytest
 from clickhouse_connect.driver.exceptions import DatabaseError, OperationalError
 
 from heatmap_core.clickhouse import apply_schema, clickhouse, replace_bucket
-from heatmap_core.schema import HOURLY, TABLES
+from heatmap_core.schema import ALL_TABLES, HOURLY
 from heatmap_core.settings import Settings
 from tests.conftest import ClickHouseServer, free_port, running_clickhouse
 
@@ -61,7 +61,7 @@ def test_project_schema_applies_twice_over_http(server):
             "SELECT name, partition_key FROM system.tables WHERE database = {db:String} ORDER BY name",
             parameters={"db": DATABASE},
         ).result_rows
-    assert tables == sorted((table.name, "toYYYYMMDD(bucket_start)") for table in TABLES.values())
+    assert tables == sorted((table.name, "toYYYYMMDD(bucket_start)") for table in ALL_TABLES)
 
 
 ROWS = [
@@ -158,11 +158,11 @@ def test_get_only_reads(server):
 
 
 def _cells(count: int) -> list[tuple]:
-    return [("acme", "home", None, x, y, count) for x in range(100) for y in range(200)]
+    return [("acme", "home", "click", "desktop", None, x, y, count) for x in range(100) for y in range(200)]
 
 
 def _bucket(cells: list[tuple], hour: datetime) -> list[tuple]:
-    return [(client_id, screen_id, hour, x, y, count) for client_id, screen_id, _, x, y, count in cells]
+    return [(*cell[:4], hour, *cell[5:]) for cell in cells]
 
 
 def _read_bucket(client, hour: datetime) -> list[tuple]:
@@ -176,7 +176,7 @@ def _read_bucket(client, hour: datetime) -> list[tuple]:
 def _fill_day(client, cells_per_hour: int) -> None:
     """Every hour of DAY but hour 12 holds ``cells_per_hour`` rows of another screen."""
     client.command(
-        f"INSERT INTO {DATABASE}.heatmap_hourly SELECT 'acme', 'other', "
+        f"INSERT INTO {DATABASE}.heatmap_hourly SELECT 'acme', 'other', 'click', 'desktop', "
         "{day:DateTime('UTC')} + toIntervalHour(h), n % 100, intDiv(n, 100) % 200, 1 "
         "FROM numbers(24) AS hours ARRAY JOIN range({cells:UInt32}) AS n "
         "WHERE (hours.number AS h) != 12",
@@ -187,7 +187,7 @@ def _fill_day(client, cells_per_hour: int) -> None:
 def test_twenty_readers_during_materializations_see_old_or_new_bucket(server):
     hour = DAY.replace(hour=12)
     old, new = _bucket(_cells(1), hour), _bucket(_cells(2), hour)
-    old_read, new_read = [row[3:] for row in old], [row[3:] for row in new]
+    old_read, new_read = [row[5:] for row in old], [row[5:] for row in new]
     with clickhouse(server.settings) as client:
         apply_schema(client, DATABASE)
         _fill_day(client, 20_000)
@@ -297,7 +297,7 @@ def test_sigkill_mid_replace_bucket_leaves_the_old_bucket(tmp_path):
         # Killed while it fills its staging table (the copy of the day or the new cells).
         _kill_when_running(server, "INSERT INTO %_stage_heatmap_hourly_%", materialize)
     with running_server(tmp_path) as server, clickhouse(server.settings) as client:
-        assert _read_bucket(client, hour) == [row[3:] for row in old]
+        assert _read_bucket(client, hour) == [row[5:] for row in old]
         assert (
             client.query(
                 f"SELECT toHour(bucket_start), count(), sum(count) FROM {DATABASE}.heatmap_hourly GROUP BY 1 ORDER BY 1"

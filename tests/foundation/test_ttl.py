@@ -3,35 +3,39 @@
 import pytest
 
 from heatmap_core.clickhouse import apply_schema, clickhouse
-from heatmap_core.schema import COLUMN_NAMES
+from heatmap_core.schema import ALL_TABLES
 
-# The retention the design fixes: 90 days of hours, 2 years of days, 5 years of weeks.
-RETENTION = {
-    "heatmap_hourly": "INTERVAL 90 DAY",
-    "heatmap_daily": "INTERVAL 2 YEAR",
-    "heatmap_weekly": "INTERVAL 5 YEAR",
-}
+# The retention the design fixes: 90 days of hours, 2 years of days, 5 years of weeks (cells and scroll alike).
+RETENTION = {"hour": "INTERVAL 90 DAY", "day": "INTERVAL 2 YEAR", "week": "INTERVAL 5 YEAR"}
+# A row's values by column; the position columns take ``at``, the measures ``measure``.
+KEYS = {"client_id": "acme", "screen_id": "home_v1", "event_type": "click", "device": "mobile"}
 
 
-@pytest.mark.parametrize("table", sorted(RETENTION))
+def _row(table, bucket, at: int, measure: int) -> list:
+    values = {**KEYS, "bucket_start": bucket, "cell_x": at, "cell_y": at, "depth_row": at}
+    return [values.get(name, measure) for name in table.column_names]
+
+
+@pytest.mark.parametrize("table", ALL_TABLES, ids=lambda table: table.name)
 def test_a_ttl_merge_drops_buckets_past_retention_and_keeps_the_rest(settings, table):
-    target = f"`{settings.clickhouse_database}`.`{table}`"
+    target = f"`{settings.clickhouse_database}`.`{table.name}`"
+    measure = table.kind.measures[0]
     with clickhouse(settings) as client:
         apply_schema(client, settings.clickhouse_database)
         expired, kept = client.query(
-            f"SELECT toStartOfHour(now() - {RETENTION[table]} - INTERVAL 1 DAY), "
-            f"toStartOfHour(now() - {RETENTION[table]} + INTERVAL 1 DAY)"
+            f"SELECT toStartOfHour(now() - {RETENTION[table.grain]} - INTERVAL 1 DAY), "
+            f"toStartOfHour(now() - {RETENTION[table.grain]} + INTERVAL 1 DAY)"
         ).result_rows[0]
         # Held back so the expired row is really stored before the merge that must remove it.
         client.command(f"SYSTEM STOP TTL MERGES {target}")
         client.insert(
             target.replace("`", ""),
-            [("acme", "home_v1", expired, 1, 2, 5), ("acme", "home_v1", kept, 3, 4, 7)],
-            column_names=COLUMN_NAMES,
+            [_row(table, expired, 2, 5), _row(table, kept, 4, 7)],
+            column_names=table.column_names,
         )
-        stored = client.query(f"SELECT count FROM {target} ORDER BY bucket_start").result_rows
+        stored = client.query(f"SELECT {measure} FROM {target} ORDER BY bucket_start").result_rows
         client.command(f"SYSTEM START TTL MERGES {target}")
         client.command(f"OPTIMIZE TABLE {target} FINAL")
-        merged = client.query(f"SELECT bucket_start, cell_x, cell_y, count FROM {target}").result_rows
+        merged = client.query(f"SELECT bucket_start, {measure} FROM {target}").result_rows
     assert stored == [(5,), (7,)]
-    assert [(b.replace(tzinfo=None), x, y, n) for b, x, y, n in merged] == [(kept.replace(tzinfo=None), 3, 4, 7)]
+    assert [(b.replace(tzinfo=None), n) for b, n in merged] == [(kept.replace(tzinfo=None), 7)]
