@@ -10,9 +10,10 @@ from datetime import UTC, datetime, timedelta
 import msgspec
 
 from heatmap_core import lake
-from heatmap_core.events import LakeEvent
+from heatmap_core.events import UNKNOWN_DEVICE, LakeEvent
 from heatmap_core.grid import cell_of
 from heatmap_core.s3 import s3_client
+from heatmap_core.schema import SCROLL_TABLES, TABLES, BucketTable
 from heatmap_core.settings import Settings
 from heatmap_core.sql import BUCKET_WINDOW, window_parameters
 from heatmap_core.timeutil import naive_utc
@@ -112,36 +113,53 @@ def delete(settings: Settings, key: str) -> None:
 
 
 def expected_cells(events: list[LakeEvent], hour: datetime) -> dict[tuple, int]:
-    """{(client_id, screen_id, bucket_start, cell_x, cell_y): count}, each ingested event once."""
+    """{CELLS key (client_id, screen_id, event_type, device, bucket_start, cell_x, cell_y): count},
+    each ingested event once; a line without a device (written before v2) under ``unknown``."""
     unique = {(e.client_id, e.batch_id, e.batch_index): e for e in events}
     counts: Counter = Counter()
     for e in unique.values():
         cx, cy = cell_of(e.x_norm, e.y_norm)
-        counts[(e.client_id, e.screen_id, naive_utc(hour), cx, cy)] += 1
+        counts[(e.client_id, e.screen_id, e.event_type, e.device or UNKNOWN_DEVICE, naive_utc(hour), cx, cy)] += 1
     return dict(counts)
 
 
-def table_cells(settings: Settings, table: str, start: datetime, end: datetime) -> dict[tuple, int]:
+def _table_rows(settings: Settings, table: BucketTable, start: datetime, end: datetime) -> dict[tuple, tuple]:
+    """{key columns: measure columns} of ``table``'s buckets in [start, end), bucket_start naive UTC."""
     from heatmap_core.clickhouse import clickhouse
 
+    kind = table.kind
     with clickhouse(settings) as client:
         rows = client.query(
-            f"SELECT client_id, screen_id, bucket_start, cell_x, cell_y, count FROM `{settings.clickhouse_database}`.`{table}` "
+            f"SELECT {', '.join(kind.column_names)} FROM `{settings.clickhouse_database}`.`{table.name}` "
             f"WHERE {BUCKET_WINDOW}",
             parameters=window_parameters(start, end),
         ).result_rows
-    out: dict[tuple, int] = {}
-    for client_id, screen_id, bucket, cx, cy, count in rows:
-        key = (client_id, screen_id, bucket.replace(tzinfo=None), int(cx), int(cy))
+    out: dict[tuple, tuple] = {}
+    for row in rows:
+        values = dict(zip(kind.column_names, row, strict=True))
+        values["bucket_start"] = values["bucket_start"].replace(tzinfo=None)
+        key = tuple(values[name] for name in kind.column_names if name not in kind.measures)
         assert key not in out, f"duplicate row {key}"
-        out[key] = int(count)
+        out[key] = tuple(int(values[name]) for name in kind.measures)
     return out
+
+
+def table_cells(settings: Settings, table: str, start: datetime, end: datetime) -> dict[tuple, int]:
+    """{CELLS key in column order: count} of a cells table."""
+    cells = {t.name: t for t in TABLES.values()}[table]
+    return {key: count for key, (count,) in _table_rows(settings, cells, start, end).items()}
+
+
+def table_scroll(settings: Settings, table: str, start: datetime, end: datetime) -> dict[tuple, tuple[int, int]]:
+    """{(client_id, screen_id, device, bucket_start, depth_row): (reached, folds)} of a scroll table."""
+    scroll = {t.name: t for t in SCROLL_TABLES.values()}[table]
+    return _table_rows(settings, scroll, start, end)
 
 
 def rollup(cells: dict[tuple, int], bucket_of) -> dict[tuple, int]:
     out: Counter = Counter()
-    for (client_id, screen_id, bucket, cx, cy), count in cells.items():
-        out[(client_id, screen_id, bucket_of(bucket), cx, cy)] += count
+    for (client_id, screen_id, event_type, device, bucket, cx, cy), count in cells.items():
+        out[(client_id, screen_id, event_type, device, bucket_of(bucket), cx, cy)] += count
     return dict(out)
 
 
@@ -160,3 +178,56 @@ def write_parquet_part(settings: Settings, hour: datetime, events: list[LakeEven
     finally:
         writer.close()
     return Part(written.key, events, len(events), written.size)
+
+
+# The columns v2 added to a lake line: files written before v2 lack them.
+V2_COLUMNS = ("device", "view_id", "viewport_w", "viewport_h", "screen_w", "screen_h")
+
+
+def write_pre_v2_part(settings: Settings, hour: datetime, events: list[LakeEvent], fmt: str) -> Part:
+    """A part file as landing wrote it before v2: JSON lines without the v2 keys, or Parquet with the old schema."""
+    import io
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from heatmap_core.lake_schema import arrow_schema
+
+    first = events[0]
+    rows = [
+        {name: value for name, value in msgspec.structs.asdict(e).items() if name not in V2_COLUMNS} for e in events
+    ]
+    if fmt == "json":
+        body = b"\n".join(_encoder.encode(row) for row in rows) + b"\n"
+    else:
+        old_schema = pa.schema([f for f in arrow_schema() if f.name not in V2_COLUMNS])
+        sink = io.BytesIO()
+        pq.write_table(pa.Table.from_pylist(rows, schema=old_schema), sink)
+        body = sink.getvalue()
+    key = lake.part_key(
+        hour,
+        first.client_id,
+        first.kafka_partition,
+        first.kafka_offset,
+        events[-1].kafka_offset,
+        fmt,
+        settings.parquet_prefix,
+    )
+    put(settings, key, body)
+    return Part(key, events, len(events), len(body))
+
+
+def scroll_rows(views: dict[tuple, list[tuple[int, int]]]) -> dict[tuple, tuple[int, int]]:
+    """The scroll table's rows from hand-stated views.
+
+    ``views``: {(client_id, screen_id, device, bucket_start): [(deepest row, fold row), one per view]};
+    returns {(client_id, screen_id, device, bucket_start, depth_row): (reached, folds)}.
+    """
+    reached: Counter = Counter()
+    folds: Counter = Counter()
+    for key, per_view in views.items():
+        for deepest, fold in per_view:
+            for row in range(deepest + 1):
+                reached[(*key, row)] += 1
+            folds[(*key, fold)] += 1
+    return {key: (reached[key], folds[key]) for key in reached.keys() | folds.keys()}
