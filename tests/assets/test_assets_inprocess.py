@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections import Counter
 from datetime import UTC, datetime, timedelta
+from typing import NamedTuple
 
 import msgspec
 import pytest
@@ -174,7 +175,14 @@ def test_unreadable_lines_are_counted_and_left_out(settings, spark, instance):
 VIEWPORT_W = {"desktop": 1280, "tablet": 800, "mobile": 390}
 
 
-def view_batch(hour, view_id, device, viewport_h, screen_h, events, *, partition, offset) -> list[LakeEvent]:
+class View(NamedTuple):
+    view_id: str
+    device: str
+    viewport_h: int
+    screen_h: int
+
+
+def view_batch(hour, view: View, events, *, partition, offset) -> list[LakeEvent]:
     """One accepted v2 batch of a page view, as lake lines: ``events`` are (event_type, x_norm, y_norm)."""
     return [
         LakeEvent(
@@ -185,19 +193,27 @@ def view_batch(hour, view_id, device, viewport_h, screen_h, events, *, partition
             y_norm=y,
             event_type=event_type,
             received_at=hour + timedelta(minutes=offset % 60, seconds=30),
-            batch_id=f"{view_id}-{offset}",
+            batch_id=f"{view.view_id}-{offset}",
             kafka_partition=partition,
             kafka_offset=offset,
             batch_index=i,
-            device=device,
-            view_id=view_id,
-            viewport_w=VIEWPORT_W[device],
-            viewport_h=viewport_h,
+            device=view.device,
+            view_id=view.view_id,
+            viewport_w=VIEWPORT_W[view.device],
+            viewport_h=view.viewport_h,
             screen_w=1000,
-            screen_h=screen_h,
+            screen_h=view.screen_h,
         )
         for i, (event_type, x, y) in enumerate(events)
     ]
+
+
+# Dyadic depths and sizes, so every row below is exact: row = floor(depth * 200).
+DESK_1 = View("desk-1-view", "desktop", 800, 3200)  # fold 0.25 -> row 50
+PHONE_1 = View("phone-1-view", "mobile", 600, 4800)  # fold 0.125 -> row 25
+PHONE_2 = View("phone-2-view", "mobile", 700, 1400)  # fold 0.5 -> row 100
+PHONE_3 = View("phone-3-view", "mobile", 800, 400)  # viewport taller than the screen: fold row 199
+TABLET_1 = View("tablet-1-view", "tablet", 1000, 2000)
 
 
 @pytest.mark.parametrize("fmt", ["json", "parquet"])
@@ -214,91 +230,39 @@ def test_hour_mixing_files_from_before_and_after_v2(settings, spark, instance, f
         msgspec.structs.replace(e, event_type="click" if i < 3 else "scroll" if i == 3 else e.event_type)
         for i, e in enumerate(old)
     ]
-    # Dyadic depths and sizes, so every row below is exact: row = floor(depth * 200).
-    desk_1 = view_batch(  # fold 800 / 3200 = 0.25 -> row 50
-        hour,
-        "desk-1-view",
-        "desktop",
-        800,
-        3200,
-        [("scroll", 0.5, 0.25), ("mousemove", 0.3, 0.2), ("click", 0.31, 0.21)],
-        partition=1,
-        offset=100,
+    scroll, move, click = "scroll", "mousemove", "click"
+    desk_1 = view_batch(
+        hour, DESK_1, [(scroll, 0.5, 0.25), (move, 0.3, 0.2), (click, 0.31, 0.21)], partition=1, offset=100
     )
-    desk_1_later = view_batch(  # the same view's second batch, in another file: rows 125 and 87
-        hour,
-        "desk-1-view",
-        "desktop",
-        800,
-        3200,
-        [("scroll", 0.5, 0.625), ("scroll", 0.5, 0.4375), ("mousemove", 0.7, 0.6)],
-        partition=2,
-        offset=200,
+    # The same view's second batch, in another file: rows 125 and 87.
+    desk_1_later = view_batch(
+        hour, DESK_1, [(scroll, 0.5, 0.625), (scroll, 0.5, 0.4375), (move, 0.7, 0.6)], partition=2, offset=200
     )
-    phone_1 = view_batch(  # fold 600 / 4800 = 0.125 -> row 25; rows 25 and 62 in this hour
-        hour,
-        "phone-1-view",
-        "mobile",
-        600,
-        4800,
-        [("scroll", 0.5, 0.125), ("scroll", 0.5, 0.3125), ("click", 0.5, 0.3)],
-        partition=1,
-        offset=101,
+    # Rows 25 and 62 in this hour, 162 in the next.
+    phone_1 = view_batch(
+        hour, PHONE_1, [(scroll, 0.5, 0.125), (scroll, 0.5, 0.3125), (click, 0.5, 0.3)], partition=1, offset=101
     )
-    phone_2 = view_batch(  # fold and depth 0.5 -> row 100
-        hour,
-        "phone-2-view",
-        "mobile",
-        700,
-        1400,
-        [("scroll", 0.5, 0.5), ("rageclick", 0.52, 0.55)],
-        partition=1,
-        offset=102,
-    )
-    tablet_clicks = view_batch(  # no scroll event: not a view of the scroll reach
-        hour,
-        "tablet-1-view",
-        "tablet",
-        1000,
-        2000,
-        [("click", 0.4, 0.4), ("click", 0.41, 0.4)],
-        partition=1,
-        offset=103,
-    )
-    phone_3 = view_batch(  # viewport taller than the screen: fold and depth at the last row
-        hour,
-        "phone-3-view",
-        "mobile",
-        800,
-        400,
-        [("scroll", 0.5, 1.0)],
-        partition=1,
-        offset=104,
-    )
-    phone_1_next_hour = view_batch(  # phone-1 again in the next hour: row 162
-        next_hour,
-        "phone-1-view",
-        "mobile",
-        600,
-        4800,
-        [("scroll", 0.5, 0.8125), ("mousemove", 0.2, 0.9)],
-        partition=1,
-        offset=105,
+    phone_2 = view_batch(hour, PHONE_2, [(scroll, 0.5, 0.5), ("rageclick", 0.52, 0.55)], partition=1, offset=102)
+    # No scroll event: not a view of the scroll reach.
+    tablet_clicks = view_batch(hour, TABLET_1, [(click, 0.4, 0.4), (click, 0.41, 0.4)], partition=1, offset=103)
+    phone_3 = view_batch(hour, PHONE_3, [(scroll, 0.5, 1.0)], partition=1, offset=104)
+    phone_1_next_hour = view_batch(
+        next_hour, PHONE_1, [(scroll, 0.5, 0.8125), (move, 0.2, 0.9)], partition=1, offset=105
     )
     # desk-1's first batch published again after a lost acknowledgement: same batch, another Kafka origin.
     republished = [msgspec.structs.replace(e, kafka_partition=3, kafka_offset=300) for e in desk_1]
     v2_file = desk_1 + phone_1 + phone_2 + tablet_clicks + phone_3
-    parts = [lakedata.write_pre_v2_part(settings, hour, old, fmt)]
-    for events in (v2_file, desk_1_later, republished):
+
+    def write_v2(at: datetime, events: list[LakeEvent]) -> None:
         if fmt == "json":
-            parts.append(lakedata.write_part(settings, hour, events, duplicate_every=3))  # re-flush duplicates too
+            lakedata.write_part(settings, at, events, duplicate_every=3)  # with re-flush duplicates too
         else:
-            parts.append(lakedata.write_parquet_part(settings, hour, events))
-    parts.append(
-        lakedata.write_part(settings, next_hour, phone_1_next_hour)
-        if fmt == "json"
-        else lakedata.write_parquet_part(settings, next_hour, phone_1_next_hour)
-    )
+            lakedata.write_parquet_part(settings, at, events)
+
+    lakedata.write_pre_v2_part(settings, hour, old, fmt)
+    for events in (v2_file, desk_1_later, republished):
+        write_v2(hour, events)
+    write_v2(next_hour, phone_1_next_hour)
 
     result = run(settings, instance, "heatmap_hourly", tags=hour_range(hour, next_hour))
     assert_passed(run_outcomes(result), "heatmap_hourly")
