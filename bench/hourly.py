@@ -79,7 +79,7 @@ def _event(hour: datetime, number: int, rng: random.Random) -> LakeEvent:
     event_type = rng.choices([t for t, _ in TYPES], [w for _, w in TYPES])[0]
     return LakeEvent(
         client_id="bench",
-        screen_id=f"s{view % 4}",
+        screen_id=f"s{view // len(DEVICES) % 4}",  # every screen sees every device
         event_time=hour + timedelta(seconds=number % 3600),
         x_norm=rng.random(),
         # Scroll depths reach further down than pointer events.

@@ -167,10 +167,15 @@ class HourResult:
 
 
 def _collect(frame, kind: TableKind):
-    """(hour, row as a ``kind.column_names`` tuple) for each row of a frame of ``_table_columns(kind)``."""
-    for row in frame.collect():
-        hour = parse_hour(row[HOUR])
-        yield hour, tuple(hour if name == "bucket_start" else row[name] for name in kind.column_names)
+    """(hour, row as a ``kind.column_names`` tuple) for each row of a frame of ``_table_columns(kind)``.
+
+    Collected as Arrow columns: for 10^5 rows several times faster than Spark's Row objects.
+    """
+    table = frame.toArrow()
+    hour_of = {text: parse_hour(text) for text in table.column(HOUR).unique().to_pylist()}
+    hours = [hour_of[text] for text in table.column(HOUR).to_pylist()]
+    columns = [hours if name == HOUR else table.column(name).to_pylist() for name in _table_columns(kind)]
+    return zip(hours, zip(*columns, strict=True), strict=True)
 
 
 def aggregate_hours(spark, paths: list[str], fmt: str) -> dict[datetime, HourResult]:
