@@ -273,7 +273,7 @@ def test_hour_mixing_files_from_before_and_after_v2(settings, spark, instance, f
         **lakedata.expected_cells(this_hour, hour),
         **lakedata.expected_cells(phone_1_next_hour, next_hour),
     }
-    per_type_device = Counter()
+    per_type_device: Counter[tuple[bool, str, str]] = Counter()
     for (_, _, event_type, device, bucket, _, _), count in cells.items():
         per_type_device[(bucket.hour == hour.hour, event_type, device)] += count
     assert per_type_device == {
@@ -299,15 +299,15 @@ def test_hour_mixing_files_from_before_and_after_v2(settings, spark, instance, f
             ("acme", "home_v1", "mobile", h2): [(162, 25)],
         }
     )
-    scroll = lakedata.table_scroll(settings, "heatmap_scroll_hourly", hour, next_hour + timedelta(hours=1))
-    assert scroll == expected_scroll
+    reach = lakedata.table_scroll(settings, "heatmap_scroll_hourly", hour, next_hour + timedelta(hours=1))
+    assert reach == expected_scroll
     # Spot checks of the expansion itself: row 0 is every view, the deepest rows are single views.
-    assert scroll[("acme", "home_v1", "mobile", h, 0)] == (3, 0)
-    assert scroll[("acme", "home_v1", "mobile", h, 62)] == (3, 0)
-    assert scroll[("acme", "home_v1", "mobile", h, 63)] == (2, 0)
-    assert scroll[("acme", "home_v1", "mobile", h, 199)] == (1, 1)
-    assert scroll[("acme", "home_v1", "desktop", h, 50)] == (1, 1)
-    assert ("acme", "home_v1", "desktop", h, 126) not in scroll
+    assert reach[("acme", "home_v1", "mobile", h, 0)] == (3, 0)
+    assert reach[("acme", "home_v1", "mobile", h, 62)] == (3, 0)
+    assert reach[("acme", "home_v1", "mobile", h, 63)] == (2, 0)
+    assert reach[("acme", "home_v1", "mobile", h, 199)] == (1, 1)
+    assert reach[("acme", "home_v1", "desktop", h, 50)] == (1, 1)
+    assert ("acme", "home_v1", "desktop", h, 126) not in reach
 
     metadata = {m.partition: m.metadata for m in result.asset_materializations_for_node("heatmap_hourly")}
     # One materialization per hour of the range, each with the run's totals.
@@ -322,4 +322,4 @@ def test_hour_mixing_files_from_before_and_after_v2(settings, spark, instance, f
     # Re-running the hour alone leaves both tables identical.
     run(settings, instance, "heatmap_hourly", hour_key(hour))
     assert lakedata.table_cells(settings, "heatmap_hourly", hour, next_hour + timedelta(hours=1)) == cells
-    assert lakedata.table_scroll(settings, "heatmap_scroll_hourly", hour, next_hour + timedelta(hours=1)) == scroll
+    assert lakedata.table_scroll(settings, "heatmap_scroll_hourly", hour, next_hour + timedelta(hours=1)) == reach

@@ -63,7 +63,7 @@ def test_scroll_reach_counts_each_view_once_at_its_deepest_row(spark):
         # The same view id on another screen is another view.
         line(H1, "b8", 0, y=0.1, view="view-a", screen="pricing", **desktop),
     ]
-    got = {}
+    got: dict[tuple[str, str, str], dict[int, tuple[int, int]]] = {}
     for row in scroll_reach(frame_of(spark, lines)).collect():
         got.setdefault((row[HOUR], row.screen_id, row.device), {})[row.depth_row] = (row.reached, row.folds)
 
