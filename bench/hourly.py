@@ -1,6 +1,7 @@
 """The hourly aggregation: the PySpark job of heatmap_hourly (s3a, explicit schema,
-dedup per ingested event, grid, count) against chDB reading the same files
-straight from the S3 server with its s3() table function and doing the same."""
+dedup per ingested event, cells per event type and device, scroll reach per
+device and depth row) against chDB reading the same files straight from the S3
+server with its s3() table function and computing the same two results."""
 
 from __future__ import annotations
 
@@ -11,12 +12,12 @@ from datetime import UTC, datetime, timedelta
 import msgspec
 
 from bench.common import Result, console, median_seconds
-from heatmap_assets.spark_job import aggregate_hours
+from heatmap_assets.spark_job import READ_COLUMNS, aggregate_hours
 from heatmap_core.clickhouse import clickhouse
-from heatmap_core.events import LakeEvent
+from heatmap_core.events import SCROLL, UNKNOWN_DEVICE, LakeEvent
 from heatmap_core.grid import GRID_H, GRID_W
 from heatmap_core.lake import part_key
-from heatmap_core.lake_schema import COUNTED_COLUMNS, EVENT_KEY, clickhouse_s3_source, clickhouse_structure
+from heatmap_core.lake_schema import EVENT_KEY, clickhouse_s3_source, clickhouse_structure
 from heatmap_core.s3 import ensure_bucket, s3_client
 from heatmap_core.settings import Settings
 from heatmap_core.spark import spark_session
@@ -24,19 +25,78 @@ from heatmap_core.timeutil import hour_start
 
 EVENTS = 400_000
 FILES = 8
+BATCH = 100  # events per accepted batch
+VIEW_BATCHES = 3  # batches per page view, so a view's scroll spans batches
+# A quarter of the views are v1 batches: no view, device unknown.
+DEVICES = {"desktop": (1280, 800), "tablet": (800, 1000), "mobile": (390, 700), None: (None, None)}
+TYPES = (("mousemove", 0.75), ("click", 0.08), ("rageclick", 0.02), ("scroll", 0.15))
 
-CHDB_SQL = f"""
-SELECT client_id, screen_id,
-       toUInt8(least(greatest(floor(x_norm * {GRID_W}), 0), {GRID_W - 1})) AS cell_x,
-       toUInt8(least(greatest(floor(y_norm * {GRID_H}), 0), {GRID_H - 1})) AS cell_y,
-       count() AS count
-FROM (
-    SELECT client_id, screen_id, x_norm, y_norm
+
+def _row(y: str) -> str:
+    return f"toUInt8(least(greatest(floor({y} * {GRID_H}), 0), {GRID_H - 1}))"
+
+
+# The counted, deduplicated lines (the job's rule: lake_schema.COUNTED_COLUMNS, EVENT_KEY), with the
+# job's unknown type and device; the bench's files hold only counted lines.
+_UNIQUE = f"""(
+    SELECT client_id, screen_id, x_norm, y_norm, view_id, viewport_h, screen_h,
+           ifNull(event_type, {{unknown:String}}) AS event_type, ifNull(device, {{unknown:String}}) AS device
     FROM {clickhouse_s3_source("json")}
     LIMIT 1 BY {", ".join(EVENT_KEY)}
-)
-GROUP BY client_id, screen_id, cell_x, cell_y
+)"""
+CHDB_CELLS_SQL = f"""
+SELECT client_id, screen_id, event_type, device,
+       toUInt8(least(greatest(floor(x_norm * {GRID_W}), 0), {GRID_W - 1})) AS cell_x, {_row("y_norm")} AS cell_y,
+       count() AS count
+FROM {_UNIQUE}
+GROUP BY client_id, screen_id, event_type, device, cell_x, cell_y
 """
+CHDB_SCROLL_SQL = f"""
+SELECT client_id, screen_id, device, depth_row,
+       countIf(depth_row <= deepest) AS reached, countIf(depth_row = fold) AS folds
+FROM (
+    SELECT client_id, screen_id, device, deepest, fold,
+           arrayJoin(range(toUInt16(greatest(deepest, ifNull(fold, 0))) + 1)) AS depth_row
+    FROM (
+        SELECT client_id, screen_id, device, view_id, max({_row("y_norm")}) AS deepest,
+               max(if(screen_h > 0, {_row("least(1, viewport_h / screen_h)")}, NULL)) AS fold
+        FROM {_UNIQUE}
+        WHERE event_type = {{scroll:String}} AND view_id IS NOT NULL
+        GROUP BY client_id, screen_id, device, view_id
+    )
+)
+GROUP BY client_id, screen_id, device, depth_row
+HAVING reached > 0 OR folds > 0
+"""
+
+
+def _event(hour: datetime, number: int, rng: random.Random) -> LakeEvent:
+    """Event ``number`` of the hour: batch number // BATCH, of view batch // VIEW_BATCHES."""
+    batch = number // BATCH
+    view = batch // VIEW_BATCHES
+    device = list(DEVICES)[view % len(DEVICES)]
+    viewport_w, viewport_h = DEVICES[device]
+    event_type = rng.choices([t for t, _ in TYPES], [w for _, w in TYPES])[0]
+    return LakeEvent(
+        client_id="bench",
+        screen_id=f"s{view // len(DEVICES) % 4}",  # every screen sees every device
+        event_time=hour + timedelta(seconds=number % 3600),
+        x_norm=rng.random(),
+        # Scroll depths reach further down than pointer events.
+        y_norm=rng.betavariate(2, 2) if event_type == SCROLL else rng.betavariate(2, 5),
+        event_type=event_type,
+        received_at=hour + timedelta(seconds=number % 3600),
+        batch_id=f"b{batch}",
+        kafka_partition=0,
+        kafka_offset=batch,
+        batch_index=number % BATCH,
+        device=device,
+        view_id=f"view-{view:08d}" if device else None,
+        viewport_w=viewport_w,
+        viewport_h=viewport_h,
+        screen_w=1000 if device else None,
+        screen_h=1500 + (view * 37) % 4500 if device else None,
+    )
 
 
 def _write_hour(settings: Settings, hour: datetime) -> list[str]:
@@ -48,25 +108,8 @@ def _write_hour(settings: Settings, hour: datetime) -> list[str]:
     encoder = msgspec.json.Encoder()
     for part in range(FILES):
         first = part * per_file
-        lines = [
-            encoder.encode(
-                LakeEvent(
-                    client_id="bench",
-                    screen_id=f"s{i % 4}",
-                    event_time=hour + timedelta(seconds=i % 3600),
-                    x_norm=rng.random(),
-                    y_norm=rng.betavariate(2, 5),
-                    event_type="mousemove",
-                    received_at=hour + timedelta(seconds=i % 3600),
-                    batch_id=f"b{(first + i) // 100}",
-                    kafka_partition=0,
-                    kafka_offset=(first + i) // 100,
-                    batch_index=(first + i) % 100,
-                )
-            )
-            for i in range(per_file)
-        ]
-        key = part_key(hour, "bench", 0, first // 100, (first + per_file - 1) // 100)
+        lines = [encoder.encode(_event(hour, first + i, rng)) for i in range(per_file)]
+        key = part_key(hour, "bench", 0, first // BATCH, (first + per_file - 1) // BATCH)
         client.put_object(Bucket=settings.raw_bucket, Key=key, Body=b"\n".join(lines) + b"\n")
         keys.append(key)
     return keys
@@ -81,10 +124,10 @@ def run(settings: Settings, repeats: int = 3) -> list[Result]:
 
     spark = spark_session("bench-hourly", settings)
     try:
-        spark_rows: dict = {}
+        spark_results: dict = {}
 
         def spark_job() -> None:
-            spark_rows.update(aggregate_hours(spark, paths, "json"))
+            spark_results.update(aggregate_hours(spark, paths, "json"))
 
         spark_job()  # warm-up: JIT, s3a connection pool
         spark_s = median_seconds(spark_job, repeats)
@@ -92,32 +135,40 @@ def run(settings: Settings, repeats: int = 3) -> list[Result]:
         spark.stop()
 
     prefix = keys[0].rsplit("/", 2)[0]
-    url = f"{settings.s3_endpoint}/{settings.raw_bucket}/{prefix}/*/part-*.json"
-    chdb_rows: list = []
+    parameters = {
+        "url": f"{settings.s3_endpoint}/{settings.raw_bucket}/{prefix}/*/part-*.json",
+        "key": settings.s3_access_key,
+        "secret": settings.s3_secret_key,
+        "structure": clickhouse_structure(READ_COLUMNS),
+        "unknown": UNKNOWN_DEVICE,
+        "scroll": SCROLL,
+    }
+    chdb_cells: list = []
+    chdb_scroll: list = []
 
     def chdb_job() -> None:
         with clickhouse(settings) as client:
-            chdb_rows[:] = client.query(
-                CHDB_SQL,
-                parameters={
-                    "url": url,
-                    "key": settings.s3_access_key,
-                    "secret": settings.s3_secret_key,
-                    "structure": clickhouse_structure(COUNTED_COLUMNS),
-                },
-            ).result_rows
+            chdb_cells[:] = client.query(CHDB_CELLS_SQL, parameters=parameters).result_rows
+            chdb_scroll[:] = client.query(CHDB_SCROLL_SQL, parameters=parameters).result_rows
 
     chdb_job()
     chdb_s = median_seconds(chdb_job, repeats)
 
-    spark_cells = sorted((c, s, x, y, n) for (c, s, _, x, y, n) in spark_rows[hour].rows)
-    assert spark_cells == sorted(chdb_rows), "Spark and chDB disagree on the hour's cells"
+    result = spark_results[hour]
+    spark_cells = sorted((c, s, t, d, x, y, n) for (c, s, t, d, _, x, y, n) in result.rows)
+    spark_scroll = sorted((c, s, d, r, reached, folds) for (c, s, d, _, r, reached, folds) in result.scroll_rows)
+    assert spark_cells == sorted(chdb_cells), "Spark and chDB disagree on the hour's cells"
+    assert spark_scroll == sorted(chdb_scroll), "Spark and chDB disagree on the hour's scroll reach"
+    console.print(
+        f"{result.events:,} events -> {len(result.rows):,} cells; {result.views:,} scrolled views -> "
+        f"{len(result.scroll_rows):,} scroll rows"
+    )
     return [
         Result(
             "hourly",
-            "PySpark job (s3a, dedup, grid, count)",
+            "PySpark job (s3a, dedup, cells by type and device, scroll reach)",
             EVENTS / spark_s,
-            "chDB s3() on the same files",
+            "chDB s3() on the same files, same two results",
             EVENTS / chdb_s,
             "events/s",
             True,

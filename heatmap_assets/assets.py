@@ -49,7 +49,7 @@ from heatmap_core.clickhouse import replace_bucket
 from heatmap_core.grid import GRID_H, GRID_W
 from heatmap_core.lake import LAYOUT
 from heatmap_core.lake_schema import LAKE_COLUMNS
-from heatmap_core.schema import CELLS, HOURLY, SCROLL, BucketTable, TableKind
+from heatmap_core.schema import CELLS, HOURLY, SCROLL, SCROLL_HOURLY, BucketTable, TableKind
 from heatmap_core.settings import get_settings
 from heatmap_core.sql import BUCKET_WINDOW, rollup_select, window_parameters
 from heatmap_core.timeutil import naive_utc
@@ -154,13 +154,17 @@ raw_events = AssetSpec(
     group_name=GROUP,
     owners=OWNERS,
     description=(
-        f"Mouse events per grid cell ({GRID_W} x {GRID_H}) for each client, screen and UTC hour. PySpark reads the "
-        "hour's lake files, counts every ingested event once (by client, batch and index in the batch, "
-        "whatever repeated it) and the hour's rows in ClickHouse are replaced in one atomic swap. A backfill over many "
-        "hours runs in one Spark session and still replaces each hour on its own."
+        f"Events per grid cell ({GRID_W} x {GRID_H}) for each client, screen, event type, device and UTC hour "
+        f"(table {HOURLY.name}), and scroll reach for each client, screen, device and hour (table "
+        f"{SCROLL_HOURLY.name}): per depth row of {GRID_H}, the page views whose deepest scroll reached it and "
+        "those whose fold (viewport height) lies in it, each view once per hour. One PySpark pass reads the hour's "
+        "lake files (lines written before v2 count under device unknown), counts every ingested event once (by "
+        "client, batch and index in the batch, whatever repeated it), and the hour's rows in both ClickHouse tables "
+        "are replaced, each in one atomic swap. A backfill over many hours runs in one Spark session and still "
+        "replaces each hour on its own."
     ),
     metadata=_table_meta(HOURLY),
-    code_version="1",
+    code_version="2",
 )
 def heatmap_hourly(
     context: AssetExecutionContext, lake_store: LakeResource, spark: SparkResource, clickhouse: ClickHouseResource
@@ -180,26 +184,47 @@ def heatmap_hourly(
     per_hour: list[HourStats] = []
     for hour in hours:
         result = results.get(hour) or HourResult(hour)
-        # One short unit of work per hour: the embedded chDB lock is never held across Spark work.
+        # One short unit of work per hour and table: the embedded chDB lock is never held across Spark work.
         with clickhouse.connect() as client:
-            written = replace_bucket(client, HOURLY, hour, rows=result.rows, database=clickhouse.db)
+            cells = replace_bucket(client, HOURLY, hour, rows=result.rows, database=clickhouse.db)
+        with clickhouse.connect() as client:
+            scroll_rows = replace_bucket(client, SCROLL_HOURLY, hour, rows=result.scroll_rows, database=clickhouse.db)
         per_hour.append(
-            HourStats(hour, len(files[hour]), sum(o.size for o in files[hour]), result.lines, result.events, written)
+            HourStats(
+                hour,
+                len(files[hour]),
+                sum(o.size for o in files[hour]),
+                result.lines,
+                result.events,
+                cells,
+                result.views,
+                scroll_rows,
+            )
         )
-        context.log.info("hour %s: %d events -> %d cells", hour.isoformat(), result.events, written)
+        context.log.info(
+            "hour %s: %d events -> %d cells; %d scrolled views -> %d scroll rows",
+            hour.isoformat(),
+            result.events,
+            cells,
+            result.views,
+            scroll_rows,
+        )
 
     check_results = hourly_checks(clickhouse, lake_store, per_hour)
 
     events_in = sum(h.events for h in per_hour)
-    rows_written = sum(h.cells for h in per_hour)
+    cells_out = sum(h.cells for h in per_hour)
+    scroll_rows_out = sum(h.scroll_rows for h in per_hour)
     return MaterializeResult(
         metadata={
             "partitions": MetadataValue.text(f"{context.partition_keys[0]} .. {context.partition_keys[-1]}"),
             "hours": len(hours),
             "events_in": events_in,
             "duplicate_or_unreadable_lines": sum(h.lines for h in per_hour) - events_in,
-            "cells_out": rows_written,
-            "rows_written": rows_written,
+            "cells_out": cells_out,
+            "views": sum(h.views for h in per_hour),
+            "scroll_rows_out": scroll_rows_out,
+            "rows_written": cells_out + scroll_rows_out,
             "files_read": len(source),
             "bytes_read": sum(h.bytes for h in per_hour),
             "source_paths": MetadataValue.json(
@@ -208,6 +233,7 @@ def heatmap_hourly(
             "source_prefix": MetadataValue.text(f"s3://{settings.raw_bucket}/{lake_store.hour_prefix(hours[0])}"),
             "per_hour": MetadataValue.md(_hour_table(per_hour)),
             "table": f"{clickhouse.db}.{HOURLY.name}",
+            "scroll_table": f"{clickhouse.db}.{SCROLL_HOURLY.name}",
             "spark_master": (spark.master or settings.spark_master) if paths else "not started (no files)",
             "duration_s": round(time.monotonic() - started, 3),
         },
@@ -221,13 +247,21 @@ class HourStats(NamedTuple):
     bytes: int
     lines: int
     events: int
-    cells: int
+    cells: int  # rows written to the hour's cells bucket
+    views: int = 0  # page views with scroll events
+    scroll_rows: int = 0  # rows written to the hour's scroll bucket
 
 
 def _hour_table(per_hour: list[HourStats]) -> str:
-    lines = ["| hour (UTC) | files | bytes | lines | events | cells |", "|---|---:|---:|---:|---:|---:|"]
+    lines = [
+        "| hour (UTC) | files | bytes | lines | events | cells | views | scroll rows |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
     for h in per_hour[:200]:
-        lines.append(f"| {h.hour:%Y-%m-%d %H:00} | {h.files} | {h.bytes} | {h.lines} | {h.events} | {h.cells} |")
+        lines.append(
+            f"| {h.hour:%Y-%m-%d %H:00} | {h.files} | {h.bytes} | {h.lines} | {h.events} | {h.cells} "
+            f"| {h.views} | {h.scroll_rows} |"
+        )
     return "\n".join(lines)
 
 

@@ -23,5 +23,11 @@ def spark_cell_columns(x_col, y_col):
     from pyspark.sql import functions as F
 
     cell_x = F.least(F.greatest(F.floor(x_col * GRID_W), F.lit(0)), F.lit(GRID_W - 1))
-    cell_y = F.least(F.greatest(F.floor(y_col * GRID_H), F.lit(0)), F.lit(GRID_H - 1))
-    return cell_x.cast("int"), cell_y.cast("int")
+    return cell_x.cast("int"), spark_row_column(y_col)
+
+
+def spark_row_column(y_col):
+    """The grid row of a depth (``cell_of``'s y) as a Spark column expression: a cell's row, a scroll depth row."""
+    from pyspark.sql import functions as F
+
+    return F.least(F.greatest(F.floor(y_col * GRID_H), F.lit(0)), F.lit(GRID_H - 1)).cast("int")

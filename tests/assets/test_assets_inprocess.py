@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from datetime import UTC, datetime, timedelta
+from typing import NamedTuple
 
 import msgspec
+import pytest
 
 from heatmap_assets.partitions import day_key, hour_key
+from heatmap_core.events import LakeEvent
+from heatmap_core.timeutil import naive_utc
 from tests.assets import lakedata
 from tests.assets.runs import assert_passed, run, run_outcomes
 from tests.conftest import day_of, week_of
@@ -50,7 +55,9 @@ def test_hour_exact_idempotent_and_replaced(settings, spark, instance):
     metadata = result.asset_materializations_for_node("heatmap_hourly")[0].metadata
     assert metadata["events_in"].value == 500 + 50
     assert metadata["duplicate_or_unreadable_lines"].value == parts[0].lines - len(a) + len(republished)
-    assert metadata["rows_written"].value == len(expected) + len(lakedata.expected_cells(n, next_hour))
+    assert metadata["cells_out"].value == len(expected) + len(lakedata.expected_cells(n, next_hour))
+    assert metadata["views"].value == metadata["scroll_rows_out"].value == 0  # mouse moves only
+    assert metadata["rows_written"].value == metadata["cells_out"].value
     assert metadata["files_read"].value == 5
 
     # Re-running the same hour gives identical rows.
@@ -163,3 +170,156 @@ def test_unreadable_lines_are_counted_and_left_out(settings, spark, instance):
     assert metadata["events_in"].value == 40
     assert metadata["duplicate_or_unreadable_lines"].value == len(unreadable)
     assert_passed(run_outcomes(result), "heatmap_hourly")
+
+
+VIEWPORT_W = {"desktop": 1280, "tablet": 800, "mobile": 390}
+
+
+class View(NamedTuple):
+    view_id: str
+    device: str
+    viewport_h: int
+    screen_h: int
+
+
+def view_batch(hour, view: View, events, *, partition, offset) -> list[LakeEvent]:
+    """One accepted v2 batch of a page view, as lake lines: ``events`` are (event_type, x_norm, y_norm)."""
+    return [
+        LakeEvent(
+            client_id="acme",
+            screen_id="home_v1",
+            event_time=hour + timedelta(minutes=offset % 60, seconds=i),
+            x_norm=x,
+            y_norm=y,
+            event_type=event_type,
+            received_at=hour + timedelta(minutes=offset % 60, seconds=30),
+            batch_id=f"{view.view_id}-{offset}",
+            kafka_partition=partition,
+            kafka_offset=offset,
+            batch_index=i,
+            device=view.device,
+            view_id=view.view_id,
+            viewport_w=VIEWPORT_W[view.device],
+            viewport_h=view.viewport_h,
+            screen_w=1000,
+            screen_h=view.screen_h,
+        )
+        for i, (event_type, x, y) in enumerate(events)
+    ]
+
+
+# Dyadic depths and sizes, so every row below is exact: row = floor(depth * 200).
+DESK_1 = View("desk-1-view", "desktop", 800, 3200)  # fold 0.25 -> row 50
+PHONE_1 = View("phone-1-view", "mobile", 600, 4800)  # fold 0.125 -> row 25
+PHONE_2 = View("phone-2-view", "mobile", 700, 1400)  # fold 0.5 -> row 100
+PHONE_3 = View("phone-3-view", "mobile", 800, 400)  # viewport taller than the screen: fold row 199
+TABLET_1 = View("tablet-1-view", "tablet", 1000, 2000)
+
+
+@pytest.mark.parametrize("fmt", ["json", "parquet"])
+def test_hour_mixing_files_from_before_and_after_v2(settings, spark, instance, fmt):
+    """An hour whose lake holds files written before v2 (no device, no view: JSON lines without the keys,
+    Parquet with the old schema) beside v2 files: old lines count under device unknown and add no scroll
+    reach; every view counts once per hour at its deepest row, across batches, files and duplicates."""
+    settings = settings.model_copy(update={"raw_format": fmt})
+    hour = base_hour(5)
+    next_hour = hour + timedelta(hours=1)
+    # Before v2: 8 moves, 3 clicks and a scroll without a view.
+    old = lakedata.make_events(hour, "acme", "home_v1", 12, partition=0, offset=10, seed=21)
+    old = [
+        msgspec.structs.replace(e, event_type="click" if i < 3 else "scroll" if i == 3 else e.event_type)
+        for i, e in enumerate(old)
+    ]
+    scroll, move, click = "scroll", "mousemove", "click"
+    desk_1 = view_batch(
+        hour, DESK_1, [(scroll, 0.5, 0.25), (move, 0.3, 0.2), (click, 0.31, 0.21)], partition=1, offset=100
+    )
+    # The same view's second batch, in another file: rows 125 and 87.
+    desk_1_later = view_batch(
+        hour, DESK_1, [(scroll, 0.5, 0.625), (scroll, 0.5, 0.4375), (move, 0.7, 0.6)], partition=2, offset=200
+    )
+    # Rows 25 and 62 in this hour, 162 in the next.
+    phone_1 = view_batch(
+        hour, PHONE_1, [(scroll, 0.5, 0.125), (scroll, 0.5, 0.3125), (click, 0.5, 0.3)], partition=1, offset=101
+    )
+    phone_2 = view_batch(hour, PHONE_2, [(scroll, 0.5, 0.5), ("rageclick", 0.52, 0.55)], partition=1, offset=102)
+    # No scroll event: not a view of the scroll reach.
+    tablet_clicks = view_batch(hour, TABLET_1, [(click, 0.4, 0.4), (click, 0.41, 0.4)], partition=1, offset=103)
+    phone_3 = view_batch(hour, PHONE_3, [(scroll, 0.5, 1.0)], partition=1, offset=104)
+    phone_1_next_hour = view_batch(
+        next_hour, PHONE_1, [(scroll, 0.5, 0.8125), (move, 0.2, 0.9)], partition=1, offset=105
+    )
+    # desk-1's first batch published again after a lost acknowledgement: same batch, another Kafka origin.
+    republished = [msgspec.structs.replace(e, kafka_partition=3, kafka_offset=300) for e in desk_1]
+    v2_file = desk_1 + phone_1 + phone_2 + tablet_clicks + phone_3
+
+    def write_v2(at: datetime, events: list[LakeEvent]) -> None:
+        if fmt == "json":
+            lakedata.write_part(settings, at, events, duplicate_every=3)  # with re-flush duplicates too
+        else:
+            lakedata.write_parquet_part(settings, at, events)
+
+    lakedata.write_pre_v2_part(settings, hour, old, fmt)
+    for events in (v2_file, desk_1_later, republished):
+        write_v2(hour, events)
+    write_v2(next_hour, phone_1_next_hour)
+
+    result = run(settings, instance, "heatmap_hourly", tags=hour_range(hour, next_hour))
+    assert_passed(run_outcomes(result), "heatmap_hourly")
+
+    this_hour = old + v2_file + desk_1_later
+    cells = lakedata.table_cells(settings, "heatmap_hourly", hour, next_hour + timedelta(hours=1))
+    assert cells == {
+        **lakedata.expected_cells(this_hour, hour),
+        **lakedata.expected_cells(phone_1_next_hour, next_hour),
+    }
+    per_type_device: Counter[tuple[bool, str, str]] = Counter()
+    for (_, _, event_type, device, bucket, _, _), count in cells.items():
+        per_type_device[(bucket.hour == hour.hour, event_type, device)] += count
+    assert per_type_device == {
+        (True, "mousemove", "unknown"): 8,
+        (True, "click", "unknown"): 3,
+        (True, "scroll", "unknown"): 1,
+        (True, "scroll", "desktop"): 3,
+        (True, "mousemove", "desktop"): 2,
+        (True, "click", "desktop"): 1,
+        (True, "scroll", "mobile"): 4,
+        (True, "click", "mobile"): 1,
+        (True, "rageclick", "mobile"): 1,
+        (True, "click", "tablet"): 2,
+        (False, "scroll", "mobile"): 1,
+        (False, "mousemove", "mobile"): 1,
+    }
+
+    h, h2 = naive_utc(hour), naive_utc(next_hour)
+    expected_scroll = lakedata.scroll_rows(
+        {  # (deepest row, fold row) of each view, by hand from the depths above
+            ("acme", "home_v1", "desktop", h): [(125, 50)],
+            ("acme", "home_v1", "mobile", h): [(62, 25), (100, 100), (199, 199)],
+            ("acme", "home_v1", "mobile", h2): [(162, 25)],
+        }
+    )
+    reach = lakedata.table_scroll(settings, "heatmap_scroll_hourly", hour, next_hour + timedelta(hours=1))
+    assert reach == expected_scroll
+    # Spot checks of the expansion itself: row 0 is every view, the deepest rows are single views.
+    assert reach[("acme", "home_v1", "mobile", h, 0)] == (3, 0)
+    assert reach[("acme", "home_v1", "mobile", h, 62)] == (3, 0)
+    assert reach[("acme", "home_v1", "mobile", h, 63)] == (2, 0)
+    assert reach[("acme", "home_v1", "mobile", h, 199)] == (1, 1)
+    assert reach[("acme", "home_v1", "desktop", h, 50)] == (1, 1)
+    assert ("acme", "home_v1", "desktop", h, 126) not in reach
+
+    metadata = {m.partition: m.metadata for m in result.asset_materializations_for_node("heatmap_hourly")}
+    # One materialization per hour of the range, each with the run's totals.
+    totals = metadata[hour_key(hour)]
+    assert totals["events_in"].value == 26 + 2
+    assert totals["views"].value == 4 + 1
+    assert totals["cells_out"].value == len(cells)
+    assert totals["scroll_rows_out"].value == len(expected_scroll) == 126 + 200 + 163
+    assert totals["rows_written"].value == len(cells) + len(expected_scroll)
+    assert totals["scroll_table"].value.endswith(".heatmap_scroll_hourly")
+
+    # Re-running the hour alone leaves both tables identical.
+    run(settings, instance, "heatmap_hourly", hour_key(hour))
+    assert lakedata.table_cells(settings, "heatmap_hourly", hour, next_hour + timedelta(hours=1)) == cells
+    assert lakedata.table_scroll(settings, "heatmap_scroll_hourly", hour, next_hour + timedelta(hours=1)) == reach
