@@ -132,7 +132,7 @@ def test_range_run_rollups_and_checks(settings, spark, instance):
     )
     assert weekly == lakedata.rollup(daily, week_of)
     assert sum(weekly.values()) == sum(hourly.values()) == 60 + 61 + 62
-    assert {k[2] for k in weekly} == {week_of(hours[0].replace(tzinfo=None)), week_of(hours[-1].replace(tzinfo=None))}
+    assert {k[4] for k in weekly} == {week_of(hours[0].replace(tzinfo=None)), week_of(hours[-1].replace(tzinfo=None))}
 
 
 def test_parquet_lake_reads_the_same(settings, spark, instance):
