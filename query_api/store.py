@@ -11,10 +11,10 @@ depth row) over the spans.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from heatmap_core.clickhouse import clickhouse
+from heatmap_core.clickhouse import clickhouse, partition_id
 from heatmap_core.schema import SCROLL_TABLES, TABLES, BucketTable
 from heatmap_core.settings import Settings
 from heatmap_core.sql import BUCKET_WINDOW, in_window, time_array_parameter, time_parameter, window_parameters
@@ -121,6 +121,27 @@ class HeatmapStore:
     ) -> tuple[list[Span], list[tuple[int, int, int]]]:
         spans = self._plan(SCROLL_TABLES, selection, start, end)
         return spans, self.scroll(selection, spans)
+
+    def materialized_at(self, start: datetime, end: datetime) -> datetime | None:
+        """The newest modification time of the active parts of every bucket table's day partitions
+        that can hold a bucket of [start, end): from the Sunday a week bucket starting up to six days
+        before ``start`` begins on, to the day of the last hour before ``end``; None when none."""
+        if start >= end:
+            return None
+        names = [table.name for table in (*TABLES.values(), *SCROLL_TABLES.values())]
+        with clickhouse(self._settings) as client:
+            newest = client.query(
+                "SELECT toUnixTimestamp(maxOrNull(modification_time)) FROM system.parts"
+                " WHERE active AND database = {database:String} AND table IN {tables:Array(String)}"
+                " AND partition_id >= {first:String} AND partition_id <= {last:String}",
+                parameters={
+                    "database": self._database,
+                    "tables": names,
+                    "first": partition_id(start - timedelta(days=6)),
+                    "last": partition_id(end - timedelta(hours=1)),
+                },
+            ).first_row[0]
+        return None if newest is None else datetime.fromtimestamp(newest, UTC)
 
     def clients(self) -> list[str]:
         sql = self._union("SELECT DISTINCT client_id FROM {table}")
