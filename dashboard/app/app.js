@@ -716,7 +716,9 @@ $("controls").addEventListener("submit", (event) => {
   if (ui.key.value) sessionStorage.setItem(KEY_STORAGE, ui.key.value);
   else sessionStorage.removeItem(KEY_STORAGE);
   screenshotOf = null;  // another key may open another screenshot
-  act(start);  // the URL holds the view (every render writes it back)
+  // The form's view (a range typed in) into the URL, unless nothing could be listed yet (no key): then the link's.
+  if (ui.client.value) saveToUrl(selection());
+  act(start);
 });
 $("export-png").addEventListener("click", () => act(async () => {
   if (!shown) throw new Error("nothing to export yet: choose a screen and a time");
