@@ -123,21 +123,29 @@ class HeatmapStore:
         return spans, self.scroll(selection, spans)
 
     def materialized_at(self, start: datetime, end: datetime) -> datetime | None:
-        """The newest modification time of the active parts of every bucket table's day partitions
-        that can hold a bucket of [start, end): from the Sunday a week bucket starting up to six days
-        before ``start`` begins on, to the day of the last hour before ``end``; None when none."""
+        """The newest modification time of the active parts in the day partitions that can hold a
+        bucket of [start, end), of every bucket table; None when there are none.
+
+        An hour or day bucket sits in its own day's partition; a week bucket in its Sunday's, which
+        may lie up to six days before ``start``. The last partition is the day of the last hour.
+        """
         if start >= end:
             return None
-        names = [table.name for table in (*TABLES.values(), *SCROLL_TABLES.values())]
+        weekly = [tables["week"].name for tables in (TABLES, SCROLL_TABLES)]
+        finer = [tables[grain].name for tables in (TABLES, SCROLL_TABLES) for grain in ("hour", "day")]
+        sunday = start - timedelta(days=(start.weekday() + 1) % 7)
         with clickhouse(self._settings) as client:
             newest = client.query(
                 "SELECT toUnixTimestamp(maxOrNull(modification_time)) FROM system.parts"
-                " WHERE active AND database = {database:String} AND table IN {tables:Array(String)}"
-                " AND partition_id >= {first:String} AND partition_id <= {last:String}",
+                " WHERE active AND database = {database:String} AND partition_id <= {last:String}"
+                " AND ((table IN {finer:Array(String)} AND partition_id >= {first_day:String})"
+                " OR (table IN {weekly:Array(String)} AND partition_id >= {first_week:String}))",
                 parameters={
                     "database": self._database,
-                    "tables": names,
-                    "first": partition_id(start - timedelta(days=6)),
+                    "finer": finer,
+                    "weekly": weekly,
+                    "first_day": partition_id(start),
+                    "first_week": partition_id(sunday),
                     "last": partition_id(end - timedelta(hours=1)),
                 },
             ).first_row[0]

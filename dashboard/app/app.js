@@ -423,10 +423,11 @@ function paint(s, a, b) {
 
 // ---------------------------------------------------------------- activity strip
 
+// The hours of the view (an hour's whole day, so its neighbours can be opened), at most the last 31 days.
 async function drawActivity(s, when) {
   const scroll = s.view === "scroll";
-  const end = when[1];
-  const start = Math.max(when[0], end - ACTIVITY_MAX_HOURS * HOUR_MS);
+  const [first, end] = s.grain === "hour" ? [Math.floor(when[0] / DAY_MS) * DAY_MS, Math.floor(when[0] / DAY_MS) * DAY_MS + DAY_MS] : when;
+  const start = Math.max(first, end - ACTIVITY_MAX_HOURS * HOUR_MS);
   const { buckets } = await getJson(`/heatmap/buckets?${query({
     client_id: s.client, screen_id: s.screen, grain: "hour", device: s.device, type: scroll ? "all" : VIEW_TYPE[s.view],
   })}`);
@@ -440,6 +441,7 @@ async function drawActivity(s, when) {
     const label = `${isoOf(hour).slice(0, 13).replace("T", " ")}:00 UTC: ${format(count)} ${what}`;
     const bar = document.createElement(count ? "button" : "span");
     bar.className = count ? "bar" : "bar empty";
+    if (s.grain === "hour" && hour === when[0]) bar.classList.add("current");
     bar.style.setProperty("--level", String(peak ? count / peak : 0));
     bar.title = label;
     if (count) {
@@ -450,7 +452,7 @@ async function drawActivity(s, when) {
     bars.push(bar);
   }
   ui.activity.replaceChildren(...bars);
-  const clipped = start > when[0] ? " (the last 31 days)" : "";
+  const clipped = start > first ? " (the last 31 days)" : "";
   $("activity-title").firstChild.textContent = `${scroll ? "Page views" : "Events"} per hour `;
   $("activity-note").textContent = peak ? `peak ${format(peak)}${clipped}` : `none in this period${clipped}`;
 }
