@@ -188,14 +188,23 @@ def test_scroll_map_marks_equal_the_api_and_the_fold_sits_at_its_fold(browser, l
     for device in ("all", "desktop", "mobile"):
         api = httpx.get(
             f"{live_api}/heatmap/scroll/hourly",
-            params={"client_id": CLIENT, "screen_id": SCREEN, "dt": f"{HOT:%Y-%m-%d}", "hour": HOT.hour, "device": device},
+            params={
+                "client_id": CLIENT,
+                "screen_id": SCREEN,
+                "dt": f"{HOT:%Y-%m-%d}",
+                "hour": HOT.hour,
+                "device": device,
+            },
         ).json()
         shares = {row["depth_row"]: row["share"] for row in api["rows"]}
         for viewport, width in ((DESKTOP, "desktop"), (PHONE, "phone")):
-            page = _open(browser, _url(live_api, grain="hour", bucket=_iso(HOT), view="scroll", device=device), viewport)
+            page = _open(
+                browser, _url(live_api, grain="hour", bucket=_iso(HOT), view="scroll", device=device), viewport
+            )
             try:
                 marks = page.eval_on_selector_all(
-                    "#stage .mark", "marks => marks.map(m => [Number(m.dataset.row), Number(m.dataset.share), m.textContent])"
+                    "#stage .mark",
+                    "marks => marks.map(m => [Number(m.dataset.row), Number(m.dataset.share), m.textContent])",
                 )
                 assert [row for row, _, _ in marks] == list(range(0, 200, 20))
                 for row, share, text in marks:
@@ -223,7 +232,13 @@ def test_scroll_map_marks_equal_the_api_and_the_fold_sits_at_its_fold(browser, l
 def test_compare_two_periods_shows_share_differences_of_both_signs(browser, live_api, dataset, artifacts_dir):
     # A = HOT's moves (20,30): 400, (80,20): 100; B = LATER's moves (20,30): 1200 only.
     url = _url(
-        live_api, grain="hour", bucket=_iso(HOT), view="moves", compare="period", from2=_iso(LATER), to2=_iso(LATER + HOUR)
+        live_api,
+        grain="hour",
+        bucket=_iso(HOT),
+        view="moves",
+        compare="period",
+        from2=_iso(LATER),
+        to2=_iso(LATER + HOUR),
     )
     for viewport, width in ((DESKTOP, "desktop"), (PHONE, "phone")):
         page = _open(browser, url, viewport)
@@ -246,7 +261,18 @@ def test_compare_two_periods_shows_share_differences_of_both_signs(browser, live
 
 @pytest.mark.browser
 def test_compare_two_devices(browser, live_api, dataset):
-    page = _open(browser, _url(live_api, grain="hour", bucket=_iso(HOT), view="clicks", device="desktop", compare="device", device2="mobile"))
+    page = _open(
+        browser,
+        _url(
+            live_api,
+            grain="hour",
+            bucket=_iso(HOT),
+            view="clicks",
+            device="desktop",
+            compare="device",
+            device2="mobile",
+        ),
+    )
     try:
         assert page.text_content("#total") == "90" and page.text_content("#total-b") == "60"
         assert _hot(page, (70, 60)) and not _hot(page, (30, 150))
@@ -259,7 +285,9 @@ def test_compare_two_devices(browser, live_api, dataset):
 @pytest.mark.browser
 def test_exports_hold_the_view(browser, live_api, dataset, artifacts_dir):
     upload = httpx.put(
-        f"{live_api}/screenshots/{CLIENT}/{SCREEN}", content=solid_png(200, 400, GREY), headers={"Content-Type": "image/png"}
+        f"{live_api}/screenshots/{CLIENT}/{SCREEN}",
+        content=solid_png(200, 400, GREY),
+        headers={"Content-Type": "image/png"},
     )
     assert upload.status_code == 200, upload.text
     page = _open(browser, _url(live_api, grain="hour", bucket=_iso(HOT)))
@@ -282,7 +310,9 @@ def test_exports_hold_the_view(browser, live_api, dataset, artifacts_dir):
         (artifacts_dir / "dashboard-export.png").write_bytes(png)
         # The stage sits at (16, 38) in the export, 300 x 600 (the screenshot's 1:2 shape).
         at = lambda cx, cy: [16 + int((cx + 0.5) * 3), 38 + int((cy + 0.5) * 3)]  # noqa: E731
-        decoded = page.evaluate(PNG_AT, [base64.b64encode(png).decode(), [at(20, 30), at(*EMPTY), [30, 38 + 600 + 16 + 6]]])
+        decoded = page.evaluate(
+            PNG_AT, [base64.b64encode(png).decode(), [at(20, 30), at(*EMPTY), [30, 38 + 600 + 16 + 6]]]
+        )
         width, height = decoded["size"]
         assert width == 16 + 300 + 16 and height > 38 + 600
         over_heat, over_shot, legend = decoded["pixels"]
@@ -294,7 +324,9 @@ def test_exports_hold_the_view(browser, live_api, dataset, artifacts_dir):
 
 
 @pytest.mark.browser
-def test_live_view_follows_a_new_materialization_without_reload(browser, live_api, dataset, open_settings, artifacts_dir):
+def test_live_view_follows_a_new_materialization_without_reload(
+    browser, live_api, dataset, open_settings, artifacts_dir
+):
     now = datetime.now(UTC).replace(minute=0, second=0, microsecond=0)
     table = TABLES["hour"]
 
@@ -311,7 +343,9 @@ def test_live_view_follows_a_new_materialization_without_reload(browser, live_ap
         first_written = page.get_attribute("#freshness", "data-materialized-at")
         assert first_written
         page.evaluate("window.firstCanvas = document.querySelector('#heat canvas')")
-        page.evaluate("window.reloaded = false; window.addEventListener('beforeunload', () => { window.reloaded = true; })")
+        page.evaluate(
+            "window.reloaded = false; window.addEventListener('beforeunload', () => { window.reloaded = true; })"
+        )
         materialize(19)
         page.wait_for_function("document.getElementById('total').textContent === '19'", timeout=20000)
         # Redrawn in place: the same canvas, no reload, the note follows the new write.
