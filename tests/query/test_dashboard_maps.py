@@ -17,7 +17,7 @@ from heatmap_core.schema import TABLES
 from heatmap_core.timeutil import naive_utc
 from tests.conftest import day_of
 from tests.query.conftest import CLIENT, HOUR, WEEK, Counts, Dataset, View, write_dataset
-from tests.query.test_dashboard import CELL_PIXELS, GREY, is_grey, solid_png, wait_ready
+from tests.query.test_dashboard import CANVAS_CELL, GREY, PNG_AT, is_grey, solid_png, wait_ready
 
 SCREEN = "maps"
 LIVE_SCREEN = "live"
@@ -42,27 +42,6 @@ HOT_VIEWS = [
     View("mobile", 120, 30),
 ]
 DESKTOP, PHONE = {"width": 1280, "height": 900}, {"width": 390, "height": 844}
-
-# The canvas of `selector` over one grid cell: the largest alpha in the cell's box and its centre's RGBA.
-CANVAS_CELL = """([selector, cx, cy]) => {
-  const canvas = document.querySelector(selector);
-  const w = canvas.width / 100, h = canvas.height / 200, ctx = canvas.getContext('2d');
-  const box = ctx.getImageData(Math.floor(cx * w), Math.floor(cy * h), Math.ceil(w), Math.ceil(h)).data;
-  let maxAlpha = 0;
-  for (let i = 3; i < box.length; i += 4) maxAlpha = Math.max(maxAlpha, box[i]);
-  return {maxAlpha, centre: Array.from(ctx.getImageData(Math.floor((cx + 0.5) * w), Math.floor((cy + 0.5) * h), 1, 1).data)};
-}"""
-# RGB of a PNG (bytes in base64) at pixel positions, decoded by the browser (Pillow is not installed).
-PNG_AT = """async ([b64, points]) => {
-  const img = new Image();
-  img.src = 'data:image/png;base64,' + b64;
-  await img.decode();
-  const canvas = Object.assign(document.createElement('canvas'), {width: img.width, height: img.height});
-  const ctx = canvas.getContext('2d');
-  ctx.drawImage(img, 0, 0);
-  return {size: [img.width, img.height],
-          pixels: points.map(([x, y]) => Array.from(ctx.getImageData(x, y, 1, 1).data.slice(0, 3)))};
-}"""
 
 
 @pytest.fixture(scope="module")

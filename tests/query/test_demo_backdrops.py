@@ -14,8 +14,7 @@ from heatmap_core.settings import Settings
 from infra.demo import upload_backdrops
 from tests.conftest import serve_app
 from tests.query.conftest import CLIENT
-from tests.query.test_dashboard import wait_ready
-from tests.query.test_dashboard_maps import PNG_AT
+from tests.query.test_dashboard import PNG_AT, wait_ready
 
 DEMO_SCREENS = [(CLIENT, "home_v1"), (CLIENT, "pricing_v2")]
 CTA_COLOUR = [0xF0, 0xD9, 0xC0]  # the demo's buttons (dashboard/demo/demo.css)
