@@ -37,6 +37,8 @@ const ui = {
   stage: $("stage"), file: $("screenshot-file"), uploadStatus: $("upload-status"), activity: $("activity"),
 };
 const tabs = Array.from(document.querySelectorAll("#tabs [role=tab]"));
+// Side B picks from the same devices as side A (listed once, in index.html).
+ui.device2.replaceChildren(...Array.from(ui.device.options, (option) => option.cloneNode(true)));
 let view = "all";
 let refreshSeconds = DEFAULT_REFRESH_S;
 let screenshotUrl = null;
@@ -497,14 +499,17 @@ function scheduleRefresh(mine, live) {
 // with the ETag, so an unchanged map costs a 304).
 async function refresh(mine) {
   if (mine !== generation) return;
-  const { s, route } = shown;
+  const { s } = shown;
   let answers = null;
   try {
+    // A preset moves with the clock (the last hour after the hour turns); a chosen time stays.
+    const route = PRESETS[s.grain] ? plan(s) : shown.route;
     answers = await fetchSides(route);
     if (mine !== generation) return;
-    if (answers.text !== shown.text) {
+    if (answers.text !== shown.text || route.a !== shown.route.a) {
+      captions(s, route);
       paint(s, answers.a.body, answers.b && answers.b.body);
-      Object.assign(shown, { a: answers.a.body, b: answers.b && answers.b.body, text: answers.text });
+      Object.assign(shown, { route, a: answers.a.body, b: answers.b && answers.b.body, text: answers.text });
       await drawActivity(s, route.when);
     }
     await noteFreshness(s, route.when, answers.live);
@@ -516,6 +521,11 @@ async function refresh(mine) {
 }
 
 // ---------------------------------------------------------------- render
+
+function captions(s, route) {
+  $("caption-a").textContent = `${route.b ? "A: " : ""}${describe(s, route.when, s.device)}`;
+  if (route.b) $("caption-b").textContent = `B: ${describe(s, route.whenB, s.compare === "device" ? s.device2 : s.device)}`;
+}
 
 async function render() {
   const mine = ++generation;
@@ -533,8 +543,7 @@ async function render() {
   }
   const answers = await fetchSides(route);
   if (mine !== generation) return;
-  $("caption-a").textContent = `${route.b ? "A: " : ""}${describe(s, route.when, s.device)}`;
-  if (route.b) $("caption-b").textContent = `B: ${describe(s, route.whenB, s.compare === "device" ? s.device2 : s.device)}`;
+  captions(s, route);
   paint(s, answers.a.body, answers.b && answers.b.body);
   shown = { s, route, a: answers.a.body, b: answers.b && answers.b.body, text: answers.text };
   await Promise.all([drawActivity(s, route.when), noteFreshness(s, route.when, answers.live)]);

@@ -16,7 +16,7 @@ from heatmap_core.clickhouse import clickhouse, replace_bucket
 from heatmap_core.schema import TABLES
 from heatmap_core.timeutil import naive_utc
 from tests.conftest import day_of
-from tests.query.conftest import CLIENT, HOUR, WEEK, Counts, Dataset, View, write_dataset
+from tests.query.conftest import CLIENT, HOUR, SCROLL_VIEWS, WEEK, Counts, Dataset, write_dataset
 from tests.query.test_dashboard import CANVAS_CELL, GREY, PNG_AT, is_grey, solid_png, wait_ready
 
 SCREEN = "maps"
@@ -33,14 +33,7 @@ HOT_ROWS = {
 }
 LATER_ROWS = {("mousemove", "desktop", 20, 30): 1200, ("click", "mobile", 30, 150): 60}
 EMPTY = (50, 185)  # no row anywhere near it
-HOT_VIEWS = [
-    View("desktop", 60, 40),
-    View("desktop", 100, 40),
-    View("desktop", 100, 50),
-    View("desktop", 150, 60),
-    View("mobile", 199, 20),
-    View("mobile", 120, 30),
-]
+HOT_VIEWS = SCROLL_VIEWS[HOT]  # four desktop and two phone views, hand-listed in conftest
 DESKTOP, PHONE = {"width": 1280, "height": 900}, {"width": 390, "height": 844}
 
 
