@@ -54,8 +54,8 @@ def render_demo_screen(demo_url: str, chromium: str) -> bytes:
             box = page.locator(DEMO_SCREEN_SELECTOR).bounding_box()
             if box is None:
                 raise StackError(f"the demo page at {demo_url} shows no {DEMO_SCREEN_SELECTOR}")
-            clip = {key: round(box[key]) for key in ("x", "y", "width", "height")}
-            return page.screenshot(clip=clip, full_page=True)
+            x, y, width, height = (round(box[key]) for key in ("x", "y", "width", "height"))
+            return page.screenshot(clip={"x": x, "y": y, "width": width, "height": height}, full_page=True)
         finally:
             browser.close()
 

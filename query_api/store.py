@@ -148,7 +148,7 @@ class HeatmapStore:
                     "first_week": partition_id(sunday),
                     "last": partition_id(end - timedelta(hours=1)),
                 },
-            ).first_row[0]
+            ).result_rows[0][0]  # an aggregate: always one row
         return None if newest is None else datetime.fromtimestamp(newest, UTC)
 
     def clients(self) -> list[str]:
