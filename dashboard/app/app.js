@@ -351,7 +351,9 @@ function differences(a, b) {
   }).sort((p, q) => p.y - q.y || p.x - q.x);
 }
 
-function drawDiff(a, b) {
+// Signed differences on the difference canvas: red where B's share is higher, blue where A's is,
+// opacity by magnitude; `boxOf(item, width, height)` is the item's [x, y, w, h] in canvas pixels.
+function drawDiff(items, boxOf, unit) {
   const stage = $("stage-diff");
   const canvas = $("diff");
   const width = stage.clientWidth;
@@ -359,20 +361,41 @@ function drawDiff(a, b) {
   Object.assign(canvas, { width, height });
   const ctx = canvas.getContext("2d");
   ctx.clearRect(0, 0, width, height);
-  const rows = differences(a, b).filter((r) => r.diff !== 0);
-  const extreme = rows.reduce((m, r) => Math.max(m, Math.abs(r.diff)), 0);
-  const cellW = width / a.grid_w;
-  const cellH = height / a.grid_h;
-  // Strongest last, so it wins where neighbours overlap; each cell spreads one cell around to be seen.
-  rows.sort((p, q) => Math.abs(p.diff) - Math.abs(q.diff)).forEach((r) => {
-    const [red, green, blue] = r.diff > 0 ? DIFF_COLOURS.up : DIFF_COLOURS.down;
-    ctx.fillStyle = `rgba(${red}, ${green}, ${blue}, ${0.25 + (0.7 * Math.abs(r.diff)) / extreme})`;
-    ctx.fillRect((r.x - 1) * cellW, (r.y - 1) * cellH, 3 * cellW, 3 * cellH);
+  const changed = items.filter((item) => item.diff !== 0);
+  const extreme = changed.reduce((m, item) => Math.max(m, Math.abs(item.diff)), 0);
+  // Strongest last, so it wins where neighbours overlap.
+  changed.sort((p, q) => Math.abs(p.diff) - Math.abs(q.diff)).forEach((item) => {
+    const [red, green, blue] = item.diff > 0 ? DIFF_COLOURS.up : DIFF_COLOURS.down;
+    ctx.fillStyle = `rgba(${red}, ${green}, ${blue}, ${0.25 + (0.7 * Math.abs(item.diff)) / extreme})`;
+    ctx.fillRect(...boxOf(item, width, height));
   });
-  const label = (share) => `${share > 0 ? "+" : share < 0 ? "−" : ""}${(100 * Math.abs(share)).toFixed(2)}% of total`;
+  const label = (share) => `${share > 0 ? "+" : share < 0 ? "−" : ""}${(100 * Math.abs(share)).toFixed(2)}% ${unit}`;
   $("diff-min").textContent = label(-extreme);
   $("diff-max").textContent = label(extreme);
   stage.dataset.extreme = String(extreme);
+}
+
+// Each cell spreads one cell around, to be seen at 3 px a cell.
+function drawCellDiff(a, b) {
+  const box = (r, width, height) => {
+    const [w, h] = [width / a.grid_w, height / a.grid_h];
+    return [(r.x - 1) * w, (r.y - 1) * h, 3 * w, 3 * h];
+  };
+  drawDiff(differences(a, b), box, "of total");
+  $("caption-diff").textContent = "Difference: B's share minus A's share of each cell";
+  $("diff-note").textContent = "Share of each side's total; red: B hotter, blue: A hotter.";
+}
+
+function drawScrollDiff(a, b) {
+  const shareB = shareByRow(b);
+  const rows = shareByRow(a).map((share, row) => ({ row, diff: shareB[row] - share }));
+  const box = (r, width, height) => {
+    const top = Math.round((r.row * height) / a.grid_h);
+    return [0, top, width, Math.round(((r.row + 1) * height) / a.grid_h) - top];
+  };
+  drawDiff(rows, box, "of views");
+  $("caption-diff").textContent = "Difference: B's share of views reaching each depth minus A's";
+  $("diff-note").textContent = "Share of each side's views; red: more of B's views reach it, blue: more of A's.";
 }
 
 function describeSpans(spans) {
@@ -390,12 +413,12 @@ function paint(s, a, b) {
   const compare = Boolean(b);
   sizeStages(a);
   $("panel-b").hidden = !compare;
-  $("panel-diff").hidden = !compare || scroll;
+  $("panel-diff").hidden = !compare;
   document.querySelectorAll(".heat").forEach((el) => { el.hidden = scroll; });
   document.querySelectorAll(".scroll-layer").forEach((el) => { el.hidden = !scroll; });
   $("cell-legend").hidden = scroll;
   $("scroll-legend").hidden = !scroll;
-  $("diff-legend").hidden = !compare || scroll;
+  $("diff-legend").hidden = !compare;
   document.querySelectorAll(".compare-only").forEach((el) => { el.hidden = !compare; });
   if (scroll) {
     drawScroll(ui.stage, a);
@@ -404,6 +427,7 @@ function paint(s, a, b) {
     if (compare) {
       drawScroll($("stage-b"), b);
       $("views-b").textContent = format(b.views);
+      drawScrollDiff(a, b);
     }
     return;
   }
@@ -419,7 +443,7 @@ function paint(s, a, b) {
   if (compare) {
     drawHeat($("stage-b"), b, max);
     $("total-b").textContent = format(totalOf(b.cells));
-    drawDiff(a, b);
+    drawCellDiff(a, b);
   }
 }
 
@@ -646,7 +670,8 @@ function drawLegend(ctx, x, y, width) {
   const lines = scroll
     ? [`0% … 100% of views reach`, `Page views: ${$("views").textContent}`, `Median fold: ${$("fold-depth").textContent}`]
     : [`0 … ${$("max").textContent} per cell`, `Total: ${$("total").textContent} · cells: ${$("cells").textContent}`];
-  if (shown.b && !scroll) lines.push(`B total: ${$("total-b").textContent} · difference ${$("diff-min").textContent} … ${$("diff-max").textContent}`);
+  if (shown.b) lines.push(`difference ${$("diff-min").textContent} … ${$("diff-max").textContent}`);
+  if (shown.b && !scroll) lines.push(`B total: ${$("total-b").textContent}`);
   lines.forEach((line, i) => ctx.fillText(line, x, y + 28 + i * 16, width));
 }
 

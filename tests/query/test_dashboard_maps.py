@@ -16,7 +16,7 @@ from heatmap_core.clickhouse import clickhouse, replace_bucket
 from heatmap_core.schema import TABLES
 from heatmap_core.timeutil import naive_utc
 from tests.conftest import day_of
-from tests.query.conftest import CLIENT, HOUR, SCROLL_VIEWS, WEEK, Counts, Dataset, write_dataset
+from tests.query.conftest import CLIENT, HOUR, SCROLL_VIEWS, WEEK, Counts, Dataset, View, write_dataset
 from tests.query.test_dashboard import CANVAS_CELL, GREY, PNG_AT, is_grey, solid_png, wait_ready
 
 SCREEN = "maps"
@@ -34,6 +34,7 @@ HOT_ROWS = {
 LATER_ROWS = {("mousemove", "desktop", 20, 30): 1200, ("click", "mobile", 30, 150): 60}
 EMPTY = (50, 185)  # no row anywhere near it
 HOT_VIEWS = SCROLL_VIEWS[HOT]  # four desktop and two phone views, hand-listed in conftest
+LATER_VIEWS = [View("desktop", 199, 30), View("desktop", 20, 10)]  # shares: 1 down to row 20, then 1/2
 DESKTOP, PHONE = {"width": 1280, "height": 900}, {"width": 390, "height": 844}
 
 
@@ -44,6 +45,7 @@ def dataset(open_settings) -> Dataset:
     data.hourly[(CLIENT, SCREEN, HOT)] = Counts(HOT_ROWS)
     data.hourly[(CLIENT, SCREEN, LATER)] = Counts(LATER_ROWS)
     data.views[(CLIENT, SCREEN, HOT)] = HOT_VIEWS
+    data.views[(CLIENT, SCREEN, LATER)] = LATER_VIEWS
     data.rolled_days = {day_of(HOT)}
     data.rolled_weeks = {WEEK}
     write_dataset(open_settings, data)
@@ -229,6 +231,33 @@ def test_compare_two_periods_shows_share_differences_of_both_signs(browser, live
             page.screenshot(path=str(artifacts_dir / f"dashboard-compare-{width}.png"), full_page=True)
         finally:
             page.close()
+
+
+@pytest.mark.browser
+def test_compare_scroll_depth_of_two_periods(browser, live_api, dataset, artifacts_dir):
+    url = _url(
+        live_api,
+        grain="hour",
+        bucket=_iso(HOT),
+        view="scroll",
+        compare="period",
+        from2=_iso(LATER),
+        to2=_iso(LATER + HOUR),
+    )
+    page = _open(browser, url)
+    try:
+        assert page.text_content("#views") == "6" and page.text_content("#views-b") == "2"
+        # Row 60: all 6 of A's views reach it, 1 of B's 2: -1/2 (blue). Row 199: 1 of A's 6, 1 of B's 2: +1/3 (red).
+        # Row 5: every view of both: no difference.
+        down = page.evaluate(CANVAS_CELL, ["#diff", 50, 60])["centre"]
+        up = page.evaluate(CANVAS_CELL, ["#diff", 50, 199])["centre"]
+        assert down[3] > 0 and down[2] > down[0], down
+        assert up[3] > 0 and up[0] > up[2], up
+        assert page.evaluate(CANVAS_CELL, ["#diff", 50, 5])["maxAlpha"] == 0
+        assert page.text_content("#diff-min") == "\u221250.00% of views"  # a minus sign
+        page.screenshot(path=str(artifacts_dir / "dashboard-compare-scroll-desktop.png"), full_page=True)
+    finally:
+        page.close()
 
 
 @pytest.mark.browser
