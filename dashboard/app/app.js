@@ -51,6 +51,8 @@ const heatLayers = new Map();  // stage element -> { heatmap, width, height }: r
 class ApiError extends Error {
   constructor(status, message) { super(message); this.status = status; }
 }
+// Something the person has to choose or fix in the form: shown as it is.
+class InputError extends Error {}
 
 // ---------------------------------------------------------------- API access
 
@@ -207,7 +209,7 @@ function plan(s) {
     result.b = mapPath(s, s.device2, when, bucket);
     result.whenB = when;
   } else if (s.compare === "period") {
-    if (!s.from2 || !s.to2) throw new Error("choose when period B starts and ends");
+    if (!s.from2 || !s.to2) throw new InputError("Choose when period B starts and ends.");
     result.whenB = [Date.parse(utc(s.from2)), Date.parse(utc(s.to2))];
     result.b = mapPath(s, s.device, result.whenB, false);
   }
@@ -678,7 +680,8 @@ function drawLegend(ctx, x, y, width) {
 // ---------------------------------------------------------------- wiring
 
 function showError(err) {
-  ui.error.textContent = err instanceof ApiError ? err.message : `Something went wrong: ${err.message}`;
+  const plain = err instanceof ApiError || err instanceof InputError;
+  ui.error.textContent = plain ? err.message : `Something went wrong: ${err.message}`;
   ui.error.hidden = false;
   if (err instanceof ApiError && (err.status === 401 || err.status === 403)) ui.keyField.hidden = false;
   ui.stage.dataset.state = "error";
@@ -757,11 +760,11 @@ $("controls").addEventListener("submit", (event) => {
   act(start);
 });
 $("export-png").addEventListener("click", () => act(async () => {
-  if (!shown) throw new Error("nothing to export yet: choose a screen and a time");
+  if (!shown) throw new InputError("Nothing to export yet: choose a screen and a time.");
   await exportPng();
 }));
 $("export-csv").addEventListener("click", () => act(async () => {
-  if (!shown) throw new Error("nothing to export yet: choose a screen and a time");
+  if (!shown) throw new InputError("Nothing to export yet: choose a screen and a time.");
   download(new Blob([csvOf().join("\n") + "\n"], { type: "text/csv" }), exportName("csv"));
 }));
 $("upload").addEventListener("submit", (event) => {
@@ -769,8 +772,8 @@ $("upload").addEventListener("submit", (event) => {
   act(async () => {
     const file = ui.file.files[0];
     const s = selection();
-    if (!file) throw new Error("choose an image file first");
-    if (!s.client || !s.screen) throw new Error("choose a client and a screen first");
+    if (!file) throw new InputError("Choose an image file first.");
+    if (!s.client || !s.screen) throw new InputError("Choose a client and a screen first.");
     await api(`/screenshots/${encodeURIComponent(s.client)}/${encodeURIComponent(s.screen)}`, {
       method: "PUT", body: file, headers: { "Content-Type": file.type || "application/octet-stream" },
     });

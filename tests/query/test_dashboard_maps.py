@@ -95,6 +95,10 @@ def test_each_tab_and_device_paints_its_own_rows(browser, live_api, dataset, art
             page.select_option("#device", "all")
             wait_ready(page)
             page.screenshot(path=str(artifacts_dir / f"dashboard-{view}-desktop.png"), full_page=True)
+            page.set_viewport_size(PHONE)
+            assert page.evaluate("document.documentElement.scrollWidth") <= PHONE["width"]  # nothing sideways
+            page.screenshot(path=str(artifacts_dir / f"dashboard-{view}-phone.png"), full_page=True)
+            page.set_viewport_size(DESKTOP)
         # The view is in the URL: a reload opens the clicks of mobile again.
         page.click("#tabs [data-view=clicks]")
         wait_ready(page)
@@ -356,5 +360,26 @@ def test_live_view_follows_a_new_materialization_without_reload(
             f"document.getElementById('freshness').dataset.materializedAt >= {first_written!r}", timeout=10000
         )
         page.screenshot(path=str(artifacts_dir / "dashboard-live-desktop.png"), full_page=True)
+    finally:
+        page.close()
+
+
+@pytest.mark.browser
+def test_compare_asks_for_period_b_and_then_defaults_it(browser, live_api, dataset):
+    page = browser.new_page(viewport=DESKTOP)
+    try:
+        page.goto(_url(live_api, grain="hour", bucket=_iso(LATER), compare="period"))
+        page.wait_for_selector("#stage[data-state=error]")
+        assert page.text_content("#error") == "Choose when period B starts and ends."
+        # Choosing the comparison again fills B with the period just before A.
+        page.select_option("#compare", "")
+        wait_ready(page)
+        page.select_option("#compare", "period")
+        wait_ready(page)
+        assert (page.input_value("#from2"), page.input_value("#to2")) == (
+            f"{LATER - HOUR:%Y-%m-%dT%H:%M}",
+            f"{LATER:%Y-%m-%dT%H:%M}",
+        )
+        assert page.is_hidden("#error") and page.is_visible("#panel-diff")
     finally:
         page.close()
