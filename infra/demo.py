@@ -1,8 +1,10 @@
 """The whole pipeline on local defaults: `make demo`.
 
 Starts the stack (Kafka, S3 server, Redis, ingestion API, landing, query API
-with the dashboard, Dagster UI and daemon), sends realistic traffic through the
-real ingestion API, waits until the Dagster daemon has materialized it into
+with the dashboard, Dagster UI and daemon), renders the demo client's screen in
+Chromium and uploads it as every demo screen's screenshot (the backdrop the
+dashboard draws the maps on), sends realistic traffic through the real
+ingestion API, waits until the Dagster daemon has materialized it into
 ClickHouse (watching the query API), prints the URLs and runs until Ctrl-C.
 """
 
@@ -10,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shutil
 import signal
 import time
 from datetime import UTC, datetime
@@ -28,6 +31,43 @@ from traffic.generator import GroundTruth, TrafficSpec, build
 
 console = Console(stderr=True)
 app = typer.Typer(help=__doc__, add_completion=False)
+
+
+# The demo client's screen element (dashboard/demo/): the page every demo screen's events are recorded on.
+DEMO_SCREEN_SELECTOR = "#screen"
+
+
+def render_demo_screen(demo_url: str, chromium: str) -> bytes:
+    """A PNG of the demo client's whole screen element (taller than the viewport), as Chromium draws it.
+
+    The page's batches are dropped, so rendering it records nothing.
+    """
+    from playwright.sync_api import sync_playwright  # a dev dependency: imported only when backdrops are made
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=chromium, headless=True, args=["--no-sandbox"])
+        try:
+            page = browser.new_page(viewport={"width": 1280, "height": 900})
+            page.route("**/events/batch", lambda route: route.abort())
+            page.goto(demo_url)
+            # Clipped to whole pixels: an element screenshot at a fractional offset gains a row.
+            box = page.locator(DEMO_SCREEN_SELECTOR).bounding_box()
+            if box is None:
+                raise StackError(f"the demo page at {demo_url} shows no {DEMO_SCREEN_SELECTOR}")
+            x, y, width, height = (round(box[key]) for key in ("x", "y", "width", "height"))
+            return page.screenshot(clip={"x": x, "y": y, "width": width, "height": height}, full_page=True)
+        finally:
+            browser.close()
+
+
+def upload_backdrops(demo_url: str, query_url: str, screens: list[tuple[str, str]], chromium: str) -> bytes:
+    """Render the demo screen once and upload it as the screenshot of every (client, screen); returns the PNG."""
+    png = render_demo_screen(demo_url, chromium)
+    for client, screen in screens:
+        httpx.put(
+            f"{query_url}/screenshots/{client}/{screen}", content=png, headers={"Content-Type": "image/png"}, timeout=30
+        ).raise_for_status()
+    return png
 
 
 def day_totals(truth: GroundTruth) -> dict[tuple[str, str, str], int]:
@@ -99,7 +139,6 @@ def run(
         console.rule("[bold]starting the stack")
         supervisor.start(settings, PROGRAMS, (*INFRA_SERVICES, *APP_PROGRAMS))
 
-        console.rule("[bold]sending demo traffic through the ingestion API")
         spec = TrafficSpec(
             clients=("acme", "globex"),
             screens=("home_v1", "pricing_v2"),
@@ -108,6 +147,20 @@ def run(
             seed=int(time.time()),
             now=datetime.now(UTC),
         )
+        console.rule("[bold]the demo screen as the screens' backdrop")
+        chromium = shutil.which("chromium")
+        if chromium is None:
+            console.print("[yellow]no chromium (python -m infra.stack fetch): the maps sit on a blank canvas[/]")
+        else:
+            upload_backdrops(
+                f"http://127.0.0.1:{settings.ingestion_port}/demo/",
+                f"http://127.0.0.1:{settings.query_port}",
+                [(client, screen) for client in spec.clients for screen in spec.screens],
+                chromium,
+            )
+            console.print(f"uploaded the demo screen for {len(spec.clients) * len(spec.screens)} screens")
+
+        console.rule("[bold]sending demo traffic through the ingestion API")
         batches, truth = build(spec)
         expected = day_totals(truth)
         # A second demo run adds to the days the first one filled: wait for the increase.
@@ -125,7 +178,7 @@ def run(
 
         console.rule("[bold green]ready")
         console.print(
-            f"dashboard    http://127.0.0.1:{settings.query_port}/?client={spec.clients[0]}&screen={spec.screens[0]}&grain=day\n"
+            f"dashboard    http://127.0.0.1:{settings.query_port}/?client={spec.clients[0]}&screen={spec.screens[0]}&grain=today\n"
             f"demo client  http://127.0.0.1:{settings.ingestion_port}/demo/\n"
             f"Dagster UI   http://127.0.0.1:{settings.dagster_port}/asset-groups\n"
             f"logs         {settings.data_path / 'logs'}"

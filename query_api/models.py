@@ -118,6 +118,20 @@ class BucketList(msgspec.Struct, kw_only=True):
     device: DeviceFilter = ALL
 
 
+class Freshness(msgspec.Struct, kw_only=True):
+    """When the data of [from, to) was last written: the newest modification time of the active
+    ClickHouse parts of the day partitions that can hold its buckets (null: nothing written).
+
+    A partition holds every client's buckets of its day, so this is the pipeline's write time,
+    not one client's; it tells a live view how fresh the numbers it shows are.
+    """
+
+    client_id: str
+    start: datetime = msgspec.field(name="from")
+    end: datetime = msgspec.field(name="to")
+    materialized_at: datetime | None
+
+
 class Health(msgspec.Struct):
     status: str
 

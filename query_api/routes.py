@@ -34,6 +34,7 @@ from query_api.models import (
     BucketList,
     BucketSpan,
     ClientList,
+    Freshness,
     Heatmap,
     RangeHeatmap,
     RangeScrollMap,
@@ -224,6 +225,12 @@ class HeatmapController(Controller):
         """Screens of a client holding data; ``dimensions`` gives each one's event types and devices."""
         dimensions = store.screens(client_id)
         return ScreenList(client_id=client_id, screens=[d.screen_id for d in dimensions], dimensions=dimensions)
+
+    @get("/freshness", **_SECURED)
+    def freshness(self, store: HeatmapStore, client_id: ClientId, from_: From, to: To) -> Freshness:
+        """When the buckets of [from, to) were last written (null: never); a live dashboard view shows it."""
+        start, end = range_bounds(from_, to)
+        return Freshness(client_id=client_id, start=start, end=end, materialized_at=store.materialized_at(start, end))
 
     @get("/buckets", **_SECURED)
     def buckets(

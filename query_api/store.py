@@ -11,10 +11,10 @@ depth row) over the spans.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from heatmap_core.clickhouse import clickhouse
+from heatmap_core.clickhouse import clickhouse, partition_id
 from heatmap_core.schema import SCROLL_TABLES, TABLES, BucketTable
 from heatmap_core.settings import Settings
 from heatmap_core.sql import BUCKET_WINDOW, in_window, time_array_parameter, time_parameter, window_parameters
@@ -121,6 +121,35 @@ class HeatmapStore:
     ) -> tuple[list[Span], list[tuple[int, int, int]]]:
         spans = self._plan(SCROLL_TABLES, selection, start, end)
         return spans, self.scroll(selection, spans)
+
+    def materialized_at(self, start: datetime, end: datetime) -> datetime | None:
+        """The newest modification time of the active parts in the day partitions that can hold a
+        bucket of [start, end), of every bucket table; None when there are none.
+
+        An hour or day bucket sits in its own day's partition; a week bucket in its Sunday's, which
+        may lie up to six days before ``start``. The last partition is the day of the last hour.
+        """
+        if start >= end:
+            return None
+        weekly = [tables["week"].name for tables in (TABLES, SCROLL_TABLES)]
+        finer = [tables[grain].name for tables in (TABLES, SCROLL_TABLES) for grain in ("hour", "day")]
+        sunday = start - timedelta(days=(start.weekday() + 1) % 7)
+        with clickhouse(self._settings) as client:
+            newest = client.query(
+                "SELECT toUnixTimestamp(maxOrNull(modification_time)) FROM system.parts"
+                " WHERE active AND database = {database:String} AND partition_id <= {last:String}"
+                " AND ((table IN {finer:Array(String)} AND partition_id >= {first_day:String})"
+                " OR (table IN {weekly:Array(String)} AND partition_id >= {first_week:String}))",
+                parameters={
+                    "database": self._database,
+                    "finer": finer,
+                    "weekly": weekly,
+                    "first_day": partition_id(start),
+                    "first_week": partition_id(sunday),
+                    "last": partition_id(end - timedelta(hours=1)),
+                },
+            ).result_rows[0][0]  # an aggregate: always one row
+        return None if newest is None else datetime.fromtimestamp(newest, UTC)
 
     def clients(self) -> list[str]:
         sql = self._union("SELECT DISTINCT client_id FROM {table}")

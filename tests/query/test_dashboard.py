@@ -13,26 +13,31 @@ from tests.query.conftest import CLIENT, HOUR, READ_KEY, SCREEN, WEEK
 HOT_HOUR = WEEK + 10 * HOUR  # cells (25, 40): 500 and (26, 40): 200, nothing else
 GREY = (130, 130, 130)
 
-# Alpha of the heat canvas over one grid cell's pixel box, and the colour at its centre.
-CELL_PIXELS = """([cx, cy]) => {
-  const canvas = document.querySelector('#heat canvas');
-  const w = canvas.width / 100, h = canvas.height / 200;
-  const box = canvas.getContext('2d').getImageData(Math.floor(cx * w), Math.floor(cy * h), Math.ceil(w), Math.ceil(h)).data;
+# The canvas of `selector` over one grid cell: the largest alpha in the cell's pixel box, the RGBA at its
+# centre and the canvas's size.
+CANVAS_CELL = """([selector, cx, cy]) => {
+  const canvas = document.querySelector(selector);
+  const w = canvas.width / 100, h = canvas.height / 200, ctx = canvas.getContext('2d');
+  const box = ctx.getImageData(Math.floor(cx * w), Math.floor(cy * h), Math.ceil(w), Math.ceil(h)).data;
   let maxAlpha = 0;
   for (let i = 3; i < box.length; i += 4) maxAlpha = Math.max(maxAlpha, box[i]);
-  const centre = canvas.getContext('2d').getImageData(Math.floor((cx + 0.5) * w), Math.floor((cy + 0.5) * h), 1, 1).data;
+  const centre = ctx.getImageData(Math.floor((cx + 0.5) * w), Math.floor((cy + 0.5) * h), 1, 1).data;
   return {maxAlpha, centre: Array.from(centre), width: canvas.width, height: canvas.height};
 }"""
+# The same for the heat canvas of the main map.
+CELL_PIXELS = f"""([cx, cy]) => ({CANVAS_CELL})(['#heat canvas', cx, cy])"""
 
-# The RGB of a PNG (a Playwright screenshot) at fractional positions, decoded by the browser itself.
-PNG_PIXELS = """async ([b64, points]) => {
+# The size of a PNG (bytes in base64) and the RGB at pixel positions, decoded by the browser itself
+# (Pillow is not installed).
+PNG_AT = """async ([b64, points]) => {
   const img = new Image();
   img.src = 'data:image/png;base64,' + b64;
   await img.decode();
   const canvas = Object.assign(document.createElement('canvas'), {width: img.width, height: img.height});
   const ctx = canvas.getContext('2d');
   ctx.drawImage(img, 0, 0);
-  return points.map(([fx, fy]) => Array.from(ctx.getImageData(Math.floor(fx * img.width), Math.floor(fy * img.height), 1, 1).data.slice(0, 3)));
+  return {size: [img.width, img.height],
+          pixels: points.map(([x, y]) => Array.from(ctx.getImageData(x, y, 1, 1).data.slice(0, 3)))};
 }"""
 
 
@@ -103,9 +108,8 @@ def test_dashboard_draws_heat_over_blank_then_screenshot(browser, live_api, data
         assert hot["maxAlpha"] > 0 and empty["maxAlpha"] == 0
 
         stage = page.locator("#stage").screenshot()
-        on_empty, on_hot = page.evaluate(
-            PNG_PIXELS, [base64.b64encode(stage).decode(), [[75.5 / 100, 160.5 / 200], [25.5 / 100, 40.5 / 200]]]
-        )
+        points = [[int(75.5 * 3), int(160.5 * 2.25)], [int(25.5 * 3), int(40.5 * 2.25)]]  # cell centres at 300 x 450
+        on_empty, on_hot = page.evaluate(PNG_AT, [base64.b64encode(stage).decode(), points])["pixels"]
         assert is_grey(on_empty), on_empty  # the screenshot shows through where there is no heat
         assert not is_grey(on_hot), on_hot  # and the heat is drawn over it where there is
         page.screenshot(path=str(artifacts_dir / "query-dashboard.png"), full_page=True)

@@ -24,6 +24,7 @@ ROUTES = {
     "scroll weekly": f"/heatmap/scroll/weekly?screen_id={SCREEN}&week_start={WEEK:%Y-%m-%d}",
     "scroll range": f"/heatmap/scroll/range?screen_id={SCREEN}&from={WEEK:%Y-%m-%dT%H:%M:%SZ}&to={WEEK + 8 * DAY:%Y-%m-%dT%H:%M:%SZ}",
     "filtered hourly": f"/heatmap/hourly?screen_id={SCREEN}&dt={WEEK + 10 * HOUR:%Y-%m-%d}&hour=10&type=click&device=desktop",
+    "freshness": f"/heatmap/freshness?from={WEEK:%Y-%m-%dT%H:%M:%SZ}&to={WEEK + 8 * DAY:%Y-%m-%dT%H:%M:%SZ}",
     "screens": "/heatmap/screens?",
     "buckets": f"/heatmap/buckets?screen_id={SCREEN}&grain=hour",
     "filtered buckets": f"/heatmap/buckets?screen_id={SCREEN}&grain=day&type=rageclick&device=mobile",
