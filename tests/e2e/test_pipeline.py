@@ -262,8 +262,8 @@ def test_traffic_is_served_exactly_for_every_hour_day_and_week(pipeline: Setting
                 assert served_reach == expected_reach.get((client, screen, start), {}), (grain.path, device, params)
 
     # The demo page visited at a phone and a desktop viewport: each action in its own map and device.
-    for viewport, (expected, start, end) in demo.items():
-        while not _demo_served(base, viewport, expected, start, end):
+    for viewport, (actions, start, end) in demo.items():
+        while not _demo_served(base, viewport, actions, start, end):
             assert time.monotonic() < deadline, f"the {viewport.name} visit of the demo page was not served"
             time.sleep(10)
 
