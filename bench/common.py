@@ -89,11 +89,13 @@ def env_for(settings: Settings, **extra: str) -> dict[str, str]:
 
 
 @contextmanager
-def uvicorn_app(module: str, settings: Settings, health_path: str = "/health", **extra_env: str) -> Iterator[str]:
+def uvicorn_app(
+    module: str, settings: Settings, health_path: str = "/health", workers: int = 1, **extra_env: str
+) -> Iterator[str]:
     """Run `module` (e.g. ingestion_api.app:app) under uvicorn on a free port; yields its base URL."""
     port = free_port()
     process = subprocess.Popen(
-        [*uvicorn_command(module, port), "--log-level", "warning"],
+        [*uvicorn_command(module, port, workers), "--log-level", "warning"],
         env=env_for(settings, **extra_env),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,

@@ -1,16 +1,26 @@
-"""Landing: events/s from Kafka into durable lake files (JSON lines, ledger, offset
-commit) against a bare kafka-python consumer that only reads and decodes the
-same records. The landing figure includes its process start."""
+"""Landing: events/s from Kafka into durable lake files (JSON lines, ledger, watermarks, offset
+commit) against a bare kafka-python consumer that only reads and decodes the same records.
+
+Both clocks start when the group assigns the partitions (process start and group join
+are not throughput) and stop at the last event: for landing, when its progress line
+reports every event landed (it counts a flush once committed), checked afterwards
+against the ledger, which must name every event exactly once. Subject and reference
+take turns, each landing run in a bucket and group of its own.
+"""
 
 from __future__ import annotations
 
+import re
+import statistics
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from datetime import UTC, datetime, timedelta
 
 from kafka import KafkaConsumer, KafkaProducer
+from kafka.consumer.subscription_state import ConsumerRebalanceListener
 
 from bench.common import Result, console, env_for
 from heatmap_core.events import Event, RawBatchRecord, decode_record, encode_record
@@ -19,19 +29,22 @@ from heatmap_core.provision import ensure_topic
 from heatmap_core.s3 import ensure_bucket, s3_client
 from heatmap_core.settings import Settings
 
-RECORDS = 1_000
+RECORDS = 3_000
 EVENTS_PER_RECORD = 200
+CLIENTS = 6  # keys c0..c5: the records spread over several partitions
 TIMEOUT_S = 600
+_ASSIGNED = re.compile(r"assigned partitions \[\d")
+_LANDED = re.compile(r"progress: landed=(\d+) events")
 
 
 def _produce(settings: Settings) -> int:
     producer = KafkaProducer(
-        bootstrap_servers=settings.kafka_bootstrap, acks="all", linger_ms=20, compression_type="gzip"
+        bootstrap_servers=settings.kafka_bootstrap, acks="all", linger_ms=20, compression_type="lz4"
     )
     now = datetime.now(UTC) - timedelta(minutes=30)
     for i in range(RECORDS):
         record = RawBatchRecord(
-            client_id=f"c{i % 3}",
+            client_id=f"c{i % CLIENTS}",
             screen_id="home",
             batch_id=str(uuid.uuid4()),
             received_at=now,
@@ -46,81 +59,119 @@ def _produce(settings: Settings) -> int:
     return RECORDS * EVENTS_PER_RECORD
 
 
-def _bare_consumer(settings: Settings) -> float:
+class _Clock(ConsumerRebalanceListener):
+    started: float | None = None
+
+    def on_partitions_assigned(self, assigned):
+        if assigned and self.started is None:
+            self.started = time.perf_counter()
+
+    def on_partitions_revoked(self, revoked):
+        pass
+
+
+def _bare_consumer(settings: Settings, expected: int) -> float:
     consumer = KafkaConsumer(
-        settings.topic,
         bootstrap_servers=settings.kafka_bootstrap,
         group_id=f"bench-bare-{uuid.uuid4().hex[:6]}",
         auto_offset_reset="earliest",
         enable_auto_commit=False,
-        consumer_timeout_ms=10_000,
     )
-    started = time.perf_counter()
+    clock = _Clock()
+    consumer.subscribe([settings.topic], listener=clock)
     events = 0
-    for message in consumer:
-        events += len(decode_record(message.value).events)
-        if events >= RECORDS * EVENTS_PER_RECORD:
-            break
-    elapsed = time.perf_counter() - started
-    consumer.close()
-    return elapsed
+    try:
+        while events < expected:
+            for records in consumer.poll(timeout_ms=1000).values():
+                events += sum(len(decode_record(message.value).events) for message in records)
+        assert clock.started is not None
+        return time.perf_counter() - clock.started
+    finally:
+        consumer.close()
 
 
-def _landed_events(settings: Settings, client, seen: dict[str, int]) -> int:
-    """Events named by the ledger so far; ``seen`` keeps what earlier polls read, so each entry is read once."""
+def _ledger_events(settings: Settings) -> int:
+    client = s3_client(settings)
+    total = 0
     for page in client.get_paginator("list_objects_v2").paginate(Bucket=settings.raw_bucket, Prefix=LEDGER_PREFIX):
         for obj in page.get("Contents", []):
-            if obj["Key"] in seen:
-                continue
             entry = decode_ledger(client.get_object(Bucket=settings.raw_bucket, Key=obj["Key"])["Body"].read())
-            seen[obj["Key"]] = sum(f.events for f in entry.files if f.format == "json")
-    return sum(seen.values())
+            total += sum(f.events for f in entry.files if f.format == "json")
+    return total
 
 
-def _landing(settings: Settings, expected: int) -> float:
+def _landing(settings: Settings, expected: int, parquet: bool) -> float:
+    settings = settings.model_copy(update={"raw_bucket": f"bench-landing-{uuid.uuid4().hex[:8]}"})
+    ensure_bucket(s3_client(settings), settings.raw_bucket)
     env = env_for(
         settings,
         HEATMAP_LANDING_GROUP=f"bench-landing-{uuid.uuid4().hex[:6]}",
-        HEATMAP_LANDING_PARQUET="false",
+        HEATMAP_LANDING_PARQUET=str(parquet).lower(),
         HEATMAP_LANDING_FLUSH_INTERVAL="1",
+        HEATMAP_LANDING_LOG_INTERVAL="0.1",
     )
-    client = s3_client(settings)
-    seen: dict[str, int] = {}
-    started = time.perf_counter()
     process = subprocess.Popen(
-        [sys.executable, "-m", "landing", "run"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        [sys.executable, "-m", "landing", "run"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
     )
+    marks: dict[str, float] = {}
+    tail: list[str] = []
+
+    def watch() -> None:
+        assert process.stderr is not None
+        for line in process.stderr:
+            tail[:] = [*tail[-400:], line]
+            if "started" not in marks and _ASSIGNED.search(line):
+                marks["started"] = time.perf_counter()
+            landed = _LANDED.search(line)
+            if landed and int(landed[1]) >= expected and "done" not in marks:
+                marks["done"] = time.perf_counter()
+
+    watcher = threading.Thread(target=watch, daemon=True)
+    watcher.start()
+    began = time.perf_counter()
     try:
-        while (landed := _landed_events(settings, client, seen)) < expected:
+        while "done" not in marks:
             if process.poll() is not None:
-                raise RuntimeError(f"landing exited with {process.returncode}")
-            if time.perf_counter() - started > TIMEOUT_S:
-                raise RuntimeError(f"landing wrote {landed} of {expected} events in {TIMEOUT_S} s")
-            time.sleep(0.5)
-        return time.perf_counter() - started
+                raise RuntimeError(f"landing exited with {process.returncode}:\n{''.join(tail)}")
+            if time.perf_counter() - began > TIMEOUT_S:
+                raise RuntimeError(f"landing did not land {expected} events in {TIMEOUT_S} s")
+            time.sleep(0.05)
     finally:
         process.terminate()
         process.wait(timeout=60)
+    if (in_ledger := _ledger_events(settings)) != expected:
+        raise RuntimeError(f"the ledger names {in_ledger} events, {expected} were produced")
+    return marks["done"] - marks["started"]
 
 
-def run(settings: Settings) -> list[Result]:
-    settings = settings.model_copy(
-        update={"topic": f"bench.landing.{uuid.uuid4().hex[:8]}", "raw_bucket": f"bench-landing-{uuid.uuid4().hex[:8]}"}
-    )
+def run(settings: Settings, repeats: int = 3) -> list[Result]:
+    settings = settings.model_copy(update={"topic": f"bench.landing.{uuid.uuid4().hex[:8]}"})
     ensure_topic(settings)
-    ensure_bucket(s3_client(settings), settings.raw_bucket)
     console.print(f"producing {RECORDS:,} records of {EVENTS_PER_RECORD} events ...")
     events = _produce(settings)
-    bare_s = _bare_consumer(settings)
-    landing_s = _landing(settings, events)
+    bare, json_only, with_parquet = [], [], []
+    for _ in range(repeats):
+        bare.append(_bare_consumer(settings, events))
+        json_only.append(_landing(settings, events, parquet=False))
+        with_parquet.append(_landing(settings, events, parquet=True))
+    bare_s = statistics.median(bare)
     return [
         Result(
             "landing",
-            "landing -> durable lake files + ledger + commit",
-            events / landing_s,
+            "landing -> JSON lake files + ledger + watermarks + commit",
+            events / statistics.median(json_only),
             "bare consumer: read + decode",
             events / bare_s,
             "events/s",
             True,
-        )
+        ),
+        Result(
+            "landing",
+            "the same with the Parquet copy (the default)",
+            events / statistics.median(with_parquet),
+            "bare consumer: read + decode",
+            events / bare_s,
+            "events/s",
+            True,
+        ),
     ]

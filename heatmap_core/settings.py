@@ -144,6 +144,10 @@ class Settings(BaseSettings):
     event_time_past_hours: int = 72
     event_time_future_minutes: int = 10
     kafka_delivery_timeout_s: float = 5.0
+    # uvicorn worker processes of the ingestion API (the stack's command line). One fits a machine whose
+    # cores it shares with Kafka and landing (BENCHMARKS.md); raise it to the cores the API has to itself.
+    # Each worker has its own Kafka producer and Redis pool, and /metrics counts the answering worker's requests.
+    ingestion_workers: int = Field(1, ge=1)
 
     # Auth: "client_id:key,client_id:key"; empty with auth on means every request is refused.
     auth_enabled: bool = True

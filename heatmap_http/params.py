@@ -9,7 +9,7 @@ refused, with a 400 naming it, before any guard or handler looks at the request.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Coroutine, Iterable
 
 from litestar.connection import ASGIConnection
 from litestar.handlers import BaseRouteHandler
@@ -17,12 +17,15 @@ from litestar.handlers import BaseRouteHandler
 from heatmap_http.problems import RequestRejected
 
 
-def single_valued(headers: Iterable[str] = ()) -> Callable[[ASGIConnection, BaseRouteHandler], None]:
+def single_valued(
+    headers: Iterable[str] = (),
+) -> Callable[[ASGIConnection, BaseRouteHandler], Coroutine[None, None, None]]:
     """An app-level guard (app guards run before every other): query parameters and the
     named credential headers appear at most once."""
     watched = tuple(headers)
 
-    def guard(connection: ASGIConnection, _: BaseRouteHandler) -> None:
+    # async although it never awaits: Litestar runs a sync guard in a worker thread, a hop per request.
+    async def guard(connection: ASGIConnection, _: BaseRouteHandler) -> None:
         repeated = [
             name for name, seen in Counter(k for k, _ in connection.query_params.multi_items()).items() if seen > 1
         ]

@@ -163,9 +163,10 @@ def _http_ok(url: str) -> None:
     httpx.get(url, timeout=2.0).raise_for_status()
 
 
-def uvicorn_command(module: str, port: int) -> list[str]:
+def uvicorn_command(module: str, port: int, workers: int = 1) -> list[str]:
     """A Litestar app (``module:attribute``) under uvicorn on 127.0.0.1, as the stack, tests and bench run it."""
-    return [sys.executable, "-m", "uvicorn", module, "--host", "127.0.0.1", "--port", str(port), "--no-access-log"]
+    command = [sys.executable, "-m", "uvicorn", module, "--host", "127.0.0.1", "--port", str(port), "--no-access-log"]
+    return [*command, "--workers", str(workers)] if workers > 1 else command
 
 
 def dagster_dev_command(port: int) -> list[str]:
@@ -184,11 +185,17 @@ def dagster_dev_command(port: int) -> list[str]:
     ]
 
 
-def _uvicorn_program(name: str, module: str, port_of: Callable[[Settings], int], requires: tuple[str, ...]) -> Program:
+def _uvicorn_program(
+    name: str,
+    module: str,
+    port_of: Callable[[Settings], int],
+    requires: tuple[str, ...],
+    workers_of: Callable[[Settings], int] = lambda settings: 1,
+) -> Program:
     """A Litestar app under uvicorn on its configured port, healthy once /health answers."""
     return Program(
         name,
-        lambda s, p: uvicorn_command(module, port_of(s)),
+        lambda s, p: uvicorn_command(module, port_of(s), workers_of(s)),
         lambda s: _http_ok(f"http://127.0.0.1:{port_of(s)}/health"),
         requires=requires,
         ports=lambda s: (port_of(s),),
@@ -233,7 +240,13 @@ PROGRAMS: Mapping[str, Program] = MappingProxyType(
                 lambda s: redis.Redis.from_url(s.redis_url, socket_timeout=2).ping(),
                 ports=lambda s: (s.redis_port,),
             ),
-            _uvicorn_program("ingestion", "ingestion_api.app:app", lambda s: s.ingestion_port, ("kafka", "redis")),
+            _uvicorn_program(
+                "ingestion",
+                "ingestion_api.app:app",
+                lambda s: s.ingestion_port,
+                ("kafka", "redis"),
+                lambda s: s.ingestion_workers,
+            ),
             # Landing serves nothing: running under supervisord is its health.
             Program(
                 "landing",

@@ -42,8 +42,11 @@ class WriteKeys:
             raise BatchRejected(401, "unknown write key")
         return owners[0]
 
-    def guard(self, connection: ASGIConnection, _: BaseRouteHandler) -> None:
-        """Route guard: refuse a missing or unknown key before the body is read; the handler gets its owner."""
+    async def guard(self, connection: ASGIConnection, _: BaseRouteHandler) -> None:
+        """Route guard: refuse a missing or unknown key before the body is read; the handler gets its owner.
+
+        async although it never awaits: Litestar runs a sync guard in a worker thread, a hop per request.
+        """
         connection.state.writer = self.writer(connection)
 
     @staticmethod

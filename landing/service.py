@@ -13,6 +13,12 @@ Flush protocol for a set of partitions (see docs/ARCHITECTURE.md, "Landing"):
 A crash anywhere before 5 leaves the offsets uncommitted: the next owner reads
 the same records again, finds the intent in step 1's object and writes the
 same files over themselves. Nothing is ever half-landed and nothing twice.
+
+Steps 1-4 run in a flush thread while the loop decodes and buffers the records
+of the poll after the range (waiting on the object store was most of landing's
+time). A flush is committed before the loop polls again and before the next
+flush starts: no flush is in flight across a poll, where rebalances happen, and
+the steps of successive flushes never interleave.
 """
 
 from __future__ import annotations
@@ -20,6 +26,7 @@ from __future__ import annotations
 import logging
 import signal
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
@@ -34,13 +41,27 @@ from heatmap_core.events import READABLE_RECORD_VERSIONS, RawBatchRecord, decode
 from heatmap_core.lake import PartitionWatermark
 from heatmap_core.settings import Settings
 from landing.buffer import Flush, PartitionBuffer, latest
-from landing.writer import LakeWriter
+from landing.writer import LakeWriter, WrittenFile
 
 log = logging.getLogger("landing")
 
 
 class ConsumerStalled(RuntimeError):
     pass
+
+
+def _landed(
+    watermark: PartitionWatermark, flush: Flush, now: datetime, caught_up_at: datetime | None
+) -> PartitionWatermark:
+    """Step 4's watermark: the flush is in the lake; caught_up_at when it held all the partition had."""
+    return msgspec.structs.replace(
+        watermark,
+        landed_through_offset=flush.last_offset,
+        max_event_time=latest(watermark.max_event_time, flush.max_event_time),
+        max_received_at=latest(watermark.max_received_at, flush.max_received_at),
+        caught_up_at=caught_up_at or watermark.caught_up_at,
+        updated_at=now,
+    )
 
 
 @dataclass
@@ -59,7 +80,11 @@ class PartitionState:
 
 
 class _RebalanceNotes(ConsumerRebalanceListener):
-    """Notes revoked partitions; the loop acts on them after poll returns, so listeners stay instant."""
+    """Notes revoked partitions; the loop acts on them after poll returns, so listeners stay instant.
+
+    (Instant matters: kafka-python 3 runs listeners on its IO thread, and one that blocked there,
+    even for a fraction of a second, left the member fetching nothing after the rebalance.)
+    """
 
     def __init__(self) -> None:
         self.revoked: set[TopicPartition] = set()
@@ -71,6 +96,16 @@ class _RebalanceNotes(ConsumerRebalanceListener):
 
     def on_partitions_assigned(self, assigned):
         self.assignment_changed = True
+
+
+@dataclass
+class FlushInFlight:
+    """A flush whose steps 1-4 run in the flush thread; the loop commits it once they are done."""
+
+    states: list[PartitionState]
+    flushes: list[Flush]
+    # Steps 1-4: the landed watermarks (step 4) and the part files written.
+    writes: Future[tuple[list[PartitionWatermark], dict[int, list[WrittenFile]]]]
 
 
 @dataclass
@@ -90,6 +125,8 @@ class Landing:
         self.options = options
         self.topic = settings.topic
         self.writer = LakeWriter(settings, options.formats)
+        self.flush_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="flush")
+        self.in_flight: FlushInFlight | None = None
         self.rebalance = _RebalanceNotes()
         self.states: dict[int, PartitionState] = {}
         # Partitions sought back during this loop iteration: the rest of their polled records is stale.
@@ -132,19 +169,24 @@ class Landing:
                 self.rewound = set()
                 batches = self.consumer.poll(timeout_ms=200)
                 self._apply_rebalance()
+                # What became due in the last round is written while this round's records are read.
+                self._flush(self._due())
                 for tp, records in batches.items():
                     for message in records:
                         if tp.partition in self.rewound:
                             break
                         self._add(tp.partition, message.offset, message.value)
-                self._flush(self._due())
+                self._finish_flush()
                 self._refresh_idle_watermarks()
                 self._log_progress()
                 self._check_fetching()
             # Ranges being replayed are left for the next owner: flushing them early would change their keys.
             self._flush([p for p, s in self.states.items() if not s.buffer.empty and s.replay_until is None])
+            self._finish_flush()
             self._log_progress(force=True)
         finally:
+            # After a failure a flush may still be in flight: its writes end, uncommitted (a replay redoes them).
+            self.flush_thread.shutdown(wait=True)
             self.consumer.close(autocommit=False, timeout_ms=10_000)
             self.writer.close()
         log.info("landing stopped")
@@ -259,44 +301,63 @@ class Landing:
     # ------------------------------------------------------------------ flushing
 
     def _flush(self, partitions: list[int]) -> None:
+        """Take the partitions' buffers and start their flush (steps 1-4) once the previous one is committed."""
         if not partitions:
             return
-        states = [self.states[p] for p in partitions]
+        self._finish_flush()
+        # A failed commit of the previous flush may have rewound some of them.
+        states = [self.states[p] for p in partitions if p in self.states and not self.states[p].buffer.empty]
+        if not states:
+            return
         flushes = [state.buffer.take() for state in states]
         now = datetime.now(UTC)
+        caught_up = []
         for state, flush in zip(states, flushes, strict=True):
+            state.replay_until = None  # the replayed range is taken whole
             state.watermark = msgspec.structs.replace(
                 state.watermark,
                 flush_first_offset=flush.first_offset,
                 flush_last_offset=flush.last_offset,
                 updated_at=now,
             )
-        self.writer.put_watermarks([state.watermark for state in states])
+            # Nothing of the partition is left unread or buffered as of now (the last fetch's high watermark).
+            highwater = self.consumer.highwater(TopicPartition(self.topic, flush.kafka_partition))
+            caught_up.append(now if highwater is not None and flush.last_offset + 1 >= highwater else None)
+        intents = [state.watermark for state in states]
+        writes = self.flush_thread.submit(self._write, intents, flushes, caught_up)
+        self.in_flight = FlushInFlight(states, flushes, writes)
+
+    def _write(
+        self, intents: list[PartitionWatermark], flushes: list[Flush], caught_up: list[datetime | None]
+    ) -> tuple[list[PartitionWatermark], dict[int, list[WrittenFile]]]:
+        """Steps 1-4 of the protocol, in the flush thread; touches the object store only, never the consumer."""
+        self.writer.put_watermarks(intents)
         written = self.writer.write_parts(flushes)
         self.writer.write_ledger([f for f in flushes if f.files], written)
         landed_at = datetime.now(UTC)
-        for state, flush in zip(states, flushes, strict=True):
-            state.replay_until = None
-            state.watermark = self._landed(state.watermark, flush, landed_at)
-        self.writer.put_watermarks([state.watermark for state in states])
-        self._commit(flushes)
-        self.progress.flushes += len(flushes)
-        self.progress.events += sum(flush.events for flush in flushes)
+        landed = [
+            _landed(intent, flush, landed_at, caught_up_at)
+            for intent, flush, caught_up_at in zip(intents, flushes, caught_up, strict=True)
+        ]
+        self.writer.put_watermarks(landed)
+        return landed, written
+
+    def _finish_flush(self) -> None:
+        """Wait for the flush in flight (if any) and commit it: step 5."""
+        if self.in_flight is None:
+            return
+        in_flight, self.in_flight = self.in_flight, None
+        landed, written = in_flight.writes.result()
+        for state, watermark in zip(in_flight.states, landed, strict=True):
+            state.watermark = watermark
+        self._commit(in_flight.flushes)
+        self.progress.flushes += len(in_flight.flushes)
+        self.progress.events += sum(flush.events for flush in in_flight.flushes)
         self.progress.files += sum(len(files) for files in written.values())
 
-    def _landed(self, watermark: PartitionWatermark, flush: Flush, now: datetime) -> PartitionWatermark:
-        highwater = self.consumer.highwater(TopicPartition(self.topic, flush.kafka_partition))
-        caught_up = highwater is not None and flush.last_offset + 1 >= highwater
-        return msgspec.structs.replace(
-            watermark,
-            landed_through_offset=flush.last_offset,
-            max_event_time=latest(watermark.max_event_time, flush.max_event_time),
-            max_received_at=latest(watermark.max_received_at, flush.max_received_at),
-            caught_up_at=now if caught_up else watermark.caught_up_at,
-            updated_at=now,
-        )
-
     def _commit(self, flushes: list[Flush]) -> None:
+        if not flushes:
+            return
         offsets = {
             TopicPartition(self.topic, f.kafka_partition): OffsetAndMetadata(f.last_offset + 1, "", -1) for f in flushes
         }

@@ -91,38 +91,34 @@ class LakeWriter:
         self.put(key, value, "application/octet-stream")
         return key
 
-    def _encode(self, kafka_partition: int, part: PartFile) -> list[tuple[str, str, bytes]]:
-        """(format, key, body) of one part file in every format; the JSON lines are joined once."""
+    def _write_part(self, kafka_partition: int, part: PartFile, fmt: str) -> WrittenFile:
+        """Encode and store one part file in one format (a pool thread: Arrow's Parquet encoding
+        releases the GIL, so it overlaps the other files' uploads and the consumer's work)."""
         json_lines = part.json_body()
-        return [
-            (
-                fmt,
-                part_key(
-                    part.hour,
-                    part.client_id,
-                    kafka_partition,
-                    part.first_offset,
-                    part.last_offset,
-                    fmt,
-                    self.settings.parquet_prefix,
-                ),
-                json_lines if fmt == "json" else parquet_from_json_lines(json_lines),
-            )
-            for fmt in self.formats
-        ]
+        body = json_lines if fmt == "json" else parquet_from_json_lines(json_lines)
+        key = part_key(
+            part.hour,
+            part.client_id,
+            kafka_partition,
+            part.first_offset,
+            part.last_offset,
+            fmt,
+            self.settings.parquet_prefix,
+        )
+        self.put(key, body, CONTENT_TYPES[fmt])
+        return WrittenFile(key, part, fmt, len(body))
 
     def write_parts(self, flushes: list[Flush]) -> dict[int, list[WrittenFile]]:
         """Write every part file of the flushes in every format; by Kafka partition, what was written."""
-        encoded = [
-            (flush.kafka_partition, part, *encoding)
+        futures = [
+            (flush.kafka_partition, self.pool.submit(self._write_part, flush.kafka_partition, part, fmt))
             for flush in flushes
             for part in flush.files
-            for encoding in self._encode(flush.kafka_partition, part)
+            for fmt in self.formats
         ]
-        self.put_all([(key, body, CONTENT_TYPES[fmt]) for _, _, fmt, key, body in encoded])
         written: dict[int, list[WrittenFile]] = {flush.kafka_partition: [] for flush in flushes}
-        for partition, part, fmt, key, body in encoded:
-            written[partition].append(WrittenFile(key, part, fmt, len(body)))
+        for partition, future in futures:
+            written[partition].append(future.result())
         return written
 
     def write_ledger(self, flushes: list[Flush], written: dict[int, list[WrittenFile]]) -> None:

@@ -1,0 +1,117 @@
+"""python -m bench.profile NAME: run one benchmark under py-spy and keep what dominated.
+
+Every process of the run is sampled (the bench itself, which is the load
+generator or the reference, and the service it starts: uvicorn, landing).
+Written to bench/profiles/:
+
+- ``NAME.collapsed.gz``: py-spy's raw collapsed stacks, gzipped (flamegraph.pl,
+  speedscope and inferno read them once unzipped);
+- ``NAME.svg`` (with ``--svg``): py-spy's flame graph of a second run;
+- ``NAME.txt``: per process, the functions holding the most samples, by own
+  time and by inclusive time, as a share of that process's samples.
+"""
+
+from __future__ import annotations
+
+import gzip
+import importlib
+import re
+import subprocess
+import sys
+from collections import Counter
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from bench.common import console, show
+from heatmap_core.settings import get_settings
+
+PROFILES = Path(__file__).resolve().parent / "profiles"
+TOP = 25
+app = typer.Typer(add_completion=False, no_args_is_help=True)
+# py-spy's root frame of each process: `process 1234:"python -m landing run"`.
+_PROCESS = re.compile(r'^process \d+:"(?P<command>[^"]*)"')
+
+
+def _py_spy(name: str, fmt: str, output: Path, rate: int, idle: bool) -> None:
+    command = [sys.executable, "-m", "bench.profile", "run-bench", name]
+    spy = Path(sys.executable).with_name("py-spy")
+    options = ["--subprocesses", "--nonblocking", "-r", str(rate), "-f", fmt, "-o", str(output)]
+    subprocess.run([str(spy), "record", *options, *(["--idle"] if idle else []), "--", *command], check=True)
+
+
+def _process_name(root: str) -> str:
+    match = _PROCESS.match(root.replace("\n", " "))
+    command = match["command"] if match else root
+    if not command:  # py-spy names the process it launched before it has read its command line
+        return "bench (reference)"
+    for marker in ("uvicorn", "landing", "bench.loadgen", "ProducerPerformance", "bench.profile"):
+        if marker in command:
+            return {"bench.profile": "bench (reference)", "bench.loadgen": "load generator"}.get(marker, marker)
+    return command[:60]
+
+
+def summarize(collapsed: Path) -> str:
+    """Top functions by own and inclusive samples, per process, from py-spy's collapsed stacks."""
+    own: dict[str, Counter[str]] = {}
+    inclusive: dict[str, Counter[str]] = {}
+    totals: Counter[str] = Counter()
+    for line in collapsed.read_text().splitlines():
+        stack, _, count_text = line.rpartition(" ")
+        if not stack or not count_text.isdigit():
+            continue
+        frames = stack.split(";")
+        # A child's stacks start with its ancestors' process frames, then its own.
+        depth = next((i for i, frame in enumerate(frames) if not frame.startswith("process ")), len(frames))
+        process = _process_name(frames[depth - 1])
+        frames = frames[depth:] or ["(no Python frame)"]
+        if any(frame.startswith("_find_and_load ") for frame in frames):
+            frames = ["(imports at start-up)"]  # not the hot path: one bucket instead of the import machinery
+        count = int(count_text)
+        totals[process] += count
+        own.setdefault(process, Counter())[frames[-1]] += count
+        for frame in set(frames):
+            inclusive.setdefault(process, Counter())[frame] += count
+    lines = [f"# {collapsed.name}: py-spy samples per process", ""]
+    for process, total in totals.most_common():
+        lines.append(f"## {process}: {total} samples")
+        for title, table in (("own", own[process]), ("inclusive", inclusive[process])):
+            lines.append(f"### by {title} time")
+            for frame, count in table.most_common(TOP):
+                lines.append(f"{100 * count / total:6.1f}%  {frame}")
+        lines.append("")
+    return "\n".join(lines)
+
+
+@app.command()
+def profile(
+    name: Annotated[str, typer.Argument(help="ingest or landing")],
+    svg: Annotated[bool, typer.Option(help="Also record a flame graph (a second run of the bench).")] = False,
+    rate: Annotated[int, typer.Option(help="Samples per second per process.")] = 200,
+    tag: Annotated[str, typer.Option(help="Suffix of the output names, e.g. before or after.")] = "",
+    idle: Annotated[bool, typer.Option(help="Also sample threads while they wait (wall time, not CPU).")] = False,
+) -> None:
+    """Profile one bench run; write NAME[-TAG].collapsed/.txt (and .svg) under bench/profiles/."""
+    PROFILES.mkdir(exist_ok=True)
+    stem = f"{name}-{tag}" if tag else name
+    collapsed = PROFILES / f"{stem}.collapsed"
+    _py_spy(name, "raw", collapsed, rate, idle)
+    summary = PROFILES / f"{stem}.txt"
+    summary.write_text(summarize(collapsed))
+    kept = collapsed.with_name(collapsed.name + ".gz")
+    kept.write_bytes(gzip.compress(collapsed.read_bytes()))
+    collapsed.unlink()
+    console.print(f"wrote {kept} and {summary}")
+    if svg:
+        _py_spy(name, "flamegraph", PROFILES / f"{stem}.svg", rate, idle)
+
+
+@app.command("run-bench", hidden=True)
+def run_bench(name: str) -> None:
+    """The profiled process: one bench against the running stack (started by the caller)."""
+    show(importlib.import_module(f"bench.{name}").run(get_settings()))
+
+
+if __name__ == "__main__":
+    app()
