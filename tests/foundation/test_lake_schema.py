@@ -10,7 +10,7 @@ import msgspec
 import pyarrow.parquet as pq
 
 from heatmap_core import lake
-from heatmap_core.events import Event, RawBatchRecord
+from heatmap_core.events import Event, PageView, RawBatchRecord
 from heatmap_core.lake_schema import (
     COUNTED_COLUMNS,
     EVENT_KEY,
@@ -40,7 +40,15 @@ NAMES = (
     "kafka_partition",
     "kafka_offset",
     "batch_index",
+    "device",
+    "view_id",
+    "viewport_w",
+    "viewport_h",
+    "screen_w",
+    "screen_h",
 )
+# Added by v2: nullable, since lines written before v2 lack them.
+V2_NAMES = NAMES[NAMES.index("device") :]
 HOUR = datetime(2026, 2, 2, 10, tzinfo=UTC)
 
 
@@ -55,6 +63,8 @@ def _landed_part():
             Event(HOUR.replace(minute=1, microsecond=123456), 0.25, 0.2, "click"),
             Event(HOUR.replace(minute=2), 1.0, 0.0),
         ],
+        view=PageView(view_id="view-0001", viewport_w=390, viewport_h=844, screen_w=390, screen_h=3400),
+        device="mobile",
     )
     buffer = PartitionBuffer(kafka_partition=3)
     buffer.add(41, record)
@@ -85,6 +95,12 @@ def test_generated_types_are_the_lake_types():
             "kafka_partition: int32 not null",
             "kafka_offset: int64 not null",
             "batch_index: int32 not null",
+            "device: string",
+            "view_id: string",
+            "viewport_w: int32",
+            "viewport_h: int32",
+            "screen_w: int32",
+            "screen_h: int32",
         ]
     )
     # Readers take every column nullable (a bad line reads as nulls) and every integer as 64-bit.
@@ -95,7 +111,7 @@ def test_generated_types_are_the_lake_types():
         "client_id Nullable(String), screen_id Nullable(String), x_norm Nullable(Float64), "
         "y_norm Nullable(Float64), batch_id Nullable(String), batch_index Nullable(Int64)"
     )
-    assert not any(column.nullable for column in LAKE_COLUMNS)
+    assert tuple(column.name for column in LAKE_COLUMNS if column.nullable) == V2_NAMES
 
 
 def test_landing_writes_exactly_the_definition():
