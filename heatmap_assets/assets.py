@@ -10,7 +10,7 @@ the bucket's current truth: no duplicates, no stale cells, no half bucket.
 import time
 from collections import Counter
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import NamedTuple
 
 from dagster import (
@@ -47,19 +47,18 @@ from heatmap_assets.partitions import (
 from heatmap_assets.resources import ClickHouseResource, LakeResource, SparkResource
 from heatmap_core.clickhouse import replace_bucket
 from heatmap_core.grid import GRID_H, GRID_W
-from heatmap_core.lake import LAYOUT
+from heatmap_core.lake import LAYOUT, staging_hour_glob, staging_prefix, staging_table_prefix
 from heatmap_core.lake_schema import LAKE_COLUMNS
 from heatmap_core.schema import CELLS, HOURLY, SCROLL, SCROLL_HOURLY, BucketTable, TableKind
 from heatmap_core.settings import get_settings
-from heatmap_core.sql import BUCKET_WINDOW, rollup_select, window_parameters
+from heatmap_core.sql import BUCKET_WINDOW, rollup_select, staged_parameters, staged_select, window_parameters
 from heatmap_core.timeutil import naive_utc
 
 OWNERS = ["team:analytics-platform"]
 GROUP = "heatmap"
-# Bucket replacement copies a day partition, then swaps it: two writers of the
-# same day must not interleave. Embedded chDB serializes them with its lock; a
-# ClickHouse server deployment limits this pool to 1
-# (`dagster instance concurrency set heatmap_bucket_writes 1`).
+# Each bucket is its own partition, so writers of different buckets never meet and
+# two writers of one bucket each swap a whole bucket (the last one wins). The pool
+# bounds how many runs write at once (`dagster instance concurrency set heatmap_bucket_writes N`).
 BUCKET_WRITES_POOL = "heatmap_bucket_writes"
 MAX_LISTED_PATHS = 50
 _DAGSTER = get_settings().dagster
@@ -169,7 +168,7 @@ raw_events = AssetSpec(
 def heatmap_hourly(
     context: AssetExecutionContext, lake_store: LakeResource, spark: SparkResource, clickhouse: ClickHouseResource
 ) -> MaterializeResult:
-    from heatmap_assets.spark_job import HourResult, aggregate_hours
+    from heatmap_assets.spark_job import HourFigures, write_hours
 
     started = time.monotonic()
     settings = lake_store.settings
@@ -179,36 +178,60 @@ def heatmap_hourly(
     source = [obj.key for hour in hours for obj in files[hour]]
     context.log.info("%d hour(s), %d lake file(s) to read", len(hours), len(source))
     paths = [lake_store.s3a_path(key) for key in source]
-    results = aggregate_hours(spark.spark_session, paths, settings.raw_format) if paths else {}
-
+    tables = {CELLS.name: HOURLY, SCROLL.name: SCROLL_HOURLY}
+    run_id = context.run.run_id
+    swept = lake_store.sweep_staging(datetime.now(UTC))
     per_hour: list[HourStats] = []
-    for hour in hours:
-        result = results.get(hour) or HourResult(hour)
-        # One short unit of work per hour and table: the embedded chDB lock is never held across Spark work.
-        with clickhouse.connect() as client:
-            cells = replace_bucket(client, HOURLY, hour, rows=result.rows, database=clickhouse.db)
-        with clickhouse.connect() as client:
-            scroll_rows = replace_bucket(client, SCROLL_HOURLY, hour, rows=result.scroll_rows, database=clickhouse.db)
-        per_hour.append(
-            HourStats(
-                hour,
-                len(files[hour]),
-                sum(o.size for o in files[hour]),
-                result.lines,
+    try:
+        # The executors write every hour's rows under this run's staging prefix; the driver gets figures only.
+        staging = {kind: lake_store.s3a_path(staging_table_prefix(run_id, t.name)) for kind, t in tables.items()}
+        figures = write_hours(spark.spark_session, paths, settings.raw_format, staging) if paths else {}
+        for hour in hours:
+            result = figures.get(hour) or HourFigures(hour)
+            written = {}
+            for kind, table in tables.items():
+                staged = result.cells if table is HOURLY else result.scroll_rows
+                # One short unit of work per hour and table: ClickHouse reads the hour's staged files itself.
+                with clickhouse.connect() as client:
+                    written[kind] = replace_bucket(
+                        client,
+                        table,
+                        hour,
+                        select_sql=staged_select(table.kind) if staged else None,
+                        parameters=staged_parameters(
+                            table.kind,
+                            hour,
+                            lake_store.http_url(staging_hour_glob(run_id, table.name, hour)),
+                            settings.s3_access_key,
+                            settings.s3_secret_key,
+                        ),
+                        database=clickhouse.db,
+                        expected_rows=staged,
+                    ).rows
+            cells, scroll_rows = written[CELLS.name], written[SCROLL.name]
+            per_hour.append(
+                HourStats(
+                    hour,
+                    len(files[hour]),
+                    sum(o.size for o in files[hour]),
+                    result.lines,
+                    result.events,
+                    cells,
+                    result.views,
+                    scroll_rows,
+                )
+            )
+            context.log.info(
+                "hour %s: %d events -> %d cells; %d scrolled views -> %d scroll rows",
+                hour.isoformat(),
                 result.events,
                 cells,
                 result.views,
                 scroll_rows,
             )
-        )
-        context.log.info(
-            "hour %s: %d events -> %d cells; %d scrolled views -> %d scroll rows",
-            hour.isoformat(),
-            result.events,
-            cells,
-            result.views,
-            scroll_rows,
-        )
+    finally:
+        # Whatever happened, this run's staged files are read by nothing any more.
+        lake_store.delete(lake_store.list(staging_prefix(run_id)))
 
     check_results = hourly_checks(clickhouse, lake_store, per_hour)
 
@@ -234,6 +257,8 @@ def heatmap_hourly(
             "per_hour": MetadataValue.md(_hour_table(per_hour)),
             "table": f"{clickhouse.db}.{HOURLY.name}",
             "scroll_table": f"{clickhouse.db}.{SCROLL_HOURLY.name}",
+            "staging_prefix": MetadataValue.text(f"s3://{settings.raw_bucket}/{staging_prefix(run_id)} (deleted)"),
+            "stale_staged_files_swept": swept,
             "spark_master": (spark.master or settings.spark_master) if paths else "not started (no files)",
             "duration_s": round(time.monotonic() - started, 3),
         },
@@ -372,7 +397,7 @@ def _rollup(context: AssetExecutionContext, clickhouse: ClickHouseResource, roll
                 select_sql = rollup_select(target.kind, f"`{database}`.`{source.name}`")
                 written = replace_bucket(
                     client, target, start, select_sql=select_sql, parameters=params, database=database
-                )
+                ).rows
                 sums = checks.measure_sums(client, database, target, start, end)
             context.log.info(
                 "%s %s: %d rows of %s -> %d rows, %s", key, target.name, upstream_rows, source.name, written, sums

@@ -178,6 +178,7 @@ def replace_bucket(
     select_sql: str | None = None,
     parameters: dict | None = None,
     database: str | None = None,
+    expected_rows: int | None = None,
 ) -> BucketWrite:
     """Replace every row of one bucket atomically, at the cost of that bucket alone.
 
@@ -187,8 +188,9 @@ def replace_bucket(
     ``REPLACE PARTITION`` then swaps the bucket's partition in one step (or
     ``DROP PARTITION`` when the bucket is now empty), so readers see the old
     bucket or the new one, never a mix, duplicates or stale cells. Nothing of
-    the rest of the table is read or copied. Staged rows outside the bucket are
-    refused (a ``ValueError``) before anything is swapped.
+    the rest of the table is read or copied. Staged rows outside the bucket, or
+    other than ``expected_rows`` of them when given (what a writer outside
+    ClickHouse counted), are refused (``ValueError``) before anything is swapped.
     """
     database = database or get_settings().clickhouse_database
     target = f"`{database}`.`{table.name}`"
@@ -213,6 +215,8 @@ def replace_bucket(
         ).result_rows[0]
         if elsewhere:
             raise ValueError(f"{elsewhere} staged row(s) for {table.name} lie outside the bucket {start}")
+        if expected_rows is not None and new_rows != expected_rows:
+            raise ValueError(f"{new_rows} row(s) staged for {table.name} at {start}, {expected_rows} expected")
         if new_rows:
             client.command(f"ALTER TABLE {target} REPLACE PARTITION ID '{part}' FROM {staging}")
         else:
