@@ -186,6 +186,13 @@ def heatmap_hourly(
         # The executors write every hour's rows under this run's staging prefix; the driver gets figures only.
         staging = {kind: lake_store.s3a_path(staging_table_prefix(run_id, t.name)) for kind, t in tables.items()}
         figures = write_hours(spark.spark_session, paths, settings.raw_format, staging) if paths else {}
+        context.log.info(
+            "staged %d cells and %d scroll rows under s3://%s/%s",
+            sum(f.cells for f in figures.values()),
+            sum(f.scroll_rows for f in figures.values()),
+            settings.raw_bucket,
+            staging_prefix(run_id),
+        )
         for hour in hours:
             result = figures.get(hour) or HourFigures(hour)
             written = {}
