@@ -46,6 +46,7 @@ def test_schema_has_keys_and_ttl_and_is_idempotent(settings):
         assert sorting_key == EXPECTED_TABLES[name][0]
         assert "ENGINE = MergeTree" in create
         assert f"TTL bucket_start + {EXPECTED_TABLES[name][1]}" in create
+        assert "SETTINGS ttl_only_drop_parts = 1" in create
 
 
 # Recent buckets: rows older than a table's TTL are dropped as they are written.
