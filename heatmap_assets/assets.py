@@ -45,7 +45,7 @@ from heatmap_assets.partitions import (
     window_of,
 )
 from heatmap_assets.resources import ClickHouseResource, LakeResource, SparkResource
-from heatmap_core.clickhouse import replace_bucket
+from heatmap_core.clickhouse import BucketWrite, replace_bucket
 from heatmap_core.grid import GRID_H, GRID_W
 from heatmap_core.lake import LAYOUT, staging_hour_glob, staging_prefix, staging_table_prefix
 from heatmap_core.lake_schema import LAKE_COLUMNS
@@ -158,9 +158,9 @@ raw_events = AssetSpec(
         f"{SCROLL_HOURLY.name}): per depth row of {GRID_H}, the page views whose deepest scroll reached it and "
         "those whose fold (viewport height) lies in it, each view once per hour. One PySpark pass reads the hour's "
         "lake files (lines written before v2 count under device unknown), counts every ingested event once (by "
-        "client, batch and index in the batch, whatever repeated it), and the hour's rows in both ClickHouse tables "
-        "are replaced, each in one atomic swap. A backfill over many hours runs in one Spark session and still "
-        "replaces each hour on its own."
+        "client, batch and index in the batch, whatever repeated it); the Spark executors stage the hour's rows as "
+        "Parquet on the object store, which ClickHouse reads into both tables, each hour replaced in one atomic "
+        "swap. A backfill over many hours runs in one Spark session and still replaces each hour on its own."
     ),
     metadata=_table_meta(HOURLY),
     code_version="2",
@@ -178,13 +178,14 @@ def heatmap_hourly(
     source = [obj.key for hour in hours for obj in files[hour]]
     context.log.info("%d hour(s), %d lake file(s) to read", len(hours), len(source))
     paths = [lake_store.s3a_path(key) for key in source]
-    tables = {CELLS.name: HOURLY, SCROLL.name: SCROLL_HOURLY}
     run_id = context.run.run_id
     swept = lake_store.sweep_staging(datetime.now(UTC))
     per_hour: list[HourStats] = []
     try:
         # The executors write every hour's rows under this run's staging prefix; the driver gets figures only.
-        staging = {kind: lake_store.s3a_path(staging_table_prefix(run_id, t.name)) for kind, t in tables.items()}
+        staging = {
+            t.kind.name: lake_store.s3a_path(staging_table_prefix(run_id, t.name)) for t in (HOURLY, SCROLL_HOURLY)
+        }
         figures = write_hours(spark.spark_session, paths, settings.raw_format, staging) if paths else {}
         context.log.info(
             "staged %d cells and %d scroll rows under s3://%s/%s",
@@ -196,26 +197,13 @@ def heatmap_hourly(
         for hour in hours:
             result = figures.get(hour) or HourFigures(hour)
             written = {}
-            for kind, table in tables.items():
-                staged = result.cells if table is HOURLY else result.scroll_rows
+            for table, staged in ((HOURLY, result.cells), (SCROLL_HOURLY, result.scroll_rows)):
                 # One short unit of work per hour and table: ClickHouse reads the hour's staged files itself.
                 with clickhouse.connect() as client:
-                    written[kind] = replace_bucket(
-                        client,
-                        table,
-                        hour,
-                        select_sql=staged_select(table.kind) if staged else None,
-                        parameters=staged_parameters(
-                            table.kind,
-                            hour,
-                            lake_store.http_url(staging_hour_glob(run_id, table.name, hour)),
-                            settings.s3_access_key,
-                            settings.s3_secret_key,
-                        ),
-                        database=clickhouse.db,
-                        expected_rows=staged,
-                    ).rows
-            cells, scroll_rows = written[CELLS.name], written[SCROLL.name]
+                    written[table] = replace_from_staging(
+                        client, lake_store, run_id, table, hour, staged, clickhouse.db
+                    )
+            cells, scroll_rows = written[HOURLY].rows, written[SCROLL_HOURLY].rows
             per_hour.append(
                 HourStats(
                     hour,
@@ -270,6 +258,30 @@ def heatmap_hourly(
             "duration_s": round(time.monotonic() - started, 3),
         },
         check_results=check_results,
+    )
+
+
+def replace_from_staging(
+    client, lake_store: LakeResource, run_id: str, table: BucketTable, hour: datetime, staged_rows: int, database: str
+) -> BucketWrite:
+    """Replace one hour of ``table`` with the rows the run's executors staged for it, read by ClickHouse
+    with ``s3()``: ``staged_rows`` of them as Spark counted (refused otherwise); 0 empties the bucket
+    without reading anything."""
+    settings = lake_store.settings
+    return replace_bucket(
+        client,
+        table,
+        hour,
+        select_sql=staged_select(table.kind) if staged_rows else None,
+        parameters=staged_parameters(
+            table.kind,
+            hour,
+            lake_store.http_url(staging_hour_glob(run_id, table.name, hour)),
+            settings.s3_access_key,
+            settings.s3_secret_key,
+        ),
+        database=database,
+        expected_rows=staged_rows,
     )
 
 

@@ -11,14 +11,13 @@ from datetime import UTC, datetime, timedelta
 
 from dagster import materialize
 
-from heatmap_assets.assets import ALL_ASSETS
+from heatmap_assets.assets import ALL_ASSETS, replace_from_staging
 from heatmap_assets.partitions import hour_key
 from heatmap_assets.resources import LakeResource, build_resources
 from heatmap_assets.spark_job import HourFigures, write_hours
-from heatmap_core.clickhouse import apply_schema, clickhouse, replace_bucket
-from heatmap_core.lake import STAGING_MAX_AGE, STAGING_PREFIX, staging_hour_glob, staging_table_prefix
+from heatmap_core.clickhouse import apply_schema, clickhouse
+from heatmap_core.lake import STAGING_MAX_AGE, STAGING_PREFIX, staging_table_prefix
 from heatmap_core.schema import CELLS, HOURLY, SCROLL, SCROLL_HOURLY
-from heatmap_core.sql import staged_parameters, staged_select
 from tests.assets import lakedata
 from tests.assets.runs import run
 from tests.conftest import free_port
@@ -28,12 +27,12 @@ def _hour(days_back: int) -> datetime:
     return (datetime.now(UTC) - timedelta(days=days_back)).replace(minute=0, second=0, microsecond=0)
 
 
+def _lake(settings) -> LakeResource:
+    return build_resources(settings)["lake_store"]
+
+
 def _keys(settings, prefix: str) -> list[str]:
-    return sorted(obj.key for obj in LakeResource(**_lake_config(settings)).list(prefix))
-
-
-def _lake_config(settings) -> dict:
-    return build_resources(settings)["lake_store"].model_dump()
+    return sorted(obj.key for obj in _lake(settings).list(prefix))
 
 
 def test_executors_stage_each_hour_and_clickhouse_reads_it_exactly(settings, spark):
@@ -44,7 +43,7 @@ def test_executors_stage_each_hour_and_clickhouse_reads_it_exactly(settings, spa
         second: lakedata.make_events(second, "globex", "pricing", 150, partition=1, offset=5, seed=22, views=5),
     }
     parts = {hour: lakedata.write_part(settings, hour, found, duplicate_every=9) for hour, found in events.items()}
-    lake = LakeResource(**_lake_config(settings))
+    lake = _lake(settings)
     run_id = "run-under-test"
     staging = {
         CELLS.name: lake.s3a_path(staging_table_prefix(run_id, HOURLY.name)),
@@ -80,21 +79,7 @@ def test_executors_stage_each_hour_and_clickhouse_reads_it_exactly(settings, spa
         apply_schema(client, settings.clickhouse_database)
         for hour, figure in figures.items():
             for table, rows in ((HOURLY, figure.cells), (SCROLL_HOURLY, figure.scroll_rows)):
-                written = replace_bucket(
-                    client,
-                    table,
-                    hour,
-                    select_sql=staged_select(table.kind),
-                    parameters=staged_parameters(
-                        table.kind,
-                        hour,
-                        lake.http_url(staging_hour_glob(run_id, table.name, hour)),
-                        settings.s3_access_key,
-                        settings.s3_secret_key,
-                    ),
-                    database=settings.clickhouse_database,
-                    expected_rows=rows,
-                )
+                written = replace_from_staging(client, lake, run_id, table, hour, rows, settings.clickhouse_database)
                 assert written == (rows, rows)
     end = second + timedelta(hours=1)
     assert lakedata.table_cells(settings, HOURLY.name, first, end) == expected_cells[first] | expected_cells[second]
@@ -146,7 +131,7 @@ def test_a_run_cleans_its_staging_and_a_failed_one_leaves_the_live_bucket(settin
 
 
 def test_staged_files_a_dead_run_left_are_swept_once_old(settings):
-    lake = LakeResource(**_lake_config(settings))
+    lake = _lake(settings)
     left = [f"{STAGING_PREFIX}dead-run/{HOURLY.name}/hour_id=2026112523/part-{n}.parquet" for n in range(3)]
     for key in left:
         lakedata.put(settings, key, b"not read by anything")
