@@ -10,7 +10,7 @@ the bucket's current truth: no duplicates, no stale cells, no half bucket.
 import time
 from collections import Counter
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import NamedTuple
 
 from dagster import (
@@ -45,21 +45,20 @@ from heatmap_assets.partitions import (
     window_of,
 )
 from heatmap_assets.resources import ClickHouseResource, LakeResource, SparkResource
-from heatmap_core.clickhouse import replace_bucket
+from heatmap_core.clickhouse import BucketWrite, replace_bucket
 from heatmap_core.grid import GRID_H, GRID_W
-from heatmap_core.lake import LAYOUT
+from heatmap_core.lake import LAYOUT, staging_hour_glob, staging_prefix, staging_table_prefix
 from heatmap_core.lake_schema import LAKE_COLUMNS
 from heatmap_core.schema import CELLS, HOURLY, SCROLL, SCROLL_HOURLY, BucketTable, TableKind
 from heatmap_core.settings import get_settings
-from heatmap_core.sql import BUCKET_WINDOW, rollup_select, window_parameters
+from heatmap_core.sql import BUCKET_WINDOW, rollup_select, staged_parameters, staged_select, window_parameters
 from heatmap_core.timeutil import naive_utc
 
 OWNERS = ["team:analytics-platform"]
 GROUP = "heatmap"
-# Bucket replacement copies a day partition, then swaps it: two writers of the
-# same day must not interleave. Embedded chDB serializes them with its lock; a
-# ClickHouse server deployment limits this pool to 1
-# (`dagster instance concurrency set heatmap_bucket_writes 1`).
+# Each bucket is its own partition, so writers of different buckets never meet and
+# two writers of one bucket each swap a whole bucket (the last one wins). The pool
+# bounds how many runs write at once (`dagster instance concurrency set heatmap_bucket_writes N`).
 BUCKET_WRITES_POOL = "heatmap_bucket_writes"
 MAX_LISTED_PATHS = 50
 _DAGSTER = get_settings().dagster
@@ -159,9 +158,9 @@ raw_events = AssetSpec(
         f"{SCROLL_HOURLY.name}): per depth row of {GRID_H}, the page views whose deepest scroll reached it and "
         "those whose fold (viewport height) lies in it, each view once per hour. One PySpark pass reads the hour's "
         "lake files (lines written before v2 count under device unknown), counts every ingested event once (by "
-        "client, batch and index in the batch, whatever repeated it), and the hour's rows in both ClickHouse tables "
-        "are replaced, each in one atomic swap. A backfill over many hours runs in one Spark session and still "
-        "replaces each hour on its own."
+        "client, batch and index in the batch, whatever repeated it); the Spark executors stage the hour's rows as "
+        "Parquet on the object store, which ClickHouse reads into both tables, each hour replaced in one atomic "
+        "swap. A backfill over many hours runs in one Spark session and still replaces each hour on its own."
     ),
     metadata=_table_meta(HOURLY),
     code_version="2",
@@ -169,7 +168,7 @@ raw_events = AssetSpec(
 def heatmap_hourly(
     context: AssetExecutionContext, lake_store: LakeResource, spark: SparkResource, clickhouse: ClickHouseResource
 ) -> MaterializeResult:
-    from heatmap_assets.spark_job import HourResult, aggregate_hours
+    from heatmap_assets.spark_job import HourFigures, write_hours
 
     started = time.monotonic()
     settings = lake_store.settings
@@ -179,36 +178,55 @@ def heatmap_hourly(
     source = [obj.key for hour in hours for obj in files[hour]]
     context.log.info("%d hour(s), %d lake file(s) to read", len(hours), len(source))
     paths = [lake_store.s3a_path(key) for key in source]
-    results = aggregate_hours(spark.spark_session, paths, settings.raw_format) if paths else {}
-
+    run_id = context.run.run_id
+    swept = lake_store.sweep_staging(datetime.now(UTC))
     per_hour: list[HourStats] = []
-    for hour in hours:
-        result = results.get(hour) or HourResult(hour)
-        # One short unit of work per hour and table: the embedded chDB lock is never held across Spark work.
-        with clickhouse.connect() as client:
-            cells = replace_bucket(client, HOURLY, hour, rows=result.rows, database=clickhouse.db)
-        with clickhouse.connect() as client:
-            scroll_rows = replace_bucket(client, SCROLL_HOURLY, hour, rows=result.scroll_rows, database=clickhouse.db)
-        per_hour.append(
-            HourStats(
-                hour,
-                len(files[hour]),
-                sum(o.size for o in files[hour]),
-                result.lines,
+    try:
+        # The executors write every hour's rows under this run's staging prefix; the driver gets figures only.
+        staging = {
+            t.kind.name: lake_store.s3a_path(staging_table_prefix(run_id, t.name)) for t in (HOURLY, SCROLL_HOURLY)
+        }
+        figures = write_hours(spark.spark_session, paths, settings.raw_format, staging) if paths else {}
+        context.log.info(
+            "staged %d cells and %d scroll rows under s3://%s/%s",
+            sum(f.cells for f in figures.values()),
+            sum(f.scroll_rows for f in figures.values()),
+            settings.raw_bucket,
+            staging_prefix(run_id),
+        )
+        for hour in hours:
+            result = figures.get(hour) or HourFigures(hour)
+            written = {}
+            for table, staged in ((HOURLY, result.cells), (SCROLL_HOURLY, result.scroll_rows)):
+                # One short unit of work per hour and table: ClickHouse reads the hour's staged files itself.
+                with clickhouse.connect() as client:
+                    written[table] = replace_from_staging(
+                        client, lake_store, run_id, table, hour, staged, clickhouse.db
+                    )
+            cells, scroll_rows = written[HOURLY].rows, written[SCROLL_HOURLY].rows
+            per_hour.append(
+                HourStats(
+                    hour,
+                    len(files[hour]),
+                    sum(o.size for o in files[hour]),
+                    result.lines,
+                    result.events,
+                    cells,
+                    result.views,
+                    scroll_rows,
+                )
+            )
+            context.log.info(
+                "hour %s: %d events -> %d cells; %d scrolled views -> %d scroll rows",
+                hour.isoformat(),
                 result.events,
                 cells,
                 result.views,
                 scroll_rows,
             )
-        )
-        context.log.info(
-            "hour %s: %d events -> %d cells; %d scrolled views -> %d scroll rows",
-            hour.isoformat(),
-            result.events,
-            cells,
-            result.views,
-            scroll_rows,
-        )
+    finally:
+        # Whatever happened, this run's staged files are read by nothing any more.
+        lake_store.delete(lake_store.list(staging_prefix(run_id)))
 
     check_results = hourly_checks(clickhouse, lake_store, per_hour)
 
@@ -234,10 +252,36 @@ def heatmap_hourly(
             "per_hour": MetadataValue.md(_hour_table(per_hour)),
             "table": f"{clickhouse.db}.{HOURLY.name}",
             "scroll_table": f"{clickhouse.db}.{SCROLL_HOURLY.name}",
+            "staging_prefix": MetadataValue.text(f"s3://{settings.raw_bucket}/{staging_prefix(run_id)} (deleted)"),
+            "stale_staged_files_swept": swept,
             "spark_master": (spark.master or settings.spark_master) if paths else "not started (no files)",
             "duration_s": round(time.monotonic() - started, 3),
         },
         check_results=check_results,
+    )
+
+
+def replace_from_staging(
+    client, lake_store: LakeResource, run_id: str, table: BucketTable, hour: datetime, staged_rows: int, database: str
+) -> BucketWrite:
+    """Replace one hour of ``table`` with the rows the run's executors staged for it, read by ClickHouse
+    with ``s3()``: ``staged_rows`` of them as Spark counted (refused otherwise); 0 empties the bucket
+    without reading anything."""
+    settings = lake_store.settings
+    return replace_bucket(
+        client,
+        table,
+        hour,
+        select_sql=staged_select(table.kind) if staged_rows else None,
+        parameters=staged_parameters(
+            table.kind,
+            hour,
+            lake_store.http_url(staging_hour_glob(run_id, table.name, hour)),
+            settings.s3_access_key,
+            settings.s3_secret_key,
+        ),
+        database=database,
+        expected_rows=staged_rows,
     )
 
 
@@ -372,7 +416,7 @@ def _rollup(context: AssetExecutionContext, clickhouse: ClickHouseResource, roll
                 select_sql = rollup_select(target.kind, f"`{database}`.`{source.name}`")
                 written = replace_bucket(
                     client, target, start, select_sql=select_sql, parameters=params, database=database
-                )
+                ).rows
                 sums = checks.measure_sums(client, database, target, start, end)
             context.log.info(
                 "%s %s: %d rows of %s -> %d rows, %s", key, target.name, upstream_rows, source.name, written, sums

@@ -110,6 +110,19 @@ class LakeResource(ConfigurableResource):
         settings = self.settings
         return f"{settings.s3_endpoint.rstrip('/')}/{settings.raw_bucket}/{key_or_glob}"
 
+    def delete(self, objects: builtins.list[LakeObject]) -> int:
+        """Delete the objects (S3 multi-object delete, 1,000 keys a request); returns how many."""
+        for first in range(0, len(objects), 1000):
+            keys = [{"Key": obj.key} for obj in objects[first : first + 1000]]
+            self.client.delete_objects(Bucket=self.settings.raw_bucket, Delete={"Objects": keys, "Quiet": True})
+        return len(objects)
+
+    def sweep_staging(self, now: datetime) -> int:
+        """Delete staged files older than ``lake.STAGING_MAX_AGE`` (left by runs that died); returns how many."""
+        return self.delete(
+            [obj for obj in self.list(lake.STAGING_PREFIX) if now - obj.last_modified > lake.STAGING_MAX_AGE]
+        )
+
     def ledger_entries(self, start_after: str | None, limit: int = 1000) -> builtins.list[LakeObject]:
         return self.list(lake.LEDGER_PREFIX, start_after=start_after, limit=limit)
 

@@ -11,20 +11,23 @@ defines them. The hour of a line is the hour of the lake folder it was read
 from, i.e. exactly the ``raw_events`` partition it belongs to.
 
 The two results are two DataFrames whose columns are their tables' columns
-(``schema.CELLS``, ``schema.SCROLL``) with ``hour`` (text) for bucket_start;
-``aggregate_hours`` collects them to the driver.
+(``schema.CELLS``, ``schema.SCROLL``) with ``hour`` (text) for bucket_start.
+``write_hours`` has the executors write them as Parquet under a staging prefix,
+one folder per hour (``heatmap_core.lake.staging_hour_glob``), where ClickHouse
+reads them into each bucket's replacement; only per-hour figures, computed by
+Spark aggregations, come back to the driver, so its memory does not grow with
+the number of cells.
 """
 
 from __future__ import annotations
 
-from collections import defaultdict
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 
 from heatmap_core.events import SCROLL as SCROLL_EVENT
 from heatmap_core.events import UNKNOWN_DEVICE
 from heatmap_core.grid import spark_cell_columns, spark_row_column
-from heatmap_core.lake import HOUR_FOLDERS_PATTERN
+from heatmap_core.lake import HOUR_FOLDERS_PATTERN, STAGING_HOUR_COLUMN
 from heatmap_core.lake_schema import COUNTED_COLUMNS, EVENT_KEY, spark_schema
 from heatmap_core.schema import CELLS, SCROLL, TableKind
 from heatmap_core.timeutil import parse_hour
@@ -157,59 +160,59 @@ def scroll_reach(events):
 
 
 @dataclass
-class HourResult:
+class HourFigures:
+    """What one hour's rows add up to: the only results the driver holds."""
+
     hour: datetime
     lines: int = 0  # lines read, duplicates and unreadable lines included
-    events: int = 0  # distinct valid events
+    events: int = 0  # distinct valid events (the cells' counts summed)
+    cells: int = 0  # rows staged for the cells table
     views: int = 0  # page views with scroll events (scroll reach at row 0, summed over screens and devices)
-    rows: list[tuple] = field(default_factory=list)  # CELLS.column_names tuples
-    scroll_rows: list[tuple] = field(default_factory=list)  # SCROLL.column_names tuples
+    scroll_rows: int = 0  # rows staged for the scroll table
 
 
-def _collect(frame, kind: TableKind):
-    """(hour, row as a ``kind.column_names`` tuple) for each row of a frame of ``_table_columns(kind)``.
+def _stage(frame, url: str) -> None:
+    """Write a frame of ``_table_columns(kind)`` as Parquet under ``url``, one folder per hour
+    (``STAGING_HOUR_COLUMN=<YYYYMMDDHH>``) without the hour column: ClickHouse sets bucket_start."""
+    from pyspark.sql import functions as F
 
-    Collected as Arrow columns: for 10^5 rows several times faster than Spark's Row objects.
-    """
-    table = frame.toArrow()
-    hour_of = {text: parse_hour(text) for text in table.column(HOUR).unique().to_pylist()}
-    hours = [hour_of[text] for text in table.column(HOUR).to_pylist()]
-    columns = [hours if name == HOUR else table.column(name).to_pylist() for name in _table_columns(kind)]
-    return zip(hours, zip(*columns, strict=True), strict=True)
+    hour_id = F.regexp_replace(F.col(HOUR), "[^0-9]", "")  # "2026-11-25 23" -> "2026112523"
+    frame.withColumn(STAGING_HOUR_COLUMN, hour_id).drop(HOUR).write.partitionBy(STAGING_HOUR_COLUMN).mode(
+        "errorifexists"
+    ).parquet(url)
 
 
-def aggregate_hours(spark, paths: list[str], fmt: str) -> dict[datetime, HourResult]:
-    """Run the transform over ``paths`` and collect per-hour results to the driver.
+def write_hours(spark, paths: list[str], fmt: str, staging: dict[str, str]) -> dict[datetime, HourFigures]:
+    """Run the transform over ``paths``; the executors write each kind's rows under ``staging[kind.name]``
+    (an s3a:// URL, one folder per hour); returns the per-hour figures, for hours with lines.
 
-    At most GRID_W * GRID_H cells per client, screen, type, device and hour, and
-    GRID_H scroll rows per client, screen, device and hour come back, so the
-    collected rows stay small.
+    Each result frame is cached, written, then summed per hour by Spark: rows are
+    never collected to the driver.
     """
     from pyspark.sql import functions as F
 
-    results: dict[datetime, HourResult] = defaultdict(lambda: HourResult(hour=datetime.min))
-    if not paths:
-        return {}
+    figures: dict[datetime, HourFigures] = {}
+
+    def of(hour_text: str) -> HourFigures:
+        hour = parse_hour(hour_text)
+        return figures.setdefault(hour, HourFigures(hour))
+
     frame = read_lake(spark, paths, fmt).cache()
     events = unique_events(valid_lines(frame)).cache()  # read by both aggregations
+    cells = hourly_cells(events).cache()
+    scroll = scroll_reach(events).cache()
     try:
         for row in frame.groupBy(HOUR).agg(F.count(F.lit(1)).alias("lines")).collect():
-            if row[HOUR] is None:
-                continue
-            results[parse_hour(row[HOUR])].lines = int(row["lines"])
-        count = CELLS.column_names.index("count")
-        for hour, cell in _collect(hourly_cells(events), CELLS):
-            results[hour].events += cell[count]
-            results[hour].rows.append(cell)
-        reached = SCROLL.column_names.index("reached")
-        depth_row = SCROLL.column_names.index("depth_row")
-        for hour, depth in _collect(scroll_reach(events), SCROLL):
-            if depth[depth_row] == 0:
-                results[hour].views += depth[reached]
-            results[hour].scroll_rows.append(depth)
+            if row[HOUR] is not None:
+                of(row[HOUR]).lines = int(row["lines"])
+        _stage(cells, staging[CELLS.name])
+        _stage(scroll, staging[SCROLL.name])
+        for row in cells.groupBy(HOUR).agg(F.count(F.lit(1)).alias("cells"), F.sum("count").alias("events")).collect():
+            of(row[HOUR]).cells, of(row[HOUR]).events = int(row["cells"]), int(row["events"])
+        views = F.sum(F.when(F.col("depth_row") == 0, F.col("reached")).otherwise(0)).alias("views")
+        for row in scroll.groupBy(HOUR).agg(F.count(F.lit(1)).alias("rows"), views).collect():
+            of(row[HOUR]).scroll_rows, of(row[HOUR]).views = int(row["rows"]), int(row["views"])
     finally:
-        events.unpersist()
-        frame.unpersist()
-    for hour, result in results.items():
-        result.hour = hour
-    return dict(results)
+        for cached in (scroll, cells, events, frame):
+            cached.unpersist()
+    return figures

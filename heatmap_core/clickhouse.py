@@ -12,16 +12,19 @@ connections with a forked child (hence the process id in the key).
 from __future__ import annotations
 
 import os
+import re
 import threading
 import uuid
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from datetime import UTC, datetime
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import NamedTuple
 
 import clickhouse_connect
 from clickhouse_connect.driver.client import Client
 
-from heatmap_core.schema import ALL_TABLES, PARTITION_KEY, BucketTable, schema_statements
+from heatmap_core.schema import ALL_TABLES, BucketTable, schema_statements
 from heatmap_core.settings import Settings, get_settings
 from heatmap_core.sql import time_parameter
 from heatmap_core.timeutil import naive_utc
@@ -40,7 +43,7 @@ def clickhouse(settings: Settings | None = None) -> Iterator[Client]:
     yield clients[key]
 
 
-# How a database created before heatmap v2 is upgraded (heatmap_core/migrate.py).
+# How a database whose tables predate the current schema is upgraded (heatmap_core/migrate.py).
 MIGRATE_COMMAND = "python -m heatmap_core.migrate"
 
 
@@ -48,43 +51,122 @@ class OutdatedSchema(RuntimeError):
     """The database holds bucket tables of an earlier schema, which ``CREATE ... IF NOT EXISTS`` would keep."""
 
 
-def outdated_tables(client: Client, database: str) -> dict[BucketTable, list[str]]:
-    """The bucket tables of ``database`` that exist without every column of their kind (created
-    before v2), each with the columns it lacks."""
-    rows = client.query(
-        "SELECT table, groupArray(name) FROM system.columns "
+@dataclass(frozen=True)
+class TableDrift:
+    """How an existing bucket table differs from its definition in ``heatmap_core.schema``."""
+
+    missing: list[str]  # columns it lacks
+    retyped: list[str]  # columns it has with another type
+    sorting_key: str | None  # its sort key, when not the definition's
+    partition_key: str | None  # its partition key, when not the definition's
+
+    def describe(self, table: BucketTable) -> str:
+        parts = []
+        if self.missing:
+            parts.append(f"lacks {', '.join(self.missing)}")
+        if self.retyped:
+            parts.append(f"types of {', '.join(self.retyped)} differ")
+        if self.sorting_key is not None:
+            parts.append(f"sorted by ({self.sorting_key}), not ({', '.join(table.kind.key)})")
+        if self.partition_key is not None:
+            parts.append(f"partitioned by {self.partition_key}, not {table.partition_key}")
+        return f"{table.name} {'; '.join(parts)}"
+
+
+def outdated_tables(client: Client, database: str) -> dict[BucketTable, TableDrift]:
+    """The bucket tables of ``database`` whose columns, sort key or partition key differ from
+    ``heatmap_core.schema`` (created by an earlier version), each with how it differs."""
+    names = [table.name for table in ALL_TABLES]
+    columns = client.query(
+        "SELECT table, groupArray((name, type)) FROM system.columns "
         "WHERE database = {db:String} AND table IN {tables:Array(String)} GROUP BY table",
-        parameters={"db": database, "tables": [table.name for table in ALL_TABLES]},
+        parameters={"db": database, "tables": names},
     ).result_rows
-    found: dict[str, list[str]] = {name: columns for name, columns in rows}
-    return {
-        table: missing
-        for table in ALL_TABLES
-        if table.name in found and (missing := [c for c in table.column_names if c not in found[table.name]])
-    }
+    keys = client.query(
+        "SELECT name, sorting_key, partition_key FROM system.tables "
+        "WHERE database = {db:String} AND name IN {tables:Array(String)}",
+        parameters={"db": database, "tables": names},
+    ).result_rows
+    found: dict[str, dict[str, str]] = {name: dict(typed) for name, typed in columns}
+    found_keys = {name: (sorting, partition) for name, sorting, partition in keys}
+    outdated = {}
+    for table in ALL_TABLES:
+        if table.name not in found_keys:
+            continue
+        typed = found.get(table.name, {})
+        sorting, partition = found_keys[table.name]
+        drift = TableDrift(
+            missing=[c.name for c in table.columns if c.name not in typed],
+            retyped=[c.name for c in table.columns if c.name in typed and typed[c.name] != c.type],
+            sorting_key=None if sorting == ", ".join(table.kind.key) else sorting,
+            partition_key=None if partition == table.partition_key else partition,
+        )
+        if drift.missing or drift.retyped or drift.sorting_key is not None or drift.partition_key is not None:
+            outdated[table] = drift
+    return outdated
+
+
+# Staging tables of replace_bucket: named by table and creation time, so an orphan (its
+# writer died with the server or the process) is recognised by age and swept.
+STAGE_PREFIX = "_stage_"
+_STAGE_TIME = "%Y%m%dT%H%M%S"
+STAGE_MAX_AGE = timedelta(hours=1)  # far beyond any bucket's replacement
+
+
+def _stage_name(table: BucketTable, now: datetime) -> str:
+    return f"{STAGE_PREFIX}{table.name}_{now:{_STAGE_TIME}}_{uuid.uuid4().hex}"
+
+
+def sweep_stage_tables(client: Client, database: str, now: datetime | None = None) -> list[str]:
+    """Drop the staging tables older than ``STAGE_MAX_AGE`` (left by a writer that died); returns their names.
+
+    Younger ones may belong to a replacement still running and are left alone.
+    """
+    now = now or datetime.now(UTC)
+    pattern = re.compile(rf"^{STAGE_PREFIX}[a-z_]+_(\d{{8}}T\d{{6}})_[0-9a-f]{{32}}$")
+    rows = client.query(
+        "SELECT name FROM system.tables WHERE database = {db:String} AND startsWith(name, {prefix:String})",
+        parameters={"db": database, "prefix": STAGE_PREFIX},
+    ).result_rows
+    swept = []
+    for (name,) in rows:
+        match = pattern.match(name)
+        if match and now - datetime.strptime(match[1], _STAGE_TIME).replace(tzinfo=UTC) > STAGE_MAX_AGE:
+            client.command(f"DROP TABLE IF EXISTS `{database}`.`{name}` SYNC")
+            swept.append(name)
+    return swept
 
 
 def apply_schema(client: Client, database: str | None = None) -> None:
-    """Create the database and tables if missing; running it again changes nothing.
+    """Create the database and tables if missing, and sweep orphaned staging tables; running it
+    again changes nothing.
 
     Refuses (``OutdatedSchema``, naming the migration command) a database whose
-    tables predate v2, rather than leave them for a later insert or read to fail
-    on a missing column.
+    tables differ from ``heatmap_core.schema`` in columns, sort key or partition
+    key, rather than leave them for a later insert or read to fail on a missing
+    column or a replacement to swap the wrong partition.
     """
     database = database or get_settings().clickhouse_database
     if outdated := outdated_tables(client, database):
-        lacking = "; ".join(f"{table.name} lacks {', '.join(missing)}" for table, missing in outdated.items())
+        differences = "; ".join(drift.describe(table) for table, drift in outdated.items())
         raise OutdatedSchema(
-            f"ClickHouse database {database!r} was created before heatmap v2 ({lacking}). "
+            f"ClickHouse database {database!r} holds tables of an earlier schema ({differences}). "
             f"Upgrade it, keeping every row, with `{MIGRATE_COMMAND}` after stopping the Dagster daemon "
-            "(docs/ARCHITECTURE.md, Migration from before v2)."
+            "(docs/ARCHITECTURE.md, Migration)."
         )
     for statement in schema_statements(database):
         client.command(statement)
+    sweep_stage_tables(client, database)
 
 
-def partition_id(bucket_start: datetime) -> str:
-    return bucket_start.astimezone(UTC).strftime("%Y%m%d")
+class BucketWrite(NamedTuple):
+    rows: int  # the bucket's rows after the replacement
+    written_rows: int  # rows ClickHouse wrote doing it (its X-ClickHouse-Summary of each statement)
+
+
+def _written(summary: object) -> int:
+    """ClickHouse's written_rows of a command (a QuerySummary; a plain value for a statement without one)."""
+    return int(getattr(summary, "written_rows", 0) or 0)
 
 
 def replace_bucket(
@@ -96,44 +178,50 @@ def replace_bucket(
     select_sql: str | None = None,
     parameters: dict | None = None,
     database: str | None = None,
-) -> int:
-    """Replace every row of one bucket atomically; returns the bucket's new row count.
+    expected_rows: int | None = None,
+) -> BucketWrite:
+    """Replace every row of one bucket atomically, at the cost of that bucket alone.
 
-    The new rows (``rows`` as ``table.column_names`` tuples, or a parameterized
-    ``select_sql`` producing those columns) go into a staging table together
-    with the untouched buckets of the same day partition; ``REPLACE PARTITION``
-    then swaps the whole partition in one step, so readers see the old bucket
-    or the new one, never a mix, duplicates or stale cells.
+    A bucket is exactly one partition (``BucketTable.partition_key``). Only the
+    new rows (``rows`` as ``table.column_names`` tuples, or a parameterized
+    ``select_sql`` producing those columns) go into a staging table;
+    ``REPLACE PARTITION`` then swaps the bucket's partition in one step (or
+    ``DROP PARTITION`` when the bucket is now empty), so readers see the old
+    bucket or the new one, never a mix, duplicates or stale cells. Nothing of
+    the rest of the table is read or copied. Staged rows outside the bucket, or
+    other than ``expected_rows`` of them when given (what a writer outside
+    ClickHouse counted), are refused (``ValueError``) before anything is swapped.
     """
     database = database or get_settings().clickhouse_database
     target = f"`{database}`.`{table.name}`"
-    staging = f"`{database}`.`_stage_{table.name}_{uuid.uuid4().hex}`"
+    staging = f"`{database}`.`{_stage_name(table, datetime.now(UTC))}`"
     start = naive_utc(bucket_start)
-    this_bucket = f"bucket_start = {time_parameter('start')}"
-    part = partition_id(bucket_start)
+    part = table.partition_id(bucket_start)
+    written = 0
     client.command(f"CREATE TABLE {staging} AS {target}")
     try:
-        client.command(
-            f"INSERT INTO {staging} SELECT * FROM {target} "
-            f"WHERE {PARTITION_KEY} = {{part:UInt32}} AND NOT ({this_bucket})",
-            parameters={"part": int(part), "start": start},
-        )
         if rows:
-            client.insert(staging.replace("`", ""), list(rows), column_names=table.column_names)
+            written += client.insert(staging.replace("`", ""), list(rows), column_names=table.column_names).written_rows
         if select_sql:
-            client.command(
-                f"INSERT INTO {staging} ({', '.join(table.column_names)}) {select_sql}", parameters=parameters or {}
+            written += _written(
+                client.command(
+                    f"INSERT INTO {staging} ({', '.join(table.column_names)}) {select_sql}",
+                    parameters=parameters or {},
+                )
             )
-        new_rows, staged_rows = client.query(
-            f"SELECT countIf({this_bucket}), count() FROM {staging}",
+        new_rows, elsewhere = client.query(
+            f"SELECT count(), countIf(bucket_start != {time_parameter('start')}) FROM {staging}",
             parameters={"start": start},
         ).result_rows[0]
-        if staged_rows:
+        if elsewhere:
+            raise ValueError(f"{elsewhere} staged row(s) for {table.name} lie outside the bucket {start}")
+        if expected_rows is not None and new_rows != expected_rows:
+            raise ValueError(f"{new_rows} row(s) staged for {table.name} at {start}, {expected_rows} expected")
+        if new_rows:
             client.command(f"ALTER TABLE {target} REPLACE PARTITION ID '{part}' FROM {staging}")
         else:
-            # Nothing left in the whole day partition: ClickHouse refuses REPLACE from an
-            # empty source, and dropping the partition is the same atomic outcome.
+            # ClickHouse refuses REPLACE from an empty source; dropping is the same atomic outcome.
             client.command(f"ALTER TABLE {target} DROP PARTITION ID '{part}'")
-        return int(new_rows)
+        return BucketWrite(int(new_rows), written)
     finally:
         client.command(f"DROP TABLE IF EXISTS {staging} SYNC")

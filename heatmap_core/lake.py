@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import msgspec
 
@@ -96,6 +96,36 @@ def parse_part_key(key: str) -> PartKey | None:
 def hour_glob(hour: datetime, fmt: str = "json", parquet_prefix: str = "parquet") -> str:
     """Every client's part files of one hour, as a key glob."""
     return f"{hour_prefix(hour, fmt, parquet_prefix)}client_id=*/part-*.{FORMATS[fmt]}"
+
+
+# --------------------------------------------------------------------------- staging of the hourly job
+#
+# The hourly job's executors write the rows of each table as Parquet under
+#     _staging/<run id>/<table>/hour_id=YYYYMMDDHH/part-*.parquet
+# and ClickHouse reads one hour's folder into that bucket's replacement. A run
+# deletes its prefix when it ends; a prefix left by a run that died is named by
+# that run, read by nothing else, and swept once older than STAGING_MAX_AGE.
+
+STAGING_PREFIX = "_staging/"
+STAGING_HOUR_COLUMN = "hour_id"  # the folder per hour (Spark's partitionBy column)
+STAGING_MAX_AGE = timedelta(days=1)
+
+
+def staging_prefix(run_id: str) -> str:
+    """Everything one run stages."""
+    validate_id(run_id, "run_id")
+    return f"{STAGING_PREFIX}{run_id}/"
+
+
+def staging_table_prefix(run_id: str, table_name: str) -> str:
+    """Where one run's executors write the rows of one table."""
+    validate_id(table_name, "table_name")
+    return f"{staging_prefix(run_id)}{table_name}/"
+
+
+def staging_hour_glob(run_id: str, table_name: str, hour: datetime) -> str:
+    """The Parquet files of one hour of one table staged by one run."""
+    return f"{staging_table_prefix(run_id, table_name)}{STAGING_HOUR_COLUMN}={hour_start(hour):%Y%m%d%H}/*.parquet"
 
 
 # --------------------------------------------------------------------------- change ledger

@@ -1,4 +1,4 @@
-"""Upgrade a ClickHouse database created before heatmap v2 to the v2 schema, keeping every row.
+"""Upgrade a ClickHouse database created by an earlier version to the current schema, keeping every row.
 
     python -m heatmap_core.migrate [--dry-run]
 
@@ -7,31 +7,37 @@ The database is the one every component uses (``HEATMAP_CLICKHOUSE_DSN``,
 and its runs): a row written to an old table while it is being copied would
 not be copied.
 
-Before v2 the cell tables had no ``event_type`` and ``device`` and were sorted
-by (client_id, screen_id, bucket_start, cell_x, cell_y); a sort key cannot be
-altered in place, so each such table is rebuilt beside itself:
+A bucket table is outdated when its columns, sort key or partition key differ
+from ``heatmap_core.schema`` (``clickhouse.outdated_tables``). Two earlier
+schemas exist: before heatmap v2 the cell tables had no ``event_type`` and
+``device`` and were sorted by (client_id, screen_id, bucket_start, cell_x,
+cell_y); before issue 13 the hourly tables were partitioned by day, not by
+hour. Neither key can be altered in place, so each outdated table is rebuilt
+beside itself:
 
 1. a ``<table>_migrating`` left by an interrupted run is dropped (nothing reads it);
-2. ``<table>_migrating`` is created with the v2 DDL (``heatmap_core.schema``);
-3. every row is copied into it inside ClickHouse (INSERT ... SELECT), with
-   event_type and device ``unknown``;
-4. the copy is verified: row count and sum(count) of both tables are equal (over
-   the rows whose TTL has not passed: ClickHouse may drop expired rows on either
-   side at any moment). On a difference the command stops, drops the copy and
-   leaves the old table as it was;
+2. ``<table>_migrating`` is created with the current DDL (``heatmap_core.schema``);
+3. every row is copied into it inside ClickHouse (INSERT ... SELECT), a column
+   the old table lacks filled as ``FILLED_FOR_OLD_ROWS`` says (event_type and
+   device ``unknown``);
+4. the copy is verified: row count and the sum of each measure (count; reached
+   and folds) of both tables are equal (over the rows whose TTL has not passed:
+   ClickHouse may drop expired rows on either side at any moment). On a
+   difference the command stops, drops the copy and leaves the old table as it was;
 5. ``EXCHANGE TABLES`` swaps the two names atomically: a reader sees the old
    table or the new one, never neither;
 6. ``<table>_migrating``, now the old table, is dropped.
 
-Then ``apply_schema`` creates what is missing (the scroll tables). A table
-that already has every v2 column is left as it is, so a second run changes
-nothing. Each step is printed per table; ``--dry-run`` prints what would be
-done and changes nothing.
+Then ``apply_schema`` creates what is missing (the scroll tables of a pre-v2
+database). A table that already matches its definition is left as it is, so a
+second run changes nothing. Each step is printed per table; ``--dry-run``
+prints what would be done and changes nothing.
 
-Migrated rows say ``unknown`` because the old tables never stored the type or
-device. Re-materializing the hourly partitions from the lake (a backfill of
-``heatmap_hourly``, then of the daily and weekly rollups) rebuilds them with
-their real types and devices, since replacing a bucket replaces all its rows.
+Rows migrated from before v2 say ``unknown`` because the old tables never
+stored the type or device. Re-materializing the hourly partitions from the
+lake (a backfill of ``heatmap_hourly``, then of the daily and weekly rollups)
+rebuilds them with their real types and devices, since replacing a bucket
+replaces all its rows.
 """
 
 from __future__ import annotations
@@ -43,9 +49,9 @@ from datetime import UTC, datetime
 
 from clickhouse_connect.driver.client import Client
 
-from heatmap_core.clickhouse import apply_schema, clickhouse, outdated_tables
+from heatmap_core.clickhouse import TableDrift, apply_schema, clickhouse, outdated_tables
 from heatmap_core.events import UNKNOWN_DEVICE
-from heatmap_core.schema import ALL_TABLES, BUCKET_TIME, CELLS, BucketTable, create_table_sql
+from heatmap_core.schema import ALL_TABLES, BUCKET_TIME, BucketTable, create_table_sql
 from heatmap_core.settings import get_settings
 from heatmap_core.timeutil import naive_utc
 
@@ -66,29 +72,34 @@ def _existing(client: Client, database: str) -> set[str]:
     return {name for (name,) in rows.result_rows}
 
 
-def _totals(client: Client, ref: str, table: BucketTable, cutoff: datetime | None = None) -> tuple[int, int]:
-    """(rows, sum of count) of a cells table; with ``cutoff``, of the rows whose TTL has not passed by then."""
+# How the printed totals name each measure.
+_MEASURE_LABELS = {"count": "events"}
+
+
+def _totals(client: Client, ref: str, table: BucketTable, cutoff: datetime | None = None) -> str:
+    """ "<rows> rows, <sum> <measure>..." of a bucket table; with ``cutoff``, of the rows whose TTL
+    has not passed by then."""
     live = f" WHERE bucket_start + {table.ttl} > {{cutoff:{BUCKET_TIME}}}" if cutoff else ""
-    rows, events = client.query(
-        f"SELECT count(), sum(count) FROM {ref}{live}", parameters={"cutoff": naive_utc(cutoff)} if cutoff else {}
+    sums = ", ".join(f"toUInt64(sum({measure}))" for measure in table.kind.measures)
+    rows, *measures = client.query(
+        f"SELECT count(), {sums} FROM {ref}{live}", parameters={"cutoff": naive_utc(cutoff)} if cutoff else {}
     ).result_rows[0]
-    return int(rows), int(events or 0)
+    labels = [_MEASURE_LABELS.get(measure, measure) for measure in table.kind.measures]
+    return ", ".join([f"{rows} rows", *(f"{value} {label}" for value, label in zip(measures, labels, strict=True))])
 
 
-def migrate_table(client: Client, database: str, table: BucketTable, missing: list[str], *, dry_run: bool) -> None:
-    """Rebuild one pre-v2 cells table as v2 (steps 1-6 of the module docstring)."""
-    if table.kind != CELLS or set(missing) - set(FILLED_FOR_OLD_ROWS):
+def migrate_table(client: Client, database: str, table: BucketTable, drift: TableDrift, *, dry_run: bool) -> None:
+    """Rebuild one outdated table with the current DDL (steps 1-6 of the module docstring)."""
+    missing = drift.missing
+    if set(missing) - set(FILLED_FOR_OLD_ROWS):
         raise SystemExit(f"{table.name}: no rule to fill {', '.join(missing)} for old rows; not migrated")
     old = f"`{database}`.`{table.name}`"
     staging = replace(table, name=table.name + STAGING_SUFFIX)
     new = f"`{database}`.`{staging.name}`"
-    rows, events = _totals(client, old, table)
-    _say(f"{table.name}: before v2 (no {', '.join(missing)}): {rows} rows, {events} events")
+    _say(f"{drift.describe(table)}: {_totals(client, old, table)}")
+    filled = f" with {', '.join(missing)} 'unknown'" if missing else ""
     if dry_run:
-        _say(
-            f"{table.name}: would copy them into {staging.name} with {', '.join(missing)} 'unknown', verify, "
-            "EXCHANGE TABLES, drop the old table"
-        )
+        _say(f"{table.name}: would copy them into {staging.name}{filled}, verify, EXCHANGE TABLES, drop the old table")
         return
     client.command(f"DROP TABLE IF EXISTS {new} SYNC")
     client.command(create_table_sql(database, staging))
@@ -104,17 +115,16 @@ def migrate_table(client: Client, database: str, table: BucketTable, missing: li
     if before != after:
         client.command(f"DROP TABLE IF EXISTS {new} SYNC")
         raise SystemExit(
-            f"{table.name}: the copy holds {after[0]} rows, {after[1]} events against {before[0]} rows, "
-            f"{before[1]} events: copy dropped, old table left as it was"
+            f"{table.name}: the copy holds {after} against {before}: copy dropped, old table left as it was"
         )
-    _say(f"{table.name}: copied into {staging.name}, verified: {after[0]} rows, {after[1]} events")
+    _say(f"{table.name}: copied into {staging.name}{filled}, verified: {after}")
     client.command(f"EXCHANGE TABLES {old} AND {new}")
     client.command(f"DROP TABLE {new} SYNC")
     _say(f"{table.name}: swapped in (EXCHANGE TABLES), old table dropped")
 
 
 def migrate(client: Client, database: str, *, dry_run: bool = False) -> int:
-    """Bring ``database`` to the v2 schema; returns the number of tables changed or created (0: nothing to do)."""
+    """Bring ``database`` to the current schema; returns the number of tables changed or created (0: nothing to do)."""
     existing = _existing(client, database)
     changed = 0
     for leftover in sorted(name for name in existing if name.endswith(STAGING_SUFFIX)):
@@ -129,7 +139,7 @@ def migrate(client: Client, database: str, *, dry_run: bool = False) -> int:
             migrate_table(client, database, table, outdated[table], dry_run=dry_run)
             changed += 1
         elif table.name in existing:
-            _say(f"{table.name}: already v2")
+            _say(f"{table.name}: up to date")
     missing = [table.name for table in ALL_TABLES if table.name not in existing]
     for name in missing:
         _say(f"{name}: {'would create' if dry_run else 'created'}")
@@ -142,7 +152,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m heatmap_core.migrate",
         description="Upgrade the ClickHouse database (HEATMAP_CLICKHOUSE_DSN, HEATMAP_CLICKHOUSE_DATABASE) "
-        "created before heatmap v2 to v2, keeping every row. Stop the Dagster daemon first.",
+        "created by an earlier version to the current schema, keeping every row. Stop the Dagster daemon first.",
     )
     parser.add_argument("--dry-run", action="store_true", help="print what would be done, change nothing")
     args = parser.parse_args(argv)
@@ -151,7 +161,11 @@ def main(argv: list[str] | None = None) -> int:
     _say(f"database {database}{' (dry run)' if args.dry_run else ''}")
     with clickhouse(settings) as client:
         changed = migrate(client, database, dry_run=args.dry_run)
-    _say(f"{'would change' if args.dry_run else 'changed'} {changed} table(s)" if changed else "nothing to do: v2")
+    _say(
+        f"{'would change' if args.dry_run else 'changed'} {changed} table(s)"
+        if changed
+        else "nothing to do: up to date"
+    )
     return 0
 
 

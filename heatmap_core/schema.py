@@ -19,6 +19,7 @@ its rows.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import UTC, datetime
 
 from heatmap_core.grid import GRID_H, GRID_W
 
@@ -95,6 +96,19 @@ SCROLL = TableKind(
 )
 
 
+# Each bucket is exactly one partition, so replacing a bucket touches nothing else
+# (docs/ARCHITECTURE.md, ClickHouse): an hour table is partitioned by hour, a day
+# table by day, and a week table by day too, since a week's bucket_start is one day.
+# Written as ClickHouse prints them in system.tables.partition_key.
+_PARTITION_KEYS = {
+    "hour": "(toYYYYMMDD(bucket_start) * 100) + toHour(bucket_start)",
+    "day": "toYYYYMMDD(bucket_start)",
+    "week": "toYYYYMMDD(bucket_start)",
+}
+# The id of a bucket's partition (system.parts.partition_id), from its start in UTC.
+_PARTITION_IDS = {"hour": "%Y%m%d%H", "day": "%Y%m%d", "week": "%Y%m%d"}
+
+
 @dataclass(frozen=True)
 class BucketTable:
     name: str
@@ -105,6 +119,15 @@ class BucketTable:
     @property
     def columns(self) -> tuple[BucketColumn, ...]:
         return self.kind.columns
+
+    @property
+    def partition_key(self) -> str:
+        """The PARTITION BY expression: one partition per bucket."""
+        return _PARTITION_KEYS[self.grain]
+
+    def partition_id(self, bucket_start: datetime) -> str:
+        """The id of the one partition holding the bucket starting at ``bucket_start``."""
+        return bucket_start.astimezone(UTC).strftime(_PARTITION_IDS[self.grain])
 
     @property
     def column_names(self) -> list[str]:
@@ -129,15 +152,16 @@ COLUMN_NAMES = CELLS.column_names
 BUCKET_KEY = CELLS.key
 CELL_KEY = CELLS.position_key
 
-PARTITION_KEY = "toYYYYMMDD(bucket_start)"
-
 
 def create_table_sql(database: str, table: BucketTable) -> str:
     columns = ",\n  ".join(f"`{column.name}` {column.type}" for column in table.columns)
     return (
         f"CREATE TABLE IF NOT EXISTS `{database}`.`{table.name}` (\n  {columns}\n)\n"
-        f"ENGINE = MergeTree\nPARTITION BY {PARTITION_KEY}\nORDER BY ({', '.join(table.kind.key)})\n"
-        f"TTL bucket_start + {table.ttl}"
+        f"ENGINE = MergeTree\nPARTITION BY {table.partition_key}\nORDER BY ({', '.join(table.kind.key)})\n"
+        f"TTL bucket_start + {table.ttl}\n"
+        # Every row of a part shares its partition's one bucket_start, so a part expires whole:
+        # dropping it is the same outcome as the row TTL without rewriting it first.
+        "SETTINGS ttl_only_drop_parts = 1"
     )
 
 

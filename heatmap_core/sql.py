@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
+from heatmap_core.lake_schema import clickhouse_s3_source
 from heatmap_core.schema import BUCKET_TIME, TableKind
 from heatmap_core.timeutil import naive_utc
 
@@ -65,3 +66,23 @@ def rollup_select(kind: TableKind, table_ref: str) -> str:
         f"{time_parameter('bucket')} AS bucket_start" if name == "bucket_start" else name for name in kind.column_names
     )
     return f"SELECT {columns} FROM ({window_sums(kind, table_ref)})"
+
+
+def staged_select(kind: TableKind) -> str:
+    """The bucket ``{start}`` of ``kind`` read by ClickHouse from the Parquet files the hourly job's
+    executors staged for it (``heatmap_core.lake.staging_hour_glob``), columns in ``kind.column_names``
+    order (what ``replace_bucket`` inserts). The files carry every column but bucket_start.
+
+    Bind ``staged_parameters(...)``.
+    """
+    columns = ", ".join(
+        f"{time_parameter('start')} AS bucket_start" if name == "bucket_start" else name for name in kind.column_names
+    )
+    return f"SELECT {columns} FROM {clickhouse_s3_source('parquet')}"
+
+
+def staged_parameters(kind: TableKind, start: datetime, url: str, key: str, secret: str) -> dict:
+    """The parameters of ``staged_select(kind)``: the bucket's start, the http URL (a glob) of its
+    staged files and the object store's credentials, which travel as parameters, never in the SQL."""
+    structure = ", ".join(f"{column.name} {column.type}" for column in kind.columns if column.name != "bucket_start")
+    return {"start": naive_utc(start), "url": url, "key": key, "secret": secret, "structure": structure}

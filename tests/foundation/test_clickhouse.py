@@ -10,6 +10,12 @@ from heatmap_core.schema import HOURLY
 EXPECTED_TTL = {"hourly": "toIntervalDay(90)", "daily": "toIntervalYear(2)", "weekly": "toIntervalYear(5)"}
 CELLS_KEY = "client_id, screen_id, event_type, device, bucket_start, cell_x, cell_y"
 SCROLL_KEY = "client_id, screen_id, device, bucket_start, depth_row"
+# One partition per bucket: an hour per partition in the hourly tables (a week's bucket_start is one day).
+EXPECTED_PARTITION_KEYS = {
+    "hourly": "(toYYYYMMDD(bucket_start) * 100) + toHour(bucket_start)",
+    "daily": "toYYYYMMDD(bucket_start)",
+    "weekly": "toYYYYMMDD(bucket_start)",
+}
 EXPECTED_TABLES = {
     **{f"heatmap_{grain}": (CELLS_KEY, ttl) for grain, ttl in EXPECTED_TTL.items()},
     **{f"heatmap_scroll_{grain}": (SCROLL_KEY, ttl) for grain, ttl in EXPECTED_TTL.items()},
@@ -36,10 +42,11 @@ def test_schema_has_keys_and_ttl_and_is_idempotent(settings):
     assert first == second
     assert sorted(first) == sorted(EXPECTED_TABLES)
     for name, (partition_key, sorting_key, create) in first.items():
-        assert partition_key == "toYYYYMMDD(bucket_start)"
+        assert partition_key == EXPECTED_PARTITION_KEYS[name.rsplit("_", 1)[-1]]
         assert sorting_key == EXPECTED_TABLES[name][0]
         assert "ENGINE = MergeTree" in create
         assert f"TTL bucket_start + {EXPECTED_TABLES[name][1]}" in create
+        assert "SETTINGS ttl_only_drop_parts = 1" in create
 
 
 # Recent buckets: rows older than a table's TTL are dropped as they are written.
@@ -67,6 +74,49 @@ def test_replace_bucket_swaps_exactly_one_hour(settings):
     assert staging_left == 0
 
 
+def _active_parts(client, database: str) -> dict[str, list[str]]:
+    """{partition id: names of its active parts} of heatmap_hourly, from ClickHouse's system.parts."""
+    rows = client.query(
+        "SELECT partition_id, groupArray(name) FROM (SELECT partition_id, name FROM system.parts "
+        "WHERE database = {db:String} AND table = 'heatmap_hourly' AND active ORDER BY name) GROUP BY partition_id",
+        parameters={"db": database},
+    ).result_rows
+    return dict(rows)
+
+
+def test_replacing_one_hour_writes_that_hours_rows_and_no_others(settings):
+    """Hour 0 and hour 23 of a full day cost the same: ClickHouse's own count of the rows
+    written (written_rows of each statement's X-ClickHouse-Summary) is the hour's rows,
+    and the other 23 hours' parts are untouched."""
+    db = settings.clickhouse_database
+    per_hour, new_rows = 20_000, 5_000
+    with clickhouse(settings) as client:
+        apply_schema(client, db)
+        # 24 hours of 20,000 cells each: 480,000 rows in the day.
+        client.command(
+            f"INSERT INTO `{db}`.heatmap_hourly SELECT 'acme', 'home', 'click', 'desktop', "
+            "{day:DateTime('UTC')} + toIntervalHour(h.number), n % 100, intDiv(n, 100), 1 "
+            "FROM numbers(24) AS h ARRAY JOIN range({cells:UInt32}) AS n",
+            parameters={"day": TODAY.replace(tzinfo=None), "cells": per_hour},
+        )
+        written = {}
+        for hour_of_day in (0, 23):
+            hour = TODAY.replace(hour=hour_of_day)
+            others = {p: names for p, names in _active_parts(client, db).items() if p != HOURLY.partition_id(hour)}
+            rows = [("acme", "home", "click", "desktop", hour, n % 100, n // 100, 2) for n in range(new_rows)]
+            written[hour_of_day] = replace_bucket(client, HOURLY, hour, rows=rows, database=db)
+            after = _active_parts(client, db)
+            assert {p: names for p, names in after.items() if p != HOURLY.partition_id(hour)} == others
+        per_hour_stored = client.query(
+            f"SELECT toHour(bucket_start), count(), sum(count) FROM `{db}`.heatmap_hourly GROUP BY 1 ORDER BY 1"
+        ).result_rows
+    print(f"rows written by ClickHouse: hour 0 {written[0].written_rows}, hour 23 {written[23].written_rows}")
+    assert written == {0: (new_rows, new_rows), 23: (new_rows, new_rows)}
+    assert per_hour_stored == [
+        (h, new_rows, 2 * new_rows) if h in (0, 23) else (h, per_hour, per_hour) for h in range(24)
+    ]
+
+
 def _hammer(dsn: str, database: str, worker: int, rounds: int) -> None:
     from heatmap_core.settings import Settings
 
@@ -74,8 +124,8 @@ def _hammer(dsn: str, database: str, worker: int, rounds: int) -> None:
     for i in range(rounds):
         with clickhouse(settings) as client:
             apply_schema(client, database)
-            # Different days: writers of hours of one day are serialized by Dagster's pool.
-            hour = TODAY - timedelta(days=worker)
+            # Different hours of one day: each is its own partition, so the writers never meet.
+            hour = TODAY + timedelta(hours=worker)
             replace_bucket(
                 client,
                 HOURLY,
@@ -99,7 +149,7 @@ def test_two_processes_write_through_the_server_at_once(settings):
     assert [process.exitcode for process in workers] == [0, 0]
     with clickhouse(settings) as client:
         rows = client.query(
-            f"SELECT dateDiff('day', bucket_start, {{today:DateTime('UTC')}}), count "
+            f"SELECT dateDiff('hour', {{today:DateTime('UTC')}}, bucket_start), count "
             f"FROM `{settings.clickhouse_database}`.heatmap_hourly ORDER BY 1",
             parameters={"today": TODAY.replace(tzinfo=None)},
         ).result_rows

@@ -20,7 +20,7 @@ import httpx
 import pytest
 from clickhouse_connect.driver.exceptions import DatabaseError, OperationalError
 
-from heatmap_core.clickhouse import apply_schema, clickhouse, replace_bucket
+from heatmap_core.clickhouse import STAGE_MAX_AGE, apply_schema, clickhouse, replace_bucket, sweep_stage_tables
 from heatmap_core.schema import ALL_TABLES, HOURLY
 from heatmap_core.settings import Settings
 from tests.conftest import ClickHouseServer, free_port, running_clickhouse
@@ -61,7 +61,7 @@ def test_project_schema_applies_twice_over_http(server):
             "SELECT name, partition_key FROM system.tables WHERE database = {db:String} ORDER BY name",
             parameters={"db": DATABASE},
         ).result_rows
-    assert tables == sorted((table.name, "toYYYYMMDD(bucket_start)") for table in ALL_TABLES)
+    assert tables == sorted((table.name, table.partition_key) for table in ALL_TABLES)
 
 
 ROWS = [
@@ -184,14 +184,27 @@ def _fill_day(client, cells_per_hour: int) -> None:
     )
 
 
+# The acme/home screen's 20,000 cells (as ``_cells``), each with {count}, then acme/bulk rows up to {rows}.
+SCREEN_AND_BULK = (
+    "SELECT 'acme', if(number < 20000, 'home', 'bulk'), 'click', 'desktop', {start:DateTime('UTC')}, "
+    "number % 100, intDiv(number, 100) % 200, {count:UInt64} FROM numbers({rows:UInt64})"
+)
+
+
 def test_twenty_readers_during_materializations_see_old_or_new_bucket(server):
+    """Each replacement writes a big bucket (1,000,000 rows: the read screen's 20,000 cells
+    and a bulk screen), while 20 readers read the screen's cells."""
     hour = DAY.replace(hour=12)
-    old, new = _bucket(_cells(1), hour), _bucket(_cells(2), hour)
-    old_read, new_read = [row[5:] for row in old], [row[5:] for row in new]
+    old_read, new_read = [cell[5:] for cell in _cells(1)], [cell[5:] for cell in _cells(2)]
+
+    def materialize(client, count: int) -> None:
+        parameters = {"start": hour.replace(tzinfo=None), "rows": 1_000_000, "count": count}
+        replace_bucket(client, HOURLY, hour, select_sql=SCREEN_AND_BULK, parameters=parameters, database=DATABASE)
+
     with clickhouse(server.settings) as client:
         apply_schema(client, DATABASE)
         _fill_day(client, 20_000)
-        replace_bucket(client, HOURLY, hour, rows=old, database=DATABASE)
+        materialize(client, 1)
     writing = threading.Event()
     writing.set()
     answers: list[str] = []
@@ -199,8 +212,8 @@ def test_twenty_readers_during_materializations_see_old_or_new_bucket(server):
 
     def write() -> None:
         with clickhouse(server.settings) as client:
-            for rows in (new, old, new):
-                replace_bucket(client, HOURLY, hour, rows=rows, database=DATABASE)
+            for count in (2, 1, 2):
+                materialize(client, count)
         writing.clear()
 
     def read() -> None:
@@ -278,13 +291,20 @@ def test_sigkill_mid_insert_leaves_all_or_nothing(tmp_path):
         assert server.client().command("SELECT count() FROM big") in (0, rows)
 
 
+# A big bucket of the acme/home screen: ``rows`` rows over the grid, one event each.
+BIG_BUCKET = (
+    "SELECT 'acme', 'home', 'click', 'desktop', {start:DateTime('UTC')}, number % 100, intDiv(number, 100) % 200, 1 "
+    "FROM numbers({rows:UInt64})"
+)
+
+
 def test_sigkill_mid_replace_bucket_leaves_the_old_bucket(tmp_path):
     hour = DAY.replace(hour=12)
     old = _bucket(_cells(1), hour)
     with running_server(tmp_path) as server:
         with clickhouse(server.settings) as client:
             apply_schema(client, DATABASE)
-            _fill_day(client, 200_000)
+            _fill_day(client, 20_000)
             replace_bucket(client, HOURLY, hour, rows=old, database=DATABASE)
             day_before = client.query(
                 f"SELECT toHour(bucket_start), count(), sum(count) FROM {DATABASE}.heatmap_hourly GROUP BY 1 ORDER BY 1"
@@ -292,18 +312,36 @@ def test_sigkill_mid_replace_bucket_leaves_the_old_bucket(tmp_path):
 
         def materialize() -> None:
             with clickhouse(server.settings) as client:
-                replace_bucket(client, HOURLY, hour, rows=_bucket(_cells(2), hour), database=DATABASE)
+                replace_bucket(client, HOURLY, hour, select_sql=BIG_BUCKET, parameters=big, database=DATABASE)
 
-        # Killed while it fills its staging table (the copy of the day or the new cells).
+        # Killed while it fills its staging table with a big bucket's new rows.
+        big = {"start": hour.replace(tzinfo=None), "rows": 5_000_000}
         _kill_when_running(server, "INSERT INTO %_stage_heatmap_hourly_%", materialize)
     with running_server(tmp_path) as server, clickhouse(server.settings) as client:
         assert _read_bucket(client, hour) == [row[5:] for row in old]
-        assert (
-            client.query(
-                f"SELECT toHour(bucket_start), count(), sum(count) FROM {DATABASE}.heatmap_hourly GROUP BY 1 ORDER BY 1"
-            ).result_rows
-            == day_before
-        )
+        day = f"SELECT toHour(bucket_start), count(), sum(count) FROM {DATABASE}.heatmap_hourly GROUP BY 1 ORDER BY 1"
+        assert client.query(day).result_rows == day_before
+        # The killed writer's staging table survives the restart; nothing reads it, and
+        # apply_schema sweeps it once it is older than any replacement could run.
+        (orphan,) = _stage_tables(client)
+        assert sweep_stage_tables(client, DATABASE) == []
+        # The next replacement succeeds beside it.
+        new = _bucket(_cells(3), hour)
+        assert replace_bucket(client, HOURLY, hour, rows=new, database=DATABASE).rows == len(new)
+        assert _read_bucket(client, hour) == [row[5:] for row in new]
+        assert client.query(day).result_rows == [(h, n, 3 * n if h == 12 else total) for h, n, total in day_before]
+        assert sweep_stage_tables(client, DATABASE, datetime.now(UTC) + STAGE_MAX_AGE + timedelta(minutes=1)) == [
+            orphan
+        ]
+        assert _stage_tables(client) == []
+
+
+def _stage_tables(client) -> list[str]:
+    rows = client.query(
+        "SELECT name FROM system.tables WHERE database = {db:String} AND name LIKE '\\_stage\\_%'",
+        parameters={"db": DATABASE},
+    ).result_rows
+    return [name for (name,) in rows]
 
 
 def test_the_stack_starts_health_checks_and_stops_the_server(tmp_path):

@@ -119,8 +119,8 @@ def test_migration_keeps_every_count_and_a_second_run_changes_nothing(settings, 
 
     dry = migrate(settings, "--dry-run")
     for name, rows in old_database.items():
-        assert f"{name}: before v2 (no event_type, device): {len(rows)} rows, {sum(rows.values())} events" in dry
-        assert f"{name}: would copy them into {name}_migrating" in dry
+        assert f"{old_description(name)}: {len(rows)} rows, {sum(rows.values())} events" in dry
+        assert f"{name}: would copy them into {name}_migrating with event_type, device 'unknown', verify" in dry
     for table in SCROLL_TABLES.values():
         assert f"{table.name}: would create" in dry
     assert "heatmap_hourly_migrating: left by an interrupted run, would drop" in dry
@@ -130,7 +130,10 @@ def test_migration_keeps_every_count_and_a_second_run_changes_nothing(settings, 
     out = migrate(settings)
     assert "heatmap_hourly_migrating: left by an interrupted run, dropped" in out
     for name, rows in old_database.items():
-        assert f"{name}: copied into {name}_migrating, verified: {len(rows)} rows, {sum(rows.values())} events" in out
+        assert (
+            f"{name}: copied into {name}_migrating with event_type, device 'unknown', verified: "
+            f"{len(rows)} rows, {sum(rows.values())} events"
+        ) in out
         assert f"{name}: swapped in (EXCHANGE TABLES), old table dropped" in out
     for table in SCROLL_TABLES.values():
         assert f"{table.name}: created" in out
@@ -147,14 +150,38 @@ def test_migration_keeps_every_count_and_a_second_run_changes_nothing(settings, 
             }
         for table in SCROLL_TABLES.values():
             assert after[table.name][0] == ", ".join(SCROLL.key)
-        apply_schema(client, database)  # a v2 database: accepted, and nothing to create
+        assert partition_keys(client, database) == EXPECTED_PARTITION_KEYS
+        apply_schema(client, database)  # an up-to-date database: accepted, and nothing to create
 
     again = migrate(settings)
-    assert again.splitlines()[1:] == [f"{name}: already v2" for name in after_order()] + ["nothing to do: v2"]
+    assert again.splitlines()[1:] == [f"{name}: up to date" for name in after_order()] + ["nothing to do: up to date"]
     with clickhouse(settings) as client:
         assert tables(client, database) == after
         for table in TABLES.values():
             assert sum(v2_rows(client, database, table.name).values()) == sum(old_database[table.name].values())
+
+
+OLD_SORT = "sorted by (client_id, screen_id, bucket_start, cell_x, cell_y), not (client_id, screen_id, event_type, device, bucket_start, cell_x, cell_y)"
+HOUR_PARTITION = "(toYYYYMMDD(bucket_start) * 100) + toHour(bucket_start)"
+DAY_PARTITIONED = f"partitioned by toYYYYMMDD(bucket_start), not {HOUR_PARTITION}"
+EXPECTED_PARTITION_KEYS = {
+    "heatmap_hourly": HOUR_PARTITION,
+    "heatmap_scroll_hourly": HOUR_PARTITION,
+    **{name: "toYYYYMMDD(bucket_start)" for name in ("heatmap_daily", "heatmap_weekly")},
+    **{name: "toYYYYMMDD(bucket_start)" for name in ("heatmap_scroll_daily", "heatmap_scroll_weekly")},
+}
+
+
+def old_description(name: str) -> str:
+    """How the command and apply_schema describe a table of the version before v2."""
+    return f"{name} lacks event_type, device; {OLD_SORT}" + (f"; {DAY_PARTITIONED}" if name == "heatmap_hourly" else "")
+
+
+def partition_keys(client, database: str) -> dict[str, str]:
+    rows = client.query(
+        "SELECT name, partition_key FROM system.tables WHERE database = {db:String}", parameters={"db": database}
+    ).result_rows
+    return dict(rows)
 
 
 def after_order() -> list[str]:
@@ -170,9 +197,86 @@ def test_apply_schema_refuses_a_database_of_the_previous_version(settings, old_d
             apply_schema(client, database)
         assert tables(client, database) == before  # nothing created beside the old tables
     assert str(refused.value) == (
-        f"ClickHouse database {database!r} was created before heatmap v2 "
-        "(heatmap_hourly lacks event_type, device; heatmap_daily lacks event_type, device; "
-        "heatmap_weekly lacks event_type, device). Upgrade it, keeping every row, with "
+        f"ClickHouse database {database!r} holds tables of an earlier schema "
+        f"({'; '.join(old_description(name) for name in OLD_TTL)}). Upgrade it, keeping every row, with "
         "`python -m heatmap_core.migrate` after stopping the Dagster daemon "
-        "(docs/ARCHITECTURE.md, Migration from before v2)."
+        "(docs/ARCHITECTURE.md, Migration)."
     )
+
+
+# The hourly tables as heatmap v2 (issue 12) created them: partitioned by day, not by hour.
+V2_DAY_PARTITIONED_DDL = {
+    "heatmap_hourly": """CREATE TABLE `{database}`.`heatmap_hourly` (
+  `client_id` LowCardinality(String),
+  `screen_id` LowCardinality(String),
+  `event_type` LowCardinality(String),
+  `device` LowCardinality(String),
+  `bucket_start` DateTime('UTC'),
+  `cell_x` UInt8,
+  `cell_y` UInt8,
+  `count` UInt64
+)
+ENGINE = MergeTree
+PARTITION BY toYYYYMMDD(bucket_start)
+ORDER BY (client_id, screen_id, event_type, device, bucket_start, cell_x, cell_y)
+TTL bucket_start + INTERVAL 90 DAY""",
+    "heatmap_scroll_hourly": """CREATE TABLE `{database}`.`heatmap_scroll_hourly` (
+  `client_id` LowCardinality(String),
+  `screen_id` LowCardinality(String),
+  `device` LowCardinality(String),
+  `bucket_start` DateTime('UTC'),
+  `depth_row` UInt8,
+  `reached` UInt64,
+  `folds` UInt64
+)
+ENGINE = MergeTree
+PARTITION BY toYYYYMMDD(bucket_start)
+ORDER BY (client_id, screen_id, device, bucket_start, depth_row)
+TTL bucket_start + INTERVAL 90 DAY""",
+}
+
+
+def test_day_partitioned_hourly_tables_are_rebuilt_by_hour_keeping_every_row(settings):
+    database = settings.clickhouse_database
+    hours = BUCKETS["heatmap_hourly"]
+    cells = [("acme", "home", "click", "desktop", hour, x, 7, x + 1) for hour in hours for x in range(5)]
+    scroll = [("acme", "home", "mobile", hour, row, 10 - row, row % 2) for hour in hours for row in range(4)]
+    with clickhouse(settings) as client:
+        client.command(f"CREATE DATABASE `{database}`")
+        for ddl in V2_DAY_PARTITIONED_DDL.values():
+            client.command(ddl.format(database=database))
+        client.insert(f"{database}.heatmap_hourly", cells, column_names=CELLS.column_names)
+        client.insert(f"{database}.heatmap_scroll_hourly", scroll, column_names=SCROLL.column_names)
+        with pytest.raises(OutdatedSchema) as refused:
+            apply_schema(client, database)
+    assert str(refused.value).startswith(
+        f"ClickHouse database {database!r} holds tables of an earlier schema "
+        f"(heatmap_hourly {DAY_PARTITIONED}; heatmap_scroll_hourly {DAY_PARTITIONED})."
+    )
+
+    out = migrate(settings)
+    assert f"heatmap_hourly {DAY_PARTITIONED}: {len(cells)} rows, {sum(c[-1] for c in cells)} events" in out
+    reached, folds = sum(r[-2] for r in scroll), sum(r[-1] for r in scroll)
+    assert f"heatmap_scroll_hourly {DAY_PARTITIONED}: {len(scroll)} rows, {reached} reached, {folds} folds" in out
+    assert (
+        f"heatmap_scroll_hourly: copied into heatmap_scroll_hourly_migrating, verified: "
+        f"{len(scroll)} rows, {reached} reached, {folds} folds"
+    ) in out
+    assert out.splitlines()[-1] == "changed 6 table(s)"  # the two rebuilt, the four created
+
+    with clickhouse(settings) as client:
+        assert partition_keys(client, database) == EXPECTED_PARTITION_KEYS
+        parts = client.query(
+            "SELECT DISTINCT partition_id FROM system.parts WHERE database = {db:String} "
+            "AND table = 'heatmap_hourly' AND active ORDER BY partition_id",
+            parameters={"db": database},
+        ).result_rows
+        assert [p for (p,) in parts] == sorted(f"{hour:%Y%m%d%H}" for hour in hours)
+        assert sorted(v2_rows(client, database, "heatmap_hourly").items()) == sorted(
+            (tuple(c[:-1]), c[-1]) for c in cells
+        )
+        stored = client.query(f"SELECT {', '.join(SCROLL.column_names)} FROM `{database}`.heatmap_scroll_hourly")
+        assert sorted(
+            tuple(v.replace(tzinfo=None) if isinstance(v, datetime) else v for v in row) for row in stored.result_rows
+        ) == sorted(scroll)
+        apply_schema(client, database)
