@@ -12,13 +12,15 @@ from datetime import UTC, datetime, timedelta
 import msgspec
 
 from bench.common import Result, console, median_seconds
-from heatmap_assets.spark_job import READ_COLUMNS, aggregate_hours
+from heatmap_assets.spark_job import READ_COLUMNS, write_hours
 from heatmap_core.clickhouse import clickhouse
 from heatmap_core.events import SCROLL, UNKNOWN_DEVICE, LakeEvent
 from heatmap_core.grid import GRID_H, GRID_W
-from heatmap_core.lake import part_key
+from heatmap_core.lake import part_key, staging_table_prefix
 from heatmap_core.lake_schema import EVENT_KEY, clickhouse_s3_source, clickhouse_structure
 from heatmap_core.s3 import ensure_bucket, s3_client
+from heatmap_core.schema import CELLS
+from heatmap_core.schema import SCROLL as SCROLL_KIND
 from heatmap_core.settings import Settings
 from heatmap_core.spark import spark_session
 from heatmap_core.timeutil import hour_start
@@ -123,14 +125,25 @@ def run(settings: Settings, repeats: int = 3) -> list[Result]:
     paths = [f"s3a://{settings.raw_bucket}/{key}" for key in keys]
 
     spark = spark_session("bench-hourly", settings)
+    runs: list[dict[str, str]] = []
     try:
-        spark_results: dict = {}
+        figures: dict = {}
 
         def spark_job() -> None:
-            spark_results.update(aggregate_hours(spark, paths, "json"))
+            # The asset's job: the executors stage both tables' rows as Parquet (a fresh prefix per run).
+            run_id = f"bench-{uuid.uuid4().hex[:12]}"
+            staging = {
+                kind.name: f"s3a://{settings.raw_bucket}/{staging_table_prefix(run_id, kind.name)}"
+                for kind in (CELLS, SCROLL_KIND)
+            }
+            runs.append(staging)
+            figures.update(write_hours(spark, paths, "json", staging))
 
         spark_job()  # warm-up: JIT, s3a connection pool
         spark_s = median_seconds(spark_job, repeats)
+        # What the last run staged, read back only to compare it with chDB's answer.
+        staged_cells = spark.read.parquet(runs[-1][CELLS.name]).collect()
+        staged_scroll = spark.read.parquet(runs[-1][SCROLL_KIND.name]).collect()
     finally:
         spark.stop()
 
@@ -154,19 +167,21 @@ def run(settings: Settings, repeats: int = 3) -> list[Result]:
     chdb_job()
     chdb_s = median_seconds(chdb_job, repeats)
 
-    result = spark_results[hour]
-    spark_cells = sorted((c, s, t, d, x, y, n) for (c, s, t, d, _, x, y, n) in result.rows)
-    spark_scroll = sorted((c, s, d, r, reached, folds) for (c, s, d, _, r, reached, folds) in result.scroll_rows)
+    result = figures[hour]
+    spark_cells = sorted(
+        (r.client_id, r.screen_id, r.event_type, r.device, r.cell_x, r.cell_y, r["count"]) for r in staged_cells
+    )
+    spark_scroll = sorted((r.client_id, r.screen_id, r.device, r.depth_row, r.reached, r.folds) for r in staged_scroll)
     assert spark_cells == sorted(chdb_cells), "Spark and chDB disagree on the hour's cells"
     assert spark_scroll == sorted(chdb_scroll), "Spark and chDB disagree on the hour's scroll reach"
     console.print(
-        f"{result.events:,} events -> {len(result.rows):,} cells; {result.views:,} scrolled views -> "
-        f"{len(result.scroll_rows):,} scroll rows"
+        f"{result.events:,} events -> {result.cells:,} cells; {result.views:,} scrolled views -> "
+        f"{result.scroll_rows:,} scroll rows"
     )
     return [
         Result(
             "hourly",
-            "PySpark job (s3a, dedup, cells by type and device, scroll reach)",
+            "PySpark job (s3a, dedup, cells by type and device, scroll reach, staged from the executors)",
             EVENTS / spark_s,
             "chDB s3() on the same files, same two results",
             EVENTS / chdb_s,

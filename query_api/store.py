@@ -14,7 +14,7 @@ from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from heatmap_core.clickhouse import clickhouse, partition_id
+from heatmap_core.clickhouse import clickhouse
 from heatmap_core.schema import SCROLL_TABLES, TABLES, BucketTable
 from heatmap_core.settings import Settings
 from heatmap_core.sql import BUCKET_WINDOW, in_window, time_array_parameter, time_parameter, window_parameters
@@ -123,31 +123,33 @@ class HeatmapStore:
         return spans, self.scroll(selection, spans)
 
     def materialized_at(self, start: datetime, end: datetime) -> datetime | None:
-        """The newest modification time of the active parts in the day partitions that can hold a
-        bucket of [start, end), of every bucket table; None when there are none.
+        """The newest modification time of the active parts in the partitions that can hold a bucket
+        of [start, end), of every bucket table; None when there are none.
 
-        An hour or day bucket sits in its own day's partition; a week bucket in its Sunday's, which
-        may lie up to six days before ``start``. The last partition is the day of the last hour.
+        Each bucket is its table's partition (``BucketTable.partition_id``): an hour's, a day's, or a
+        week's, which starts on the Sunday up to six days before ``start``. The last partition of
+        each table is the one holding the range's last hour.
         """
         if start >= end:
             return None
-        weekly = [tables["week"].name for tables in (TABLES, SCROLL_TABLES)]
-        finer = [tables[grain].name for tables in (TABLES, SCROLL_TABLES) for grain in ("hour", "day")]
+        last_hour = end - timedelta(hours=1)
         sunday = start - timedelta(days=(start.weekday() + 1) % 7)
+        clauses, parameters = [], {"database": self._database}
+        for index, table in enumerate((*TABLES.values(), *SCROLL_TABLES.values())):
+            first = sunday if table.grain == "week" else start
+            clauses.append(
+                f"(table = {{t{index}:String}} AND partition_id BETWEEN {{lo{index}:String}} AND {{hi{index}:String}})"
+            )
+            parameters |= {
+                f"t{index}": table.name,
+                f"lo{index}": table.partition_id(first),
+                f"hi{index}": table.partition_id(last_hour),
+            }
         with clickhouse(self._settings) as client:
             newest = client.query(
                 "SELECT toUnixTimestamp(maxOrNull(modification_time)) FROM system.parts"
-                " WHERE active AND database = {database:String} AND partition_id <= {last:String}"
-                " AND ((table IN {finer:Array(String)} AND partition_id >= {first_day:String})"
-                " OR (table IN {weekly:Array(String)} AND partition_id >= {first_week:String}))",
-                parameters={
-                    "database": self._database,
-                    "finer": finer,
-                    "weekly": weekly,
-                    "first_day": partition_id(start),
-                    "first_week": partition_id(sunday),
-                    "last": partition_id(end - timedelta(hours=1)),
-                },
+                f" WHERE active AND database = {{database:String}} AND ({' OR '.join(clauses)})",
+                parameters=parameters,
             ).result_rows[0][0]  # an aggregate: always one row
         return None if newest is None else datetime.fromtimestamp(newest, UTC)
 
