@@ -127,6 +127,10 @@ class Settings(BaseSettings):
     # Spark
     spark_master: str = "local[*]"
     spark_driver_memory: str = "2g"
+    # The optional standalone cluster of the local stack (spark-master, spark-worker programs):
+    # point spark_master at spark://127.0.0.1:<spark_master_port> to run the job on it.
+    spark_master_port: int = 7077
+    spark_master_webui_port: int = 8088
 
     # Redis (ingestion batch idempotency)
     redis_url: str = "redis://127.0.0.1:6379/0"
