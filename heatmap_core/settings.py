@@ -149,6 +149,9 @@ class Settings(BaseSettings):
     event_time_future_minutes: int = 10
     kafka_delivery_timeout_s: float = 5.0
 
+    # Query API: map answers of final buckets kept in process, per kind (cells, scroll, ranges of each).
+    query_cache_entries: int = Field(64, ge=0)
+
     # Auth: "client_id:key,client_id:key"; empty with auth on means every request is refused.
     auth_enabled: bool = True
     write_keys: str = ""
