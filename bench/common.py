@@ -10,7 +10,7 @@ import subprocess
 import threading
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -121,10 +121,8 @@ def tree_rss(process: psutil.Process) -> int:
     """Resident bytes of ``process`` and all its descendants (the Spark driver's JVM, executors)."""
     total = 0
     for member in (process, *process.children(recursive=True)):
-        try:
+        with suppress(psutil.NoSuchProcess):  # a Python worker or executor that just ended
             total += member.memory_info().rss
-        except psutil.NoSuchProcess:
-            pass
     return total
 
 

@@ -105,16 +105,18 @@ def _checksums(client, sql: str, columns: str, parameters: dict) -> tuple[int, i
 
 def run(settings: Settings, big: bool = False) -> list[Result]:
     results: list[Result] = []
-    with tempfile.TemporaryDirectory(prefix="bench-scale-") as data_dir:
-        with private_clickhouse(settings, Path(data_dir)) as (private, server):
-            # One session for every run, as a Dagster run process keeps it: "session already started".
-            spark = spark_session("heatmap-assets", private)
-            try:
-                for events in BIG_SIZES if big else SIZES:
-                    for fmt in ("json", "parquet"):
-                        results += _one_size(private, server, events, fmt)
-            finally:
-                spark.stop()
+    with (
+        tempfile.TemporaryDirectory(prefix="bench-scale-") as data_dir,
+        private_clickhouse(settings, Path(data_dir)) as (private, server),
+    ):
+        # One session for every run, as a Dagster run process keeps it: "session already started".
+        spark = spark_session("heatmap-assets", private)
+        try:
+            for events in BIG_SIZES if big else SIZES:
+                for fmt in ("json", "parquet"):
+                    results += _one_size(private, server, events, fmt)
+        finally:
+            spark.stop()
     return results
 
 
@@ -181,11 +183,21 @@ def _one_size(settings: Settings, server: psutil.Process, events: int, fmt: str)
     size = f"{events / 1e6:g}M {fmt}"
     return [
         Result(
-            "scale", f"heatmap_hourly, {size} (events/s)", events / job_s, "chDB s3(), same results", events / chdb_s,
-            "events/s", True,
+            "scale",
+            f"heatmap_hourly, {size} (events/s)",
+            events / job_s,
+            "chDB s3(), same results",
+            events / chdb_s,
+            "events/s",
+            True,
         ),
         Result(
-            "scale", f"peak driver RSS, {size}", job_memory.peak["driver"] / mib, "ClickHouse RSS during the job",
-            job_memory.peak["clickhouse"] / mib, "MiB", False,
+            "scale",
+            f"peak driver RSS, {size}",
+            job_memory.peak["driver"] / mib,
+            "ClickHouse RSS during the job",
+            job_memory.peak["clickhouse"] / mib,
+            "MiB",
+            False,
         ),
     ]

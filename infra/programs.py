@@ -255,6 +255,24 @@ def dagster_dev_command(port: int) -> list[str]:
     ]
 
 
+def dagster_materialize_command(selection: str, partition: str) -> list[str]:
+    """``dagster asset materialize`` of the code location's ``selection`` for one partition, in a
+    process of its own with the HEATMAP_* settings of its environment, as a deployed run."""
+    return [
+        sys.executable,
+        "-m",
+        "dagster",
+        "asset",
+        "materialize",
+        "-m",
+        "heatmap_assets.definitions",
+        "--select",
+        selection,
+        "--partition",
+        partition,
+    ]
+
+
 def _uvicorn_program(name: str, module: str, port_of: Callable[[Settings], int], requires: tuple[str, ...]) -> Program:
     """A Litestar app under uvicorn on its configured port, healthy once /health answers."""
     return Program(

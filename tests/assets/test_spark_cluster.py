@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
 from collections.abc import Iterator
 from datetime import timedelta
 
@@ -22,7 +21,7 @@ from tenacity import Retrying, stop_after_delay, wait_fixed
 from heatmap_assets.partitions import hour_key
 from heatmap_core.settings import Settings
 from infra import supervisor
-from infra.programs import PROGRAMS, SPARK_CLUSTER, spark_master_state, spark_master_url
+from infra.programs import PROGRAMS, SPARK_CLUSTER, dagster_materialize_command, spark_master_state, spark_master_url
 from tests.assets import lakedata
 from tests.assets.runs import run
 from tests.assets.test_assets_inprocess import base_hour
@@ -47,8 +46,7 @@ def spark_cluster(stack: Settings, tmp_path_factory) -> Iterator[Settings]:
 def materialize_in_own_process(settings: Settings, partition: str, dagster_home) -> None:
     env = {**os.environ, **settings.as_env(), "DAGSTER_HOME": str(dagster_home)}
     done = subprocess.run(
-        [sys.executable, "-m", "dagster", "asset", "materialize", "-m", "heatmap_assets.definitions"]
-        + ["--select", "heatmap_hourly", "--partition", partition],
+        dagster_materialize_command("heatmap_hourly", partition),
         cwd=ROOT,
         env=env,
         capture_output=True,
