@@ -31,7 +31,7 @@ from heatmap_core.schema import TABLES
 from heatmap_core.settings import Settings
 from heatmap_core.timeutil import naive_utc, week_start
 from infra.programs import dagster_materialize_command
-from query_api.buckets import Span
+from query_api.buckets import LENGTH, Grain, Span
 from query_api.dimensions import Selection
 from query_api.store import span_sum_sql
 
@@ -48,15 +48,26 @@ class Read:
     name: str
     path: str
     params: dict[str, str]
+    bucket: Span | None = None  # the bucket read; None for a range (its spans are in the answer)
 
 
 def _reads(first_hour: datetime, week: datetime, range_start: datetime, label: str) -> list[Read]:
     base = {"client_id": "bench", "screen_id": "home"}
     day = first_hour.replace(hour=0)
     return [
-        Read(f"hour, {label}", "/heatmap/hourly", {**base, "dt": f"{day:%Y-%m-%d}", "hour": str(first_hour.hour)}),
-        Read(f"day, {label}", "/heatmap/daily", {**base, "dt": f"{day:%Y-%m-%d}"}),
-        Read(f"week, {label}", "/heatmap/weekly", {**base, "week_start": f"{week:%Y-%m-%d}"}),
+        Read(
+            f"hour, {label}",
+            "/heatmap/hourly",
+            {**base, "dt": f"{day:%Y-%m-%d}", "hour": str(first_hour.hour)},
+            Span("hour", first_hour, first_hour + LENGTH["hour"]),
+        ),
+        Read(f"day, {label}", "/heatmap/daily", {**base, "dt": f"{day:%Y-%m-%d}"}, Span("day", day, day + DAY)),
+        Read(
+            f"week, {label}",
+            "/heatmap/weekly",
+            {**base, "week_start": f"{week:%Y-%m-%d}"},
+            Span("week", week, week + WEEK),
+        ),
         Read(
             f"30 days, {label}",
             "/heatmap/range",
@@ -92,16 +103,14 @@ def _write_period(settings: Settings, range_start: datetime) -> tuple[datetime, 
 
 def _reference_sql(settings: Settings, answer: dict, read: Read) -> tuple[str, dict]:
     """The API's own cells query for ``read``: from the spans its answer reports (range) or the bucket."""
-    if "buckets" in answer:
+    if read.bucket is not None:
+        spans = [read.bucket]
+    else:
+        grains: dict[str, Grain] = {"hour": "hour", "day": "day", "week": "week"}
         spans = [
-            Span(u["grain"], datetime.fromisoformat(u["start"]), datetime.fromisoformat(u["end"]))
+            Span(grains[u["grain"]], datetime.fromisoformat(u["start"]), datetime.fromisoformat(u["end"]))
             for u in answer["buckets"]
         ]
-    else:
-        grain = {"/heatmap/hourly": "hour", "/heatmap/daily": "day", "/heatmap/weekly": "week"}[read.path]
-        start = datetime.fromisoformat(read.params.get("week_start") or read.params["dt"]).replace(tzinfo=UTC)
-        start += timedelta(hours=int(read.params.get("hour", 0)))
-        spans = [Span(grain, start, start + {"hour": timedelta(hours=1), "day": DAY, "week": WEEK}[grain])]
     query = span_sum_sql(settings.clickhouse_database, TABLES, SELECTION, spans, ("cell_x", "cell_y"))
     assert query is not None
     return query
