@@ -32,6 +32,7 @@ from heatmap_core.settings import Settings
 from heatmap_core.timeutil import naive_utc, week_start
 from infra.programs import dagster_materialize_command
 from query_api.buckets import LENGTH, Grain, Span
+from query_api.caching import is_final
 from query_api.dimensions import Selection
 from query_api.store import span_sum_sql
 
@@ -88,17 +89,18 @@ def _write_buckets(settings: Settings, grain: str, starts: list[datetime]) -> No
         )
 
 
-def _write_period(settings: Settings, range_start: datetime) -> tuple[datetime, datetime]:
+def _write_period(settings: Settings, range_start: datetime, label: str) -> list[Read]:
     """30 days of day buckets from ``range_start`` (a midnight), the weeks inside them and one hour of
-    each day: the planner answers the range from weeks and days. Returns the hour and the week read."""
+    each day, so the planner answers the range from weeks and days; and the four reads of the period:
+    its second day (final) or its last day (recent: can still change), that day's hour 10 and week."""
     days = [range_start + i * DAY for i in range(30)]
-    weeks = sorted(
-        {week_start(d) for d in days if week_start(d) >= range_start and week_start(d) + WEEK <= days[-1] + DAY}
-    )
+    weeks = {week_start(d) for d in days if week_start(d) >= range_start and week_start(d) + WEEK <= days[-1] + DAY}
+    day = days[1] if label == "final" else days[-1]
+    weeks.add(week_start(day))  # the recent day's week is still open: never inside the range, never final
     _write_buckets(settings, "day", days)
-    _write_buckets(settings, "week", weeks)
+    _write_buckets(settings, "week", sorted(weeks))
     _write_buckets(settings, "hour", [d + timedelta(hours=10) for d in days])
-    return days[1] + timedelta(hours=10), weeks[0]
+    return _reads(day + timedelta(hours=10), week_start(day), range_start, label)
 
 
 def _reference_sql(settings: Settings, answer: dict, read: Read) -> tuple[str, dict]:
@@ -125,7 +127,8 @@ def _timed(call: Callable[[], object]) -> float:
 def run(settings: Settings, big: bool = False) -> list[Result]:
     now_hour = datetime.now(UTC).replace(minute=0, second=0, microsecond=0)
     final_start = (now_hour - 45 * DAY).replace(hour=0)
-    recent_start = (now_hour - 29 * DAY).replace(hour=0)  # its last days can still change
+    # 30 days to today's midnight: the last ones can still change.
+    recent_start = (now_hour - 30 * DAY).replace(hour=0)
     with (
         tempfile.TemporaryDirectory(prefix="bench-reads-") as data_dir,
         private_clickhouse(settings, Path(data_dir)) as (private, _server),
@@ -139,12 +142,10 @@ def run(settings: Settings, big: bool = False) -> list[Result]:
         )
         with clickhouse(private) as client:
             apply_schema(client, private.clickhouse_database)
-        final_hour, final_week = _write_period(private, final_start)
-        recent_hour, recent_week = _write_period(private, recent_start)
-        reads = [
-            *_reads(final_hour, final_week, final_start, "final"),
-            *_reads(recent_hour, recent_week, recent_start, "recent"),
-        ]
+        reads = [*_write_period(private, final_start, "final"), *_write_period(private, recent_start, "recent")]
+        for read in reads:
+            end = read.bucket.end if read.bucket else datetime.fromisoformat(read.params["to"])
+            assert read.name.endswith("recent") != is_final(end, private), read
         return _measure(private, reads, big, Path(data_dir))
 
 
