@@ -147,17 +147,7 @@ def _one_size(settings: Settings, server: psutil.Process, events: int, fmt: str)
             f"[red]{size}: the materialization FAILED after {job_s:.0f} s[/] (its log above says why); peak driver "
             f"{job_memory.peak['driver'] / mib:,.0f} MiB"
         )
-        return [
-            Result(
-                "scale",
-                f"peak driver RSS, {size}, job FAILED after {job_s:.0f} s",
-                job_memory.peak["driver"] / mib,
-                "ClickHouse RSS during the job",
-                job_memory.peak["clickhouse"] / mib,
-                "MiB",
-                False,
-            )
-        ]
+        return [_memory_result(f"{size}, job FAILED after {job_s:.0f} s", job_memory)]
 
     parameters = {
         "url": f"{settings.s3_endpoint}/{settings.raw_bucket}/{hour_glob(hour, fmt, settings.parquet_prefix)}",
@@ -209,13 +199,18 @@ def _one_size(settings: Settings, server: psutil.Process, events: int, fmt: str)
             "events/s",
             True,
         ),
-        Result(
-            "scale",
-            f"peak driver RSS, {size}",
-            job_memory.peak["driver"] / mib,
-            "ClickHouse RSS during the job",
-            job_memory.peak["clickhouse"] / mib,
-            "MiB",
-            False,
-        ),
+        _memory_result(size, job_memory),
     ]
+
+
+def _memory_result(label: str, job_memory: PeakMemory) -> Result:
+    mib = 2**20
+    return Result(
+        "scale",
+        f"peak driver RSS, {label}",
+        job_memory.peak["driver"] / mib,
+        "ClickHouse RSS during the job",
+        job_memory.peak["clickhouse"] / mib,
+        "MiB",
+        False,
+    )
