@@ -12,7 +12,9 @@ from heatmap_core.settings import get_settings
 from infra import supervisor
 from infra.programs import INFRA_SERVICES, PROGRAMS
 
-BENCHES = ("ingest", "landing", "hourly", "query")
+BENCHES = ("ingest", "landing", "hourly", "query", "scale", "replace", "reads")
+# Benches whose run() takes big=True: their large sizes, behind --big.
+SIZED = ("scale", "replace", "reads")
 app = typer.Typer(add_completion=False)
 
 
@@ -21,6 +23,7 @@ def main(
     names: Annotated[
         list[str] | None, typer.Argument(help=f"Benchmarks to run (default: all of {', '.join(BENCHES)}).")
     ] = None,
+    big: Annotated[bool, typer.Option(help=f"Also the large sizes of {', '.join(SIZED)} (many minutes).")] = False,
 ) -> None:
     settings = get_settings()
     supervisor.start(settings, PROGRAMS, (*INFRA_SERVICES, "clickhouse"))
@@ -28,7 +31,8 @@ def main(
     results: list[Result] = []
     for name in names or BENCHES:
         console.rule(name)
-        results.extend(importlib.import_module(f"bench.{name}").run(settings))
+        module = importlib.import_module(f"bench.{name}")
+        results.extend(module.run(settings, big=True) if big and name in SIZED else module.run(settings))
         show(results)
 
 

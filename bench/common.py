@@ -7,10 +7,12 @@ import platform
 import socket
 import statistics
 import subprocess
+import threading
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
+from pathlib import Path
 
 import httpx
 import psutil
@@ -109,3 +111,64 @@ def uvicorn_app(
     finally:
         process.terminate()
         process.wait(timeout=20)
+
+
+def percentile(values: list[float], fraction: float) -> float:
+    """The nearest-rank percentile (``fraction`` 0.99 for p99) of ``values``."""
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, max(0, round(fraction * len(ordered) + 0.5) - 1))]
+
+
+def tree_rss(process: psutil.Process) -> int:
+    """Resident bytes of ``process`` and all its descendants (the Spark driver's JVM, executors)."""
+    total = 0
+    for member in (process, *process.children(recursive=True)):
+        with suppress(psutil.NoSuchProcess):  # a Python worker or executor that just ended
+            total += member.memory_info().rss
+    return total
+
+
+class PeakMemory:
+    """The peak of ``tree_rss`` of each named process tree while the block runs, sampled every 0.1 s."""
+
+    def __init__(self, **processes: psutil.Process):
+        self._processes = processes
+        self.peak = dict.fromkeys(processes, 0)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+
+    def _sample(self) -> None:
+        while True:
+            for name, process in self._processes.items():
+                self.peak[name] = max(self.peak[name], tree_rss(process))
+            if self._stop.wait(0.1):
+                return
+
+    def __enter__(self) -> PeakMemory:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+@contextmanager
+def private_clickhouse(settings: Settings, data_dir: Path) -> Iterator[tuple[Settings, psutil.Process]]:
+    """The stack's `clickhouse` program (chdb_server) on a free port over ``data_dir``, under a
+    supervisord of its own: its memory is this bench's alone. Yields the settings pointing at it
+    and its process."""
+    from infra import supervisor
+    from infra.paths import StackPaths
+    from infra.programs import PROGRAMS
+
+    port = free_port()
+    private = settings.model_copy(
+        update={"data_dir": data_dir, "clickhouse_port": port, "clickhouse_dsn": f"http://127.0.0.1:{port}"}
+    )
+    supervisor.start(private, PROGRAMS, ["clickhouse"], do_fetch=False)
+    try:
+        pid = int(StackPaths(private.data_path).program_pid("clickhouse").read_text().split()[0])
+        yield private, psutil.Process(pid)
+    finally:
+        supervisor.stop(private)

@@ -40,20 +40,29 @@ def _row(y: str) -> str:
 
 # The counted, deduplicated lines (the job's rule: lake_schema.COUNTED_COLUMNS, EVENT_KEY), with the
 # job's unknown type and device; the bench's files hold only counted lines.
-_UNIQUE = f"""(
+def _unique(fmt: str) -> str:
+    return f"""(
     SELECT client_id, screen_id, x_norm, y_norm, view_id, viewport_h, screen_h,
            ifNull(event_type, {{unknown:String}}) AS event_type, ifNull(device, {{unknown:String}}) AS device
-    FROM {clickhouse_s3_source("json")}
+    FROM {clickhouse_s3_source(fmt)}
     LIMIT 1 BY {", ".join(EVENT_KEY)}
 )"""
-CHDB_CELLS_SQL = f"""
+
+
+def chdb_cells_sql(fmt: str) -> str:
+    """The hour's cells as the job counts them, from the lake files in ``fmt`` at the ``url`` parameter."""
+    return f"""
 SELECT client_id, screen_id, event_type, device,
        toUInt8(least(greatest(floor(x_norm * {GRID_W}), 0), {GRID_W - 1})) AS cell_x, {_row("y_norm")} AS cell_y,
        count() AS count
-FROM {_UNIQUE}
+FROM {_unique(fmt)}
 GROUP BY client_id, screen_id, event_type, device, cell_x, cell_y
 """
-CHDB_SCROLL_SQL = f"""
+
+
+def chdb_scroll_sql(fmt: str) -> str:
+    """The hour's scroll reach as the job counts it (parameters as ``chdb_cells_sql``, and ``scroll``)."""
+    return f"""
 SELECT client_id, screen_id, device, depth_row,
        countIf(depth_row <= deepest) AS reached, countIf(depth_row = fold) AS folds
 FROM (
@@ -62,7 +71,7 @@ FROM (
     FROM (
         SELECT client_id, screen_id, device, view_id, max({_row("y_norm")}) AS deepest,
                max(if(screen_h > 0, {_row("least(1, viewport_h / screen_h)")}, NULL)) AS fold
-        FROM {_UNIQUE}
+        FROM {_unique(fmt)}
         WHERE event_type = {{scroll:String}} AND view_id IS NOT NULL
         GROUP BY client_id, screen_id, device, view_id
     )
@@ -161,8 +170,8 @@ def run(settings: Settings, repeats: int = 3) -> list[Result]:
 
     def chdb_job() -> None:
         with clickhouse(settings) as client:
-            chdb_cells[:] = client.query(CHDB_CELLS_SQL, parameters=parameters).result_rows
-            chdb_scroll[:] = client.query(CHDB_SCROLL_SQL, parameters=parameters).result_rows
+            chdb_cells[:] = client.query(chdb_cells_sql("json"), parameters=parameters).result_rows
+            chdb_scroll[:] = client.query(chdb_scroll_sql("json"), parameters=parameters).result_rows
 
     chdb_job()
     chdb_s = median_seconds(chdb_job, repeats)

@@ -127,6 +127,10 @@ class Settings(BaseSettings):
     # Spark
     spark_master: str = "local[*]"
     spark_driver_memory: str = "2g"
+    # The optional standalone cluster of the local stack (spark-master, spark-worker programs):
+    # point spark_master at spark://127.0.0.1:<spark_master_port> to run the job on it.
+    spark_master_port: int = 7077
+    spark_master_webui_port: int = 8088
 
     # Redis (ingestion batch idempotency)
     redis_url: str = "redis://127.0.0.1:6379/0"
@@ -148,6 +152,9 @@ class Settings(BaseSettings):
     # cores it shares with Kafka and landing (BENCHMARKS.md); raise it to the cores the API has to itself.
     # Each worker has its own Kafka producer and Redis pool, and /metrics counts the answering worker's requests.
     ingestion_workers: int = Field(1, ge=1)
+
+    # Query API: map answers of final buckets kept in process, per kind (cells, scroll, ranges of each).
+    query_cache_entries: int = Field(64, ge=0)
 
     # Auth: "client_id:key,client_id:key"; empty with auth on means every request is refused.
     auth_enabled: bool = True

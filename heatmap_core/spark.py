@@ -24,11 +24,18 @@ def s3a_jars(settings: Settings) -> list[str]:
 
 
 def spark_conf(settings: Settings | None = None) -> dict[str, str]:
+    """The project's Spark settings, the same for ``local[*]`` and a ``spark://`` cluster.
+
+    On a cluster the executors are other JVMs: ``spark.jars`` (local paths of the jar cache) are
+    served by the driver and fetched by every executor, so s3a reads work there too; the Python
+    workers, when a job needs them, run this same interpreter.
+    """
     settings = settings or get_settings()
     return {
         "spark.master": settings.spark_master,
         "spark.driver.memory": settings.spark_driver_memory,
         "spark.jars": ",".join(s3a_jars(settings)),
+        "spark.pyspark.python": sys.executable,
         "spark.sql.session.timeZone": "UTC",
         "spark.sql.shuffle.partitions": "4",
         "spark.ui.enabled": "false",

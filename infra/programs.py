@@ -14,6 +14,7 @@ the app, ``python -m landing run``, ``dagster dev``); infra imports no service c
 from __future__ import annotations
 
 import base64
+import importlib.util
 import shutil
 import socket
 import subprocess
@@ -156,6 +157,76 @@ def _clickhouse_healthy(settings: Settings) -> None:
         raise StackError(f"clickhouse /ping answered {answer.status_code} {answer.text[:80]!r}")
 
 
+# A worker sized for a 2-core machine shared with the rest of the stack: both cores, and memory for
+# one executor of Spark's default 1g plus its off-heap overhead.
+SPARK_WORKER_CORES = 2
+SPARK_WORKER_MEMORY = "2g"
+
+
+def spark_class_command(main: str, *args: str) -> list[str]:
+    """``$SPARK_HOME/bin/spark-class main args``, SPARK_HOME being PySpark's package: the cluster runs
+    the very jars the driver has, so driver and executors never disagree on a version."""
+    spec = importlib.util.find_spec("pyspark")
+    if spec is None or not spec.submodule_search_locations:
+        raise StackError("pyspark is not installed in this environment")
+    return [str(Path(spec.submodule_search_locations[0]) / "bin" / "spark-class"), main, *args]
+
+
+def spark_master_command(settings: Settings, paths: StackPaths) -> list[str]:
+    return spark_class_command(
+        "org.apache.spark.deploy.master.Master",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(settings.spark_master_port),
+        "--webui-port",
+        str(settings.spark_master_webui_port),
+    )
+
+
+def spark_worker_command(settings: Settings, paths: StackPaths) -> list[str]:
+    work = paths.data / "spark" / "work"
+    work.mkdir(parents=True, exist_ok=True)
+    # Port 0: the worker's own RPC and web UI ports are picked free; only the master's are known.
+    return spark_class_command(
+        "org.apache.spark.deploy.worker.Worker",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        "0",
+        "--webui-port",
+        "0",
+        "--cores",
+        str(SPARK_WORKER_CORES),
+        "--memory",
+        SPARK_WORKER_MEMORY,
+        "--work-dir",
+        str(work),
+        spark_master_url(settings),
+    )
+
+
+def spark_master_url(settings: Settings) -> str:
+    """What HEATMAP_SPARK_MASTER is set to for a job to run on the stack's cluster."""
+    return f"spark://127.0.0.1:{settings.spark_master_port}"
+
+
+def spark_master_state(settings: Settings) -> dict:
+    """The master's own report (its web UI's /json/), raising unless it is the alive master."""
+    state = httpx.get(f"http://127.0.0.1:{settings.spark_master_webui_port}/json/", timeout=2).raise_for_status().json()
+    if state.get("status") != "ALIVE":
+        raise StackError(f"spark master is {state.get('status')!r}")
+    return state
+
+
+def spark_worker_healthy(settings: Settings) -> None:
+    """Healthy once the master lists an alive worker with its cores: a worker that never registered
+    (a wrong master URL, a port taken) never gets there."""
+    workers = [w for w in spark_master_state(settings)["workers"] if w["state"] == "ALIVE"]
+    if not any(w["cores"] == SPARK_WORKER_CORES for w in workers):
+        raise StackError("no alive spark worker registered with the master")
+
+
 # --------------------------------------------------------------------------- application
 
 
@@ -182,6 +253,24 @@ def dagster_dev_command(port: int) -> list[str]:
         "127.0.0.1",
         "-p",
         str(port),
+    ]
+
+
+def dagster_materialize_command(selection: str, partition: str) -> list[str]:
+    """``dagster asset materialize`` of the code location's ``selection`` for one partition, in a
+    process of its own with the HEATMAP_* settings of its environment, as a deployed run."""
+    return [
+        sys.executable,
+        "-m",
+        "dagster",
+        "asset",
+        "materialize",
+        "-m",
+        "heatmap_assets.definitions",
+        "--select",
+        selection,
+        "--partition",
+        partition,
     ]
 
 
@@ -216,9 +305,11 @@ def _dagster_command(settings: Settings, paths: StackPaths) -> list[str]:
 # --------------------------------------------------------------------------- the table
 
 
-# What `start` runs without names, and what the project adds on top of it.
+# What `start` runs without names, and what the project adds on top of it. The Spark cluster is
+# optional: `start spark-worker` brings up the master and a worker (see README, "The local stack").
 INFRA_SERVICES = ("kafka", "s3", "redis")
 APP_PROGRAMS = ("ingestion", "landing", "query", "dagster")
+SPARK_CLUSTER = ("spark-master", "spark-worker")
 
 PROGRAMS: Mapping[str, Program] = MappingProxyType(
     {
@@ -261,6 +352,13 @@ PROGRAMS: Mapping[str, Program] = MappingProxyType(
                 _clickhouse_healthy,
                 ports=lambda s: (s.clickhouse_port,),
             ),
+            Program(
+                "spark-master",
+                spark_master_command,
+                spark_master_state,
+                ports=lambda s: (s.spark_master_port, s.spark_master_webui_port),
+            ),
+            Program("spark-worker", spark_worker_command, spark_worker_healthy, requires=("spark-master",)),
             _uvicorn_program("query", "query_api.app:app", lambda s: s.query_port, ("s3", "clickhouse")),
             Program(
                 "dagster",

@@ -25,6 +25,7 @@ from heatmap_http.params import single_valued
 from heatmap_http.problems import RequestRejected, exception_handlers, problem_response
 from query_api.auth import READ_KEY_HEADER, SECURITY_COMPONENTS
 from query_api.buckets import BadParameter
+from query_api.caching import FinalReads
 from query_api.models import Health
 from query_api.routes import HeatmapController, ScreenshotController, ScrollController
 from query_api.screenshots import ScreenshotStore
@@ -60,6 +61,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
             apply_schema(client, settings.clickhouse_database)
 
     store, screenshots = HeatmapStore(settings), ScreenshotStore(settings)
+    final_reads = FinalReads(store, settings, settings.query_cache_entries)
     metrics = AppMetrics("query")
     return Litestar(
         route_handlers=[
@@ -77,6 +79,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
         dependencies={
             "settings": Provide(lambda: settings, sync_to_thread=False),
             "store": Provide(lambda: store, sync_to_thread=False),
+            "final_reads": Provide(lambda: final_reads, sync_to_thread=False),
             "screenshots": Provide(lambda: screenshots, sync_to_thread=False),
         },
         on_startup=[create_schema],

@@ -6,12 +6,18 @@ the past than ingestion still accepts events (event_time_past_hours) plus
 SETTLE for the pipeline to land and roll them up can no longer change: it may
 be cached for a day without asking. Anything younger says no-cache. Answers
 are per client, hence private when keys are on.
+
+The same rule keeps answers in the process (``FinalReads``): a read whose
+buckets are all final is answered once by ClickHouse and then from memory, so
+a dashboard flipping between past days pays only the JSON encoding.
 """
 
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
+from functools import lru_cache
 
 import msgspec
 from litestar import Request, Response
@@ -19,6 +25,10 @@ from litestar.status_codes import HTTP_304_NOT_MODIFIED
 
 from heatmap_core.settings import Settings
 from query_api.auth import READ_KEY_HEADER
+from query_api.buckets import Span
+from query_api.dimensions import Selection
+from query_api.models import Cell
+from query_api.store import HeatmapStore
 
 SETTLE = timedelta(hours=6)
 FINAL_MAX_AGE_S = 86400
@@ -46,3 +56,54 @@ def cached_json(request: Request, body: msgspec.Struct, end: datetime, settings:
     if etag_matches(request.headers.get("if-none-match"), etag):
         return Response(content=b"", status_code=HTTP_304_NOT_MODIFIED, headers=headers)
     return Response(content=payload, media_type="application/json", headers=headers)
+
+
+class FinalReads:
+    """The store's map reads (cells and scroll reach, of buckets or of a range), with the answers of
+    final buckets kept in process.
+
+    - Only a read that ends at or before ``is_final``'s horizon is kept: its buckets can no longer
+      change, so the kept answer is the one ClickHouse would give. Any other read goes to
+      ClickHouse every time.
+    - The key is the whole read: the kind (the method), the selection (client, screen, type,
+      device) and the buckets (the spans, or the range's bounds); two clients, filters or buckets
+      never share an entry.
+    - At most ``entries`` answers per kind are kept; the least recently used goes first.
+    - Tenant isolation is not decided here: the route's guard refuses a client before any read.
+
+    The answers are shared between requests, so nobody may change the lists returned.
+    """
+
+    def __init__(self, store: HeatmapStore, settings: Settings, entries: int):
+        self._store = store
+        self._settings = settings
+        self._cells = lru_cache(maxsize=entries)(store.cells)
+        self._scroll = lru_cache(maxsize=entries)(store.scroll)
+        self._range_cells = lru_cache(maxsize=entries)(store.range_cells)
+        self._range_scroll = lru_cache(maxsize=entries)(store.range_scroll)
+
+    def _final(self, end: datetime) -> bool:
+        return is_final(end, self._settings)
+
+    def cells(self, selection: Selection, spans: Iterable[Span]) -> list[Cell]:
+        spans = tuple(spans)
+        final = all(self._final(span.end) for span in spans)
+        return (self._cells if final else self._store.cells)(selection, spans)
+
+    def scroll(self, selection: Selection, spans: Iterable[Span]) -> list[tuple[int, int, int]]:
+        spans = tuple(spans)
+        final = all(self._final(span.end) for span in spans)
+        return (self._scroll if final else self._store.scroll)(selection, spans)
+
+    def range_cells(self, selection: Selection, start: datetime, end: datetime) -> tuple[list[Span], list[Cell]]:
+        return (self._range_cells if self._final(end) else self._store.range_cells)(selection, start, end)
+
+    def range_scroll(
+        self, selection: Selection, start: datetime, end: datetime
+    ) -> tuple[list[Span], list[tuple[int, int, int]]]:
+        return (self._range_scroll if self._final(end) else self._store.range_scroll)(selection, start, end)
+
+    def kept(self) -> int:
+        """How many answers are kept, all kinds together."""
+        caches = (self._cells, self._scroll, self._range_cells, self._range_scroll)
+        return sum(cache.cache_info().currsize for cache in caches)

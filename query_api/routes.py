@@ -28,7 +28,7 @@ from heatmap_core.settings import Settings
 from heatmap_http.problems import documented, statuses
 from query_api.auth import READ_KEY_HEADER, SECURITY_SCHEME, client_guard, readable_clients
 from query_api.buckets import Grain, Span, day_bucket, hour_bucket, range_bounds, week_bucket
-from query_api.caching import cached_json, etag_matches
+from query_api.caching import FinalReads, cached_json, etag_matches
 from query_api.dimensions import ALL, DeviceFilter, Selection, TypeFilter
 from query_api.models import (
     BucketList,
@@ -124,7 +124,7 @@ class ScreenReads:
     """
 
     request: Request
-    store: HeatmapStore
+    store: FinalReads
     settings: Settings
     selection: Selection
 
@@ -165,25 +165,25 @@ def _used(spans: list[Span]) -> list[BucketSpan]:
 
 def provide_cell_reads(
     request: Request,
-    store: HeatmapStore,
+    final_reads: FinalReads,
     settings: Settings,
     client_id: ClientId,
     screen_id: ScreenId,
     type: TypeParam = ALL,  # named as the client sends it; shadows the builtin in this scope only
     device: DeviceParam = ALL,
 ) -> ScreenReads:
-    return ScreenReads(request, store, settings, Selection(client_id, screen_id, type, device))
+    return ScreenReads(request, final_reads, settings, Selection(client_id, screen_id, type, device))
 
 
 def provide_scroll_reads(
     request: Request,
-    store: HeatmapStore,
+    final_reads: FinalReads,
     settings: Settings,
     client_id: ClientId,
     screen_id: ScreenId,
     device: DeviceParam = ALL,
 ) -> ScreenReads:
-    return ScreenReads(request, store, settings, Selection(client_id, screen_id, device=device))
+    return ScreenReads(request, final_reads, settings, Selection(client_id, screen_id, device=device))
 
 
 class HeatmapController(Controller):

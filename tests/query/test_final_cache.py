@@ -1,0 +1,113 @@
+"""Answers of final buckets kept in the query API's process; reads that never wait behind a long statement.
+
+The proof that an answer came from memory is ClickHouse itself: the bucket is
+replaced under the cache with other cells, and only reads that may be cached
+keep answering the old ones.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from datetime import UTC, datetime, timedelta
+
+import clickhouse_connect
+from litestar.testing import TestClient
+
+from heatmap_core.clickhouse import apply_schema, clickhouse, replace_bucket
+from heatmap_core.schema import HOURLY
+from heatmap_core.settings import Settings
+from query_api.app import create_app
+
+READ_KEY = "acme-read-secret"
+OTHER_KEY = "globex-read-secret"
+FINAL_HOUR = (datetime.now(UTC) - timedelta(days=10)).replace(minute=0, second=0, microsecond=0)
+
+
+def write_hour(settings: Settings, hour: datetime, cells: dict[tuple[int, int], int]) -> None:
+    rows = [("acme", "home_v1", "click", "desktop", hour, x, y, count) for (x, y), count in cells.items()]
+    with clickhouse(settings) as client:
+        apply_schema(client, settings.clickhouse_database)
+        replace_bucket(client, HOURLY, hour, rows=rows, database=settings.clickhouse_database)
+
+
+def hourly(api: TestClient, hour: datetime, key: str = READ_KEY, **filters: str):
+    return api.get(
+        "/heatmap/hourly",
+        params={"client_id": "acme", "screen_id": "home_v1", "dt": f"{hour:%Y-%m-%d}", "hour": hour.hour, **filters},
+        headers={"X-Read-Key": key},
+    )
+
+
+def cells_of(answer) -> dict[tuple[int, int], int]:
+    assert answer.status_code == 200, answer.text
+    return {(c["cell_x"], c["cell_y"]): c["count"] for c in answer.json()["cells"]}
+
+
+def app_for(settings: Settings, entries: int = 64) -> TestClient:
+    keyed = settings.model_copy(
+        update={"read_keys": f"acme:{READ_KEY},globex:{OTHER_KEY}", "query_cache_entries": entries}
+    )
+    return TestClient(create_app(keyed))
+
+
+def test_a_final_bucket_is_served_from_memory_and_a_recent_one_never(settings):
+    recent_hour = datetime.now(UTC).replace(minute=0, second=0, microsecond=0) - timedelta(hours=1)
+    before, after = {(1, 2): 5, (3, 4): 7}, {(9, 9): 1}
+    for hour in (FINAL_HOUR, recent_hour):
+        write_hour(settings, hour, before)
+    with app_for(settings) as api:
+        assert cells_of(hourly(api, FINAL_HOUR)) == before
+        assert cells_of(hourly(api, recent_hour)) == before
+        for hour in (FINAL_HOUR, recent_hour):
+            write_hour(settings, hour, after)
+        assert cells_of(hourly(api, FINAL_HOUR)) == before  # from memory: ClickHouse now holds `after`
+        assert cells_of(hourly(api, recent_hour)) == after  # can still change: asked every time
+        # Another filter is another read: asked of ClickHouse, then kept on its own.
+        assert cells_of(hourly(api, FINAL_HOUR, type="click")) == after
+        # The guard runs before the cache: another client's key never gets the kept answer.
+        assert hourly(api, FINAL_HOUR, key=OTHER_KEY).status_code == 403
+    with app_for(settings) as api:  # a new process asks ClickHouse again
+        assert cells_of(hourly(api, FINAL_HOUR)) == after
+
+
+def test_the_cache_is_bounded_and_drops_the_least_recently_used(settings):
+    hours = [FINAL_HOUR - timedelta(hours=i) for i in range(3)]
+    for i, hour in enumerate(hours):
+        write_hour(settings, hour, {(i, i): 1})
+    with app_for(settings, entries=2) as api:
+        for hour in hours:
+            hourly(api, hour)
+        assert api.app.dependencies["final_reads"].dependency().kept() == 2
+        for i, hour in enumerate(hours):
+            write_hour(settings, hour, {(i, i): 100})
+        # hours[0] was dropped for hours[2]; hours[1] and hours[2] are still kept.
+        assert cells_of(hourly(api, hours[2])) == {(2, 2): 1}
+        assert cells_of(hourly(api, hours[1])) == {(1, 1): 1}
+        assert cells_of(hourly(api, hours[0])) == {(0, 0): 100}
+        # Reading hours[0] again took the place of the least recently used, hours[2].
+        assert cells_of(hourly(api, hours[2])) == {(2, 2): 100}
+
+
+def test_a_read_does_not_wait_behind_a_long_statement(settings):
+    """A statement that holds the ClickHouse server for 4 s (as a large insert or a raw recount
+    does) delays no dashboard read: the server and the API each run requests in their own threads."""
+    recent_hour = datetime.now(UTC).replace(minute=0, second=0, microsecond=0) - timedelta(hours=1)
+    write_hour(settings, recent_hour, {(5, 5): 2})
+    long_client = clickhouse_connect.get_client(dsn=settings.clickhouse_url, send_receive_timeout=60)
+
+    def long_statement() -> None:
+        long_client.query("SELECT sleepEachRow(0.5) FROM numbers(8) SETTINGS max_block_size = 1")
+
+    with app_for(settings) as api:
+        cells_of(hourly(api, recent_hour))  # the app and its thread's client are up
+        holder = threading.Thread(target=long_statement)
+        holder.start()
+        time.sleep(0.5)  # the statement is in the server
+        started = time.monotonic()
+        for _ in range(5):
+            assert cells_of(hourly(api, recent_hour)) == {(5, 5): 2}
+        took = time.monotonic() - started
+        assert holder.is_alive(), "the long statement ended first: the reads proved nothing"
+        holder.join()
+    assert took < 2.5, f"5 reads took {took:.2f} s beside a 4 s statement"
