@@ -176,7 +176,13 @@ def write_dataset(settings: Settings, data: Dataset) -> None:
         for tables, rows in ((TABLES, data.rows()), (SCROLL_TABLES, data.scroll_rows())):
             for grain, grain_rows in rows.items():
                 table = tables[grain]
-                client.insert(f"{database}.{table.name}", grain_rows, column_names=table.column_names)
+                # The hourly tables have a partition per hour, more than ClickHouse's default 100 per insert.
+                client.insert(
+                    f"{database}.{table.name}",
+                    grain_rows,
+                    column_names=table.column_names,
+                    settings={"max_partitions_per_insert_block": 0},
+                )
 
 
 @pytest.fixture(scope="module")
