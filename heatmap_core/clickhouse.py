@@ -91,9 +91,11 @@ def outdated_tables(client: Client, database: str) -> dict[BucketTable, TableDri
     found_keys = {name: (sorting, partition) for name, sorting, partition in keys}
     outdated = {}
     for table in ALL_TABLES:
-        if table.name not in found_keys:
+        # Judged only when both queries saw it: a table created by another writer
+        # between the two reads is new, so of this schema.
+        if table.name not in found_keys or table.name not in found:
             continue
-        typed = found.get(table.name, {})
+        typed = found[table.name]
         sorting, partition = found_keys[table.name]
         drift = TableDrift(
             missing=[c.name for c in table.columns if c.name not in typed],
