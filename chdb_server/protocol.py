@@ -5,7 +5,7 @@ and the body (or the ``query`` field of a multipart form); ``param_<name>`` valu
 bind ``{name:Type}`` placeholders on the server; ``database`` picks the current
 database; every other parameter that is not a transport switch is a ClickHouse
 setting for that one query. An ``INSERT INTO t [(cols)] [SETTINGS ...] FORMAT f``
-head followed by data is an insert of that data. The answer carries the output
+head followed by data is an insert of that data (``sql`` is then the ``INSERT INTO t [(cols)]`` target). The answer carries the output
 format in X-ClickHouse-Format when the statement produced a result set, and a
 failure carries ``Code: N. DB::Exception: ...`` with X-ClickHouse-Exception-Code.
 """
@@ -34,7 +34,7 @@ TRANSPORT_PARAMETERS = frozenset(
 )  # fmt: skip
 SETTING_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 INSERT_WITH_DATA = re.compile(
-    rb"\A\s*(?P<head>INSERT\s+INTO\s+(?:TABLE\s+)?[\w.`\"]+\s*(?:\([^)]*\))?\s*(?:SETTINGS\s[^;]*?)?)"
+    rb"\A\s*(?P<target>INSERT\s+INTO\s+(?:TABLE\s+)?[\w.`\"]+\s*(?:\([^)]*\))?)\s*(?P<settings>SETTINGS\s[^;]*?)?"
     rb"\s*FORMAT\s+(?P<format>\w+)[ \t]*(?:\r?\n)?",
     re.IGNORECASE,
 )
@@ -117,6 +117,7 @@ class Statement:
     read_only: bool
     insert_data: bytes | None = None
     insert_format: str | None = None
+    insert_settings: str = ""  # the head's own SETTINGS clause, which ClickHouse wants after the data's source
 
 
 def decode_body(body: bytes, content_encoding: str | None) -> bytes:
@@ -183,9 +184,11 @@ def parse_request(method: str, params: dict[str, str], headers: dict[str, str], 
     head = params.get("query", "").encode()
     text = head + b"\n" + body if head and body else head or body
     insert_data = insert_format = None
+    insert_settings = ""
     if match := INSERT_WITH_DATA.match(text):
         insert_data, insert_format = text[match.end() :], match.group("format").decode()
-        text = match.group("head")
+        insert_settings = (match.group("settings") or b"").decode(errors="replace").strip()
+        text = match.group("target")
     try:
         sql = text.decode()
     except UnicodeDecodeError as error:
@@ -212,6 +215,7 @@ def parse_request(method: str, params: dict[str, str], headers: dict[str, str], 
         read_only=method == "GET",
         insert_data=insert_data,
         insert_format=insert_format,
+        insert_settings=insert_settings,
     )
 
 

@@ -130,6 +130,31 @@ def test_errors_carry_clickhouse_code_and_text(server):
     assert client.command("SELECT 1") == 1
 
 
+def test_an_insert_the_table_refuses_is_an_error_and_writes_nothing(server):
+    """chDB's streaming insert once answered these as written while storing nothing."""
+    client = server.client()
+    client.command(
+        "CREATE TABLE refusing (p UInt32, v UInt32, CONSTRAINT small CHECK v < 100) "
+        "ENGINE = MergeTree PARTITION BY p ORDER BY v"
+    )
+    with pytest.raises(DatabaseError) as partitions:
+        client.insert("refusing", [(p, 1) for p in range(101)], column_names=["p", "v"])
+    assert partitions.value.code == 252 and "(TOO_MANY_PARTS)" in str(partitions.value)
+    with pytest.raises(DatabaseError) as constraint:
+        client.insert("refusing", [(1, 1), (2, 500)], column_names=["p", "v"])
+    assert constraint.value.code == 469 and "(VIOLATED_CONSTRAINT)" in str(constraint.value)
+    assert client.query("SELECT count() FROM refusing").result_rows == [(0,)]
+    # The same insert within the limits is kept, and a setting sent with it applies to it.
+    summary = client.insert(
+        "refusing",
+        [(p, 1) for p in range(101)],
+        column_names=["p", "v"],
+        settings={"max_partitions_per_insert_block": 200},
+    )
+    assert summary.written_rows == 101
+    assert client.query("SELECT count(), sum(v) FROM refusing").result_rows == [(101, 101)]
+
+
 def test_statement_without_result_set_returns_summary_and_empty_select_returns_empty(server):
     client = server.client()
     summary = client.command("CREATE TABLE e (id UInt8) ENGINE = MergeTree ORDER BY id")
