@@ -1,0 +1,279 @@
+"""Hostile input on both live APIs: every refusal is a 4xx naming the field, never a 5xx, and
+nothing reaches Kafka or the served maps.
+
+Guarantee: ids carrying path separators, dots, percent-encodings, NUL, line breaks, unicode
+(right-to-left overrides, homoglyphs), SQL metacharacters or 65+ characters; NaN, Infinity and
+out-of-range numbers as raw bytes; event times outside the accepted window either way; and
+bodies over the cap, announced by Content-Length or streamed chunked, are each refused with a
+4xx whose problem-details `field` names what was wrong, by the ingestion API (with a write key,
+and with keys off) and the query API (with a read key, and with keys off).
+
+Measured: each API runs under uvicorn as the stack runs it; the ingestion API on the test's own
+topic, which is read from the beginning afterwards (it must hold no record), the query API on a
+ClickHouse database holding known rows (no hostile request may be answered 200). Twenty chunked
+50 MB bodies are streamed to the ingestion API while its process RSS is sampled: the growth
+must stay far below one buffered body. Schemathesis (with and without keys, both APIs) and
+hypothesis on the body run in tests/ingestion and tests/query; stateful schemathesis would add
+nothing here, since no route's input depends on another's output (a batch_id is the client's).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import threading
+import time
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from urllib.parse import quote, urlsplit
+
+import httpx
+import psutil
+import pytest
+
+from heatmap_core.settings import Settings
+from tests.conftest import serve_app
+from tests.ingestion.conftest import ACME, WRITE_KEYS_SETTING, make_batch, read_topic
+
+from .figures import Figures, record
+
+pytestmark = pytest.mark.reliability
+
+# Values no id may take: each must be refused naming the id's field.
+HOSTILE_IDS = {
+    "slash": "a/b",
+    "backslash": "a\\b",
+    "dot-dot": "..",
+    "dot": ".",
+    "dot-dot path": "../../etc/passwd",
+    "percent-encoded slash": "a%2Fb",
+    "percent-encoded dot-dot": "%2e%2e",
+    "NUL": "acme\x00",
+    "trailing newline": "acme\n",
+    "carriage return": "acme\r\nX-Injected: 1",
+    "tab": "acme\t",
+    "space": "acme ",
+    "right-to-left override": "\u202eemca",
+    "Cyrillic homoglyph": "\u0430cme",
+    "fullwidth": "\uff41\uff43\uff4d\uff45",
+    "zero-width space": "ac\u200bme",
+    "emoji": "acme\U0001f525",
+    "SQL quote": "acme' OR '1'='1",
+    "SQL comment": "acme;--",
+    "SQL drop": "x'); DROP TABLE heatmap_hourly;--",
+    "65 characters": "a" * 65,
+    "empty": "",
+}
+
+
+@dataclass
+class Probes:
+    """Every hostile request sent and how it was answered; a mismatch is a request answered otherwise than expected."""
+
+    statuses: Counter[int] = field(default_factory=Counter)
+    mismatches: list[str] = field(default_factory=list)
+
+    @property
+    def sent(self) -> int:
+        return sum(self.statuses.values())
+
+    @property
+    def refused(self) -> int:
+        return sum(n for status, n in self.statuses.items() if 400 <= status < 500)
+
+    @property
+    def server_errors(self) -> int:
+        return sum(n for status, n in self.statuses.items() if status >= 500)
+
+    def expect(self, what: str, response: httpx.Response, statuses: set[int], field: str | None) -> None:
+        """``response`` must have one of ``statuses`` and, when ``field`` is given, name it in problem details."""
+        self.statuses[response.status_code] += 1
+        named = _problem_field(response)
+        if response.status_code not in statuses or (field is not None and named != field):
+            self.mismatches.append(f"{what}: {response.status_code} field={named!r} {response.text[:200]!r}")
+
+
+def _problem_field(response: httpx.Response) -> str | None:
+    if response.headers.get("content-type") != "application/problem+json":
+        return None
+    return json.loads(response.content).get("field")
+
+
+# --- the ingestion API -------------------------------------------------------------------------
+
+MAX_BODY_BYTES = 512 * 1024
+CHUNKED_BODIES = 20
+CHUNKED_BODY_BYTES = 50 * 1024 * 1024
+CHUNK = b" " * (1024 * 1024)
+# A server that buffered one 50 MB body would grow by at least that; a bounded one by a few MB.
+RSS_GROWTH_BOUND = 25 * 1024 * 1024
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _rfc3339(moment: datetime) -> str:
+    return moment.isoformat().replace("+00:00", "Z")
+
+
+def _with_view(**view) -> dict:
+    return make_batch(view={"view_id": "view-0001", "viewport_w": 1280, "viewport_h": 800, **view,
+                            "screen_w": 1280, "screen_h": 3000})
+
+
+def _raw_number(field_name: str, token: str) -> bytes:
+    """A valid batch whose first event's ``field_name`` is the raw JSON token ``token`` (maybe not JSON at all)."""
+    batch = make_batch(events=1)
+    batch["events"][0][field_name] = "__NUMBER__"
+    return json.dumps(batch).replace('"__NUMBER__"', token).encode()
+
+
+def _raw_view_number(field_name: str, token: str) -> bytes:
+    batch = _with_view()
+    batch["view"][field_name] = "__NUMBER__"
+    return json.dumps(batch).replace('"__NUMBER__"', token).encode()
+
+
+# Tokens no number of a batch may be: not JSON (NaN, Infinity), out of every range, or overflowing a double.
+HOSTILE_NUMBERS = ["NaN", "-NaN", "Infinity", "-Infinity", "1e309", "-1e309", "1" + "0" * 400, "1.5", "-0.5"]
+HOSTILE_TIMES = {
+    "past edge": lambda now: _rfc3339(now - timedelta(hours=72, minutes=5)),
+    "future edge": lambda now: _rfc3339(now + timedelta(minutes=15)),
+    "year 1": lambda now: "0001-01-01T00:00:00Z",
+    "year 9999": lambda now: "9999-12-31T23:59:59Z",
+    "no zone": lambda now: now.replace(tzinfo=None).isoformat(),
+    "February 30": lambda now: "2026-02-30T10:00:00Z",
+    "hour 24": lambda now: f"{now:%Y-%m-%d}T24:00:00Z",
+    "leap second": lambda now: f"{now:%Y-%m-%d}T23:59:60Z",
+    "offset +25:00": lambda now: f"{now:%Y-%m-%dT%H:%M:%S}+25:00",
+    "unix seconds as text": lambda now: str(int(now.timestamp())),
+    "NUL inside": lambda now: _rfc3339(now) + "\x00",
+}
+
+
+def _post(http: httpx.Client, body: dict | bytes, headers: dict[str, str]) -> httpx.Response:
+    content = body if isinstance(body, bytes) else json.dumps(body).encode()
+    return http.post("/events/batch", content=content, headers={"Content-Type": "application/json", **headers})
+
+
+def _hostile_batches() -> Iterator[tuple[str, bytes | dict, str]]:
+    """(what, body, the field its refusal must name)."""
+    for name, value in HOSTILE_IDS.items():
+        yield f"client_id {name}", make_batch(client_id=value), "client_id"
+        yield f"screen_id {name}", make_batch(screen_id=value), "screen_id"
+        yield f"batch_id {name}", make_batch(batch_id=value), "batch_id"
+        yield f"view_id {name}", _with_view(view_id=value), "view.view_id"
+    for token in HOSTILE_NUMBERS:
+        for name in ("x_norm", "y_norm"):
+            yield f"{name} {token[:12]}", _raw_number(name, token), f"events[0].{name}"
+        yield f"viewport_w {token[:12]}", _raw_view_number("viewport_w", token), "view.viewport_w"
+    now = _now()
+    for name, moment in HOSTILE_TIMES.items():
+        batch = make_batch(events=2)
+        batch["events"][1]["event_time"] = moment(now)
+        yield f"event_time {name}", batch, "events[1].event_time"
+
+
+def _server_process(url: str) -> psutil.Process:
+    """The uvicorn process serve_app started for ``url`` (a child of this one, listening on its port)."""
+    port = str(urlsplit(url).port)
+    found = [
+        child
+        for child in psutil.Process().children(recursive=True)
+        if "uvicorn" in child.cmdline() and port in child.cmdline()
+    ]
+    assert len(found) == 1, found
+    return found[0]
+
+
+def _chunked_body(total: int) -> Iterator[bytes]:
+    for _ in range(total // len(CHUNK)):
+        yield CHUNK
+
+
+@dataclass
+class PeakRss:
+    """The highest resident set size of a process, sampled every 20 ms while running."""
+
+    process: psutil.Process
+    peak: int = 0
+    _stop: threading.Event = field(default_factory=threading.Event)
+
+    def __enter__(self) -> PeakRss:
+        self.peak = self.process.memory_info().rss
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+        self._thread.start()
+        return self
+
+    def _sample(self) -> None:
+        while not self._stop.wait(0.02):
+            self.peak = max(self.peak, self.process.memory_info().rss)
+
+    def __exit__(self, *_) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+@pytest.fixture
+def keyed_ingest(settings: Settings) -> Settings:
+    return settings.model_copy(update={"auth_enabled": True, "write_keys": WRITE_KEYS_SETTING})
+
+
+def test_hostile_input_on_the_ingestion_api(keyed_ingest: Settings):
+    open_ingest = keyed_ingest.model_copy(update={"auth_enabled": False})
+    assert keyed_ingest.max_body_bytes == MAX_BODY_BYTES
+    probes = Probes()
+    oversize = b'{"client_id": "acme", "screen_id": "home_v1", "events": [' + b" " * MAX_BODY_BYTES + b"]}"
+    with serve_app("ingestion_api.app:app", keyed_ingest) as keyed, serve_app("ingestion_api.app:app", open_ingest) as open_:
+        for base, headers in ((keyed, ACME), (open_, {})):
+            with httpx.Client(base_url=base, timeout=60) as http:
+                for what, body, field_name in _hostile_batches():
+                    probes.expect(f"{base} {what}", _post(http, body, headers), {400}, field_name)
+                probes.expect(f"{base} oversize with Content-Length", _post(http, oversize, headers), {413}, "body")
+        with httpx.Client(base_url=keyed, timeout=60) as http:
+            # Without a key a request is refused before its body is read, whatever the body holds.
+            for what, body, _ in list(_hostile_batches())[::7]:
+                probes.expect(f"no key, {what}", _post(http, body, {}), {401}, None)
+            # Another tenant's client_id with acme's key.
+            probes.expect("acme's key, globex's batch", _post(http, make_batch(client_id="globex"), ACME), {403}, "client_id")
+
+        server = _server_process(keyed)
+        before = server.memory_info().rss
+        with PeakRss(server) as rss, httpx.Client(base_url=keyed, timeout=120) as http:
+            for index in range(CHUNKED_BODIES):
+                response = http.post(
+                    "/events/batch",
+                    content=_chunked_body(CHUNKED_BODY_BYTES),
+                    headers={**ACME, "Content-Type": "application/json"},
+                )
+                probes.expect(f"chunked 50 MB body {index}", response, {413}, "body")
+        growth = rss.peak - before
+        # The server still answers, and a valid batch after all that is accepted (the one record checked below).
+        accepted = httpx.post(f"{keyed}/events/batch", json=make_batch(), headers=ACME, timeout=30)
+
+    records = read_topic(keyed_ingest)
+    detail = f"; RSS peak growth {growth / 2**20:.1f} MiB over {CHUNKED_BODIES} chunked bodies of 50 MB"
+    record(
+        Figures(
+            scenario="Hostile input: ingestion API",
+            load=f"{probes.sent} hostile requests, with a write key and with keys off, "
+            f"incl. {CHUNKED_BODIES} chunked 50 MB bodies",
+            faults="hostile ids, NaN/Infinity/overflowing numbers, out-of-window times, oversize bodies",
+            acknowledged=0 if accepted.status_code == 202 and len(records) <= 1 else len(records),
+            served=0,
+            lost=0,
+            duplicated=0,
+            http_5xx=probes.server_errors,
+            test="tests/reliability/test_hostile_input.py::test_hostile_input_on_the_ingestion_api",
+            notes=f"{probes.sent} requests, {probes.refused} answered 4xx naming the field, "
+            f"topic records = {len(records) - (accepted.status_code == 202)}{detail}",
+        )
+    )
+    assert probes.mismatches == [], "\n".join(probes.mismatches)
+    assert probes.server_errors == 0
+    assert accepted.status_code == 202, accepted.text
+    assert [r.batch_id for _, r in records] == [accepted.json()["batch_id"]]
+    assert growth < RSS_GROWTH_BOUND, detail
