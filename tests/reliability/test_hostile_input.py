@@ -34,10 +34,11 @@ import psutil
 import pytest
 
 from heatmap_core.settings import Settings
-from tests.conftest import serve_app
+from tests.conftest import serve_app, week_of
 from tests.ingestion.conftest import ACME, WRITE_KEYS_SETTING, make_batch, read_topic
 
 from .figures import Figures, record
+from .tenants import ACME, GLOBEX, HOUR, READ_KEYS, SCREENS, write_tenants
 
 pytestmark = pytest.mark.reliability
 
@@ -284,3 +285,136 @@ def test_hostile_input_on_the_ingestion_api(keyed_ingest: Settings):
     assert accepted.status_code == 202, accepted.text
     assert [r.batch_id for _, r in records] == [accepted.json()["batch_id"]]
     assert growth < RSS_GROWTH_BOUND, detail
+
+
+# --- the query API -----------------------------------------------------------------------------
+
+HOSTILE_DATES = [
+    "2026-02-30", "2026-13-01", "0000-01-01", "0001-01-01", "9999-12-31", "10000-01-01", "2026-1-1",
+    "\u0662\u0660\u0662\u0666-\u0660\u0661-\u0660\u0664", "NaN", "1e309", "../../etc", "2026-01-04\x00", "2026-01-04'--",
+]
+HOSTILE_HOURS = ["NaN", "Infinity", "1e309", "-1", "24", "1.5", "0x10", "\u0663", "1\x00", "9" * 30, "1' OR '1'='1"]
+HOSTILE_TIMES_OF_RANGE = [
+    "NaN", "Infinity", "1e309", "0001-01-01T00:00:00+01:00", "9999-12-31T23:00:00-01:00", "1969-12-31T23:00:00Z",
+    "2106-02-07T06:00:00Z", "2026-01-04T00:30:00Z", "2026-01-04T00:00:00Z\x00", "2026-01-04T00:00:00Z' OR 1=1--",
+]
+HOSTILE_CHOICES = ["ALL", "all\n", "click' OR '1'='1", "mousemove\x00", "", "%", "*", "\uff43lick", "hour;--"]
+
+
+def _query_routes() -> dict[str, dict[str, str]]:
+    """Every read of the query API with valid parameters for acme's screen."""
+    dt, hour = f"{HOUR:%Y-%m-%d}", str(HOUR.hour)
+    week = f"{week_of(HOUR):%Y-%m-%d}"
+    span = {"from": _rfc3339(HOUR), "to": _rfc3339(HOUR + timedelta(hours=2))}
+    screen = {"client_id": ACME, "screen_id": SCREENS[ACME][0]}
+    return {
+        "/heatmap/hourly": {**screen, "dt": dt, "hour": hour, "type": "click", "device": "desktop"},
+        "/heatmap/daily": {**screen, "dt": dt, "type": "all"},
+        "/heatmap/weekly": {**screen, "week_start": week, "device": "all"},
+        "/heatmap/range": {**screen, **span},
+        "/heatmap/scroll/hourly": {**screen, "dt": dt, "hour": hour, "device": "mobile"},
+        "/heatmap/scroll/daily": {**screen, "dt": dt},
+        "/heatmap/scroll/weekly": {**screen, "week_start": week},
+        "/heatmap/scroll/range": {**screen, **span},
+        "/heatmap/screens": {"client_id": ACME},
+        "/heatmap/buckets": {**screen, "grain": "hour", "type": "click", "device": "all"},
+        "/heatmap/freshness": {"client_id": ACME, **span},
+    }
+
+
+HOSTILE_PARAMETERS = {
+    "client_id": list(HOSTILE_IDS.values()),
+    "screen_id": list(HOSTILE_IDS.values()),
+    "dt": HOSTILE_DATES,
+    "week_start": HOSTILE_DATES,
+    "hour": HOSTILE_HOURS,
+    "from": HOSTILE_TIMES_OF_RANGE,
+    "to": HOSTILE_TIMES_OF_RANGE,
+    "type": HOSTILE_CHOICES,
+    "device": HOSTILE_CHOICES,
+    "grain": HOSTILE_CHOICES,
+}
+# Percent-encodings sent as they are (the server decodes them): invalid UTF-8, an overlong slash, NUL, RTL.
+RAW_ENCODED = ["%C0%AF", "%FF", "acme%00", "acme%0A", "%E2%80%AEemca", "..%2F..%2Fetc", "%25%32%46", "acme%"]
+
+
+def _url(path: str, params: dict[str, str]) -> str:
+    return path + "?" + "&".join(f"{quote(name)}={quote(value, safe='')}" for name, value in params.items())
+
+
+def _hostile_reads() -> Iterator[tuple[str, str, str]]:
+    """(what, path and query, the field its refusal must name)."""
+    for path, valid in _query_routes().items():
+        for name in valid:
+            for value in HOSTILE_PARAMETERS[name]:
+                yield f"{path} {name}={value[:20]!r}", _url(path, {**valid, name: value}), name
+            if name in ("client_id", "screen_id"):
+                for raw in RAW_ENCODED:
+                    query = _url(path, {k: v for k, v in valid.items() if k != name})
+                    yield f"{path} {name}={raw} (raw)", f"{query}&{name}={raw}", name
+
+
+def _hostile_screenshot_paths() -> Iterator[tuple[str, str]]:
+    """(what, path): hostile ids as path segments, percent-encoded so that each stays one segment."""
+    for name, value in HOSTILE_IDS.items():
+        segment = quote(value, safe="")
+        yield f"screenshot client {name}", f"/screenshots/{segment}/{SCREENS[ACME][0]}"
+        yield f"screenshot screen {name}", f"/screenshots/{ACME}/{segment}"
+    for raw in RAW_ENCODED:
+        yield f"screenshot screen {raw} (raw)", f"/screenshots/{ACME}/{raw}"
+
+
+@pytest.fixture(scope="module")
+def tenants(stack: Settings) -> Settings:
+    return write_tenants(stack)
+
+
+def test_hostile_input_on_the_query_api(tenants: Settings):
+    probes = Probes()
+    read_key = {"X-Read-Key": READ_KEYS[ACME]}
+    png = b"\x89PNG\r\n\x1a\n" + bytes(32)
+    open_ = tenants.model_copy(update={"auth_enabled": False})
+    with serve_app("query_api.app:app", tenants) as keyed, serve_app("query_api.app:app", open_) as opened:
+        for base, headers in ((keyed, read_key), (opened, {})):
+            with httpx.Client(base_url=base, timeout=60) as http:
+                for path, valid in _query_routes().items():
+                    control = http.get(_url(path, valid), headers=headers)
+                    assert control.status_code == 200, (path, control.text)
+                for what, url, field_name in _hostile_reads():
+                    probes.expect(f"{base} {what}", http.get(url, headers=headers), {400}, field_name)
+                for what, path in _hostile_screenshot_paths():
+                    # A segment that no longer names the route is a 404; one that does is a 400 naming it.
+                    field_name = "client_id" if " client " in what else "screen_id"
+                    for response in (
+                        http.get(path, headers=headers),
+                        http.put(path, content=png, headers={**headers, "Content-Type": "image/png"}),
+                    ):
+                        probes.expect(f"{base} {response.request.method} {what}", response, {400, 404}, None)
+                        if response.status_code == 400:
+                            probes.expect(f"{base} field of {what}", response, {400}, field_name)
+        with httpx.Client(base_url=keyed, timeout=60) as http:
+            for what, url, field_name in list(_hostile_reads())[::5]:
+                # Without a key: a malformed client_id is refused for what it is, everything else for the key.
+                expected = {400} if field_name == "client_id" else {401}
+                probes.expect(f"no key, {what}", http.get(url), expected, "client_id" if expected == {400} else None)
+            for key in ("' OR '1'='1", "a" * 5000, READ_KEYS[ACME].upper(), f"{READ_KEYS[ACME]},{READ_KEYS[GLOBEX]}"):
+                probes.expect(f"clients with key {key[:20]!r}", http.get("/heatmap/clients", headers={"X-Read-Key": key}), {403}, None)
+
+    served = probes.statuses[200]
+    record(
+        Figures(
+            scenario="Hostile input: query API",
+            load=f"{probes.sent} hostile reads and screenshot requests, with a read key and with keys off",
+            faults="hostile ids in query and path (raw percent-encodings incl. invalid UTF-8), dates, hours, "
+            "range bounds, enums; unknown read keys",
+            acknowledged=0,
+            served=served,
+            lost=0,
+            duplicated=0,
+            http_5xx=probes.server_errors,
+            test="tests/reliability/test_hostile_input.py::test_hostile_input_on_the_query_api",
+            notes=f"{probes.sent} requests, {probes.refused} answered 4xx, {served} answered 200",
+        )
+    )
+    assert probes.mismatches == [], "\n".join(probes.mismatches)
+    assert probes.server_errors == 0 and served == 0
