@@ -110,22 +110,34 @@ def _check_read_keys(base: str, probes: Probes) -> None:
             probes.expect(f"{client} lists its buckets", buckets, 200, foreign=foreign)
             assert [bucket["start"] for bucket in buckets.json()["buckets"]] == [_rfc3339(HOUR)]
             for path, params in _reads(client).items():
-                probes.expect(f"{client} reads {path}", http.get(path, params=params, headers=headers), 200, foreign=foreign)
+                probes.expect(
+                    f"{client} reads {path}", http.get(path, params=params, headers=headers), 200, foreign=foreign
+                )
                 # The other tenant's read, with this key: refused, and nothing of theirs in the refusal.
                 theirs = http.get(path, params=_reads(other)[path], headers=headers)
                 probes.expect(f"{client} reads {other}'s {path}", theirs, 403, foreign=_unasked(other))
 
             own, their = f"/screenshots/{client}/{SCREENS[client][0]}", f"/screenshots/{other}/{SCREENS[other][0]}"
             png = {**headers, "Content-Type": "image/png"}
-            probes.expect(f"{client} uploads its screenshot", http.put(own, content=SCREENSHOTS[client], headers=png), 200, foreign=foreign)
-            probes.expect(f"{client} uploads over {other}'s", http.put(their, content=SCREENSHOTS[client], headers=png), 403, foreign=_unasked(other))
+            probes.expect(
+                f"{client} uploads its screenshot",
+                http.put(own, content=SCREENSHOTS[client], headers=png),
+                200,
+                foreign=foreign,
+            )
+            probes.expect(
+                f"{client} uploads over {other}'s",
+                http.put(their, content=SCREENSHOTS[client], headers=png),
+                403,
+                foreign=_unasked(other),
+            )
         # Both uploaded by now: each downloads its own bytes, and cannot fetch the other's.
         for client, key in READ_KEYS.items():
             other = GLOBEX if client == ACME else ACME
             headers = {"X-Read-Key": key}
-            own = http.get(f"/screenshots/{client}/{SCREENS[client][0]}", headers=headers)
-            probes.expect(f"{client} downloads its screenshot", own, 200, foreign=_foreign(client))
-            assert own.content == SCREENSHOTS[client]
+            mine = http.get(f"/screenshots/{client}/{SCREENS[client][0]}", headers=headers)
+            probes.expect(f"{client} downloads its screenshot", mine, 200, foreign=_foreign(client))
+            assert mine.content == SCREENSHOTS[client]
             theirs = http.get(f"/screenshots/{other}/{SCREENS[other][0]}", headers=headers)
             probes.expect(f"{client} downloads {other}'s screenshot", theirs, 403, foreign=_unasked(other))
 
@@ -140,13 +152,13 @@ def _check_write_keys(base: str, probes: Probes) -> list[str]:
             answer = http.post("/events/batch", json=own, headers={"X-Write-Key": key})
             probes.expect(f"{client} writes its batch", answer, 202, foreign=[])
             allowed.append(own["batch_id"])
-            for how, request in {
-                "header": {"headers": {"X-Write-Key": key}},
-                "query parameter": {"params": {"write_key": key}},
+            for how, headers, params in (
+                ("header", {"X-Write-Key": key}, {}),
+                ("query parameter", {}, {"write_key": key}),
                 # The header wins over the query parameter: the other's key in the query opens nothing.
-                "header, other's key in the query": {"headers": {"X-Write-Key": key}, "params": {"write_key": WRITE_KEYS[other]}},
-            }.items():
-                refused = http.post("/events/batch", json=make_batch(client_id=other), **request)
+                ("header, other's key in the query", {"X-Write-Key": key}, {"write_key": WRITE_KEYS[other]}),
+            ):
+                refused = http.post("/events/batch", json=make_batch(client_id=other), headers=headers, params=params)
                 probes.expect(f"{client}'s key ({how}) writes {other}'s batch", refused, 403, foreign=[])
             # A read key is no write key.
             read_key = http.post("/events/batch", json=own, headers={"X-Write-Key": READ_KEYS[client]})
