@@ -63,6 +63,11 @@ class Probes:
         if response.status_code != status or found:
             self.leaks.append(f"{what}: {response.status_code} holding {found} {response.content[:200]!r}")
 
+    def holds(self, what: str, answer: object, expected: object) -> None:
+        """An answer's content must be exactly ``expected`` (a listing with more in it leaks)."""
+        if answer != expected:
+            self.leaks.append(f"{what}: {answer!r}, expected {expected!r}")
+
 
 def _foreign(client: str) -> list[bytes]:
     """What no answer to ``client``'s key may hold: the other tenant's id, screen names and screenshot."""
@@ -102,13 +107,14 @@ def _check_read_keys(base: str, probes: Probes) -> None:
             foreign = _foreign(client)
             listed = http.get("/heatmap/clients", headers=headers)
             probes.expect(f"{client} lists clients", listed, 200, foreign=foreign)
-            assert listed.json() == {"clients": [client]}
+            probes.holds(f"{client}'s client listing", listed.json(), {"clients": [client]})
             screens = http.get("/heatmap/screens", params={"client_id": client}, headers=headers)
             probes.expect(f"{client} lists its screens", screens, 200, foreign=foreign)
-            assert screens.json()["screens"] == sorted(SCREENS[client])
+            probes.holds(f"{client}'s screen listing", screens.json()["screens"], sorted(SCREENS[client]))
             buckets = http.get("/heatmap/buckets", params=_reads(client)["/heatmap/buckets"], headers=headers)
             probes.expect(f"{client} lists its buckets", buckets, 200, foreign=foreign)
-            assert [bucket["start"] for bucket in buckets.json()["buckets"]] == [_rfc3339(HOUR)]
+            starts = [bucket["start"] for bucket in buckets.json()["buckets"]]
+            probes.holds(f"{client}'s bucket listing", starts, [_rfc3339(HOUR)])
             for path, params in _reads(client).items():
                 probes.expect(
                     f"{client} reads {path}", http.get(path, params=params, headers=headers), 200, foreign=foreign
@@ -137,7 +143,7 @@ def _check_read_keys(base: str, probes: Probes) -> None:
             headers = {"X-Read-Key": key}
             mine = http.get(f"/screenshots/{client}/{SCREENS[client][0]}", headers=headers)
             probes.expect(f"{client} downloads its screenshot", mine, 200, foreign=_foreign(client))
-            assert mine.content == SCREENSHOTS[client]
+            probes.holds(f"{client}'s screenshot", mine.content, SCREENSHOTS[client])
             theirs = http.get(f"/screenshots/{other}/{SCREENS[other][0]}", headers=headers)
             probes.expect(f"{client} downloads {other}'s screenshot", theirs, 403, foreign=_unasked(other))
 
