@@ -32,6 +32,7 @@ import psutil
 import pytest
 
 from heatmap_core.settings import Settings
+from query_api.screenshots import MAX_SCREENSHOT_BYTES
 from tests.conftest import serve_app, week_of
 from tests.ingestion.conftest import WRITE_KEYS, WRITE_KEYS_SETTING, make_batch, read_topic
 
@@ -445,6 +446,17 @@ def test_hostile_input_on_the_query_api(tenants: Settings):
                     {403},
                     None,
                 )
+            # Screenshots over their 5 MiB cap, announced and chunked.
+            screenshot = f"/screenshots/{ACME}/{SCREENS[ACME][0]}"
+            image = {**read_key, "Content-Type": "image/png"}
+            oversize = png + bytes(MAX_SCREENSHOT_BYTES)
+            probes.expect(
+                "screenshot over the cap", http.put(screenshot, content=oversize, headers=image), {413}, "body"
+            )
+            for index in range(3):
+                chunked = ChunkedBodies().body(CHUNKED_BODY_BYTES)
+                answer = http.put(screenshot, content=chunked, headers=image)
+                probes.expect(f"chunked 50 MB screenshot {index}", answer, {413}, "body")
 
     served = probes.statuses[200]
     record(
@@ -452,7 +464,7 @@ def test_hostile_input_on_the_query_api(tenants: Settings):
             scenario="Hostile input: query API",
             load=f"{probes.sent} hostile reads and screenshot requests, with a read key and with keys off",
             faults="hostile ids in query and path (raw percent-encodings incl. invalid UTF-8), dates, hours, "
-            "range bounds, enums; unknown read keys",
+            "range bounds, enums; unknown read keys; screenshots over the cap, announced and chunked",
             acknowledged=0,
             served=served,
             lost=0,
