@@ -21,6 +21,11 @@ READ_KEYS = {ACME: "acme-read-key", GLOBEX: "globex-read-key"}
 HOUR = datetime.now(UTC).replace(minute=0, second=0, microsecond=0) - timedelta(days=10)
 
 
+def rfc3339(moment: datetime) -> str:
+    """A UTC time as the APIs write it (``Z``, not ``+00:00``)."""
+    return moment.isoformat().replace("+00:00", "Z")
+
+
 def write_tenants(stack: Settings) -> Settings:
     """Write both tenants' rows (one hour, a few cells per screen) and return the query API's
     settings over them: read keys on, a fresh database and screenshot bucket."""

@@ -37,7 +37,7 @@ from tests.conftest import serve_app, week_of
 from tests.ingestion.conftest import WRITE_KEYS, WRITE_KEYS_SETTING, make_batch, read_topic
 
 from .figures import Figures, record
-from .tenants import ACME, GLOBEX, HOUR, READ_KEYS, SCREENS, write_tenants
+from .tenants import ACME, GLOBEX, HOUR, READ_KEYS, SCREENS, rfc3339, write_tenants
 
 pytestmark = pytest.mark.reliability
 
@@ -113,10 +113,6 @@ CHUNK = b" " * (1024 * 1024)
 RSS_GROWTH_BOUND = 25 * 1024 * 1024
 
 
-def _rfc3339(moment: datetime) -> str:
-    return moment.isoformat().replace("+00:00", "Z")
-
-
 def _with_view(**view) -> dict:
     return make_batch(
         view={"view_id": "view-0001", "viewport_w": 1280, "viewport_h": 800, **view, "screen_w": 1280, "screen_h": 3000}
@@ -133,8 +129,8 @@ def _with_token(batch: dict, holder: dict, name: str, token: str) -> bytes:
 # Tokens no number of a batch may be: not JSON (NaN, Infinity), out of every range, or overflowing a double.
 HOSTILE_NUMBERS = ["NaN", "Infinity", "-Infinity", "1e309", "-1e309", "1" + "0" * 400, "1.5", "-0.5"]
 HOSTILE_TIMES = {
-    "past edge": lambda now: _rfc3339(now - timedelta(hours=72, minutes=5)),
-    "future edge": lambda now: _rfc3339(now + timedelta(minutes=15)),
+    "past edge": lambda now: rfc3339(now - timedelta(hours=72, minutes=5)),
+    "future edge": lambda now: rfc3339(now + timedelta(minutes=15)),
     "year 1": lambda now: "0001-01-01T00:00:00Z",
     "year 9999": lambda now: "9999-12-31T23:59:59Z",
     "year 1 at +01:00 (before year 1 in UTC)": lambda now: "0001-01-01T00:00:00+01:00",
@@ -145,7 +141,7 @@ HOSTILE_TIMES = {
     "leap second": lambda now: f"{now:%Y-%m-%d}T23:59:60Z",
     "offset +25:00": lambda now: f"{now:%Y-%m-%dT%H:%M:%S}+25:00",
     "unix seconds as text": lambda now: str(int(now.timestamp())),
-    "NUL inside": lambda now: _rfc3339(now) + "\x00",
+    "NUL inside": lambda now: rfc3339(now) + "\x00",
 }
 
 
@@ -339,7 +335,7 @@ def _query_routes() -> dict[str, dict[str, str]]:
     """Every read of the query API with valid parameters for acme's screen."""
     dt, hour = f"{HOUR:%Y-%m-%d}", str(HOUR.hour)
     week = f"{week_of(HOUR):%Y-%m-%d}"
-    span = {"from": _rfc3339(HOUR), "to": _rfc3339(HOUR + timedelta(hours=2))}
+    span = {"from": rfc3339(HOUR), "to": rfc3339(HOUR + timedelta(hours=2))}
     screen = {"client_id": ACME, "screen_id": SCREENS[ACME][0]}
     return {
         "/heatmap/hourly": {**screen, "dt": dt, "hour": hour, "type": "click", "device": "desktop"},

@@ -27,7 +27,7 @@ from tests.conftest import serve_app
 from tests.ingestion.conftest import WRITE_KEYS, WRITE_KEYS_SETTING, make_batch, read_topic
 
 from .figures import Figures, record
-from .tenants import ACME, GLOBEX, HOUR, READ_KEYS, SCREENS, write_tenants
+from .tenants import ACME, GLOBEX, HOUR, READ_KEYS, SCREENS, rfc3339, write_tenants
 
 pytestmark = pytest.mark.reliability
 
@@ -82,13 +82,9 @@ def _unasked(other: str) -> list[bytes]:
     return [screen.encode() for screen in SCREENS[other][1:]] + [SCREENSHOTS[other]]
 
 
-def _rfc3339(moment) -> str:
-    return moment.isoformat().replace("+00:00", "Z")
-
-
 def _reads(client: str) -> dict[str, dict[str, str]]:
     """Every read of the query API for ``client``'s first screen, with valid parameters."""
-    dt, span = f"{HOUR:%Y-%m-%d}", {"from": _rfc3339(HOUR), "to": _rfc3339(HOUR + timedelta(hours=1))}
+    dt, span = f"{HOUR:%Y-%m-%d}", {"from": rfc3339(HOUR), "to": rfc3339(HOUR + timedelta(hours=1))}
     screen = {"client_id": client, "screen_id": SCREENS[client][0]}
     return {
         "/heatmap/hourly": {**screen, "dt": dt, "hour": str(HOUR.hour)},
@@ -116,7 +112,7 @@ def _check_read_keys(base: str, probes: Probes) -> None:
             buckets = http.get("/heatmap/buckets", params=_reads(client)["/heatmap/buckets"], headers=headers)
             probes.expect(f"{client} lists its buckets", buckets, 200, foreign=foreign)
             starts = [bucket["start"] for bucket in buckets.json()["buckets"]]
-            probes.holds(f"{client}'s bucket listing", starts, [_rfc3339(HOUR)])
+            probes.holds(f"{client}'s bucket listing", starts, [rfc3339(HOUR)])
             for path, params in _reads(client).items():
                 probes.expect(
                     f"{client} reads {path}", http.get(path, params=params, headers=headers), 200, foreign=foreign
