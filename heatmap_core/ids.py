@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import re
 
-ID_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
+# msgspec and Litestar match patterns with Python's re.search, whose `$` also matches before a final
+# newline ("acme\n" passed); `(?!\n)` rules that out, and keeps the pattern valid JSON Schema (ECMA).
+ID_PATTERN = r"^[A-Za-z0-9_-]{1,64}$(?!\n)"
 _ID_RE = re.compile(ID_PATTERN)
 
 

@@ -54,7 +54,8 @@ def week_start(day: date) -> date:
 
 
 def is_week_start(day: date) -> bool:
-    return week_start(day) == day
+    # The weekday alone, not week_start(day) == day: that steps back past date.min for 0001-01-01.
+    return (day.isoweekday() - WEEK_DAY_OFFSET) % 7 == 0
 
 
 def parse_hour(text: str) -> datetime:

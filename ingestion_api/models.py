@@ -10,7 +10,10 @@ the rules that depend on settings or the clock.
 
 from __future__ import annotations
 
+import json
+import math
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Annotated
@@ -77,6 +80,8 @@ def decode_batch(body: bytes) -> BatchIn:
             path = f"{path}.{named['name']}" if path else named["name"]
         raise InvalidField(path or "body", message) from exc
     except msgspec.DecodeError as exc:
+        if field := _path_of_non_finite_number(body):
+            raise InvalidField(field, "NaN and Infinity are not JSON numbers") from exc
         raise InvalidField("body", f"not a JSON document: {exc}") from exc
     except UnicodeDecodeError as exc:
         raise InvalidField(_path_of_invalid_text(body), f"not valid UTF-8 (byte {exc.start} of the body)") from exc
@@ -85,28 +90,41 @@ def decode_batch(body: bytes) -> BatchIn:
 def _path_of_invalid_text(body: bytes) -> str:
     """The field whose text holds the first byte that is not UTF-8 (msgspec only gives the offset).
 
-    Decoded again with U+FFFD in place of bad bytes, the document is walked for the
+    Decoded again with U+FFFD in place of bad bytes, the document is searched for the
     first string holding one; a bad byte in a key names the object holding that key.
     """
     try:
         document = msgspec.json.decode(body.decode("utf-8", errors="replace").encode())
-    except msgspec.DecodeError:
+    except (msgspec.DecodeError, RecursionError):  # a hostile body may nest deeper than the decoder's stack
         return "body"
+    return _first_path(document, lambda node: isinstance(node, str) and "\ufffd" in node) or "body"
 
-    def walk(node: object, path: str) -> str | None:
-        if isinstance(node, str):
-            return path if "\ufffd" in node else None
-        if isinstance(node, list):
-            return next((found for i, item in enumerate(node) if (found := walk(item, f"{path}[{i}]"))), None)
-        if isinstance(node, dict):
-            for key, value in node.items():
-                if "\ufffd" in key:
-                    return path or "body"
-                if found := walk(value, f"{path}.{key}" if path else key):
-                    return found
+
+def _path_of_non_finite_number(body: bytes) -> str | None:
+    """The field holding NaN or Infinity, tokens JSON does not have (msgspec only says "invalid character");
+    Python's json module reads them as floats."""
+    try:
+        document = json.loads(body)
+    except (ValueError, RecursionError):
         return None
+    return _first_path(document, lambda node: isinstance(node, float) and not math.isfinite(node))
 
-    return walk(document, "") or "body"
+
+def _first_path(document: object, is_bad: Callable[[object], bool]) -> str | None:
+    """The JSON path of the first value (or key: then the object holding it) ``is_bad`` holds for,
+    in document order. A loop, not recursion: a hostile document may nest past Python's stack."""
+    pending: list[tuple[object, str]] = [(document, "")]
+    while pending:
+        node, path = pending.pop()
+        if isinstance(node, list):
+            pending.extend(reversed([(item, f"{path}[{i}]") for i, item in enumerate(node)]))
+        elif isinstance(node, dict):
+            if any(is_bad(key) for key in node):
+                return path or "body"
+            pending.extend(reversed([(value, f"{path}.{key}" if path else key) for key, value in node.items()]))
+        elif is_bad(node):
+            return path or "body"
+    return None
 
 
 def check_batch(batch: BatchIn, limits: Limits, now: datetime) -> None:

@@ -47,9 +47,13 @@ def midnight(day: date) -> datetime:
     return datetime(day.year, day.month, day.day, tzinfo=UTC)
 
 
+def _out_of_bounds(parameter: str) -> BadParameter:
+    return BadParameter(parameter, f"{parameter} must fall between {EARLIEST:%Y-%m-%d} and {LATEST:%Y-%m-%d}")
+
+
 def _in_bounds(moment: datetime, parameter: str) -> datetime:
     if not EARLIEST <= moment < LATEST:
-        raise BadParameter(parameter, f"{parameter} must fall between {EARLIEST:%Y-%m-%d} and {LATEST:%Y-%m-%d}")
+        raise _out_of_bounds(parameter)
     return moment
 
 
@@ -76,7 +80,10 @@ def range_bounds(start: datetime, end: datetime) -> tuple[datetime, datetime]:
     """Validate a [from, to) range: UTC hour boundaries (a naive time counts as UTC), from <= to."""
     bounds = []
     for parameter, moment in (("from", start), ("to", end)):
-        moment = as_utc(moment)
+        try:
+            moment = as_utc(moment)
+        except OverflowError:  # its offset carries it before year 1 or past 9999: out of bounds all the same
+            raise _out_of_bounds(parameter) from None
         if (moment.minute, moment.second, moment.microsecond) != (0, 0, 0):
             raise BadParameter(
                 parameter, f"{parameter} must be on an hour boundary (HH:00:00), got {moment.isoformat()}"
