@@ -199,9 +199,9 @@ def test_redis_down_accept_publishes_without_dedup_and_serves_every_202_once(pri
     )
 
     # While down: a new batch and its re-send both 202 and neither a duplicate; /health 200 "degraded".
-    assert [(a.status_code, a.json()["duplicate"]) for pair in outage.probe_answers for a in pair] == [
-        (202, False)
-    ] * (2 * PROBES)
+    assert [(a.status_code, a.json()["duplicate"]) for pair in outage.probe_answers for a in pair] == [(202, False)] * (
+        2 * PROBES
+    )
     assert outage.health.status_code == 200 and outage.health.json()["status"] == "degraded"
     # No 5xx at all, and the batches taken without the ledger are counted.
     assert not load.refused and not [a for a in load.answers if a.startswith("5")]
