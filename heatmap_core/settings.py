@@ -17,6 +17,7 @@ import hmac
 from datetime import date
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
 from urllib.parse import urlparse
 
 from pydantic import Field
@@ -148,6 +149,12 @@ class Settings(BaseSettings):
     event_time_past_hours: int = 72
     event_time_future_minutes: int = 10
     kafka_delivery_timeout_s: float = 5.0
+    # What ingestion does while Redis, its batch_id ledger, is unreachable. "refuse" (fail closed): 503 with
+    # Retry-After, so no batch is published twice; ingestion stops while Redis is down. "accept": publish
+    # without the ledger and answer 202, so a batch re-sent meanwhile (a client whose 202 was lost) is
+    # published again; the served maps still count it once, because the hourly job deduplicates by event
+    # key. Either way the outage is logged once (redis_unreachable, redis_back) and /health says degraded.
+    ingestion_without_redis: Literal["refuse", "accept"] = "refuse"
     # uvicorn worker processes of the ingestion API (the stack's command line). One fits a machine whose
     # cores it shares with Kafka and landing (BENCHMARKS.md); raise it to the cores the API has to itself.
     # Each worker has its own Kafka producer and Redis pool, and /metrics counts the answering worker's requests.

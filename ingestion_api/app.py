@@ -46,7 +46,8 @@ _REFUSALS = documented(
         403: "The write key belongs to another client_id.",
         409: "The same batch_id is being published by another request; retry after Retry-After.",
         413: "Body larger than the configured cap.",
-        503: "Kafka (or Redis) unavailable: nothing acknowledged; retry after Retry-After.",
+        503: "Kafka (or Redis, unless HEATMAP_INGESTION_WITHOUT_REDIS=accept) unavailable: nothing acknowledged; "
+        "retry after Retry-After.",
     }
 )
 # Either credential opens the route (OpenAPI: alternatives are separate requirement objects).
@@ -95,7 +96,9 @@ async def post_batch(data: BatchIn, service: IngestService, writer: str | None) 
 @get(
     "/health",
     summary="Kafka and Redis reachability",
-    responses={503: ResponseSpec(Health, description="degraded", generate_examples=False)},
+    description="200 while batches are accepted: both answer, or only Redis is down and "
+    "HEATMAP_INGESTION_WITHOUT_REDIS=accept (status degraded); 503 otherwise.",
+    responses={503: ResponseSpec(Health, description="degraded: batches are refused", generate_examples=False)},
 )
 async def health(service: IngestService) -> Response[Health]:
     kafka, redis = await asyncio.gather(service.publisher.ping(), service.ledger.ping(), return_exceptions=True)
@@ -104,7 +107,9 @@ async def health(service: IngestService) -> Response[Health]:
         kafka="ok" if kafka is None else str(kafka),
         redis="ok" if redis is None else str(redis),
     )
-    return Response(report, status_code=200 if report.status == "ok" else 503)
+    # An instance that accepts batches without Redis must stay in its load balancer's rotation.
+    accepting = kafka is None and (redis is None or service.accepts_without_redis)
+    return Response(report, status_code=200 if accepting else 503)
 
 
 @get("/", include_in_schema=False)

@@ -12,7 +12,10 @@ before the restart fails once, is dropped and re-opened; a restart of a few
 seconds is ridden out), within ``LEDGER_WAIT_S`` per operation. The claim carries
 a token of its own so that a retried ``SET NX`` whose first reply was lost
 recognises its own claim instead of reporting it as someone else's. A commit that
-still fails raises, and the caller answers 503, never 202.
+still fails raises, and the caller answers 503 (never a 202 without its key), unless
+the operator chose to accept batches without the ledger
+(``Settings.ingestion_without_redis``). An outage is logged once, whatever the
+request rate: ``redis_unreachable`` and ``redis_back`` (``OutageLog``).
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import enum
+import time
 import uuid
 
 import redis.asyncio as redis
@@ -28,6 +32,7 @@ from redis.backoff import ExponentialBackoff
 from redis.exceptions import RedisError
 
 from heatmap_core.settings import Settings
+from ingestion_api.observability import OutageLog
 
 DONE_TTL_S = 24 * 3600
 # Longest wait for one ledger operation, retries included: a Redis restart usually takes a few seconds.
@@ -62,17 +67,23 @@ class BatchLedger:
             # A pooled connection idle this long is pinged (and re-opened if dead) before it is used.
             health_check_interval=5,
         )
+        self.outage = OutageLog("redis", "calls", without_redis=settings.ingestion_without_redis)
 
     @staticmethod
     def key(client_id: str, batch_id: str) -> str:
         return f"heatmap:ingest:batch:{client_id}:{batch_id}"
 
     async def _call(self, command, wait_s: float = LEDGER_WAIT_S):
+        started = time.monotonic()
         try:
             async with asyncio.timeout(wait_s):
-                return await command
+                answer = await command
         except (RedisError, TimeoutError) as exc:
-            raise LedgerUnavailable(repr(exc)) from exc
+            unavailable = LedgerUnavailable(repr(exc))
+            self.outage.failed(started, unavailable)
+            raise unavailable from exc
+        self.outage.succeeded()
+        return answer
 
     async def claim(self, client_id: str, batch_id: str) -> Claim:
         token = _PENDING + uuid.uuid4().hex.encode()

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import time
+from datetime import UTC, datetime, timedelta
 from functools import partial
 
 from prometheus_client import Counter
@@ -34,6 +36,12 @@ class Metrics(AppMetrics):
         )
         for outcome in ("accepted", "duplicate", "rejected"):
             self.events.labels(outcome)
+        self.without_dedup = Counter(
+            "heatmap_ingest_batches_without_dedup",
+            "Batches answered 202 without their batch_id recorded, because Redis was unreachable and "
+            "HEATMAP_INGESTION_WITHOUT_REDIS=accept: a re-send of one is published again.",
+            registry=self.registry,
+        )
 
     def accepted(self, events: int, duplicate: bool) -> None:
         outcome = "duplicate" if duplicate else "accepted"
@@ -45,3 +53,52 @@ class Metrics(AppMetrics):
         self.batches.labels("rejected", str(status_code)).inc()
         if events:
             self.events.labels("rejected").inc(events)
+
+
+class OutageLog:
+    """Turns a stream of call outcomes to one dependency into one line when it goes away and one when it is back.
+
+    The lines are ``<dependency>_unreachable`` (since when, the first error, and ``context``:
+    what ingestion does meanwhile) and ``<dependency>_back`` (since, after how long, how many
+    ``failed_<attempts>``), whatever the request rate. A failure counts only if its attempt
+    started after the last success: requests that were already waiting when the dependency
+    came back must not reopen the outage.
+    """
+
+    def __init__(self, dependency: str, attempts: str, **context: object) -> None:
+        self._dependency = dependency
+        self._failures_field = f"failed_{attempts}"
+        self._context = context
+        self._last_success = time.monotonic()
+        self._down_since: datetime | None = None
+        self._down_at = 0.0
+        self._failures = 0
+
+    def failed(self, attempt_started: float, error: Exception) -> None:
+        if attempt_started < self._last_success:
+            return
+        self._failures += 1
+        if self._down_since is None:
+            self._down_at = attempt_started
+            self._down_since = datetime.now(UTC) - timedelta(seconds=time.monotonic() - attempt_started)
+            log_event(
+                f"{self._dependency}_unreachable",
+                logging.WARNING,
+                always=True,
+                since=self._down_since.isoformat(),
+                error=str(error),
+                **self._context,
+            )
+
+    def succeeded(self) -> None:
+        self._last_success = time.monotonic()
+        if self._down_since is not None:
+            log_event(
+                f"{self._dependency}_back",
+                logging.WARNING,
+                always=True,
+                since=self._down_since.isoformat(),
+                after_s=round(self._last_success - self._down_at, 1),
+                **{self._failures_field: self._failures},
+            )
+            self._down_since, self._failures = None, 0

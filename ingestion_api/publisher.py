@@ -12,58 +12,18 @@ how long, how many publishes failed meanwhile) at the first acknowledged one.
 from __future__ import annotations
 
 import asyncio
-import logging
 import time
-from datetime import UTC, datetime, timedelta
 
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 from aiokafka.structs import RecordMetadata
 
 from heatmap_core.settings import Settings
-from ingestion_api.observability import log_event
+from ingestion_api.observability import OutageLog
 
 
 class KafkaUnavailable(Exception):
     """Kafka did not acknowledge within the delivery timeout (or refused the record)."""
-
-
-class OutageLog:
-    """Turns a stream of publish outcomes into one line when Kafka goes away and one when it is back.
-
-    A failure counts only if its attempt started after the last success: requests
-    that were already waiting when Kafka came back must not reopen the outage.
-    """
-
-    def __init__(self) -> None:
-        self._last_success = time.monotonic()
-        self._down_since: datetime | None = None
-        self._down_at = 0.0
-        self._failures = 0
-
-    def failed(self, attempt_started: float, error: Exception) -> None:
-        if attempt_started < self._last_success:
-            return
-        self._failures += 1
-        if self._down_since is None:
-            self._down_at = attempt_started
-            self._down_since = datetime.now(UTC) - timedelta(seconds=time.monotonic() - attempt_started)
-            log_event(
-                "kafka_unreachable", logging.WARNING, always=True, since=self._down_since.isoformat(), error=str(error)
-            )
-
-    def succeeded(self) -> None:
-        self._last_success = time.monotonic()
-        if self._down_since is not None:
-            log_event(
-                "kafka_back",
-                logging.WARNING,
-                always=True,
-                since=self._down_since.isoformat(),
-                after_s=round(self._last_success - self._down_at, 1),
-                failed_publishes=self._failures,
-            )
-            self._down_since, self._failures = None, 0
 
 
 class KafkaPublisher:
@@ -72,7 +32,7 @@ class KafkaPublisher:
         self.timeout_s = settings.kafka_delivery_timeout_s
         self._producer: AIOKafkaProducer | None = None
         self._lock = asyncio.Lock()
-        self.outage = OutageLog()
+        self.outage = OutageLog("kafka", "publishes")
 
     def _new_producer(self) -> AIOKafkaProducer:
         return AIOKafkaProducer(

@@ -39,6 +39,8 @@ class IngestService:
         metrics: Metrics,
     ):
         self._topic = settings.topic
+        # Settings.ingestion_without_redis: publish without the ledger while Redis is down, instead of a 503.
+        self.accepts_without_redis = settings.ingestion_without_redis == "accept"
         self._limits = Limits.from_settings(settings)
         self.publisher = publisher
         self.ledger = ledger
@@ -52,10 +54,14 @@ class IngestService:
         check_batch(batch, self._limits, now)
 
         batch_id = str(batch.batch_id or uuid.uuid4())
+        # None: Redis is down and the operator accepts batches without it; nothing records this batch_id.
+        claim: Claim | None
         try:
             claim = await self.ledger.claim(batch.client_id, batch_id)
         except LedgerUnavailable as exc:
-            raise _unavailable("idempotency store (Redis) unavailable", count) from exc
+            if not self.accepts_without_redis:
+                raise _unavailable("idempotency store (Redis) unavailable", count) from exc
+            claim = None
         if claim is Claim.DONE:
             return self._accepted(batch, batch_id, count, duplicate=True)
         if claim is Claim.PENDING:
@@ -80,20 +86,32 @@ class IngestService:
         try:
             delivered = await self.publisher.publish(self._topic, record.key, encode_record(record))
         except KafkaUnavailable as exc:
-            await self.ledger.release(batch.client_id, batch_id)
+            if claim is not None:
+                await self.ledger.release(batch.client_id, batch_id)
             raise _unavailable("Kafka unavailable: batch not accepted, retry later", count) from exc
-        try:
-            await self.ledger.commit(batch.client_id, batch_id)
-        except LedgerUnavailable as exc:
-            # Never a 202 without its key: the client's retry is then published again (the hourly job
-            # deduplicates it by event key), which is better than a 202 whose re-send is not a duplicate.
-            log_event("ledger_commit_failed", logging.WARNING, batch_id=batch_id, error=str(exc))
-            raise _unavailable(
-                "idempotency store (Redis) unavailable: batch not acknowledged, retry later", count
-            ) from exc
+        if claim is None:
+            self.metrics.without_dedup.inc()
+        else:
+            await self._commit(batch.client_id, batch_id, count)
         return self._accepted(
             batch, batch_id, count, duplicate=False, partition=delivered.partition, offset=delivered.offset
         )
+
+    async def _commit(self, client_id: str, batch_id: str, count: int) -> None:
+        """Record the published batch as done; without Redis, a 503 unless the operator accepts batches without it."""
+        try:
+            await self.ledger.commit(client_id, batch_id)
+        except LedgerUnavailable as exc:
+            # Refusing: never a 202 without its key; the client's retry is then published again (the hourly job
+            # deduplicates it by event key), which is better than a 202 whose re-send is not a duplicate.
+            # Accepting: the 202 without its key is the documented trade.
+            answered = 202 if self.accepts_without_redis else 503
+            log_event("ledger_commit_failed", logging.WARNING, batch_id=batch_id, error=str(exc), answered=answered)
+            if not self.accepts_without_redis:
+                raise _unavailable(
+                    "idempotency store (Redis) unavailable: batch not acknowledged, retry later", count
+                ) from exc
+            self.metrics.without_dedup.inc()
 
     def _accepted(
         self, batch: BatchIn, batch_id: str, count: int, duplicate: bool, **origin: Unpack[KafkaOrigin]

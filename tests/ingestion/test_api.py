@@ -218,6 +218,24 @@ def test_redis_down_gives_503_and_publishes_nothing(ingest_settings):
     assert read_topic(no_redis) == []
 
 
+def test_redis_down_with_accept_publishes_without_dedup(ingest_settings):
+    no_redis = ingest_settings.model_copy(
+        update={"redis_url": f"redis://127.0.0.1:{free_port()}/0", "ingestion_without_redis": "accept"}
+    )
+    batch = make_batch()
+    with TestClient(create_app(no_redis)) as client:
+        answers = [client.post("/events/batch", json=batch, headers=ACME) for _ in range(2)]
+        health = client.get("/health")
+        metrics = client.get("/metrics").text
+
+    # Accepted twice, neither seen as a duplicate: without the ledger the re-send is published again.
+    assert [(a.status_code, a.json()["duplicate"]) for a in answers] == [(202, False), (202, False)]
+    assert [record.batch_id for _, record in read_topic(no_redis)] == [batch["batch_id"]] * 2
+    assert "heatmap_ingest_batches_without_dedup_total 2.0" in metrics.splitlines()
+    # Degraded, but still taking batches: a load balancer keeps the instance.
+    assert health.status_code == 200 and health.json()["status"] == "degraded" and health.json()["redis"] != "ok"
+
+
 def test_ledger_claim_states(ingest_settings):
     batch_id = str(uuid.uuid4())
 
