@@ -29,8 +29,7 @@ from query_api.auth import READ_KEY_HEADER, SECURITY_COMPONENTS
 from query_api.buckets import BadParameter
 from query_api.caching import FinalReads
 from query_api.models import Health
-from query_api.routes import CLICKHOUSE_RETRY_AFTER_S
-from query_api.routes import HeatmapController, ScreenshotController, ScrollController
+from query_api.routes import CLICKHOUSE_RETRY_AFTER_S, HeatmapController, ScreenshotController, ScrollController
 from query_api.screenshots import ScreenshotStore
 from query_api.store import HeatmapStore
 
@@ -62,9 +61,7 @@ def _on_clickhouse_unavailable(request: Request, exc: OperationalError) -> Respo
     logger.warning("clickhouse_unavailable on %s %s: %s", request.method, request.url.path, exc)
     return problem_response(
         request,
-        RequestRejected(
-            503, "ClickHouse unavailable; retry after Retry-After", retry_after_s=CLICKHOUSE_RETRY_AFTER_S
-        ),
+        RequestRejected(503, "ClickHouse unavailable; retry after Retry-After", retry_after_s=CLICKHOUSE_RETRY_AFTER_S),
     )
 
 

@@ -105,7 +105,12 @@ class HourReader:
         return sum(self.statuses.values())
 
     def _poll(self) -> None:
-        params = {"client_id": CLIENT, "screen_id": SCREEN, "dt": f"{self.hour:%Y-%m-%d}", "hour": self.hour.hour}
+        params: dict[str, str | int] = {
+            "client_id": CLIENT,
+            "screen_id": SCREEN,
+            "dt": f"{self.hour:%Y-%m-%d}",
+            "hour": self.hour.hour,
+        }
         with httpx.Client(base_url=self.url, timeout=30.0) as http:
             while not self._stop.is_set():
                 answer = http.get("/heatmap/hourly", params=params)
@@ -119,11 +124,18 @@ class HourReader:
                 self._stop.wait(READ_EVERY_S)
 
     def wait_for_total(self, total: int, timeout: float = 60.0) -> None:
-        """Until the reader has seen ``total`` answered (e.g. once the server is back)."""
-        seen = self.totals[total]
+        """Until the reader sees ``total`` once more (e.g. the rebuilt hour)."""
+        self._wait(lambda: self.totals[total], 1, f"the total {total}", timeout)
+
+    def wait_for_answers(self, status: str, more: int, timeout: float = 60.0) -> None:
+        """Until the reader has had ``more`` answers of ``status`` more (e.g. reads once the server is back)."""
+        self._wait(lambda: self.statuses[status], more, f"{more} more {status} answers", timeout)
+
+    def _wait(self, seen, more: int, what: str, timeout: float) -> None:
+        target = seen() + more
         deadline = time.monotonic() + timeout
-        while self.totals[total] == seen:
-            assert time.monotonic() < deadline, f"the reader never saw {total}: {self.totals} {self.statuses}"
+        while seen() < target:
+            assert time.monotonic() < deadline, f"the reader never saw {what}: {self.describe()}"
             time.sleep(READ_EVERY_S)
 
     def __enter__(self) -> HourReader:
