@@ -26,7 +26,10 @@ import time
 from pathlib import Path
 
 import pytest
+from dagster import DagsterInstance
+from dagster._core.instance.ref import InstanceRef
 
+from heatmap_assets.assets import BUCKET_WRITES_POOL
 from heatmap_assets.partitions import hour_key
 from heatmap_core.clickhouse import STAGE_PREFIX, clickhouse
 from heatmap_core.lake import STAGING_PREFIX
@@ -84,6 +87,14 @@ def _spark_writing(settings) -> bool:
     return listing.get("KeyCount", 0) > 0
 
 
+def _left_in_dagster(home: Path) -> str:
+    """What the killed run left in its Dagster instance: the run's status and the pool slots it holds."""
+    with DagsterInstance.from_ref(InstanceRef.from_dir(str(home))) as instance:
+        (killed,) = instance.get_runs()
+        held = instance.event_log_storage.get_concurrency_info(BUCKET_WRITES_POOL).active_slot_count
+    return f"the killed run stays {killed.status.value} holding {held} {BUCKET_WRITES_POOL} slot(s)"
+
+
 def _kill_when(run: subprocess.Popen, log: Path, moment, what: str) -> None:
     """SIGKILL the run's process group as soon as ``moment()`` holds."""
     deadline = time.monotonic() + KILL_TIMEOUT_S
@@ -116,6 +127,7 @@ def test_hourly_run_killed_mid_write_then_rerun_writes_identical_rows(settings, 
         else:
             _kill_when(run, log, lambda: _staging_tables(settings) > 0, "the staging table")
         run_log = log.read_text()
+        left = _left_in_dagster(tmp_path)
         reader.wait_for_answers("200", 20)  # a second of reads of what the killed run left
         rerun_ok = materialize_hour(settings, hour)
         reader.wait_for_total(len(new))
@@ -132,7 +144,7 @@ def test_hourly_run_killed_mid_write_then_rerun_writes_identical_rows(settings, 
             http_5xx=sum(n for status, n in reader.statuses.items() if status.startswith("5")),
             test=f"tests/reliability/test_hourly_run_killed.py::"
             f"test_hourly_run_killed_mid_write_then_rerun_writes_identical_rows[{moment}]",
-            notes=f"reader: {reader.describe()}; partial totals seen: {partial or 'none'}",
+            notes=f"reader: {reader.describe()}; partial totals seen: {partial or 'none'}; {left}",
         )
     )
     assert STAGED not in run_log if moment == "spark job" else STAGED in run_log, run_log[-4000:]
