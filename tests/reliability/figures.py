@@ -53,9 +53,7 @@ class Figures:
 
     @classmethod
     def from_tally(cls, tally: Tally, **fields) -> Figures:
-        return cls(
-            acknowledged=tally.acknowledged, served=tally.served, lost=tally.lost, duplicated=tally.duplicated, **fields
-        )
+        return cls(acknowledged=tally.acknowledged, served=tally.served, lost=tally.lost, duplicated=tally.duplicated, **fields)
 
 
 def record(figures: Figures) -> Path:
