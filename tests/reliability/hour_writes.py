@@ -28,6 +28,7 @@ from tests.assets import lakedata
 from .served import CellKey, served_cells
 
 CLIENT, SCREEN = "acme", "home_v1"
+OLD_EVENTS, ADDED_EVENTS = 12_000, 8_000
 READ_EVERY_S = 0.05
 
 
@@ -41,6 +42,15 @@ def land_part(settings: Settings, hour: datetime, n: int, *, offset: int, seed: 
     events = lakedata.make_events(hour, CLIENT, SCREEN, n, partition=0, offset=offset, seed=seed, views=40)
     lakedata.write_part(settings, hour, events)
     return events
+
+
+def old_hour_then_more(settings: Settings, hour: datetime) -> tuple[list[LakeEvent], list[LakeEvent]]:
+    """The hour built from ``OLD_EVENTS`` (checked exact), then ``ADDED_EVENTS`` more landed in a second
+    file for a rebuild to take in: (the old hour's events, all of them)."""
+    old = land_part(settings, hour, OLD_EVENTS, offset=0, seed=1)
+    assert materialize_hour(settings, hour)
+    assert_hour_is(settings, hour, old)
+    return old, old + land_part(settings, hour, ADDED_EVENTS, offset=100_000, seed=2)
 
 
 def materialize_hour(settings: Settings, hour: datetime) -> bool:
@@ -103,6 +113,10 @@ class HourReader:
     @property
     def reads(self) -> int:
         return sum(self.statuses.values())
+
+    @property
+    def server_errors(self) -> int:
+        return sum(n for status, n in self.statuses.items() if status.startswith("5"))
 
     def _poll(self) -> None:
         params: dict[str, str | int] = {

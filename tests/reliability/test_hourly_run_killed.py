@@ -39,12 +39,11 @@ from infra.programs import DAGSTER_INSTANCE
 from tests.conftest import ROOT, serve_app
 
 from .figures import Figures, Tally, record
-from .hour_writes import HourReader, assert_hour_is, land_part, materialize_hour, recent_hour, served_truth
+from .hour_writes import HourReader, assert_hour_is, materialize_hour, old_hour_then_more, recent_hour, served_truth
 from .served import served_cells
 
 pytestmark = pytest.mark.reliability
 
-OLD_EVENTS, ADDED_EVENTS = 12_000, 8_000
 # The asset logs this once its Spark job has written every staged row.
 STAGED = "staged "
 # Only against a hang: a loaded 2-core machine takes minutes to start Spark in the run process.
@@ -110,10 +109,7 @@ def _kill_when(run: subprocess.Popen, log: Path, moment, what: str) -> None:
 def test_hourly_run_killed_mid_write_then_rerun_writes_identical_rows(settings, spark, tmp_path, moment):
     settings = settings.model_copy(update={"auth_enabled": False})
     hour = recent_hour()
-    old = land_part(settings, hour, OLD_EVENTS, offset=0, seed=1)
-    assert materialize_hour(settings, hour)
-    assert_hour_is(settings, hour, old)
-    new = old + land_part(settings, hour, ADDED_EVENTS, offset=100_000, seed=2)
+    old, new = old_hour_then_more(settings, hour)
 
     log = tmp_path / "run.log"
     with (
@@ -139,9 +135,9 @@ def test_hourly_run_killed_mid_write_then_rerun_writes_identical_rows(settings, 
         Figures.from_tally(
             tally,
             scenario=f"Hourly run killed mid-write, rerun ({moment})",
-            load=f"one hour: {len(old)} events built, then {ADDED_EVENTS} more landed and the hour rebuilt",
+            load=f"one hour: {len(old)} events built, then {len(new) - len(old)} more landed and the hour rebuilt",
             faults=f"SIGKILL of the `dagster asset materialize` process group during the {moment}; same partition rerun",
-            http_5xx=sum(n for status, n in reader.statuses.items() if status.startswith("5")),
+            http_5xx=reader.server_errors,
             test=f"tests/reliability/test_hourly_run_killed.py::"
             f"test_hourly_run_killed_mid_write_then_rerun_writes_identical_rows[{moment}]",
             notes=f"reader: {reader.describe()}; partial totals seen: {partial or 'none'}; {left}",
