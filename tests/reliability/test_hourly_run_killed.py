@@ -11,10 +11,10 @@ Spark's executors begin writing the run's staged rows to the object store (mid-j
 as the run's staging table appears in ClickHouse (the bucket write has begun). The same partition is
 then materialized again (a rerun of the same materialization in the test's process, not by the
 Dagster daemon: the killed run stays STARTED holding its pool slot, which the notes record, so the
-local daemon would not rerun it; docs/ARCHITECTURE.md, Idempotency). Throughout, a reader polls GET /heatmap/hourly for the hour's total
-every 50 ms; every total it sees must be the old hour's or the new one's. After the rerun the
-hour's cells (per type and device) and scroll rows equal a clean run's over all the events, and
-the query API serves every event exactly once per type.
+local daemon would not rerun it; docs/ARCHITECTURE.md, Idempotency). Throughout, a reader polls
+GET /heatmap/hourly for the hour's total every 50 ms; every total it sees must be the old hour's or
+the new one's. After the rerun the hour's cells (per type and device) and scroll rows equal a
+clean run's over all the events, and the query API serves every event exactly once per type.
 """
 
 from __future__ import annotations
