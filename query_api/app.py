@@ -5,9 +5,11 @@ python -m uvicorn query_api.app:app --host 127.0.0.1 --port 8002
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any
 
+from clickhouse_connect.driver.exceptions import OperationalError
 from litestar import Litestar, Request, Response, get
 from litestar.config.cors import CORSConfig
 from litestar.datastructures import State
@@ -27,10 +29,11 @@ from query_api.auth import READ_KEY_HEADER, SECURITY_COMPONENTS
 from query_api.buckets import BadParameter
 from query_api.caching import FinalReads
 from query_api.models import Health
-from query_api.routes import HeatmapController, ScreenshotController, ScrollController
+from query_api.routes import CLICKHOUSE_RETRY_AFTER_S, HeatmapController, ScreenshotController, ScrollController
 from query_api.screenshots import ScreenshotStore
 from query_api.store import HeatmapStore
 
+logger = logging.getLogger("query_api")
 DASHBOARD = Path(__file__).resolve().parent.parent / "dashboard"
 DASHBOARD_APP = DASHBOARD / "app"
 HEATMAP_JS = DASHBOARD / "node_modules" / "heatmap.js" / "build"
@@ -50,6 +53,16 @@ def index(request: Request) -> Redirect:
 
 def _on_bad_parameter(request: Request, exc: BadParameter) -> Response[Any]:
     return problem_response(request, RequestRejected(400, f"{exc.parameter}: {exc}", field=exc.parameter))
+
+
+def _on_clickhouse_unavailable(request: Request, exc: OperationalError) -> Response[Any]:
+    # clickhouse-connect raises OperationalError when the server cannot be reached or the connection
+    # dies mid-answer (refused, reset, timed out): an outage, not a bug, so a 503 the client retries.
+    logger.warning("clickhouse_unavailable on %s %s: %s", request.method, request.url.path, exc)
+    return problem_response(
+        request,
+        RequestRejected(503, "ClickHouse unavailable; retry after Retry-After", retry_after_s=CLICKHOUSE_RETRY_AFTER_S),
+    )
 
 
 def create_app(settings: Settings | None = None) -> Litestar:
@@ -85,7 +98,11 @@ def create_app(settings: Settings | None = None) -> Litestar:
         on_startup=[create_schema],
         state=State({"settings": settings}),
         guards=[single_valued(headers=[READ_KEY_HEADER])],
-        exception_handlers={**exception_handlers(metrics.unhandled), BadParameter: _on_bad_parameter},
+        exception_handlers={
+            **exception_handlers(metrics.unhandled),
+            BadParameter: _on_bad_parameter,
+            OperationalError: _on_clickhouse_unavailable,
+        },
         cors_config=CORSConfig(
             allow_origins=settings.cors_origin_list,
             allow_headers=[READ_KEY_HEADER, "Content-Type", "If-None-Match"],

@@ -90,6 +90,12 @@ class ImageDownload(Operation):
         }
 
 
+# Seconds a client waits before retrying a read refused because ClickHouse cannot be reached.
+CLICKHOUSE_RETRY_AFTER_S = 5
+# Every route that reads ClickHouse may answer this while the server is down or restarting.
+_CLICKHOUSE_DOWN = documented(
+    {503: "ClickHouse unreachable (down or restarting): nothing read; retry after Retry-After (seconds)."}
+)
 _SECURED: dict[str, Any] = {
     "guards": [client_guard],
     "security": [{SECURITY_SCHEME: []}],
@@ -102,6 +108,7 @@ _SECURED: dict[str, Any] = {
             }
         ),
         **statuses(401, 403),
+        **_CLICKHOUSE_DOWN,
     },
 }
 _CACHED = [
@@ -214,7 +221,12 @@ class HeatmapController(Controller):
         """
         return screen.range(*range_bounds(from_, to))
 
-    @get("/clients", sync_to_thread=True, security=[{SECURITY_SCHEME: []}], responses=statuses(400, 401, 403))
+    @get(
+        "/clients",
+        sync_to_thread=True,
+        security=[{SECURITY_SCHEME: []}],
+        responses={**statuses(400, 401, 403), **_CLICKHOUSE_DOWN},
+    )
     def clients(self, store: HeatmapStore, settings: Settings, read_key: ReadKey = None) -> ClientList:
         """Clients holding data (with keys on: those the presented read key opens)."""
         allowed = readable_clients(settings, read_key)
