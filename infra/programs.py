@@ -338,12 +338,13 @@ PROGRAMS: Mapping[str, Program] = MappingProxyType(
                 ("kafka", "redis"),
                 lambda s: s.ingestion_workers,
             ),
-            # Landing serves nothing: running under supervisord is its health.
+            # Landing's GET /health is optional (HEATMAP_LANDING_HEALTH_PORT); without it, running is its health.
             Program(
                 "landing",
                 lambda s, p: [sys.executable, "-m", "landing", "run"],
-                lambda s: None,
+                lambda s: s.landing.health_port is None or _http_ok(f"http://127.0.0.1:{s.landing.health_port}/health"),
                 requires=("kafka", "s3"),
+                ports=lambda s: () if s.landing.health_port is None else (s.landing.health_port,),
             ),
             # chdb_server owns <data dir>/clickhouse and serves ClickHouse's HTTP interface.
             Program(
