@@ -65,7 +65,7 @@ def _log_lines(text: str) -> list[dict]:
 
 def test_landing_holds_its_offsets_while_s3_refuses_and_lands_everything_after(private_s3, start_landing, tmp_path):
     start = hour_start(datetime.now(UTC)) - timedelta(hours=2)
-    records = make_records(events=EVENTS, per_record=50, clients=CLIENTS, start=start, span=timedelta(hours=2), seed=16)
+    records = make_records(events=EVENTS, per_record=50, clients=CLIENTS, start=start, span=timedelta(minutes=119), seed=16)
     before, during, after = records[:200], records[200:400], records[400:]
     port = free_port()
     landing = start_landing(*LANDING_ARGS, lake=private_s3, HEATMAP_LANDING_HEALTH_PORT=str(port))

@@ -1,0 +1,133 @@
+"""Landing SIGKILLed ten times, each time inside a flush, and restarted while records keep arriving.
+
+Guarantee: the lake and the served hourly maps hold every record of the topic exactly once.
+
+Measured: known records produced straight to the test's topic throughout (acknowledged = records
+in the topic). Each landing process runs at debug level, so its log marks the moment a flush's
+intent is written (protocol step 1) and the moment its files are landed (step 4); the test kills
+it with SIGKILL as soon as the intent line of its chosen flush appears. A kill is proven to have
+landed inside a flush by the store and Kafka, not by timing: the next process finds the intent
+of the killed process's last flush uncommitted and says "re-flushing offsets ..." for its ranges.
+Afterwards the lake is read back whole and the maps are tallied cell by cell through the query
+API (tests/reliability/served.py).
+"""
+
+from __future__ import annotations
+
+import random
+import re
+import signal
+import threading
+import time
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from heatmap_core.timeutil import hour_start
+from tests.landing.conftest import (
+    event_row,
+    expected_rows,
+    make_records,
+    produce,
+    read_lake,
+    start_landing,  # noqa: F401  (a fixture)
+    wait_landed,
+)
+
+from .figures import Figures, record
+from .object_store import batches_of
+from .served import tally_served
+
+pytestmark = pytest.mark.reliability
+
+KILLS = 10
+CLIENTS = ("acme", "globex", "initech", "umbrella", "hooli")
+SLICE_EVENTS = 1_000  # produced every PRODUCE_EVERY_S while the kills go on
+PRODUCE_EVERY_S = 0.5
+# Every event in the last complete hour: the hourly partitions of the served tally all exist.
+SPAN = timedelta(minutes=59)
+LANDING_ARGS = ("--flush-interval", "0.5", "--max-events", "2000", "--log-level", "DEBUG")
+INTENT = re.compile(r"flush (p\d+ \d+-\d+(?:, p\d+ \d+-\d+)*): intent written")
+REFLUSH = re.compile(r"re-flushing offsets (\d+)-(\d+)")
+
+
+def _ranges(text: str) -> set[tuple[int, int, int]]:
+    """{(partition, first, last)} of an intent line's ranges."""
+    return {tuple(map(int, re.match(r"p(\d+) (\d+)-(\d+)", part).groups())) for part in text.split(", ")}
+
+
+def _reflushed(log: str) -> set[tuple[int, int]]:
+    return {(int(first), int(last)) for first, last in REFLUSH.findall(log)}
+
+
+def test_landing_killed_mid_flush_ten_times_lands_every_event_once(settings, spark, start_landing, tmp_path):
+    start = hour_start(datetime.now(UTC)) - timedelta(hours=1)
+    produced: list = []
+    origins: list[tuple[int, int]] = []
+    stop = threading.Event()
+
+    def produce_until_stopped() -> None:
+        seed = 0
+        while not stop.is_set():
+            seed += 1
+            records = make_records(SLICE_EVENTS, per_record=50, clients=CLIENTS, start=start, span=SPAN, seed=seed)
+            origins.extend(produce(settings, records))
+            produced.extend(records)
+            time.sleep(PRODUCE_EVERY_S)
+
+    producer = threading.Thread(target=produce_until_stopped)
+    rng = random.Random(16)
+    # A static member id: each restart takes the partitions back at once instead of waiting out a session.
+    restart = dict(HEATMAP_LANDING_INSTANCE_ID="killed")
+    killed: list[tuple[object, set[tuple[int, int, int]]]] = []  # (process, the ranges of the flush it died in)
+    producer.start()
+    try:
+        for _ in range(KILLS):
+            landing = start_landing(*LANDING_ARGS, **restart)
+            landing.wait_for_log(r"assigned partitions \[\d")
+            # Kill in its 1st, 2nd or 3rd flush (the 1st is often the replay of the flush killed before).
+            match = None
+            for _ in range(rng.randint(1, 3)):
+                match = landing.wait_for_log(INTENT.pattern, start=match.end() if match else 0)
+            assert landing.stop(signal.SIGKILL) == -signal.SIGKILL
+            # A short flush may be over before the signal arrives; the kill then lands in the next one.
+            killed.append((landing, _ranges(INTENT.findall(landing.log())[-1])))
+    finally:
+        stop.set()
+        producer.join()
+
+    final = start_landing(*LANDING_ARGS, **restart)
+    wait_landed(settings, final)
+    final.stop_cleanly()
+    successors = [process for process, _ in killed[1:]] + [final]
+    # The flush each kill interrupted, as the next process found it: intent written, not committed.
+    replayed = [
+        _reflushed(successor.log()) & {(first, last) for _, first, last in ranges}
+        for (_, ranges), successor in zip(killed, successors, strict=True)
+    ]
+
+    json_rows = sorted(event_row(e) for f in read_lake(settings, "json") for e in f.events)
+    events = sum(len(r.events) for r in produced)
+    tally = tally_served(settings, batches_of(produced), tmp_path, land=False)
+    record(
+        Figures.from_tally(
+            tally,
+            scenario="Landing killed -9 mid-flush, ten times",
+            load=f"{len(produced)} records, {events} events produced to the topic while landing was killed and "
+            f"restarted ({SLICE_EVENTS} events every {PRODUCE_EVERY_S} s)",
+            faults=f"{KILLS} SIGKILLs of the landing process, each between a flush's intent and its commit",
+            http_5xx=0,
+            test="tests/reliability/test_landing_kill_mid_flush.py::"
+            "test_landing_killed_mid_flush_ten_times_lands_every_event_once",
+            notes=f"every kill's flush re-flushed by the next process ({sum(map(len, replayed))} ranges onto "
+            f"the same keys); lake rows {len(json_rows)} for {events} events",
+        )
+    )
+
+    # Each kill landed inside a flush: the next process re-flushed ranges of exactly that flush.
+    assert all(replayed), [(p.log_path, r) for (p, _), r in zip(killed, replayed, strict=True)]
+    assert not [p.log_path for p in [*successors, killed[0][0]] if "reading resumes at offset" in p.log()]
+    # Every record once in the lake, JSON and Parquet, and in the served maps.
+    assert json_rows == expected_rows(produced, origins)
+    assert sorted(event_row(e) for f in read_lake(settings, "parquet") for e in f.events) == json_rows
+    assert (tally.lost, tally.duplicated, tally.served) == (0, 0, events)
