@@ -80,9 +80,9 @@ class StoreHealth:
 
     def accepted(self) -> None:
         """A write went through: a refusal, if one was on, is over."""
-        if self._refusal is None:  # the common case, without the lock
+        if not self.refusing:  # the common case, without the lock
             return
-        with self._lock:
+        with self._lock:  # another thread may have ended it meanwhile
             refusal, self._refusal = self._refusal, None
         if refusal is not None and refusal.since is not None:
             log_event(
@@ -93,6 +93,10 @@ class StoreHealth:
                 error_code=refusal.error_code,
                 after_s=round((datetime.now(UTC) - refusal.since).total_seconds(), 1),
             )
+
+    @property
+    def refusing(self) -> bool:
+        return self._refusal is not None
 
     def committed(self) -> None:
         self.last_commit_at = datetime.now(UTC)
@@ -114,7 +118,7 @@ class HealthServer:
         encoder = msgspec.json.Encoder()
 
         class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:  # noqa: N802  (http.server's name)
+            def do_GET(self) -> None:
                 if self.path != "/health":
                     self.send_error(HTTPStatus.NOT_FOUND)
                     return
@@ -126,7 +130,7 @@ class HealthServer:
                 self.end_headers()
                 self.wfile.write(body)
 
-            def log_message(self, format: str, *args) -> None:  # noqa: A002  (a probe every few seconds is no news)
+            def log_message(self, format: str, *args) -> None:
                 pass
 
         self.server = ThreadingHTTPServer(("127.0.0.1", port), Handler)

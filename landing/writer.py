@@ -33,7 +33,8 @@ CONTENT_TYPES = {"json": "application/x-ndjson", "parquet": "application/vnd.apa
 def _refused(retry_state: RetryCallState) -> None:
     """Before a retry: the writer's health hears of the failure (and logs only the first of a refusal)."""
     writer: LakeWriter = retry_state.args[0]
-    writer.health.refused(retry_state.outcome.exception())
+    if retry_state.outcome is not None and (failure := retry_state.outcome.exception()) is not None:
+        writer.health.refused(failure)
 
 
 # The object store may be briefly away (restart, network) or refuse writes (access

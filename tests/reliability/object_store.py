@@ -1,5 +1,5 @@
-"""An S3 server of the test's own (S3Proxy as the stack runs it, on a free port), which the test may
-stop, restart or make refuse writes; the shared one never is."""
+"""Faults of the object store a test can cause on its own S3 server (the ``private_s3`` fixture),
+and the helpers the landing scenarios share."""
 
 from __future__ import annotations
 
@@ -9,34 +9,10 @@ from pathlib import Path
 
 import httpx
 import msgspec
-import pytest
 
 from heatmap_core.events import RawBatchRecord
 from heatmap_core.settings import Settings
-from infra import supervisor
 from infra.paths import StackPaths
-from infra.programs import PROGRAMS
-from tests.conftest import free_port
-
-
-@pytest.fixture
-def private_s3(settings: Settings, spark, tmp_path: Path) -> Iterator[Settings]:
-    """The test's settings (topic, bucket, database) with the object store on a private S3Proxy.
-
-    Spark's s3a reads the test's bucket from it too (S3A's per-bucket endpoint, so the session
-    the whole run shares keeps the stack's endpoint for every other bucket).
-    """
-    private = settings.model_copy(
-        update={"data_dir": tmp_path / "s3-stack", "s3_endpoint": f"http://127.0.0.1:{free_port()}"}
-    )
-    supervisor.start(private, PROGRAMS, ["s3"], do_fetch=False)
-    hadoop = spark.sparkContext._jsc.hadoopConfiguration()
-    hadoop.set(f"fs.s3a.bucket.{private.raw_bucket}.endpoint", private.s3_endpoint)
-    try:
-        yield private
-    finally:
-        hadoop.unset(f"fs.s3a.bucket.{private.raw_bucket}.endpoint")
-        supervisor.stop(private)
 
 
 def bucket_dir(settings: Settings) -> Path:

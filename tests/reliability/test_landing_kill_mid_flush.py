@@ -25,12 +25,12 @@ import pytest
 
 from heatmap_core.timeutil import hour_start
 from tests.landing.conftest import (
+    LandingProcess,
     event_row,
     expected_rows,
     make_records,
     produce,
     read_lake,
-    start_landing,  # noqa: F401  (a fixture)
     wait_landed,
 )
 
@@ -51,9 +51,12 @@ INTENT = re.compile(r"flush (p\d+ \d+-\d+(?:, p\d+ \d+-\d+)*): intent written")
 REFLUSH = re.compile(r"re-flushing offsets (\d+)-(\d+)")
 
 
+RANGE = re.compile(r"p(\d+) (\d+)-(\d+)")
+
+
 def _ranges(text: str) -> set[tuple[int, int, int]]:
     """{(partition, first, last)} of an intent line's ranges."""
-    return {tuple(map(int, re.match(r"p(\d+) (\d+)-(\d+)", part).groups())) for part in text.split(", ")}
+    return {(int(p), int(first), int(last)) for p, first, last in RANGE.findall(text)}
 
 
 def _reflushed(log: str) -> set[tuple[int, int]]:
@@ -79,7 +82,7 @@ def test_landing_killed_mid_flush_ten_times_lands_every_event_once(settings, spa
     rng = random.Random(16)
     # A static member id: each restart takes the partitions back at once instead of waiting out a session.
     restart = dict(HEATMAP_LANDING_INSTANCE_ID="killed")
-    killed: list[tuple[object, set[tuple[int, int, int]]]] = []  # (process, the ranges of the flush it died in)
+    killed: list[tuple[LandingProcess, set[tuple[int, int, int]]]] = []  # (process, the ranges of the flush it died in)
     producer.start()
     try:
         for _ in range(KILLS):

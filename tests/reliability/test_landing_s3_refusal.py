@@ -29,12 +29,11 @@ from tests.landing.conftest import (
     make_records,
     produce,
     read_lake,
-    start_landing,  # noqa: F401  (a fixture)
     wait_landed,
 )
 
 from .figures import Figures, record
-from .object_store import batches_of, bucket_taken_away, health, private_s3  # noqa: F401  (a fixture)
+from .object_store import batches_of, bucket_taken_away, health
 from .served import tally_served
 
 pytestmark = pytest.mark.reliability
@@ -65,7 +64,9 @@ def _log_lines(text: str) -> list[dict]:
 
 def test_landing_holds_its_offsets_while_s3_refuses_and_lands_everything_after(private_s3, start_landing, tmp_path):
     start = hour_start(datetime.now(UTC)) - timedelta(hours=2)
-    records = make_records(events=EVENTS, per_record=50, clients=CLIENTS, start=start, span=timedelta(minutes=119), seed=16)
+    records = make_records(
+        events=EVENTS, per_record=50, clients=CLIENTS, start=start, span=timedelta(minutes=119), seed=16
+    )
     before, during, after = records[:200], records[200:400], records[400:]
     port = free_port()
     landing = start_landing(*LANDING_ARGS, lake=private_s3, HEATMAP_LANDING_HEALTH_PORT=str(port))

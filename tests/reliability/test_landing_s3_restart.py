@@ -5,11 +5,11 @@ all succeed, the process never exits), and the lake and the served hourly maps h
 of the topic exactly once.
 
 Measured: known records produced straight to the test's topic throughout (acknowledged = records
-in the topic), landing writing to a private S3Proxy. Each restart is issued the moment the
-landing log (debug level) says a flush's intent is written; that the restart caught the flush
-mid-write is shown by the flush's "landed" line coming only after the server was down. The lake
-is read back whole and the maps are tallied cell by cell through the query API
-(tests/reliability/served.py).
+in the topic), landing writing to a private S3Proxy. Each stop is issued the moment the landing
+log (debug level) says a flush's intent is written; that it caught landing mid-write is shown by
+landing's own log: one `object_store_refusing` line while the server was away (a write failed
+and was being retried) and one `object_store_back` after it returned. The lake is read back
+whole and the maps are tallied cell by cell through the query API (tests/reliability/served.py).
 """
 
 from __future__ import annotations
@@ -30,12 +30,11 @@ from tests.landing.conftest import (
     make_records,
     produce,
     read_lake,
-    start_landing,  # noqa: F401  (a fixture)
     wait_landed,
 )
 
 from .figures import Figures, record
-from .object_store import batches_of, private_s3  # noqa: F401  (a fixture)
+from .object_store import batches_of
 from .served import tally_served
 from .test_landing_kill_mid_flush import CLIENTS, INTENT, LANDING_ARGS, PRODUCE_EVERY_S, SLICE_EVENTS, SPAN
 
@@ -46,12 +45,12 @@ DOWN_S = 8.0
 RUNNING_S = 4.0  # landing writes this long before each restart, and after the last
 
 
-def _landed_at(log: str, ranges: str) -> datetime | None:
-    """When the flush of ``ranges`` logged its files landed (step 4), if it did."""
-    for line in log.splitlines():
-        if line.startswith("{") and (entry := json.loads(line)).get("message") == f"flush {ranges}: landed, to be committed":
-            return datetime.fromisoformat(entry["ts"])
-    return None
+def _events(log: str, event: str) -> list[dict]:
+    return [json.loads(line) for line in log.splitlines() if f'"event":"{event}"' in line]
+
+
+def _count_within(lines: list[dict], first: datetime, last: datetime) -> int:
+    return sum(first <= datetime.fromisoformat(line["ts"]) <= last for line in lines)
 
 
 def test_s3_server_restarted_mid_write_loses_and_repeats_nothing(private_s3, start_landing, tmp_path):
@@ -72,16 +71,17 @@ def test_s3_server_restarted_mid_write_loses_and_repeats_nothing(private_s3, sta
     producer = threading.Thread(target=produce_until_stopped)
     landing = start_landing(*LANDING_ARGS, lake=private_s3)
     landing.wait_for_log(r"assigned partitions \[\d")
-    interrupted: list[tuple[str, datetime]] = []  # (the flush's ranges, when the server was down)
+    restarts: list[datetime] = []  # when each stop was issued, and when the server was healthy again
     producer.start()
     try:
         for _ in range(RESTARTS):
             time.sleep(RUNNING_S)
-            match = landing.wait_for_log(INTENT.pattern, start=len(landing.log()))
+            landing.wait_for_log(INTENT.pattern, start=len(landing.log()))
+            restarts.append(datetime.now(UTC))
             supervisor.stop_program(private_s3, "s3")
-            interrupted.append((match.group(1), datetime.now(UTC)))
             time.sleep(DOWN_S)
             supervisor.start(private_s3, PROGRAMS, ["s3"], do_fetch=False)
+            restarts.append(datetime.now(UTC))
         time.sleep(RUNNING_S)
     finally:
         stop.set()
@@ -91,8 +91,13 @@ def test_s3_server_restarted_mid_write_loses_and_repeats_nothing(private_s3, sta
     landing.stop_cleanly()
 
     log = landing.log()
-    landed_after = [(_landed_at(log, ranges), down_at) for ranges, down_at in interrupted]
-    refusals = [json.loads(line) for line in log.splitlines() if '"object_store_refusing"' in line]
+    refusals, backs = _events(log, "object_store_refusing"), _events(log, "object_store_back")
+    # Per restart: landing's refusing lines while the server was away, and its "back" lines until the next stop.
+    moments = [*restarts, datetime.now(UTC)]
+    said = [
+        (_count_within(refusals, moments[i], moments[i + 1]), _count_within(backs, moments[i + 1], moments[i + 2]))
+        for i in range(0, 2 * RESTARTS, 2)
+    ]
     json_rows = sorted(event_row(e) for f in read_lake(private_s3, "json") for e in f.events)
     events = sum(len(r.events) for r in produced)
     tally = tally_served(private_s3, batches_of(produced), tmp_path, land=False)
@@ -106,15 +111,14 @@ def test_s3_server_restarted_mid_write_loses_and_repeats_nothing(private_s3, sta
             "each time as a flush had begun writing",
             http_5xx=0,
             test="tests/reliability/test_landing_s3_restart.py::test_s3_server_restarted_mid_write_loses_and_repeats_nothing",
-            notes=f"landing never exited; every interrupted flush landed after the server was back; "
-            f"refusals logged {len(refusals)} ({', '.join(r['error_code'] for r in refusals) or 'none'}: "
-            f"the S3 client's own retries rode the rest out); lake rows {len(json_rows)} for {events} events",
+            notes=f"landing never exited; per restart its log said (refusing, back) {said}, codes "
+            f"{sorted({line['error_code'] for line in refusals})}; lake rows {len(json_rows)} for {events} events",
         )
     )
 
     assert survived
-    # Each restart caught a flush mid-write: it had begun before the server went down and landed after.
-    assert all(landed is not None and landed > down_at for landed, down_at in landed_after), landed_after
+    # Each restart caught landing mid-write (a write failed while the server was away), said once each way.
+    assert said == [(1, 1)] * RESTARTS, (restarts, refusals, backs)
     # Every record once in the lake, JSON and Parquet, and in the served maps.
     assert json_rows == expected_rows(produced, origins)
     assert sorted(event_row(e) for f in read_lake(private_s3, "parquet") for e in f.events) == json_rows
