@@ -52,7 +52,7 @@ class LandingSettings(BaseSettings):
 
     health_port: int | None = Field(
         None,
-        ge=0,
+        ge=1,
         le=65535,
         description="Serve GET /health on 127.0.0.1:<port> (200 ok, 503 while the object store refuses writes, "
         "JSON saying why); unset: no endpoint.",

@@ -5,7 +5,8 @@ Guarantee: the lake and the served hourly maps hold every record of the topic ex
 Measured: known records produced straight to the test's topic throughout (acknowledged = records
 in the topic). Each landing process runs at debug level, so its log marks the moment a flush's
 intent is written (protocol step 1) and the moment its files are landed (step 4); the test kills
-it with SIGKILL as soon as the intent line of its chosen flush appears. A kill is proven to have
+it with SIGKILL as soon as the intent line of its first or second rotation flush (several
+partitions at once, dozens of part files) appears. A kill is proven to have
 landed inside a flush by the store and Kafka, not by timing: the next process finds the intent
 of the killed process's last flush uncommitted and says "re-flushing offsets ..." for its ranges.
 Afterwards the lake is read back whole and the maps are tallied cell by cell through the query
@@ -42,11 +43,13 @@ pytestmark = pytest.mark.reliability
 
 KILLS = 10
 CLIENTS = ("acme", "globex", "initech", "umbrella", "hooli")
-SLICE_EVENTS = 1_000  # produced every PRODUCE_EVERY_S while the kills go on
+SLICE_EVENTS = 600  # produced every PRODUCE_EVERY_S while the kills go on
 PRODUCE_EVERY_S = 0.5
 # Every event in the last complete hour: the hourly partitions of the served tally all exist.
 SPAN = timedelta(minutes=59)
-LANDING_ARGS = ("--flush-interval", "0.5", "--max-events", "2000", "--log-level", "DEBUG")
+# Flushes of a few seconds' records: dozens of part files, so a flush lasts long enough to be killed inside.
+LANDING_ARGS = ("--flush-interval", "2", "--max-events", "20000", "--log-level", "DEBUG")
+ROTATION_PARTITIONS = 3
 INTENT = re.compile(r"flush (p\d+ \d+-\d+(?:, p\d+ \d+-\d+)*): intent written")
 REFLUSH = re.compile(r"re-flushing offsets (\d+)-(\d+)")
 
@@ -57,6 +60,20 @@ RANGE = re.compile(r"p(\d+) (\d+)-(\d+)")
 def _ranges(text: str) -> set[tuple[int, int, int]]:
     """{(partition, first, last)} of an intent line's ranges."""
     return {(int(p), int(first), int(last)) for p, first, last in RANGE.findall(text)}
+
+
+def _wait_for_rotation(landing: LandingProcess, position: int, timeout_s: float = 60.0) -> int:
+    """Until the log shows a rotation flush's intent after ``position`` (one of several partitions:
+    the replay of a single crashed range can be over in milliseconds); returns where that line ends."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        for match in INTENT.finditer(landing.log(), position):
+            position = match.end()
+            if len(_ranges(match.group(1))) >= ROTATION_PARTITIONS:
+                return position
+        assert landing.process.poll() is None, landing.log()[-3000:]
+        time.sleep(0.01)
+    raise AssertionError(f"no rotation flush within {timeout_s:.0f} s:\n{landing.log()[-3000:]}")
 
 
 def _reflushed(log: str) -> set[tuple[int, int]]:
@@ -88,12 +105,10 @@ def test_landing_killed_mid_flush_ten_times_lands_every_event_once(settings, spa
         for _ in range(KILLS):
             landing = start_landing(*LANDING_ARGS, **restart)
             landing.wait_for_log(r"assigned partitions \[\d")
-            # Kill in its 1st, 2nd or 3rd flush (the 1st is often the replay of the flush killed before).
-            match = None
-            for _ in range(rng.randint(1, 3)):
-                match = landing.wait_for_log(INTENT.pattern, start=match.end() if match else 0)
+            position = 0
+            for _ in range(rng.randint(1, 2)):  # its first or second rotation
+                position = _wait_for_rotation(landing, position)
             assert landing.stop(signal.SIGKILL) == -signal.SIGKILL
-            # A short flush may be over before the signal arrives; the kill then lands in the next one.
             killed.append((landing, _ranges(INTENT.findall(landing.log())[-1])))
     finally:
         stop.set()

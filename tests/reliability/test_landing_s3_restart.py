@@ -14,6 +14,7 @@ whole and the maps are tallied cell by cell through the query API (tests/reliabi
 
 from __future__ import annotations
 
+import itertools
 import json
 import threading
 import time
@@ -71,17 +72,16 @@ def test_s3_server_restarted_mid_write_loses_and_repeats_nothing(private_s3, sta
     producer = threading.Thread(target=produce_until_stopped)
     landing = start_landing(*LANDING_ARGS, lake=private_s3)
     landing.wait_for_log(r"assigned partitions \[\d")
-    restarts: list[datetime] = []  # when each stop was issued, and when the server was healthy again
+    stops: list[datetime] = []  # when each stop was issued
     producer.start()
     try:
         for _ in range(RESTARTS):
             time.sleep(RUNNING_S)
             landing.wait_for_log(INTENT.pattern, start=len(landing.log()))
-            restarts.append(datetime.now(UTC))
+            stops.append(datetime.now(UTC))
             supervisor.stop_program(private_s3, "s3")
             time.sleep(DOWN_S)
             supervisor.start(private_s3, PROGRAMS, ["s3"], do_fetch=False)
-            restarts.append(datetime.now(UTC))
         time.sleep(RUNNING_S)
     finally:
         stop.set()
@@ -92,11 +92,10 @@ def test_s3_server_restarted_mid_write_loses_and_repeats_nothing(private_s3, sta
 
     log = landing.log()
     refusals, backs = _events(log, "object_store_refusing"), _events(log, "object_store_back")
-    # Per restart: landing's refusing lines while the server was away, and its "back" lines until the next stop.
-    moments = [*restarts, datetime.now(UTC)]
+    # Per restart, from its stop to the next one: landing's refusing lines and its "back" lines.
     said = [
-        (_count_within(refusals, moments[i], moments[i + 1]), _count_within(backs, moments[i + 1], moments[i + 2]))
-        for i in range(0, 2 * RESTARTS, 2)
+        (_count_within(refusals, first, last), _count_within(backs, first, last))
+        for first, last in itertools.pairwise([*stops, datetime.now(UTC)])
     ]
     json_rows = sorted(event_row(e) for f in read_lake(private_s3, "json") for e in f.events)
     events = sum(len(r.events) for r in produced)
@@ -118,7 +117,7 @@ def test_s3_server_restarted_mid_write_loses_and_repeats_nothing(private_s3, sta
 
     assert survived
     # Each restart caught landing mid-write (a write failed while the server was away), said once each way.
-    assert said == [(1, 1)] * RESTARTS, (restarts, refusals, backs)
+    assert said == [(1, 1)] * RESTARTS, (stops, refusals, backs)
     # Every record once in the lake, JSON and Parquet, and in the served maps.
     assert json_rows == expected_rows(produced, origins)
     assert sorted(event_row(e) for f in read_lake(private_s3, "parquet") for e in f.events) == json_rows
