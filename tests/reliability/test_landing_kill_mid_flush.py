@@ -18,39 +18,27 @@ from __future__ import annotations
 import random
 import re
 import signal
-import threading
 import time
-from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from heatmap_core.timeutil import hour_start
 from tests.landing.conftest import (
     LandingProcess,
     event_row,
     expected_rows,
-    make_records,
-    produce,
     read_lake,
     wait_landed,
 )
 
 from .figures import Figures, record
-from .object_store import batches_of
+from .landing_scenarios import INTENT, LANDING_ARGS, PRODUCE_EVERY_S, SLICE_EVENTS, batches_of, producing
 from .served import tally_served
 
 pytestmark = pytest.mark.reliability
 
 KILLS = 10
-CLIENTS = ("acme", "globex", "initech", "umbrella", "hooli")
-SLICE_EVENTS = 600  # produced every PRODUCE_EVERY_S while the kills go on
-PRODUCE_EVERY_S = 0.5
-# Every event in the last complete hour: the hourly partitions of the served tally all exist.
-SPAN = timedelta(minutes=59)
-# Flushes of a few seconds' records: dozens of part files, so a flush lasts long enough to be killed inside.
-LANDING_ARGS = ("--flush-interval", "2", "--max-events", "20000", "--log-level", "DEBUG")
+# A rotation flush covers several partitions (dozens of part files); a replay covers one and may be over in milliseconds.
 ROTATION_PARTITIONS = 3
-INTENT = re.compile(r"flush (p\d+ \d+-\d+(?:, p\d+ \d+-\d+)*): intent written")
 REFLUSH = re.compile(r"re-flushing offsets (\d+)-(\d+)")
 
 
@@ -81,27 +69,11 @@ def _reflushed(log: str) -> set[tuple[int, int]]:
 
 
 def test_landing_killed_mid_flush_ten_times_lands_every_event_once(settings, spark, start_landing, tmp_path):
-    start = hour_start(datetime.now(UTC)) - timedelta(hours=1)
-    produced: list = []
-    origins: list[tuple[int, int]] = []
-    stop = threading.Event()
-
-    def produce_until_stopped() -> None:
-        seed = 0
-        while not stop.is_set():
-            seed += 1
-            records = make_records(SLICE_EVENTS, per_record=50, clients=CLIENTS, start=start, span=SPAN, seed=seed)
-            origins.extend(produce(settings, records))
-            produced.extend(records)
-            time.sleep(PRODUCE_EVERY_S)
-
-    producer = threading.Thread(target=produce_until_stopped)
     rng = random.Random(16)
     # A static member id: each restart takes the partitions back at once instead of waiting out a session.
     restart = dict(HEATMAP_LANDING_INSTANCE_ID="killed")
     killed: list[tuple[LandingProcess, set[tuple[int, int, int]]]] = []  # (process, the ranges of the flush it died in)
-    producer.start()
-    try:
+    with producing(settings) as traffic:
         for _ in range(KILLS):
             landing = start_landing(*LANDING_ARGS, **restart)
             landing.wait_for_log(r"assigned partitions \[\d")
@@ -110,9 +82,6 @@ def test_landing_killed_mid_flush_ten_times_lands_every_event_once(settings, spa
                 position = _wait_for_rotation(landing, position)
             assert landing.stop(signal.SIGKILL) == -signal.SIGKILL
             killed.append((landing, _ranges(INTENT.findall(landing.log())[-1])))
-    finally:
-        stop.set()
-        producer.join()
 
     final = start_landing(*LANDING_ARGS, **restart)
     wait_landed(settings, final)
@@ -125,13 +94,13 @@ def test_landing_killed_mid_flush_ten_times_lands_every_event_once(settings, spa
     ]
 
     json_rows = sorted(event_row(e) for f in read_lake(settings, "json") for e in f.events)
-    events = sum(len(r.events) for r in produced)
-    tally = tally_served(settings, batches_of(produced), tmp_path, land=False)
+    events = traffic.events
+    tally = tally_served(settings, batches_of(traffic.records), tmp_path, land=False)
     record(
         Figures.from_tally(
             tally,
             scenario="Landing killed -9 mid-flush, ten times",
-            load=f"{len(produced)} records, {events} events produced to the topic while landing was killed and "
+            load=f"{len(traffic.records)} records, {events} events produced to the topic while landing was killed and "
             f"restarted ({SLICE_EVENTS} events every {PRODUCE_EVERY_S} s)",
             faults=f"{KILLS} SIGKILLs of the landing process, each between a flush's intent and its commit",
             http_5xx=0,
@@ -144,7 +113,7 @@ def test_landing_killed_mid_flush_ten_times_lands_every_event_once(settings, spa
 
     # Every record once in the served maps and in the lake, JSON and Parquet.
     assert (tally.lost, tally.duplicated, tally.served) == (0, 0, events)
-    assert json_rows == expected_rows(produced, origins)
+    assert json_rows == expected_rows(traffic.records, traffic.origins)
     assert sorted(event_row(e) for f in read_lake(settings, "parquet") for e in f.events) == json_rows
     # Each kill landed inside a flush: the next process re-flushed ranges of the killed one's last flush.
     assert all(replayed), [(p.log_path, r) for (p, _), r in zip(killed, replayed, strict=True)]

@@ -33,7 +33,7 @@ from tests.landing.conftest import (
 )
 
 from .figures import Figures, record
-from .object_store import batches_of, bucket_taken_away, health
+from .landing_scenarios import batches_of, bucket_taken_away, health
 from .served import tally_served
 
 pytestmark = pytest.mark.reliability

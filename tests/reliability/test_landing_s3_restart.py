@@ -15,29 +15,23 @@ whole and the maps are tallied cell by cell through the query API (tests/reliabi
 from __future__ import annotations
 
 import itertools
-import json
-import threading
 import time
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 
 import pytest
 
-from heatmap_core.timeutil import hour_start
 from infra import supervisor
 from infra.programs import PROGRAMS
 from tests.landing.conftest import (
     event_row,
     expected_rows,
-    make_records,
-    produce,
     read_lake,
     wait_landed,
 )
 
 from .figures import Figures, record
-from .object_store import batches_of
+from .landing_scenarios import INTENT, LANDING_ARGS, PRODUCE_EVERY_S, SLICE_EVENTS, batches_of, log_events, producing
 from .served import tally_served
-from .test_landing_kill_mid_flush import CLIENTS, INTENT, LANDING_ARGS, PRODUCE_EVERY_S, SLICE_EVENTS, SPAN
 
 pytestmark = pytest.mark.reliability
 
@@ -46,35 +40,15 @@ DOWN_S = 8.0
 RUNNING_S = 4.0  # landing writes this long before each restart, and after the last
 
 
-def _events(log: str, event: str) -> list[dict]:
-    return [json.loads(line) for line in log.splitlines() if f'"event":"{event}"' in line]
-
-
 def _count_within(lines: list[dict], first: datetime, last: datetime) -> int:
     return sum(first <= datetime.fromisoformat(line["ts"]) <= last for line in lines)
 
 
 def test_s3_server_restarted_mid_write_loses_and_repeats_nothing(private_s3, start_landing, tmp_path):
-    start = hour_start(datetime.now(UTC)) - timedelta(hours=1)
-    produced: list = []
-    origins: list[tuple[int, int]] = []
-    stop = threading.Event()
-
-    def produce_until_stopped() -> None:
-        seed = 0
-        while not stop.is_set():
-            seed += 1
-            records = make_records(SLICE_EVENTS, per_record=50, clients=CLIENTS, start=start, span=SPAN, seed=seed)
-            origins.extend(produce(private_s3, records))
-            produced.extend(records)
-            time.sleep(PRODUCE_EVERY_S)
-
-    producer = threading.Thread(target=produce_until_stopped)
     landing = start_landing(*LANDING_ARGS, lake=private_s3)
     landing.wait_for_log(r"assigned partitions \[\d")
     stops: list[datetime] = []  # when each stop was issued
-    producer.start()
-    try:
+    with producing(private_s3) as traffic:
         for _ in range(RESTARTS):
             time.sleep(RUNNING_S)
             landing.wait_for_log(INTENT.pattern, start=len(landing.log()))
@@ -83,28 +57,25 @@ def test_s3_server_restarted_mid_write_loses_and_repeats_nothing(private_s3, sta
             time.sleep(DOWN_S)
             supervisor.start(private_s3, PROGRAMS, ["s3"], do_fetch=False)
         time.sleep(RUNNING_S)
-    finally:
-        stop.set()
-        producer.join()
     wait_landed(private_s3, landing)
     survived = landing.process.poll() is None
     landing.stop_cleanly()
 
     log = landing.log()
-    refusals, backs = _events(log, "object_store_refusing"), _events(log, "object_store_back")
+    refusals, backs = log_events(log, "object_store_refusing"), log_events(log, "object_store_back")
     # Per restart, from its stop to the next one: landing's refusing lines and its "back" lines.
     said = [
         (_count_within(refusals, first, last), _count_within(backs, first, last))
         for first, last in itertools.pairwise([*stops, datetime.now(UTC)])
     ]
     json_rows = sorted(event_row(e) for f in read_lake(private_s3, "json") for e in f.events)
-    events = sum(len(r.events) for r in produced)
-    tally = tally_served(private_s3, batches_of(produced), tmp_path, land=False)
+    events = traffic.events
+    tally = tally_served(private_s3, batches_of(traffic.records), tmp_path, land=False)
     record(
         Figures.from_tally(
             tally,
             scenario="S3 server restarted mid-write",
-            load=f"{len(produced)} records, {events} events produced to the topic while landing wrote "
+            load=f"{len(traffic.records)} records, {events} events produced to the topic while landing wrote "
             f"({SLICE_EVENTS} events every {PRODUCE_EVERY_S} s)",
             faults=f"the S3 server stopped and restarted {RESTARTS} times, down {DOWN_S:.0f} s each, "
             "each time as a flush had begun writing",
@@ -119,6 +90,6 @@ def test_s3_server_restarted_mid_write_loses_and_repeats_nothing(private_s3, sta
     # Each restart caught landing mid-write (a write failed while the server was away), said once each way.
     assert said == [(1, 1)] * RESTARTS, (stops, refusals, backs)
     # Every record once in the lake, JSON and Parquet, and in the served maps.
-    assert json_rows == expected_rows(produced, origins)
+    assert json_rows == expected_rows(traffic.records, traffic.origins)
     assert sorted(event_row(e) for f in read_lake(private_s3, "parquet") for e in f.events) == json_rows
     assert (tally.lost, tally.duplicated, tally.served) == (0, 0, events)
