@@ -106,8 +106,8 @@ def test_landing_killed_mid_flush_ten_times_lands_every_event_once(settings, spa
             http_5xx=0,
             test="tests/reliability/test_landing_kill_mid_flush.py::"
             "test_landing_killed_mid_flush_ten_times_lands_every_event_once",
-            notes=f"every kill's flush re-flushed by the next process ({sum(map(len, replayed))} ranges onto "
-            f"the same keys); lake rows {len(json_rows)} for {events} events",
+            notes=f"{sum(map(bool, replayed))} of {KILLS} killed flushes re-flushed by the next process "
+            f"({sum(map(len, replayed))} ranges onto the same keys); lake rows {len(json_rows)} for {events} events",
         )
     )
 
