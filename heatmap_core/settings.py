@@ -51,6 +51,14 @@ class LandingSettings(BaseSettings):
         "exit and be restarted.",
     )
 
+    health_port: int | None = Field(
+        None,
+        ge=1,
+        le=65535,
+        description="Serve GET /health on 127.0.0.1:<port> (200 ok, 503 while the object store refuses writes, "
+        "JSON saying why); unset: no endpoint.",
+    )
+
     @property
     def formats(self) -> tuple[str, ...]:
         return ("json", "parquet") if self.parquet else ("json",)

@@ -234,6 +234,11 @@ def _http_ok(url: str) -> None:
     httpx.get(url, timeout=2.0).raise_for_status()
 
 
+def _landing_healthy(settings: Settings) -> None:
+    if settings.landing.health_port is not None:
+        _http_ok(f"http://127.0.0.1:{settings.landing.health_port}/health")
+
+
 def uvicorn_command(module: str, port: int, workers: int = 1) -> list[str]:
     """A Litestar app (``module:attribute``) under uvicorn on 127.0.0.1, as the stack, tests and bench run it."""
     command = [sys.executable, "-m", "uvicorn", module, "--host", "127.0.0.1", "--port", str(port), "--no-access-log"]
@@ -338,12 +343,13 @@ PROGRAMS: Mapping[str, Program] = MappingProxyType(
                 ("kafka", "redis"),
                 lambda s: s.ingestion_workers,
             ),
-            # Landing serves nothing: running under supervisord is its health.
+            # Landing's GET /health is optional (HEATMAP_LANDING_HEALTH_PORT); without it, running is its health.
             Program(
                 "landing",
                 lambda s, p: [sys.executable, "-m", "landing", "run"],
-                lambda s: None,
+                _landing_healthy,
                 requires=("kafka", "s3"),
+                ports=lambda s: () if s.landing.health_port is None else (s.landing.health_port,),
             ),
             # chdb_server owns <data dir>/clickhouse and serves ClickHouse's HTTP interface.
             Program(

@@ -34,6 +34,7 @@ def run(
     log_interval: float = _flag("log_interval"),
     parquet: bool = _flag("parquet", "--parquet/--no-parquet"),
     log_level: str = _flag("log_level"),
+    health_port: int = _flag("health_port"),
 ) -> None:
     """Consume until SIGTERM or SIGINT, then flush, commit and leave the group."""
     given = {name: value for name, value in context.params.items() if value is not None}

@@ -23,6 +23,7 @@ the steps of successive flushes never interleave.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import signal
 import time
@@ -41,6 +42,7 @@ from heatmap_core.events import READABLE_RECORD_VERSIONS, RawBatchRecord, decode
 from heatmap_core.lake import PartitionWatermark
 from heatmap_core.settings import Settings
 from landing.buffer import Flush, PartitionBuffer, latest
+from landing.health import HealthServer, StoreHealth
 from landing.writer import LakeWriter, WrittenFile
 
 log = logging.getLogger("landing")
@@ -124,7 +126,8 @@ class Landing:
         options = settings.landing
         self.options = options
         self.topic = settings.topic
-        self.writer = LakeWriter(settings, options.formats)
+        self.health = StoreHealth(settings.raw_bucket)
+        self.writer = LakeWriter(settings, options.formats, health=self.health)
         self.flush_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="flush")
         self.in_flight: FlushInFlight | None = None
         self.rebalance = _RebalanceNotes()
@@ -154,6 +157,12 @@ class Landing:
     def run(self) -> None:
         signal.signal(signal.SIGTERM, self.request_stop)
         signal.signal(signal.SIGINT, self.request_stop)
+        port = self.options.health_port
+        with HealthServer(self.health, port) if port is not None else contextlib.nullcontext():
+            self._consume()
+        log.info("landing stopped")
+
+    def _consume(self) -> None:
         log.info(
             "landing topic %s as group %s (instance %s) into s3://%s in %s",
             self.topic,
@@ -189,7 +198,6 @@ class Landing:
             self.flush_thread.shutdown(wait=True)
             self.consumer.close(autocommit=False, timeout_ms=10_000)
             self.writer.close()
-        log.info("landing stopped")
 
     # ------------------------------------------------------------------ consuming
 
@@ -331,7 +339,10 @@ class Landing:
         self, intents: list[PartitionWatermark], flushes: list[Flush], caught_up: list[datetime | None]
     ) -> tuple[list[PartitionWatermark], dict[int, list[WrittenFile]]]:
         """Steps 1-4 of the protocol, in the flush thread; touches the object store only, never the consumer."""
+        ranges = ", ".join(f"p{f.kafka_partition} {f.first_offset}-{f.last_offset}" for f in flushes)
         self.writer.put_watermarks(intents)
+        # The debug lines bracket the part of a flush a crash leaves to be replayed (the reliability tests kill here).
+        log.debug("flush %s: intent written, writing part files", ranges)
         written = self.writer.write_parts(flushes)
         self.writer.write_ledger([f for f in flushes if f.files], written)
         landed_at = datetime.now(UTC)
@@ -340,6 +351,7 @@ class Landing:
             for intent, flush, caught_up_at in zip(intents, flushes, caught_up, strict=True)
         ]
         self.writer.put_watermarks(landed)
+        log.debug("flush %s: landed, to be committed", ranges)
         return landed, written
 
     def _finish_flush(self) -> None:
@@ -363,6 +375,7 @@ class Landing:
         }
         try:
             self.consumer.commit(offsets)
+            self.health.committed()
         except (CommitFailedError, RebalanceInProgressError) as exc:
             # The group moved on: rewind, so whoever reads these partitions next (maybe us) replays the same ranges.
             log.warning("offset commit failed (%s); the ranges will be re-flushed onto the same keys", exc)

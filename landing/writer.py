@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import logging
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from botocore.exceptions import BotoCoreError, ClientError
-from tenacity import before_sleep_log, retry, retry_if_exception_type, stop_after_delay, wait_exponential
+from tenacity import RetryCallState, retry, retry_if_exception_type, stop_after_delay, wait_exponential
 
 from heatmap_core.lake import (
     LedgerEntry,
@@ -25,19 +24,27 @@ from heatmap_core.lake import (
 from heatmap_core.s3 import s3_client
 from heatmap_core.settings import Settings
 from landing.buffer import Flush, PartFile
+from landing.health import StoreHealth
 from landing.parquet import parquet_from_json_lines
-
-log = logging.getLogger(__name__)
 
 CONTENT_TYPES = {"json": "application/x-ndjson", "parquet": "application/vnd.apache.parquet"}
 
-# The object store may be briefly away (restart, network); a flush waits for it
-# rather than failing, since nothing is committed until the writes succeed.
+
+def _refused(retry_state: RetryCallState) -> None:
+    """Before a retry: the writer's health hears of the failure (and logs only the first of a refusal)."""
+    writer: LakeWriter = retry_state.args[0]
+    if retry_state.outcome is not None and (failure := retry_state.outcome.exception()) is not None:
+        writer.health.refused(failure)
+
+
+# The object store may be briefly away (restart, network) or refuse writes (access
+# denied, bucket gone); a flush waits for it rather than failing, since nothing is
+# committed until the writes succeed. After two minutes the process exits and is restarted.
 _durable = retry(
     retry=retry_if_exception_type((BotoCoreError, ClientError)),
     wait=wait_exponential(multiplier=0.5, max=15),
     stop=stop_after_delay(120),
-    before_sleep=before_sleep_log(log, logging.WARNING),
+    before_sleep=_refused,
     reraise=True,
 )
 
@@ -51,9 +58,12 @@ class WrittenFile:
 
 
 class LakeWriter:
-    def __init__(self, settings: Settings, formats: tuple[str, ...], concurrency: int = 8):
+    def __init__(
+        self, settings: Settings, formats: tuple[str, ...], concurrency: int = 8, health: StoreHealth | None = None
+    ):
         self.settings = settings
         self.bucket = settings.raw_bucket
+        self.health = health or StoreHealth(settings.raw_bucket)
         self.formats = formats
         self.s3 = s3_client(settings)
         self.pool = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="s3-put")
@@ -64,6 +74,7 @@ class LakeWriter:
     @_durable
     def put(self, key: str, body: bytes, content_type: str = "application/json") -> None:
         self.s3.put_object(Bucket=self.bucket, Key=key, Body=body, ContentType=content_type)
+        self.health.accepted()
 
     def put_all(self, objects: list[tuple[str, bytes, str]]) -> None:
         """Write objects in parallel; returns once every one of them is stored (or raises)."""
