@@ -1,10 +1,12 @@
 """What the landing scenarios share: traffic of known records, landing's flush marks and log
-events, the object store's bucket taken away (on the test's own S3 server, ``private_s3``)."""
+events, the object store's refusals (its bucket taken away, its key pair rotated) on the test's
+own S3 server (``private_s3``)."""
 
 from __future__ import annotations
 
 import json
 import re
+import signal
 import threading
 import time
 from collections.abc import Iterator
@@ -19,8 +21,10 @@ import msgspec
 from heatmap_core.events import RawBatchRecord
 from heatmap_core.settings import Settings
 from heatmap_core.timeutil import hour_start
+from infra import supervisor
 from infra.paths import StackPaths
-from tests.landing.conftest import make_records, produce
+from infra.programs import PROGRAMS
+from tests.landing.conftest import LandingProcess, make_records, produce
 
 CLIENTS = ("acme", "globex", "initech", "umbrella", "hooli")
 SLICE_EVENTS = 600  # produced every PRODUCE_EVERY_S
@@ -90,6 +94,36 @@ def bucket_taken_away(settings: Settings) -> Iterator[None]:
         yield
     finally:
         aside.rename(bucket)
+
+
+def restart_s3(settings: Settings) -> None:
+    """The S3 server restarted with ``settings``' key pair (S3Proxy reads its identity and credential
+    only at start, from the properties file its program's command writes)."""
+    supervisor.stop_program(settings, "s3")
+    PROGRAMS["s3"].command(settings, StackPaths(settings.data_path))
+    supervisor.start(settings, PROGRAMS, ["s3"], do_fetch=False)
+
+
+@contextmanager
+def credentials_rotated(settings: Settings, landing: LandingProcess) -> Iterator[None]:
+    """The S3 server's key pair replaced by another while the block runs (an operator's botched
+    rotation: landing's key is refused, S3Proxy answers InvalidAccessKeyId), then landing's again.
+
+    Landing is paused (SIGSTOP) across the first restart, so that to landing its key is refused from
+    one request to the next, as a rotation on MinIO or S3 is; unpaused, the restart's gap would open
+    the refusal with a connection error, whose code the episode keeps. The restart back is not
+    hidden: the store away while it already refuses is the same refusal. The pause (some 10 s)
+    needs a session timeout above it, or the group evicts landing meanwhile.
+    """
+    landing.process.send_signal(signal.SIGSTOP)
+    try:
+        restart_s3(settings.model_copy(update={"s3_access_key": "rotated", "s3_secret_key": "rotated-secret"}))
+    finally:
+        landing.process.send_signal(signal.SIGCONT)
+    try:
+        yield
+    finally:
+        restart_s3(settings)
 
 
 def batches_of(records: list[RawBatchRecord]) -> list[dict]:

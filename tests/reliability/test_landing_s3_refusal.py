@@ -1,28 +1,41 @@
-"""The object store refuses landing's writes (its bucket taken away: NoSuchBucket) while records keep arriving.
+"""The object store refuses landing's writes while records keep arriving, two ways: its bucket taken
+away (NoSuchBucket), and its key pair rotated by an operator without landing's (InvalidAccessKeyId,
+S3Proxy's answer to a key it does not know; AWS S3 and MinIO answer the same).
 
 Guarantee: while S3 refuses, landing commits no offsets (the group's committed offsets, read from
 Kafka every second, do not move), says why once in its log (one `object_store_refusing` line naming
 the bucket and S3's error code, one `object_store_back` when it ends, no other warning between) and
 at GET /health (503, `degraded`, the bucket and the code, for as long as it lasts); when the
-refusal ends it lands everything, and the lake and the served hourly maps hold every record of
-the topic exactly once.
+refusal ends it lands everything without being restarted, and the lake and the served hourly maps
+hold every record of the topic exactly once.
+
+A refused key is not fatal to landing: like any refusal its writes are retried for up to two
+minutes (landing/writer.py), so an operator who puts the key back within that time finds landing
+running and caught up; past it landing exits, and its supervisor's restart replays the uncommitted
+range (nothing is lost either way, only the process's continuity).
 
 Measured: known records produced straight to the test's topic (acknowledged = records in the
-topic) before, during and after a 20 s refusal on a private S3Proxy; the lake is read back whole
-and the maps are tallied cell by cell through the query API (tests/reliability/served.py).
+topic) before, during and after a 20 s refusal on a private S3Proxy (for the rotation, restarted
+with another key pair and, after the 20 s, with landing's again); the lake is read back whole and
+the maps are tallied cell by cell through the query API (tests/reliability/served.py).
 """
 
 from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from heatmap_core.settings import Settings
 from heatmap_core.timeutil import hour_start
 from tests.conftest import free_port
 from tests.landing.conftest import (
+    LandingProcess,
     committed_offsets,
     event_row,
     expected_rows,
@@ -33,7 +46,7 @@ from tests.landing.conftest import (
 )
 
 from .figures import Figures, record
-from .landing_scenarios import batches_of, bucket_taken_away, health
+from .landing_scenarios import batches_of, bucket_taken_away, credentials_rotated, health
 from .served import tally_served
 
 pytestmark = pytest.mark.reliability
@@ -42,6 +55,38 @@ REFUSAL_S = 20.0
 EVENTS = 30_000
 CLIENTS = ("acme", "globex", "initech")
 LANDING_ARGS = ("--flush-interval", "0.5", "--max-events", "2000")
+# Above credentials_rotated's pause of landing, so the group keeps it.
+SESSION_TIMEOUT_MS = "30000"
+
+
+@dataclass(frozen=True)
+class Refusal:
+    scenario: str  # as in RELIABILITY.md
+    error_code: str  # what S3 answers landing's writes meanwhile
+    fault: str  # what is done to the store, for the figures
+    on: Callable[[Settings, LandingProcess], AbstractContextManager[None]]  # the store refuses while it runs
+
+
+REFUSALS = [
+    pytest.param(
+        Refusal(
+            "S3 refusing writes (bucket gone: NoSuchBucket)",
+            "NoSuchBucket",
+            "the raw bucket taken away on the S3 server",
+            lambda settings, _landing: bucket_taken_away(settings),
+        ),
+        id="bucket-gone",
+    ),
+    pytest.param(
+        Refusal(
+            "S3 refusing writes (access denied: credentials rotated)",
+            "InvalidAccessKeyId",
+            "landing's key refused (the S3 server restarted with another key pair, then with landing's)",
+            credentials_rotated,
+        ),
+        id="access-denied",
+    ),
+]
 
 
 def _wait_health(port: int, status: int, timeout_s: float) -> dict:
@@ -62,14 +107,22 @@ def _log_lines(text: str) -> list[dict]:
     return [json.loads(line) for line in text.splitlines() if line.startswith("{")]
 
 
-def test_landing_holds_its_offsets_while_s3_refuses_and_lands_everything_after(private_s3, start_landing, tmp_path):
+@pytest.mark.parametrize("refusal", REFUSALS)
+def test_landing_holds_its_offsets_while_s3_refuses_and_lands_everything_after(
+    refusal: Refusal, private_s3, start_landing, tmp_path, request
+):
     start = hour_start(datetime.now(UTC)) - timedelta(hours=2)
     records = make_records(
         events=EVENTS, per_record=50, clients=CLIENTS, start=start, span=timedelta(minutes=119), seed=16
     )
     before, during, after = records[:200], records[200:400], records[400:]
     port = free_port()
-    landing = start_landing(*LANDING_ARGS, lake=private_s3, HEATMAP_LANDING_HEALTH_PORT=str(port))
+    landing = start_landing(
+        *LANDING_ARGS,
+        lake=private_s3,
+        HEATMAP_LANDING_HEALTH_PORT=str(port),
+        HEATMAP_LANDING_SESSION_TIMEOUT_MS=SESSION_TIMEOUT_MS,
+    )
 
     origins = produce(private_s3, before)
     wait_landed(private_s3, landing)
@@ -77,7 +130,7 @@ def test_landing_holds_its_offsets_while_s3_refuses_and_lands_everything_after(p
 
     slices = [during[i : i + 20] for i in range(0, len(during), 20)]
     held_samples, health_samples = [], []
-    with bucket_taken_away(private_s3):
+    with refusal.on(private_s3, landing):
         origins += produce(private_s3, slices.pop(0))
         refusing = _wait_health(port, 503, 30)
         refused_at = time.monotonic()
@@ -93,6 +146,7 @@ def test_landing_holds_its_offsets_while_s3_refuses_and_lands_everything_after(p
     origins += produce(private_s3, after)
     wait_landed(private_s3, landing)
     _, landed = health(port)
+    survived = landing.process.poll() is None
     landing.stop_cleanly()
 
     lines = _log_lines(landing.log())
@@ -107,14 +161,12 @@ def test_landing_holds_its_offsets_while_s3_refuses_and_lands_everything_after(p
     record(
         Figures.from_tally(
             tally,
-            scenario="S3 refusing writes (bucket gone: NoSuchBucket)",
+            scenario=refusal.scenario,
             load=f"{len(records)} records, {EVENTS} events, produced to the topic before, during and after the refusal",
-            faults=f"the raw bucket taken away on the S3 server for {REFUSAL_S:.0f} s while "
-            f"{sum(len(r.events) for r in during)} events arrived",
+            faults=f"{refusal.fault} for {REFUSAL_S:.0f} s while {sum(len(r.events) for r in during)} events arrived",
             http_5xx=0,
-            test="tests/reliability/test_landing_s3_refusal.py::"
-            "test_landing_holds_its_offsets_while_s3_refuses_and_lands_everything_after",
-            notes=f"committed offsets unchanged in {len(held_samples)} reads during the refusal; "
+            test=request.node.nodeid,
+            notes=f"landing {'ran throughout' if survived else 'exited'}; committed offsets unchanged in {len(held_samples)} reads during the refusal; "
             f"{len(refusal_lines)} log line naming the bucket and {refusal_lines[0]['error_code']}, "
             f"{len(warnings_between)} warnings in all until writes went through; "
             f"GET /health 503 in {sum(code == 503 for code, _ in health_samples)} of {len(health_samples)} probes; "
@@ -122,15 +174,20 @@ def test_landing_holds_its_offsets_while_s3_refuses_and_lands_everything_after(p
         )
     )
 
+    assert survived
     # Nothing committed while writes failed.
     assert held_samples and all(sample == held for sample in held_samples), (held, held_samples)
     # Said once, naming the bucket and S3's code; said again once when it ended; nothing else in between.
-    assert [(line["bucket"], line["error_code"]) for line in refusal_lines] == [(private_s3.raw_bucket, "NoSuchBucket")]
-    assert [(line["bucket"], line["error_code"]) for line in back_lines] == [(private_s3.raw_bucket, "NoSuchBucket")]
+    assert [(line["bucket"], line["error_code"]) for line in refusal_lines] == [
+        (private_s3.raw_bucket, refusal.error_code)
+    ]
+    assert [(line["bucket"], line["error_code"]) for line in back_lines] == [
+        (private_s3.raw_bucket, refusal.error_code)
+    ]
     assert warnings_between == [refusal_lines[0]]
     # Health said why for as long as it lasted, and ok after.
     assert refusing["status"] == "degraded" and refusing["bucket"] == private_s3.raw_bucket
-    assert refusing["object_store"]["error_code"] == "NoSuchBucket"
+    assert refusing["object_store"]["error_code"] == refusal.error_code
     assert all(code == 503 and report == refusing for code, report in health_samples)
     assert back["object_store"] == {"state": "ok"}
     assert _instant(landed["last_commit_at"]) > _instant(refusing["last_commit_at"])
