@@ -7,13 +7,18 @@ against the session's Kafka, S3 server, Redis and ClickHouse server with this te
 own topic, bucket, database and landing group.
 
 How it is measured: the ingestion bench's load generator (``bench.loadgen``, a process
-of its own, bodies encoded beforehand) first runs closed loop for a few seconds to
-find the maximum events/s with everything else running; then it offers that rate open
-loop for HOLD_S seconds while a reader polls GET /heatmap/hourly. Every SAMPLE_S
+of its own, bodies encoded beforehand) runs closed loop (CONCURRENCY clients, each
+sending its next batch as soon as the last is answered): first for MEASURE_S seconds,
+whose rate is the maximum with everything else running, then for HOLD_S seconds, which
+holds the load at whatever the maximum is from moment to moment, while a reader polls
+GET /heatmap/hourly. (The generator's open loop at the measured rate is no way to hold
+it: the first time the server fell behind, thousands of queued requests made httpcore's
+pool spend the generator's CPU scanning its queue, and the load stopped.) Every SAMPLE_S
 seconds the test samples the RSS of every process of the application programs and of
 the ClickHouse server, and the landing group's lag (end offsets minus committed
-offsets). The traffic is ``traffic.generator`` batches sent ROUNDS times over with
-fresh batch ids, so the ground truth is the generator's cells times the rounds.
+offsets). The traffic is ``traffic.generator`` batches sent over and over with fresh
+batch ids, so the ground truth is the generator's cells per round times the rounds
+(the bodies a run sent are a prefix of its file).
 
 Guarantees:
 - memory is not growing: for every process alive through the hold, the median RSS
@@ -65,7 +70,9 @@ pytestmark = pytest.mark.reliability
 
 HOLD_S = 180.0
 SAMPLE_S = 3.0
-MEASURE_ROUNDS = 4  # about 250,000 events: a few seconds of closed loop
+MEASURE_S = 12.0
+MEASURE_ROUNDS = 16  # about 1,000,000 events: enough for MEASURE_S up to 85,000 events/s
+HOLD_HEADROOM = 1.5  # bodies for this many times the measured rate: the hold ends on time, not out of bodies
 DRAIN_TIMEOUT_S = 60.0
 MAX_LAG_S = 30.0
 RSS_GROWTH_FACTOR = 1.25
@@ -96,13 +103,26 @@ class LoadRun:
     seconds: float
     statuses: dict[str, int]
 
+    @property
+    def sent(self) -> int:
+        """Bodies sent: the first ones of the file."""
+        return sum(self.statuses.values())
 
-def _loadgen(url: str, bodies: Path, rate: float = 0.0) -> LoadRun:
-    """One run of the ingestion bench's load generator (rate 0: closed loop, its maximum)."""
+
+def _loadgen(url: str, bodies: Path, seconds: float) -> LoadRun:
+    """The ingestion bench's load generator, closed loop (its maximum) for ``seconds``."""
     command = [sys.executable, "-m", "bench.loadgen", url, str(bodies), "--concurrency", str(CONCURRENCY)]
-    output = subprocess.run([*command, "--rate", str(rate)], check=True, capture_output=True, text=True).stdout
+    output = subprocess.run([*command, "--seconds", str(seconds)], check=True, capture_output=True, text=True).stdout
     report = msgspec.json.decode(output)
     return LoadRun(report["seconds"], report["statuses"])
+
+
+def _sent_cells(payloads: list[dict], per_round: Counter, sent: int) -> Counter:
+    """Events per hourly cell of the first ``sent`` bodies of a file of rounds of ``payloads``."""
+    rounds, rest = divmod(sent, len(payloads))
+    cells = Counter({key: count * rounds for key, count in per_round.items()})
+    cells.update(expected_cells(payloads[:rest]))
+    return cells
 
 
 def _describe(process: psutil.Process) -> str:
@@ -239,6 +259,7 @@ def test_load_held_at_the_maximum_keeps_memory_and_lag_bounded_and_serves_every_
     spec = TrafficSpec(visitors=150, moves_per_visitor=400, hours_back=2, seed=time.time_ns(), now=datetime.now(UTC))
     batches, truth = build(spec)
     payloads = [batch.payload() for batch in batches]
+    per_round = expected_cells(payloads)
     round_events = truth.total()
     url = f"http://127.0.0.1:{pipeline.ingestion_port}"
     selections = sorted({(b["client_id"], b["screen_id"]) for b in payloads})
@@ -256,16 +277,16 @@ def test_load_held_at_the_maximum_keeps_memory_and_lag_bounded_and_serves_every_
     try:
         measure_bodies = tmp_path / "measure.jsonl"
         _write_bodies(measure_bodies, payloads, MEASURE_ROUNDS)
-        measured = _loadgen(url, measure_bodies)
-        max_rate = MEASURE_ROUNDS * round_events / measured.seconds
-
-        hold_rounds = math.ceil(max_rate * HOLD_S / round_events)
-        hold_bodies = tmp_path / "hold.jsonl"
-        _write_bodies(hold_bodies, payloads, hold_rounds)
+        measured = _loadgen(url, measure_bodies, MEASURE_S)
         measure_bodies.unlink()
+        measured_cells = _sent_cells(payloads, per_round, measured.sent)
+        max_rate = sum(measured_cells.values()) / measured.seconds
+
+        hold_bodies = tmp_path / "hold.jsonl"
+        _write_bodies(hold_bodies, payloads, math.ceil(max_rate * HOLD_S * HOLD_HEADROOM / round_events))
         sampler.phase = "hold"
         hold_start = time.monotonic() - sampler.started
-        held = _loadgen(url, hold_bodies, rate=max_rate)
+        held = _loadgen(url, hold_bodies, HOLD_S)
         hold_end = time.monotonic() - sampler.started
         hold_bodies.unlink()
 
@@ -284,13 +305,10 @@ def test_load_held_at_the_maximum_keeps_memory_and_lag_bounded_and_serves_every_
 
     # The daemon stopped, so no run of its started on a part of the lake lands after the last build.
     supervisor.stop_program(pipeline, "dagster")
-    rounds = MEASURE_ROUNDS + hold_rounds
-    expected = Counter({key: count * rounds for key, count in expected_cells(payloads).items()})
-    if final_lag == 0:
-        build_hours(pipeline, {key[2] for key in expected})
-        tally = Tally.of(expected, served_cells(pipeline, expected))
-    else:  # the lake is incomplete: the tally would only restate the lag
-        tally = Tally(sum(expected.values()), 0, sum(expected.values()), 0)
+    held_cells = _sent_cells(payloads, per_round, held.sent)
+    expected = measured_cells + held_cells
+    build_hours(pipeline, {key[2] for key in expected})
+    tally = Tally.of(expected, served_cells(pipeline, expected))
 
     memory, transient = _memory(sampler, hold_start, hold_end)
     hold_lags = [lag for _, phase, lag in sampler.lag if phase == "hold"]
@@ -299,7 +317,8 @@ def test_load_held_at_the_maximum_keeps_memory_and_lag_bounded_and_serves_every_
     statuses = Counter(measured.statuses) + Counter(held.statuses)
     ingestion_5xx = sum(n for status, n in statuses.items() if status.startswith("5"))
     query_5xx = sum(n for status, n in reader.statuses.items() if status >= 500)
-    achieved = hold_rounds * round_events / held.seconds
+    held_events = sum(held_cells.values())
+    achieved = held_events / held.seconds
     notes = (
         "RSS median middle/last third, peak, final (MiB): "
         + "; ".join(
@@ -310,16 +329,16 @@ def test_load_held_at_the_maximum_keeps_memory_and_lag_bounded_and_serves_every_
         + f"; lag max {max_lag:,} records ({max_lag / records_per_s:.1f} s of load), hold median "
         f"{statistics.median(hold_lags):,.0f}; drained to {final_lag} in {drain_s:.0f} s"
         + f"; query API {sum(reader.statuses.values())} reads {dict(reader.statuses)}"
+        + f"; ingestion answers {dict(statuses)}"
     )
     record(
         Figures.from_tally(
             tally,
             scenario="Load held",
             load=(
-                f"{max_rate:,.0f} events/s offered x {HOLD_S:.0f} s open loop, {achieved:,.0f} achieved "
-                f"({hold_rounds * round_events:,} events, {hold_rounds * len(payloads):,} batches of "
-                f"{round_events / len(payloads):.0f} events); the maximum measured closed loop with "
-                f"{CONCURRENCY} clients over {measured.seconds:.1f} s"
+                f"closed loop, {CONCURRENCY} clients: {max_rate:,.0f} events/s measured over {measured.seconds:.0f} s, "
+                f"then {achieved:,.0f} events/s held for {held.seconds:.0f} s ({held_events:,} events in "
+                f"{held.sent:,} batches of {round_events / len(payloads):.0f} events on average)"
             ),
             faults="none: the whole pipeline running (ingestion, landing, Dagster daemon, query API reads)",
             http_5xx=ingestion_5xx + query_5xx,
@@ -330,11 +349,11 @@ def test_load_held_at_the_maximum_keeps_memory_and_lag_bounded_and_serves_every_
     )
     print(f"samples: {rss_csv}, {lag_csv}")
 
-    assert statuses == {"202": rounds * len(payloads)}, statuses
+    assert statuses == {"202": measured.sent + held.sent}, statuses
     assert set(reader.statuses) == {200}, reader.statuses
     grown = [m for m in memory if m.last_mib > m.bound_mib]
     assert not grown, f"RSS grew past {RSS_GROWTH_FACTOR}x the middle third + {RSS_GROWTH_MIB:.0f} MiB: {grown}"
     assert max_lag <= MAX_LAG_S * records_per_s, f"lag reached {max_lag} records"
     assert final_lag == 0, f"{final_lag} records not landed {DRAIN_TIMEOUT_S:.0f} s after the load"
     assert (tally.lost, tally.duplicated) == (0, 0), tally
-    assert tally.served == tally.acknowledged == rounds * round_events
+    assert tally.served == tally.acknowledged > 0
