@@ -74,9 +74,9 @@ MEASURE_S = 12.0
 MEASURE_ROUNDS = 16  # about 1,000,000 events: enough for MEASURE_S up to 85,000 events/s
 HOLD_HEADROOM = 1.5  # bodies for this many times the measured rate: the hold ends on time, not out of bodies
 DRAIN_TIMEOUT_S = 60.0
-MAX_LAG_S = 30.0
-RSS_GROWTH_FACTOR = 1.25
-RSS_GROWTH_MIB = 64.0
+MAX_LAG_S = 10.0
+RSS_GROWTH_FACTOR = 1.10
+RSS_GROWTH_MIB = 16.0
 MIB = 2**20
 
 
@@ -304,10 +304,14 @@ def test_load_held_at_the_maximum_keeps_memory_and_lag_bounded_and_serves_every_
     rss_csv, lag_csv = sampler.write(FIGURES_DIR)
 
     # The daemon stopped, so no run of its started on a part of the lake lands after the last build.
+    stopping = time.monotonic()
     supervisor.stop_program(pipeline, "dagster")
+    print(f"dagster stopped in {time.monotonic() - stopping:.0f} s")
     held_cells = _sent_cells(payloads, per_round, held.sent)
     expected = measured_cells + held_cells
+    building = time.monotonic()
     build_hours(pipeline, {key[2] for key in expected})
+    print(f"{len({key[2] for key in expected})} hours built in {time.monotonic() - building:.0f} s")
     tally = Tally.of(expected, served_cells(pipeline, expected))
 
     memory, transient = _memory(sampler, hold_start, hold_end)
