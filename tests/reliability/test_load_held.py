@@ -10,7 +10,8 @@ How it is measured: the ingestion bench's load generator (``bench.loadgen``, a p
 of its own, bodies encoded beforehand) runs closed loop (CONCURRENCY clients, each
 sending its next batch as soon as the last is answered): first for MEASURE_S seconds,
 whose rate is the maximum with everything else running, then for HOLD_S seconds, which
-holds the load at whatever the maximum is from moment to moment, while a reader polls
+holds the load at whatever the maximum is from moment to moment (below the measured
+one while the daemon's runs, a Spark JVM each, share the cores), while a reader polls
 GET /heatmap/hourly. (The generator's open loop at the measured rate is no way to hold
 it: the first time the server fell behind, thousands of queued requests made httpcore's
 pool spend the generator's CPU scanning its queue, and the load stopped.) Every SAMPLE_S
@@ -30,7 +31,10 @@ Guarantees:
 - every acknowledged event is served exactly once (tests/reliability/served.py's
   tally, after the hours are built once more with the daemon stopped).
 
-The samples are kept in test-artifacts/reliability/load-held-{rss,lag}.csv.
+The memory bound catches a leak of more than about a tenth of a process plus 16 MiB a
+minute (an ingestion keeping every batch it accepted failed it); the tally catches a
+landing that commits a flush it never wrote. The samples are kept in
+test-artifacts/reliability/load-held-{rss,lag}.csv.
 Kafka, the S3 server and Redis are shared with other tests and not sampled.
 """
 
