@@ -31,7 +31,7 @@ Guarantees:
 - every acknowledged event is served exactly once (tests/reliability/served.py's
   tally, after the hours are built once more with the daemon stopped).
 
-The memory bound catches a leak of more than about a tenth of a process plus 16 MiB a
+The memory bound catches a leak of more than about a tenth of a process plus 32 MiB a
 minute (an ingestion keeping every batch it accepted failed it); the tally catches a
 landing that commits a flush it never wrote. The samples are kept in
 test-artifacts/reliability/load-held-{rss,lag}.csv.
@@ -81,7 +81,7 @@ HOLD_HEADROOM = 1.5  # bodies for this many times the measured rate: the hold en
 DRAIN_TIMEOUT_S = 60.0
 MAX_LAG_S = 10.0
 RSS_GROWTH_FACTOR = 1.10
-RSS_GROWTH_MIB = 16.0
+RSS_GROWTH_MIB = 32.0
 MIB = 2**20
 
 
