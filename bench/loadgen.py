@@ -6,7 +6,9 @@ timed) to URL/events/batch and prints one JSON document on stdout: the elapsed
 seconds, each request's latency and the HTTP statuses seen.
 
 - ``--rate 0`` (closed loop): ``--concurrency`` clients, each sending its next
-  body as soon as the previous one is answered: the maximum throughput.
+  body as soon as the previous one is answered: the maximum throughput. With
+  ``--seconds S`` no body is started after S seconds; the bodies sent are then
+  the file's first ones, as many as the statuses count.
 - ``--rate R`` (open loop): body i is due at ``sum(events before i) / R``
   seconds, sent then whatever is still in flight; its latency counts from that
   due time, so a server that falls behind shows it (no coordinated omission).
@@ -34,7 +36,9 @@ class Report(msgspec.Struct):
     statuses: dict[str, int]
 
 
-async def _send(url: str, bodies: list[bytes], events: list[int], concurrency: int, rate: float) -> Report:
+async def _send(
+    url: str, bodies: list[bytes], events: list[int], concurrency: int, rate: float, seconds: float
+) -> Report:
     latencies: list[float] = []
     statuses: dict[str, int] = {}
     # httpcore scans its whole pool for every request: a pool of hundreds made the generator outspend the
@@ -50,9 +54,11 @@ async def _send(url: str, bodies: list[bytes], events: list[int], concurrency: i
         started = time.perf_counter()
         if rate <= 0:
             queue = iter(bodies)
+            deadline = started + seconds if seconds > 0 else float("inf")
 
             async def worker() -> None:
-                for body in queue:
+                # Taken in file order and only before the deadline: the bodies sent are a prefix of the file.
+                while time.perf_counter() < deadline and (body := next(queue, None)) is not None:
                     await post(body, time.perf_counter())
 
             await asyncio.gather(*(worker() for _ in range(concurrency)))
@@ -75,10 +81,11 @@ def main(
     bodies: Path,
     concurrency: Annotated[int, typer.Option(help="Clients in the closed loop.")] = 8,
     rate: Annotated[float, typer.Option(help="Offered events/s (0: closed loop, as fast as answered).")] = 0.0,
+    seconds: Annotated[float, typer.Option(help="Closed loop: start no body after this long (0: send all).")] = 0.0,
 ) -> None:
     lines = bodies.read_bytes().splitlines()
     events = [len(msgspec.json.decode(line)["events"]) for line in lines]
-    report = asyncio.run(_send(url.rstrip("/") + "/events/batch", lines, events, concurrency, rate))
+    report = asyncio.run(_send(url.rstrip("/") + "/events/batch", lines, events, concurrency, rate, seconds))
     print(msgspec.json.encode(report).decode())
 
 
