@@ -40,9 +40,30 @@ def _machine() -> str:
     )
 
 
+# The order: the path of an event from the client to the map, then input and tenants, then load.
+ORDER = (
+    "Kafka",
+    "Redis",
+    "Landing",
+    "S3 server",
+    "S3 refusing",
+    "Hourly run",
+    "ClickHouse",
+    "Hostile",
+    "Tenants",
+    "Load",
+)
+
+
+def _rank(figures: Figures) -> tuple[int, str]:
+    return next(
+        (i for i, prefix in enumerate(ORDER) if figures.scenario.startswith(prefix)), len(ORDER)
+    ), figures.scenario
+
+
 def table(figures: list[Figures]) -> str:
     lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
-    for f in figures:
+    for f in sorted(figures, key=_rank):
         cells = (
             f.scenario,
             f.load,
