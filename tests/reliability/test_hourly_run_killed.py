@@ -36,7 +36,7 @@ from heatmap_core.clickhouse import STAGE_PREFIX, clickhouse
 from heatmap_core.lake import STAGING_PREFIX
 from heatmap_core.s3 import s3_client
 from heatmap_core.schema import HOURLY
-from infra.programs import DAGSTER_INSTANCE
+from infra.programs import dagster_instance
 from tests.conftest import ROOT, serve_app
 
 from .figures import Figures, Tally, record
@@ -53,7 +53,7 @@ KILL_TIMEOUT_S = 400
 
 def _start_run(settings, hour, home: Path, log: Path) -> subprocess.Popen:
     """``dagster asset materialize`` of the hour, as an operator (or the daemon's run worker) runs it."""
-    (home / "dagster.yaml").write_text(DAGSTER_INSTANCE)
+    (home / "dagster.yaml").write_text(dagster_instance(settings.dagster))
     command = [
         str(Path(sys.executable).parent / "dagster"),
         "asset",
