@@ -33,14 +33,20 @@ from dagster._core.instance.ref import InstanceRef
 from heatmap_assets.assets import BUCKET_WRITES_POOL
 from heatmap_assets.partitions import hour_key
 from heatmap_core.clickhouse import STAGE_PREFIX, clickhouse
-from heatmap_core.lake import STAGING_PREFIX
-from heatmap_core.s3 import s3_client
 from heatmap_core.schema import HOURLY
 from infra.programs import dagster_instance
 from tests.conftest import ROOT, serve_app
 
 from .figures import Figures, Tally, record
-from .hour_writes import HourReader, assert_hour_is, materialize_hour, old_hour_then_more, recent_hour, served_truth
+from .hour_writes import (
+    HourReader,
+    assert_hour_is,
+    materialize_hour,
+    old_hour_then_more,
+    recent_hour,
+    served_truth,
+    spark_writing,
+)
 from .served import served_cells
 
 pytestmark = pytest.mark.reliability
@@ -81,12 +87,6 @@ def _staging_tables(settings) -> int:
         ).result_rows[0][0]
 
 
-def _spark_writing(settings) -> bool:
-    """Spark's executors have begun writing the run's rows under the staging prefix."""
-    listing = s3_client(settings).list_objects_v2(Bucket=settings.raw_bucket, Prefix=STAGING_PREFIX, MaxKeys=1)
-    return listing.get("KeyCount", 0) > 0
-
-
 def _left_in_dagster(home: Path) -> str:
     """What the killed run left in its Dagster instance: the run's status and the pool slots it holds."""
     with DagsterInstance.from_ref(InstanceRef.from_dir(str(home))) as instance:
@@ -120,7 +120,7 @@ def test_hourly_run_killed_mid_write_then_rerun_writes_identical_rows(settings, 
         reader.wait_for_total(len(old))
         run = _start_run(settings, hour, tmp_path, log)
         if moment == "spark job":
-            _kill_when(run, log, lambda: _spark_writing(settings), "Spark writing staged rows")
+            _kill_when(run, log, lambda: spark_writing(settings), "Spark writing staged rows")
         else:
             _kill_when(run, log, lambda: _staging_tables(settings) > 0, "the staging table")
         run_log = log.read_text()
