@@ -4,7 +4,7 @@ by the daemon alone, with identical rows; a killed run blocks no later run.
 Guarantee: a heatmap_hourly run whose run worker (and the Spark driver under it) is SIGKILLed
 mid-write is marked failed, the `heatmap_bucket_writes` slot it held is freed, and the daemon
 re-executes the partition, which then holds exactly a clean run's rows; a run of another partition
-launched afterwards runs to success (the pool's limit is 1, so a slot kept by the dead run would
+launched right after the kill runs to success (the pool's limit is 1, so a slot kept by the dead run would
 block both). Nobody acts after the kill: this is the deployment's dagster.yaml
 (`infra.programs.dagster_instance`: run monitoring with `free_slots_after_run_end_seconds`, run
 retries) doing its job.
@@ -13,11 +13,11 @@ How it is measured: a real `dagster dev` (the stack's dagster program, a private
 test's bucket and ClickHouse database, run monitoring ticking every 2 s) and an hour of known v2
 lake data. The run is launched through GraphQL; as soon as Spark's executors write its staged rows
 to the object store, the run worker's process tree (pid from the run's "Started process" event) is
-SIGKILLed. The test then only watches: the killed run turns FAILURE, the daemon's retry (a run
-tagged `dagster/retry_number`) succeeds, the hour's cells and scroll rows in ClickHouse equal a
-clean run's and GET /heatmap/hourly serves every event once; then a run of another hour is
-launched and must succeed with its exact rows. The notes give the seconds from the kill to the run
-failed, to its slot freed and to the retry's success.
+SIGKILLed and a run of another hour is launched. The test then only watches: the killed run turns
+FAILURE, its slot is freed, the daemon's retry (a run tagged `dagster/retry_number`) succeeds, the
+hour's cells and scroll rows in ClickHouse equal a clean run's and GET /heatmap/hourly serves every
+event once; the other hour's run succeeds with its exact rows. The notes give the seconds from the
+kill to the run failed, to its slot freed and to the retry's success.
 """
 
 from __future__ import annotations
@@ -204,6 +204,8 @@ def test_hourly_run_killed_is_failed_freed_and_rerun_by_the_daemon(settings, tmp
         held_at_kill = dev.slot_holders()
         killed_at = time.time()
         killed_pids = _kill_tree(worker)
+        # Another hour's run right after the kill: it must not wait for anyone to clear the dead run.
+        later_id = dev.launch_hour(later_hour)
 
         # From here on the test only watches.
         killed = dev.wait(lambda: dev.ended(killed_id), 60, "the killed run to be marked ended")
@@ -216,7 +218,6 @@ def test_hourly_run_killed_is_failed_freed_and_rerun_by_the_daemon(settings, tmp
         expected = served_truth(events, hour)
         tally = Tally.of(expected, served_cells(settings, expected))
 
-        later_id = dev.launch_hour(later_hour)
         later = dev.wait(lambda: dev.ended(later_id), 200, "the later hour's run to end")
     finally:
         dev.stop()
