@@ -57,7 +57,8 @@ class LandingSettings(BaseSettings):
 
 
 class DagsterSettings(BaseSettings):
-    """The Dagster code location's own settings (heatmap_assets), read when the location loads."""
+    """The Dagster code location's own settings (heatmap_assets), read when the location loads, and the
+    instance's run monitoring and retries (``run_*``), which the stack writes into dagster.yaml."""
 
     # The variables had these names before they were gathered here; the prefix keeps them.
     # An empty variable means the default, as it did before (HEATMAP_PARTITIONS_START="").

@@ -9,9 +9,10 @@ hour); a second lake file adds events, and `dagster asset materialize` of the pr
 location, in a process group of its own, rewrites the hour. The group is SIGKILLed (a) as soon as
 Spark's executors begin writing the run's staged rows to the object store (mid-job), or (b) as soon
 as the run's staging table appears in ClickHouse (the bucket write has begun). The same partition is
-then materialized again (a rerun of the same materialization in the test's process, not by the
-Dagster daemon: the killed run stays STARTED holding its pool slot, which the notes record, so the
-local daemon would not rerun it; docs/ARCHITECTURE.md, Idempotency). Throughout, a reader polls
+then materialized again (a rerun of the same materialization in the test's process: a
+command-line run has no code server watching it, so it stays STARTED holding its pool slot, which
+the notes record; the daemon's own rerun of a killed run under `dagster dev` is measured by
+test_hourly_run_killed_daemon.py; docs/ARCHITECTURE.md, Idempotency). Throughout, a reader polls
 GET /heatmap/hourly for the hour's total every 50 ms; every total it sees must be the old hour's or
 the new one's. After the rerun the hour's cells (per type and device) and scroll rows equal a
 clean run's over all the events, and the query API serves every event exactly once per type.

@@ -27,13 +27,14 @@ import os
 import signal
 import subprocess
 import time
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import httpx
 import psutil
 import pytest
-from dagster import DagsterEventType, DagsterInstance, DagsterRunStatus, RunsFilter
+from dagster import DagsterEventType, DagsterInstance, DagsterRunStatus, RunRecord, RunsFilter
 from dagster._core.instance.ref import InstanceRef
 from dagster._core.storage.tags import RETRY_NUMBER_TAG
 
@@ -141,16 +142,21 @@ class DagsterDev:
     def run_worker(self, run_id: str) -> int | None:
         """The pid of the run's worker process, from its "Started process for run" event."""
         for entry in self.instance.all_logs(run_id, of_type=DagsterEventType.ENGINE_EVENT):
-            metadata = entry.dagster_event.engine_event_data.metadata
-            if "pid" in metadata:
-                return int(metadata["pid"].value)
+            pid = entry.dagster_event.engine_event_data.metadata.get("pid") if entry.dagster_event else None
+            if pid is not None:
+                return int(str(pid.value))
         return None
+
+    def engine_messages(self, run_id: str) -> str:
+        return "\n".join(
+            entry.message for entry in self.instance.all_logs(run_id, of_type=DagsterEventType.ENGINE_EVENT)
+        )
 
     def slot_holders(self) -> set[str]:
         """The runs holding a slot of the bucket writes pool."""
         return self.instance.event_log_storage.get_concurrency_info(BUCKET_WRITES_POOL).active_run_ids
 
-    def retries_of(self, run_id: str) -> list:
+    def retries_of(self, run_id: str) -> Sequence[RunRecord]:
         return self.instance.get_run_records(RunsFilter(tags={"dagster/parent_run_id": run_id}))
 
     def tail(self, n: int = 4000) -> str:
@@ -209,6 +215,7 @@ def test_hourly_run_killed_is_failed_freed_and_rerun_by_the_daemon(settings, tmp
 
         # From here on the test only watches.
         killed = dev.wait(lambda: dev.ended(killed_id), 60, "the killed run to be marked ended")
+        crash = dev.engine_messages(killed_id)
         freed_at = dev.wait(
             lambda: killed_id not in dev.slot_holders() and time.time(), 60, "the killed run's slot to be freed"
         )
@@ -241,6 +248,8 @@ def test_hourly_run_killed_is_failed_freed_and_rerun_by_the_daemon(settings, tmp
     assert held_at_kill == {killed_id}
     assert len(killed_pids) > 1  # the Spark JVM went with the worker
     assert killed.dagster_run.status == DagsterRunStatus.FAILURE
+    # Failed by the code server that launched it, which saw its run process gone (not a timeout).
+    assert f"Run execution process for {killed_id} was terminated by signal 9" in crash, crash
     assert retry.dagster_run.status == DagsterRunStatus.SUCCESS, dev.tail()
     assert retry.dagster_run.tags[RETRY_NUMBER_TAG] == "1"
     assert retry.dagster_run.tags["dagster/partition"] == hour_key(hour)
