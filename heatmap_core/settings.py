@@ -65,7 +65,8 @@ class LandingSettings(BaseSettings):
 
 
 class DagsterSettings(BaseSettings):
-    """The Dagster code location's own settings (heatmap_assets), read when the location loads."""
+    """The Dagster code location's own settings (heatmap_assets), read when the location loads, and the
+    instance's run monitoring and retries (``run_*``), which the stack writes into dagster.yaml."""
 
     # The variables had these names before they were gathered here; the prefix keeps them.
     # An empty variable means the default, as it did before (HEATMAP_PARTITIONS_START="").
@@ -98,6 +99,22 @@ class DagsterSettings(BaseSettings):
         8 * 24 * 60, gt=0, description="heatmap_weekly fails freshness after this."
     )
     freshness_weekly_warn_minutes: float = Field(30 * 60, gt=0, description="heatmap_weekly warns after this.")
+    # Dagster's instance (dagster.yaml, written by the stack): how a dead run is failed, freed and retried.
+    run_monitoring_interval_seconds: int = Field(
+        30,
+        ge=1,
+        description="Tick of Dagster's run monitoring daemon; it frees the pool slots a run still held when it "
+        "ended (a killed run's) one tick after its end.",
+    )
+    run_max_runtime_seconds: int = Field(
+        6 * 3600,
+        ge=0,
+        description="Run monitoring fails a run started longer ago than this (the backstop for a run whose code "
+        "server died with it); 0: no limit.",
+    )
+    run_max_retries: int = Field(
+        2, ge=0, description="The daemon re-executes a failed run (a killed one included) up to this many times."
+    )
 
 
 class Settings(BaseSettings):

@@ -27,11 +27,12 @@ from types import MappingProxyType
 
 import httpx
 import redis
+import yaml
 from kafka import KafkaAdminClient
 
 from heatmap_core.provision import ensure_buckets, ensure_topic
 from heatmap_core.s3 import s3_client
-from heatmap_core.settings import Settings
+from heatmap_core.settings import DagsterSettings, Settings
 from infra.console import StackError, console
 from infra.paths import CONFIG, ROOT, StackPaths, jars_dir
 
@@ -296,14 +297,33 @@ def _uvicorn_program(
     )
 
 
-# One bucket write at a time: replacing an hour swaps its whole day partition.
-DAGSTER_INSTANCE = "telemetry:\n  enabled: false\nconcurrency:\n  pools:\n    default_limit: 1\n"
+def dagster_instance(settings: DagsterSettings) -> str:
+    """The instance's dagster.yaml. A run whose worker is killed is failed (by the code server, which sees
+    its run process gone, or by run monitoring past the max runtime), its pool slot is freed one monitoring
+    tick after its end, and the retry daemon re-executes it: nobody has to notice (ARCHITECTURE, Idempotency).
+    """
+    return yaml.safe_dump(
+        {
+            "telemetry": {"enabled": False},
+            # One bucket write at a time: replacing an hour swaps its whole day partition.
+            "concurrency": {"pools": {"default_limit": 1}},
+            "run_monitoring": {
+                "enabled": True,
+                "poll_interval_seconds": settings.run_monitoring_interval_seconds,
+                "max_runtime_seconds": settings.run_max_runtime_seconds,
+                # A run that ended still holding a slot died before releasing it: nothing else will.
+                "free_slots_after_run_end_seconds": settings.run_monitoring_interval_seconds,
+            },
+            "run_retries": {"enabled": True, "max_retries": settings.run_max_retries},
+        },
+        sort_keys=False,
+    )
 
 
 def _dagster_command(settings: Settings, paths: StackPaths) -> list[str]:
     home = paths.data / "dagster_home"
     home.mkdir(parents=True, exist_ok=True)
-    (home / "dagster.yaml").write_text(DAGSTER_INSTANCE)
+    (home / "dagster.yaml").write_text(dagster_instance(settings.dagster))
     return dagster_dev_command(settings.dagster_port)
 
 

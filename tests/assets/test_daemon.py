@@ -29,7 +29,7 @@ from heatmap_assets.partitions import day_key, hour_key
 from heatmap_core.s3 import ensure_bucket, s3_client
 from heatmap_core.schema import CELLS
 from heatmap_core.settings import Settings
-from infra.programs import DAGSTER_INSTANCE, dagster_dev_command
+from infra.programs import dagster_dev_command, dagster_instance
 from tests.assets import lakedata
 from tests.assets.runs import CHECKS_OF
 from tests.conftest import day_of, free_port, week_of
@@ -83,7 +83,7 @@ def dev(stack: Settings, tmp_path_factory):
     base = tmp_path_factory.mktemp("dagster")
     home = base / "dagster_home"
     home.mkdir()
-    (home / "dagster.yaml").write_text(DAGSTER_INSTANCE)
+    (home / "dagster.yaml").write_text(dagster_instance(settings.dagster))
     log = base / "dagster-dev.log"
 
     # A partition kept late on purpose: raw data for an hour older than the

@@ -21,6 +21,8 @@ from heatmap_assets.assets import ALL_ASSETS
 from heatmap_assets.partitions import hour_key
 from heatmap_assets.resources import build_resources
 from heatmap_core.events import LakeEvent
+from heatmap_core.lake import STAGING_PREFIX
+from heatmap_core.s3 import s3_client
 from heatmap_core.schema import HOURLY, SCROLL_HOURLY
 from heatmap_core.settings import Settings
 from tests.assets import lakedata
@@ -64,6 +66,12 @@ def materialize_hour(settings: Settings, hour: datetime) -> bool:
             instance=instance,
             raise_on_error=False,
         ).success
+
+
+def spark_writing(settings: Settings) -> bool:
+    """A run's Spark executors have begun writing its rows under the staging prefix (it is mid-job)."""
+    listing = s3_client(settings).list_objects_v2(Bucket=settings.raw_bucket, Prefix=STAGING_PREFIX, MaxKeys=1)
+    return listing.get("KeyCount", 0) > 0
 
 
 def hour_rows(settings: Settings, hour: datetime) -> tuple[dict, dict]:

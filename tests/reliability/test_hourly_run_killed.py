@@ -9,9 +9,10 @@ hour); a second lake file adds events, and `dagster asset materialize` of the pr
 location, in a process group of its own, rewrites the hour. The group is SIGKILLed (a) as soon as
 Spark's executors begin writing the run's staged rows to the object store (mid-job), or (b) as soon
 as the run's staging table appears in ClickHouse (the bucket write has begun). The same partition is
-then materialized again (a rerun of the same materialization in the test's process, not by the
-Dagster daemon: the killed run stays STARTED holding its pool slot, which the notes record, so the
-local daemon would not rerun it; docs/ARCHITECTURE.md, Idempotency). Throughout, a reader polls
+then materialized again (a rerun of the same materialization in the test's process: a
+command-line run has no code server watching it, so it stays STARTED holding its pool slot, which
+the notes record; the daemon's own rerun of a killed run under `dagster dev` is measured by
+test_hourly_run_killed_daemon.py; docs/ARCHITECTURE.md, Idempotency). Throughout, a reader polls
 GET /heatmap/hourly for the hour's total every 50 ms; every total it sees must be the old hour's or
 the new one's. After the rerun the hour's cells (per type and device) and scroll rows equal a
 clean run's over all the events, and the query API serves every event exactly once per type.
@@ -33,14 +34,20 @@ from dagster._core.instance.ref import InstanceRef
 from heatmap_assets.assets import BUCKET_WRITES_POOL
 from heatmap_assets.partitions import hour_key
 from heatmap_core.clickhouse import STAGE_PREFIX, clickhouse
-from heatmap_core.lake import STAGING_PREFIX
-from heatmap_core.s3 import s3_client
 from heatmap_core.schema import HOURLY
-from infra.programs import DAGSTER_INSTANCE
+from infra.programs import dagster_instance
 from tests.conftest import ROOT, serve_app
 
 from .figures import Figures, Tally, record
-from .hour_writes import HourReader, assert_hour_is, materialize_hour, old_hour_then_more, recent_hour, served_truth
+from .hour_writes import (
+    HourReader,
+    assert_hour_is,
+    materialize_hour,
+    old_hour_then_more,
+    recent_hour,
+    served_truth,
+    spark_writing,
+)
 from .served import served_cells
 
 pytestmark = pytest.mark.reliability
@@ -53,7 +60,7 @@ KILL_TIMEOUT_S = 400
 
 def _start_run(settings, hour, home: Path, log: Path) -> subprocess.Popen:
     """``dagster asset materialize`` of the hour, as an operator (or the daemon's run worker) runs it."""
-    (home / "dagster.yaml").write_text(DAGSTER_INSTANCE)
+    (home / "dagster.yaml").write_text(dagster_instance(settings.dagster))
     command = [
         str(Path(sys.executable).parent / "dagster"),
         "asset",
@@ -79,12 +86,6 @@ def _staging_tables(settings) -> int:
             "SELECT count() FROM system.tables WHERE database = {db:String} AND startsWith(name, {prefix:String})",
             parameters={"db": settings.clickhouse_database, "prefix": f"{STAGE_PREFIX}{HOURLY.name}_"},
         ).result_rows[0][0]
-
-
-def _spark_writing(settings) -> bool:
-    """Spark's executors have begun writing the run's rows under the staging prefix."""
-    listing = s3_client(settings).list_objects_v2(Bucket=settings.raw_bucket, Prefix=STAGING_PREFIX, MaxKeys=1)
-    return listing.get("KeyCount", 0) > 0
 
 
 def _left_in_dagster(home: Path) -> str:
@@ -120,7 +121,7 @@ def test_hourly_run_killed_mid_write_then_rerun_writes_identical_rows(settings, 
         reader.wait_for_total(len(old))
         run = _start_run(settings, hour, tmp_path, log)
         if moment == "spark job":
-            _kill_when(run, log, lambda: _spark_writing(settings), "Spark writing staged rows")
+            _kill_when(run, log, lambda: spark_writing(settings), "Spark writing staged rows")
         else:
             _kill_when(run, log, lambda: _staging_tables(settings) > 0, "the staging table")
         run_log = log.read_text()
