@@ -20,6 +20,8 @@ from rich.console import Console
 from rich.table import Table
 from tenacity import Retrying, stop_after_delay, wait_fixed
 
+from heatmap_core.provision import ensure_topic, remove_topic
+from heatmap_core.s3 import ensure_bucket, remove_bucket, s3_client
 from heatmap_core.settings import Settings
 from infra.programs import uvicorn_command
 
@@ -38,6 +40,27 @@ def machine() -> str:
         pass
     memory = psutil.virtual_memory().total / 2**30
     return f"{model}, {os.cpu_count()} cores, {memory:.0f} GiB, {platform.system()} {platform.release()}, Python {platform.python_version()}"
+
+
+@contextmanager
+def scratch_topic(settings: Settings) -> Iterator[Settings]:
+    """``settings.topic`` for the bench's run, deleted after it: runs must not pile records up on the disk."""
+    ensure_topic(settings)
+    try:
+        yield settings
+    finally:
+        remove_topic(settings)
+
+
+@contextmanager
+def scratch_bucket(settings: Settings) -> Iterator[Settings]:
+    """``settings.raw_bucket`` for the bench's run, removed with its objects after it."""
+    client = s3_client(settings)
+    ensure_bucket(client, settings.raw_bucket)
+    try:
+        yield settings
+    finally:
+        remove_bucket(client, settings.raw_bucket)
 
 
 def median_seconds(run: Callable[[], object], repeats: int) -> float:

@@ -11,14 +11,14 @@ from datetime import UTC, datetime, timedelta
 
 import msgspec
 
-from bench.common import Result, console, median_seconds
+from bench.common import Result, console, median_seconds, scratch_bucket
 from heatmap_assets.spark_job import READ_COLUMNS, write_hours
 from heatmap_core.clickhouse import clickhouse
 from heatmap_core.events import SCROLL, UNKNOWN_DEVICE, LakeEvent
 from heatmap_core.grid import GRID_H, GRID_W
 from heatmap_core.lake import part_key, staging_table_prefix
 from heatmap_core.lake_schema import EVENT_KEY, clickhouse_s3_source, clickhouse_structure
-from heatmap_core.s3 import ensure_bucket, s3_client
+from heatmap_core.s3 import s3_client
 from heatmap_core.schema import CELLS
 from heatmap_core.schema import SCROLL as SCROLL_KIND
 from heatmap_core.settings import Settings
@@ -112,7 +112,6 @@ def _event(hour: datetime, number: int, rng: random.Random) -> LakeEvent:
 
 def _write_hour(settings: Settings, hour: datetime) -> list[str]:
     client = s3_client(settings)
-    ensure_bucket(client, settings.raw_bucket)
     rng = random.Random(5)
     keys = []
     per_file = EVENTS // FILES
@@ -127,7 +126,11 @@ def _write_hour(settings: Settings, hour: datetime) -> list[str]:
 
 
 def run(settings: Settings, repeats: int = 3) -> list[Result]:
-    settings = settings.model_copy(update={"raw_bucket": f"bench-hourly-{uuid.uuid4().hex[:8]}"})
+    with scratch_bucket(settings.model_copy(update={"raw_bucket": f"bench-hourly-{uuid.uuid4().hex[:8]}"})) as scratch:
+        return _run(scratch, repeats)
+
+
+def _run(settings: Settings, repeats: int) -> list[Result]:
     hour = hour_start(datetime.now(UTC)) - timedelta(hours=1)
     console.print(f"writing {EVENTS:,} lake lines in {FILES} files ...")
     keys = _write_hour(settings, hour)

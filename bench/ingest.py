@@ -22,9 +22,8 @@ from pathlib import Path
 import msgspec
 from aiokafka import AIOKafkaProducer
 
-from bench.common import Result, console, median_seconds, uvicorn_app
+from bench.common import Result, console, median_seconds, scratch_topic, uvicorn_app
 from heatmap_core.events import Event, RawBatchRecord, encode_record
-from heatmap_core.provision import ensure_topic
 from heatmap_core.settings import Settings
 from infra.paths import jars_dir
 from traffic.generator import Batch, TrafficSpec, build
@@ -108,8 +107,11 @@ def _perf_test(settings: Settings, records: list[RawBatchRecord], directory: Pat
 
 
 def run(settings: Settings, visitors: int = 150, repeats: int = 3) -> list[Result]:
-    settings = settings.model_copy(update={"topic": f"bench.ingest.{uuid.uuid4().hex[:8]}"})
-    ensure_topic(settings)
+    with scratch_topic(settings.model_copy(update={"topic": f"bench.ingest.{uuid.uuid4().hex[:8]}"})) as scratch:
+        return _run(scratch, visitors, repeats)
+
+
+def _run(settings: Settings, visitors: int, repeats: int) -> list[Result]:
     spec = TrafficSpec(visitors=visitors, moves_per_visitor=400, hours_back=2, now=datetime.now(UTC))
     batches, truth = build(spec)
     events = truth.total()

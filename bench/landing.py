@@ -22,11 +22,10 @@ from datetime import UTC, datetime, timedelta
 from kafka import KafkaConsumer, KafkaProducer
 from kafka.consumer.subscription_state import ConsumerRebalanceListener
 
-from bench.common import Result, console, env_for
+from bench.common import Result, console, env_for, scratch_bucket, scratch_topic
 from heatmap_core.events import Event, RawBatchRecord, decode_record, encode_record
 from heatmap_core.lake import LEDGER_PREFIX, decode_ledger
-from heatmap_core.provision import ensure_topic
-from heatmap_core.s3 import ensure_bucket, s3_client
+from heatmap_core.s3 import s3_client
 from heatmap_core.settings import Settings
 
 RECORDS = 3_000
@@ -101,8 +100,11 @@ def _ledger_events(settings: Settings) -> int:
 
 
 def _landing(settings: Settings, expected: int, parquet: bool) -> float:
-    settings = settings.model_copy(update={"raw_bucket": f"bench-landing-{uuid.uuid4().hex[:8]}"})
-    ensure_bucket(s3_client(settings), settings.raw_bucket)
+    with scratch_bucket(settings.model_copy(update={"raw_bucket": f"bench-landing-{uuid.uuid4().hex[:8]}"})) as scratch:
+        return _land(scratch, expected, parquet)
+
+
+def _land(settings: Settings, expected: int, parquet: bool) -> float:
     env = env_for(
         settings,
         HEATMAP_LANDING_GROUP=f"bench-landing-{uuid.uuid4().hex[:6]}",
@@ -145,8 +147,11 @@ def _landing(settings: Settings, expected: int, parquet: bool) -> float:
 
 
 def run(settings: Settings, repeats: int = 3) -> list[Result]:
-    settings = settings.model_copy(update={"topic": f"bench.landing.{uuid.uuid4().hex[:8]}"})
-    ensure_topic(settings)
+    with scratch_topic(settings.model_copy(update={"topic": f"bench.landing.{uuid.uuid4().hex[:8]}"})) as scratch:
+        return _run(scratch, repeats)
+
+
+def _run(settings: Settings, repeats: int) -> list[Result]:
     console.print(f"producing {RECORDS:,} records of {EVENTS_PER_RECORD} events ...")
     events = _produce(settings)
     bare, json_only, with_parquet = [], [], []

@@ -8,7 +8,10 @@ seconds, each request's latency and the HTTP statuses seen.
 - ``--rate 0`` (closed loop): ``--concurrency`` clients, each sending its next
   body as soon as the previous one is answered: the maximum throughput. With
   ``--seconds S`` no body is started after S seconds; the bodies sent are then
-  the file's first ones, as many as the statuses count.
+  the file's first ones, as many as the statuses count. ``--repeat`` sends the
+  file over and over until then, every body with a fresh batch_id in place of
+  the file's (a batch id sent twice is answered as a duplicate): a load held for
+  minutes needs one round of bodies on disk, not minutes of them.
 - ``--rate R`` (open loop): body i is due at ``sum(events before i) / R``
   seconds, sent then whatever is still in flight; its latency counts from that
   due time, so a server that falls behind shows it (no coordinated omission).
@@ -17,7 +20,10 @@ seconds, each request's latency and the HTTP statuses seen.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import time
+import uuid
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Annotated
 
@@ -36,8 +42,15 @@ class Report(msgspec.Struct):
     statuses: dict[str, int]
 
 
+def _with_fresh_batch_ids(lines: list[bytes]) -> Iterator[bytes]:
+    """The bodies in file order, over and over, each sent with a batch id of its own."""
+    fields = [b'"batch_id":' + msgspec.json.encode(msgspec.json.decode(line)["batch_id"]) for line in lines]
+    for line, field in itertools.cycle(zip(lines, fields, strict=True)):
+        yield line.replace(field, b'"batch_id":"' + str(uuid.uuid4()).encode() + b'"', 1)
+
+
 async def _send(
-    url: str, bodies: list[bytes], events: list[int], concurrency: int, rate: float, seconds: float
+    url: str, bodies: Iterable[bytes], events: list[int], concurrency: int, rate: float, seconds: float
 ) -> Report:
     latencies: list[float] = []
     statuses: dict[str, int] = {}
@@ -82,10 +95,17 @@ def main(
     concurrency: Annotated[int, typer.Option(help="Clients in the closed loop.")] = 8,
     rate: Annotated[float, typer.Option(help="Offered events/s (0: closed loop, as fast as answered).")] = 0.0,
     seconds: Annotated[float, typer.Option(help="Closed loop: start no body after this long (0: send all).")] = 0.0,
+    repeat: Annotated[
+        bool,
+        typer.Option(help="Closed loop with --seconds: send the file over and over, each body with a fresh batch_id."),
+    ] = False,
 ) -> None:
+    if repeat and (rate > 0 or seconds <= 0):
+        raise typer.BadParameter("--repeat needs the closed loop (--rate 0) and --seconds")
     lines = bodies.read_bytes().splitlines()
     events = [len(msgspec.json.decode(line)["events"]) for line in lines]
-    report = asyncio.run(_send(url.rstrip("/") + "/events/batch", lines, events, concurrency, rate, seconds))
+    sent = _with_fresh_batch_ids(lines) if repeat else lines
+    report = asyncio.run(_send(url.rstrip("/") + "/events/batch", sent, events, concurrency, rate, seconds))
     print(msgspec.json.encode(report).decode())
 
 

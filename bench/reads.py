@@ -23,7 +23,7 @@ from pathlib import Path
 import clickhouse_connect
 import httpx
 
-from bench.common import Result, console, percentile, private_clickhouse, uvicorn_app
+from bench.common import Result, console, percentile, private_clickhouse, scratch_bucket, uvicorn_app
 from bench.scale import write_lake_hour
 from heatmap_assets.partitions import hour_key
 from heatmap_core.clickhouse import apply_schema, clickhouse
@@ -142,11 +142,12 @@ def run(settings: Settings, big: bool = False) -> list[Result]:
         )
         with clickhouse(private) as client:
             apply_schema(client, private.clickhouse_database)
-        reads = [*_write_period(private, final_start, "final"), *_write_period(private, recent_start, "recent")]
-        for read in reads:
-            end = read.bucket.end if read.bucket else datetime.fromisoformat(read.params["to"])
-            assert read.name.endswith("recent") != is_final(end, private), read
-        return _measure(private, reads, big, Path(data_dir))
+        with scratch_bucket(private):
+            reads = [*_write_period(private, final_start, "final"), *_write_period(private, recent_start, "recent")]
+            for read in reads:
+                end = read.bucket.end if read.bucket else datetime.fromisoformat(read.params["to"])
+                assert read.name.endswith("recent") != is_final(end, private), read
+            return _measure(private, reads, big, Path(data_dir))
 
 
 def _measure(settings: Settings, reads: list[Read], big: bool, data_dir: Path) -> list[Result]:

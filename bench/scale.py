@@ -18,7 +18,7 @@ from pathlib import Path
 import psutil
 from dagster import DagsterInstance, materialize
 
-from bench.common import PeakMemory, Result, console, private_clickhouse
+from bench.common import PeakMemory, Result, console, private_clickhouse, scratch_bucket
 from bench.hourly import chdb_cells_sql, chdb_scroll_sql
 from heatmap_assets.assets import ALL_ASSETS
 from heatmap_assets.partitions import hour_key
@@ -28,7 +28,6 @@ from heatmap_core.clickhouse import clickhouse
 from heatmap_core.events import SCROLL, UNKNOWN_DEVICE
 from heatmap_core.lake import hour_glob, part_key
 from heatmap_core.lake_schema import clickhouse_structure
-from heatmap_core.s3 import ensure_bucket, s3_client
 from heatmap_core.settings import Settings
 from heatmap_core.spark import spark_session
 from heatmap_core.timeutil import hour_start
@@ -64,7 +63,6 @@ _FORMAT = {"json": "JSONEachRow", "parquet": "Parquet"}
 
 def write_lake_hour(settings: Settings, hour: datetime, events: int, fmt: str) -> None:
     """``events`` lines of one hour in FILES part files of format ``fmt``, written by ClickHouse."""
-    ensure_bucket(s3_client(settings), settings.raw_bucket)
     per_file = events // FILES
     with clickhouse(settings) as client:
         for part in range(FILES):
@@ -129,6 +127,11 @@ def _one_size(settings: Settings, server: psutil.Process, events: int, fmt: str)
             "clickhouse_database": f"bench_{uuid.uuid4().hex[:8]}",
         }
     )
+    with scratch_bucket(settings):
+        return _measure_size(settings, server, events, fmt)
+
+
+def _measure_size(settings: Settings, server: psutil.Process, events: int, fmt: str) -> list[Result]:
     hour = hour_start(datetime.now(UTC)) - timedelta(hours=2)
     started = time.perf_counter()
     write_lake_hour(settings, hour, events, fmt)

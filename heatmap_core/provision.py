@@ -5,6 +5,9 @@ so the local stack, the tests and the benchmarks call the same functions with
 their own settings. The topic's shape (partitions, retention) is fixed here
 from settings: Kafka's auto-creation is off, so nothing else creates it.
 ``python -m heatmap_core.provision`` does both (the compose file runs it).
+A test or a benchmark that provisioned its own topic and buckets removes them
+with ``remove_topic`` and ``remove_buckets`` when it is done, so runs do not
+pile their data up on the machine's disk.
 """
 
 from __future__ import annotations
@@ -13,9 +16,9 @@ import contextlib
 
 from kafka import KafkaAdminClient
 from kafka.admin import NewTopic
-from kafka.errors import TopicAlreadyExistsError
+from kafka.errors import TopicAlreadyExistsError, UnknownTopicOrPartitionError
 
-from heatmap_core.s3 import ensure_bucket, s3_client
+from heatmap_core.s3 import ensure_bucket, remove_bucket, s3_client
 from heatmap_core.settings import Settings, get_settings
 
 
@@ -43,6 +46,23 @@ def ensure_buckets(settings: Settings) -> None:
     client = s3_client(settings)
     for bucket in (settings.raw_bucket, settings.assets_bucket):
         ensure_bucket(client, bucket)
+
+
+def remove_topic(settings: Settings) -> None:
+    """``settings.topic`` deleted (Kafka removes its files shortly after); a missing topic is left so."""
+    admin = KafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap, request_timeout_ms=10000)
+    try:
+        with contextlib.suppress(UnknownTopicOrPartitionError):
+            admin.delete_topics([settings.topic])
+    finally:
+        admin.close()
+
+
+def remove_buckets(settings: Settings) -> None:
+    """The raw lake bucket and the assets bucket, with everything in them."""
+    client = s3_client(settings)
+    for bucket in (settings.raw_bucket, settings.assets_bucket):
+        remove_bucket(client, bucket)
 
 
 if __name__ == "__main__":  # the compose file's one-shot `provision` service

@@ -23,7 +23,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from heatmap_core.provision import ensure_buckets, ensure_topic
+from heatmap_core.provision import ensure_buckets, ensure_topic, remove_buckets, remove_topic
 from heatmap_core.settings import Settings
 from heatmap_core.timeutil import day_start, week_start
 from infra import supervisor
@@ -122,8 +122,11 @@ def stack(stack_settings: Settings):
 
 
 @pytest.fixture
-def settings(stack: Settings) -> Settings:
-    """Settings isolated for one test: a fresh topic, raw bucket and ClickHouse database."""
+def settings(stack: Settings) -> Iterator[Settings]:
+    """Settings isolated for one test: a fresh topic, raw bucket and ClickHouse database.
+
+    The topic and the buckets are removed after the test: the held-load test alone lands
+    gigabytes, and a suite that kept every test's data filled a small disk under Kafka."""
     tag = uuid.uuid4().hex[:10]
     isolated = stack.model_copy(
         update={
@@ -135,7 +138,9 @@ def settings(stack: Settings) -> Settings:
     )
     ensure_topic(isolated)
     ensure_buckets(isolated)
-    return isolated
+    yield isolated
+    remove_topic(isolated)
+    remove_buckets(isolated)
 
 
 @pytest.fixture
