@@ -1,5 +1,5 @@
 """How the hourly job's cost grows: heatmap_hourly materialized (Spark read, aggregation, the writes
-into ClickHouse, the asset's checks) on one hour of 1M events (10M with --big), JSON and Parquet, against
+into ClickHouse, the asset's checks) on one hour of 1M events (also 10M and 50M with --big), JSON and Parquet, against
 chDB computing the same two results from the same files; with the peak memory of the Spark driver
 (this process and its JVM) and of the ClickHouse server (a chdb_server of the bench's own).
 
@@ -33,7 +33,7 @@ from heatmap_core.spark import spark_session
 from heatmap_core.timeutil import hour_start
 
 SIZES = (1_000_000,)
-BIG_SIZES = (1_000_000, 10_000_000)
+BIG_SIZES = (1_000_000, 10_000_000, 50_000_000)
 FILES = 8
 SCREENS = 50
 
