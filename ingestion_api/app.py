@@ -135,9 +135,12 @@ def create_app(settings: Settings | None = None) -> Litestar:
     @asynccontextmanager
     async def lifespan(_: Litestar) -> AsyncIterator[None]:
         await service.publisher.start()
+        accepted_lines = asyncio.create_task(service.accepted_log.run())
         try:
             yield
         finally:
+            accepted_lines.cancel()
+            service.accepted_log.flush()
             await service.publisher.stop()
             await service.ledger.close()
 
@@ -177,5 +180,5 @@ def create_app(settings: Settings | None = None) -> Litestar:
     )
 
 
-configure_logging()
+configure_logging(get_settings().ingestion_log_level)
 app = create_app()
