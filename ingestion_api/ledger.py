@@ -99,7 +99,7 @@ class _Coalesced:
             for *_, reply in queued:
                 reply.cancel()
             raise
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001  (handed to each waiting caller, which decides)
             replies = [exc] * len(queued)
         for (*_, reply), answer in zip(queued, replies, strict=True):
             if reply.done():
