@@ -57,9 +57,9 @@ class _Coalesced:
     """Ledger commands issued in one event-loop tick go to Redis together, as one pipeline.
 
     Concurrent requests reach the ledger at the same moments (one read of the sockets brings
-    several requests; one Kafka produce response acknowledges several batches), and each
-    command written alone cost the server about as much CPU in the socket write as in the
-    rest of redis-py (BENCHMARKS.md, issue 14). Each command keeps its own reply or error. A
+    several requests; one Kafka produce response acknowledges several batches), and written
+    alone, the socket write was two thirds of each command's CPU in the server (py-spy,
+    BENCHMARKS.md, issue 14). Each command keeps its own reply or error. A
     pipeline is retried whole on a connection error, which every ledger command tolerates: a
     re-sent claim recognises its own token, a commit or a release repeated changes nothing.
     A caller that stopped waiting (its ``LEDGER_WAIT_S`` ran out) is skipped when the replies come.
