@@ -4,7 +4,9 @@ Kafka's own producer benchmark on records of ours as the broker's limit; and the
 latency per batch at half the measured maximum.
 
 The HTTP load comes from ``bench.loadgen`` in a process of its own, with every
-body encoded before the clock starts, so the figure is the server's.
+body encoded before the clock starts, so the figure is the server's. Beside it the
+bench prints the server's CPU time per batch in the closed loop (its processes'
+user + system time): on a shared machine that figure moves far less than events/s.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import msgspec
+import psutil
 from aiokafka import AIOKafkaProducer
 
 from bench.common import Result, console, median_seconds, scratch_topic, uvicorn_app
@@ -71,6 +74,13 @@ def _load(url: str, bodies: Path, rate: float = 0.0) -> tuple[float, list[float]
     if set(report["statuses"]) != {"202"}:
         raise RuntimeError(f"ingestion answered {report['statuses']}")
     return report["seconds"], report["latencies_ms"]
+
+
+def _server_cpu_s(url: str) -> float:
+    """CPU seconds (user + system) so far of the server behind ``url``: the bench's child listening on its port."""
+    port = url.rsplit(":", 1)[1]
+    [server] = [child for child in psutil.Process().children() if port in child.cmdline()]
+    return sum(sum(member.cpu_times()[:2]) for member in (server, *server.children(recursive=True)))
 
 
 def _perf_test(settings: Settings, records: list[RawBatchRecord], directory: Path) -> float:
@@ -133,9 +143,12 @@ def _run(settings: Settings, visitors: int, repeats: int) -> list[Result]:
         ) as url:
             _load(url, _bodies(batches, directory))  # warm-up: connections, producer metadata
             # Subject and references take turns, so a shared machine's load swings weigh on all of them.
-            http_times, bare_times, perf_rates = [], [], []
+            http_times, bare_times, perf_rates, server_cpu_ms = [], [], [], []
             for _ in range(repeats):
-                http_times.append(_load(url, _bodies(batches, directory))[0])
+                bodies = _bodies(batches, directory)
+                cpu_before = _server_cpu_s(url)
+                http_times.append(_load(url, bodies)[0])
+                server_cpu_ms.append((_server_cpu_s(url) - cpu_before) * 1000 / len(batches))
                 bare_times.append(median_seconds(lambda: _bare_producer(settings, records), 1))
                 perf_rates.append(_perf_test(settings, records, directory))
             http_s, bare_s, perf_records_s = map(statistics.median, (http_times, bare_times, perf_rates))
@@ -144,6 +157,10 @@ def _run(settings: Settings, visitors: int, repeats: int) -> list[Result]:
             for _ in range(HALF_LOAD_ROUNDS):
                 latencies += _load(url, _bodies(batches, directory), rate=half_rate)[1]
     quantiles = statistics.quantiles(latencies, n=100)
+    console.print(
+        f"server CPU per batch in the closed loop: {statistics.median(server_cpu_ms):.2f} ms "
+        f"(rounds: {', '.join(f'{ms:.2f}' for ms in server_cpu_ms)})"
+    )
     console.print(
         f"latency per batch at {half_rate:,.0f} events/s offered (half the maximum), {len(latencies)} batches: "
         f"p50 {quantiles[49]:.1f} ms, p90 {quantiles[89]:.1f} ms, p95 {quantiles[94]:.1f} ms, p99 {quantiles[98]:.1f} ms, "

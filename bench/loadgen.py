@@ -27,7 +27,7 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Annotated
 
-import httpx
+import aiohttp
 import msgspec
 import typer
 
@@ -54,15 +54,17 @@ async def _send(
 ) -> Report:
     latencies: list[float] = []
     statuses: dict[str, int] = {}
-    # httpcore scans its whole pool for every request: a pool of hundreds made the generator outspend the
-    # server on CPU. 32 connections carry the half load with room to spare (a wait for one counts as latency).
-    limits = httpx.Limits(max_connections=concurrency if rate <= 0 else OPEN_LOOP_CONNECTIONS)
-    async with httpx.AsyncClient(timeout=30, limits=limits) as client:
+    # aiohttp, not httpx: about a quarter of httpx's CPU per request (0.23 against 0.93 ms, measured beside
+    # the server), on the cores the generator shares with the server it measures. A wait for a connection
+    # counts as latency.
+    connector = aiohttp.TCPConnector(limit=concurrency if rate <= 0 else OPEN_LOOP_CONNECTIONS)
+    async with aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=30)) as client:
 
         async def post(body: bytes, due: float) -> None:
-            response = await client.post(url, content=body, headers=HEADERS)
+            async with client.post(url, data=body, headers=HEADERS) as response:
+                await response.read()
             latencies.append((time.perf_counter() - due) * 1000)
-            statuses[str(response.status_code)] = statuses.get(str(response.status_code), 0) + 1
+            statuses[str(response.status)] = statuses.get(str(response.status), 0) + 1
 
         started = time.perf_counter()
         if rate <= 0:

@@ -184,6 +184,10 @@ class Settings(BaseSettings):
     # cores it shares with Kafka and landing (BENCHMARKS.md); raise it to the cores the API has to itself.
     # Each worker has its own Kafka producer and Redis pool, and /metrics counts the answering worker's requests.
     ingestion_workers: int = Field(1, ge=1)
+    # Accepted batches are logged as one `batches_accepted` line per interval (per-client counts); at DEBUG
+    # every batch also gets its own `batch_accepted` line (batch_id, Kafka partition and offset).
+    ingestion_log_interval_s: float = Field(10.0, gt=0)
+    ingestion_log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
     # Query API: map answers of final buckets kept in process, per kind (cells, scroll, ranges of each).
     query_cache_entries: int = Field(64, ge=0)

@@ -11,11 +11,12 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
-from litestar import Litestar, Response, Router, get, post
+from litestar import Litestar, Request, Response, Router, get, post
 from litestar.config.cors import CORSConfig
 from litestar.di import Provide
 from litestar.dto import MsgspecDTO
 from litestar.exceptions import HTTPException
+from litestar.handlers import HTTPRouteHandler
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.datastructures import ResponseSpec
 from litestar.openapi.spec import Components, Reference, SecurityScheme
@@ -77,20 +78,25 @@ class BatchInDTO(MsgspecDTO[BatchIn]):
         return schema_creator.for_field_definition(FieldDefinition.from_annotation(BatchIn))
 
 
-@post(
-    "/events/batch",
-    dto=BatchInDTO,
-    return_dto=None,
-    status_code=202,
-    summary="Ingest one batch of pointer events",
-    description="Answers 202 only after Kafka acknowledged the batch (acks=all). A batch_id already "
-    "acknowledged for this client is acknowledged again with duplicate=true and not re-published.",
-    responses=_REFUSALS,
-    security=[{name: []} for name in _WRITE_KEY_SCHEMES],
-    operation_class=BatchOperation,
-)
-async def post_batch(data: BatchIn, service: IngestService, writer: str | None) -> BatchAccepted:
-    return await service.ingest(data, writer)
+def batch_route(service: IngestService) -> HTTPRouteHandler:
+    """POST /events/batch, bound to this app's service: no per-request dependency resolution on the hot path."""
+
+    @post(
+        "/events/batch",
+        dto=BatchInDTO,
+        return_dto=None,
+        status_code=202,
+        summary="Ingest one batch of pointer events",
+        description="Answers 202 only after Kafka acknowledged the batch (acks=all). A batch_id already "
+        "acknowledged for this client is acknowledged again with duplicate=true and not re-published.",
+        responses=_REFUSALS,
+        security=[{name: []} for name in _WRITE_KEY_SCHEMES],
+        operation_class=BatchOperation,
+    )
+    async def post_batch(data: BatchIn, request: Request) -> BatchAccepted:
+        return await service.ingest(data, request.state.writer)
+
+    return post_batch
 
 
 @get(
@@ -129,17 +135,19 @@ def create_app(settings: Settings | None = None) -> Litestar:
     @asynccontextmanager
     async def lifespan(_: Litestar) -> AsyncIterator[None]:
         await service.publisher.start()
+        accepted_lines = asyncio.create_task(service.accepted_log.run())
         try:
             yield
         finally:
+            accepted_lines.cancel()
+            service.accepted_log.flush()
             await service.publisher.stop()
             await service.ledger.close()
 
     ingest = Router(
         "/",
-        route_handlers=[post_batch],
+        route_handlers=[batch_route(service)],
         guards=[write_keys.guard],
-        dependencies={"writer": Provide(WriteKeys.provide_writer, sync_to_thread=False)},
         exception_handlers={HTTPException: rejection_handler(metrics, settings.max_body_bytes)},
     )
     return Litestar(
@@ -172,5 +180,5 @@ def create_app(settings: Settings | None = None) -> Litestar:
     )
 
 
-configure_logging()
+configure_logging(get_settings().ingestion_log_level)
 app = create_app()

@@ -7,7 +7,6 @@ sit in web pages, so they identify and scope a client; they are not secrets.
 
 from __future__ import annotations
 
-from litestar import Request
 from litestar.connection import ASGIConnection
 from litestar.handlers import BaseRouteHandler
 
@@ -48,10 +47,6 @@ class WriteKeys:
         async although it never awaits: Litestar runs a sync guard in a worker thread, a hop per request.
         """
         connection.state.writer = self.writer(connection)
-
-    @staticmethod
-    def provide_writer(request: Request) -> str | None:
-        return request.state.writer
 
     def authorize(self, writer: str | None, client_id: str, events: int) -> None:
         if writer is not None and writer != client_id:

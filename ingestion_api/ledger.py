@@ -53,6 +53,63 @@ class LedgerUnavailable(Exception):
     """Redis did not answer within LEDGER_WAIT_S; without it a retry could be published twice."""
 
 
+class _Coalesced:
+    """Ledger commands issued in one event-loop tick go to Redis together, as one pipeline.
+
+    Concurrent requests reach the ledger at the same moments (one read of the sockets brings
+    several requests; one Kafka produce response acknowledges several batches), and written
+    alone, the socket write was two thirds of each command's CPU in the server (py-spy,
+    BENCHMARKS.md, issue 14). Each command keeps its own reply or error. A
+    pipeline is retried whole on a connection error, which every ledger command tolerates: a
+    re-sent claim recognises its own token, a commit or a release repeated changes nothing.
+    A caller that stopped waiting (its ``LEDGER_WAIT_S`` ran out) is skipped when the replies come.
+    """
+
+    def __init__(self, client: redis.Redis):
+        self._client = client
+        self._queued: list[tuple[str, tuple, dict, asyncio.Future]] = []
+        self._in_flight: set[asyncio.Task] = set()  # the loop keeps only weak references to tasks
+
+    def __call__(self, command: str, *args: object, **options: object) -> asyncio.Future:
+        loop = asyncio.get_running_loop()
+        if not self._queued:
+            loop.call_soon(self._send)
+        reply = loop.create_future()
+        self._queued.append((command, args, options, reply))
+        return reply
+
+    def _send(self) -> None:
+        queued, self._queued = self._queued, []
+        task = asyncio.get_running_loop().create_task(self._execute(queued))
+        self._in_flight.add(task)
+        task.add_done_callback(self._in_flight.discard)
+
+    async def _execute(self, queued: list[tuple[str, tuple, dict, asyncio.Future]]) -> None:
+        replies: list[object]
+        try:
+            if len(queued) == 1:
+                command, args, options, _ = queued[0]
+                replies = [await getattr(self._client, command)(*args, **options)]
+            else:
+                pipeline = self._client.pipeline(transaction=False)
+                for command, args, options, _ in queued:
+                    getattr(pipeline, command)(*args, **options)
+                replies = await pipeline.execute(raise_on_error=False)
+        except asyncio.CancelledError:
+            for *_, reply in queued:
+                reply.cancel()
+            raise
+        except Exception as exc:  # noqa: BLE001  (handed to each waiting caller, which decides)
+            replies = [exc] * len(queued)
+        for (*_, reply), answer in zip(queued, replies, strict=True):
+            if reply.done():
+                continue
+            if isinstance(answer, Exception):
+                reply.set_exception(answer)
+            else:
+                reply.set_result(answer)
+
+
 class BatchLedger:
     def __init__(self, settings: Settings):
         # The owner of a pending key has answered within its claim wait, the publish timeout and its commit
@@ -67,6 +124,7 @@ class BatchLedger:
             # A pooled connection idle this long is pinged (and re-opened if dead) before it is used.
             health_check_interval=5,
         )
+        self._send = _Coalesced(self._redis)
         self.outage = OutageLog("redis", "calls", without_redis=settings.ingestion_without_redis)
 
     @staticmethod
@@ -88,7 +146,7 @@ class BatchLedger:
     async def claim(self, client_id: str, batch_id: str) -> Claim:
         token = _PENDING + uuid.uuid4().hex.encode()
         before = await self._call(
-            self._redis.set(self.key(client_id, batch_id), token, nx=True, get=True, ex=self._pending_ttl_s)
+            self._send("set", self.key(client_id, batch_id), token, nx=True, get=True, ex=self._pending_ttl_s)
         )
         # None: the key was free and is ours now; our own token: a retried SET whose first reply was lost.
         if before is None or before == token:
@@ -97,12 +155,12 @@ class BatchLedger:
 
     async def commit(self, client_id: str, batch_id: str) -> None:
         """Record the batch as published; LedgerUnavailable means its retry would not be seen as a duplicate."""
-        await self._call(self._redis.set(self.key(client_id, batch_id), _DONE, ex=DONE_TTL_S))
+        await self._call(self._send("set", self.key(client_id, batch_id), _DONE, ex=DONE_TTL_S))
 
     async def release(self, client_id: str, batch_id: str) -> None:
         # On failure the pending key expires on its own after its short TTL.
         with contextlib.suppress(LedgerUnavailable):
-            await self._call(self._redis.delete(self.key(client_id, batch_id)))
+            await self._call(self._send("delete", self.key(client_id, batch_id)))
 
     async def ping(self) -> None:
         # A health probe wants an answer soon, not a ridden-out restart.

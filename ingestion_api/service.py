@@ -13,7 +13,7 @@ from ingestion_api.auth import WriteKeys
 from ingestion_api.errors import IN_FLIGHT_RETRY_AFTER_S, UNAVAILABLE_RETRY_AFTER_S, BatchRejected
 from ingestion_api.ledger import BatchLedger, Claim, LedgerUnavailable
 from ingestion_api.models import BatchAccepted, BatchIn, Limits, check_batch
-from ingestion_api.observability import Metrics, log_event
+from ingestion_api.observability import AcceptedLog, Metrics, log_event
 from ingestion_api.publisher import KafkaPublisher, KafkaUnavailable
 
 
@@ -46,6 +46,7 @@ class IngestService:
         self.ledger = ledger
         self.write_keys = write_keys
         self.metrics = metrics
+        self.accepted_log = AcceptedLog(settings.ingestion_log_interval_s)
 
     async def ingest(self, batch: BatchIn, writer: str | None) -> BatchAccepted:
         count = len(batch.events)
@@ -117,8 +118,11 @@ class IngestService:
         self, batch: BatchIn, batch_id: str, count: int, duplicate: bool, **origin: Unpack[KafkaOrigin]
     ) -> BatchAccepted:
         self.metrics.accepted(count, duplicate)
+        self.accepted_log.add(batch.client_id, count, duplicate)
+        # The trace of one batch, for when an operator turns DEBUG on (HEATMAP_INGESTION_LOG_LEVEL).
         log_event(
             "batch_accepted",
+            logging.DEBUG,
             client_id=batch.client_id,
             screen_id=batch.screen_id,
             batch_id=batch_id,

@@ -253,3 +253,30 @@ def test_ledger_claim_states(ingest_settings):
 
     # new, in flight, released after a failed publish, done after Kafka's ack, and scoped per client
     assert asyncio.run(walk()) == [Claim.NEW, Claim.PENDING, Claim.NEW, Claim.DONE, Claim.NEW]
+
+
+def test_ledger_commands_of_one_tick_keep_their_own_replies_in_order(ingest_settings):
+    """Concurrent requests' commands go to Redis as one pipeline; each still gets its own answer."""
+    a, b, c = (str(uuid.uuid4()) for _ in range(3))
+
+    async def concurrently() -> tuple[list, list]:
+        ledger = BatchLedger(ingest_settings)
+        try:
+            first = await asyncio.gather(
+                ledger.claim("acme", a), ledger.claim("acme", b), ledger.claim("acme", a), ledger.claim("globex", a)
+            )
+            # In issue order: a is done before it is claimed again; c is released before its claim.
+            second = await asyncio.gather(
+                ledger.commit("acme", a),
+                ledger.claim("acme", a),
+                ledger.claim("acme", b),
+                ledger.release("acme", c),
+                ledger.claim("acme", c),
+            )
+            return first, second
+        finally:
+            await ledger.close()
+
+    first, second = asyncio.run(concurrently())
+    assert first == [Claim.NEW, Claim.NEW, Claim.PENDING, Claim.NEW]
+    assert second == [None, Claim.DONE, Claim.PENDING, None, Claim.NEW]
