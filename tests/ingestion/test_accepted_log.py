@@ -15,7 +15,7 @@ GLOBEX = {"X-Write-Key": WRITE_KEYS["globex"]}
 
 
 def _events(caplog: pytest.LogCaptureFixture, name: str) -> list[dict]:
-    return [record.event_fields for record in caplog.records if record.msg == name]
+    return [record.__dict__["event_fields"] for record in caplog.records if record.msg == name]
 
 
 def test_one_line_per_interval_counts_every_202_by_client(ingest_settings, caplog):

@@ -273,7 +273,7 @@ def test_ledger_commands_of_one_tick_keep_their_own_replies_in_order(ingest_sett
                 ledger.release("acme", c),
                 ledger.claim("acme", c),
             )
-            return first, second
+            return list(first), list(second)
         finally:
             await ledger.close()
 
