@@ -11,7 +11,10 @@ from query_api.buckets import Grain
 from query_api.dimensions import ALL, DeviceFilter, TypeFilter
 
 
-class Cell(msgspec.Struct):
+class Cell(msgspec.Struct, gc=False):
+    """One grid cell's count. ``gc=False``: a map answer builds up to 20,000 of them per read, and
+    GC-tracked instances would set off dozens of collections each time; ints alone form no cycle."""
+
     cell_x: int
     cell_y: int
     count: int
