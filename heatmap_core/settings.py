@@ -185,7 +185,8 @@ class Settings(BaseSettings):
     # Each worker has its own Kafka producer and Redis pool, and /metrics counts the answering worker's requests.
     ingestion_workers: int = Field(1, ge=1)
 
-    # Query API: map answers of final buckets kept in process, per kind (cells, scroll, ranges of each).
+    # Query API: map answers of final buckets kept in process, per kind (cells, scroll, ranges of each,
+    # and which final rollups a recent range finds).
     query_cache_entries: int = Field(64, ge=0)
 
     # Auth: "client_id:key,client_id:key"; empty with auth on means every request is refused.
