@@ -189,7 +189,8 @@ class Settings(BaseSettings):
     ingestion_log_interval_s: float = Field(10.0, gt=0)
     ingestion_log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
-    # Query API: map answers of final buckets kept in process, per kind (cells, scroll, ranges of each).
+    # Query API: map answers of final buckets kept in process, per kind (cells, scroll, ranges of each,
+    # and which final rollups a recent range finds).
     query_cache_entries: int = Field(64, ge=0)
 
     # Auth: "client_id:key,client_id:key"; empty with auth on means every request is refused.

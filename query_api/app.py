@@ -5,6 +5,7 @@ python -m uvicorn query_api.app:app --host 127.0.0.1 --port 8002
 
 from __future__ import annotations
 
+import gc
 import logging
 from pathlib import Path
 from typing import Any
@@ -65,6 +66,12 @@ def _on_clickhouse_unavailable(request: Request, exc: OperationalError) -> Respo
     )
 
 
+def _freeze_startup_objects() -> None:
+    # Modules, the app and its settings live as long as the process: a full collection (which a
+    # read's garbage sets off now and then) need not walk them, and took up to 100 ms when it did.
+    gc.freeze()
+
+
 def create_app(settings: Settings | None = None) -> Litestar:
     settings = settings or get_settings()
 
@@ -95,7 +102,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
             "final_reads": Provide(lambda: final_reads, sync_to_thread=False),
             "screenshots": Provide(lambda: screenshots, sync_to_thread=False),
         },
-        on_startup=[create_schema],
+        on_startup=[create_schema, _freeze_startup_objects],
         state=State({"settings": settings}),
         guards=[single_valued(headers=[READ_KEY_HEADER])],
         exception_handlers={

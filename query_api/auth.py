@@ -43,13 +43,14 @@ def readable_clients(settings: Settings, presented: str | None) -> set[str] | No
     return owners
 
 
-def client_guard(connection: ASGIConnection, _: BaseRouteHandler) -> None:
+async def client_guard(connection: ASGIConnection, _: BaseRouteHandler) -> None:
     """Admit a request for ``client_id`` only with that client's read key.
 
     It decides on exactly the value the handler gets: the path segment where the
     route has one, else the query parameter (which the app-level guard has already
     made single). An id that is not valid is refused with a 400 here, not waved
-    through to a later check.
+    through to a later check. ``async`` although it never awaits: Litestar runs a
+    sync guard in a worker thread, a hop per request.
     """
     source = connection.path_params if "client_id" in connection.path_params else connection.query_params
     client_id = source.get("client_id")

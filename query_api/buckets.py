@@ -6,6 +6,7 @@ day ClickHouse's ``toStartOfWeek`` and Dagster's weekly partitions start on).
 
 from __future__ import annotations
 
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from typing import Literal
@@ -14,6 +15,8 @@ from heatmap_core.timeutil import as_utc, is_week_start
 
 Grain = Literal["hour", "day", "week"]
 LENGTH: dict[str, timedelta] = {"hour": timedelta(hours=1), "day": timedelta(days=1), "week": timedelta(weeks=1)}
+# The grains a range may take whole buckets of, coarsest first (``plan_range``); each starts at midnight.
+ROLLUP_GRAINS: tuple[Grain, ...] = ("week", "day")
 
 # ClickHouse DateTime covers 1970-01-01 .. 2106-02-07; keep whole weeks inside it.
 EARLIEST = datetime(1970, 1, 1, tzinfo=UTC)
@@ -97,7 +100,7 @@ def range_bounds(start: datetime, end: datetime) -> tuple[datetime, datetime]:
     return start, end
 
 
-def plan_range(start: datetime, end: datetime, rollups: set[tuple[str, datetime]]) -> list[Span]:
+def plan_range(start: datetime, end: datetime, rollups: AbstractSet[tuple[str, datetime]]) -> list[Span]:
     """Cover [start, end) with as few bucket rows as possible.
 
     Walking forward, take a whole week when the weekly table holds that week,
@@ -112,7 +115,7 @@ def plan_range(start: datetime, end: datetime, rollups: set[tuple[str, datetime]
     while moment < end:
         grain: Grain = "hour"
         if moment.hour == 0:
-            for coarse in ("week", "day"):
+            for coarse in ROLLUP_GRAINS:
                 if moment + LENGTH[coarse] <= end and (coarse, moment) in rollups:
                     grain = coarse
                     break

@@ -9,7 +9,9 @@ are per client, hence private when keys are on.
 
 The same rule keeps answers in the process (``FinalReads``): a read whose
 buckets are all final is answered once by ClickHouse and then from memory, so
-a dashboard flipping between past days pays only the JSON encoding.
+a dashboard flipping between past days pays only the JSON encoding. A range
+that ends in recent buckets keeps which of its final days and weeks have
+rollups, and asks ClickHouse only about the recent ones (and the cells).
 """
 
 from __future__ import annotations
@@ -23,12 +25,13 @@ import msgspec
 from litestar import Request, Response
 from litestar.status_codes import HTTP_304_NOT_MODIFIED
 
+from heatmap_core.schema import SCROLL_TABLES, TABLES
 from heatmap_core.settings import Settings
 from query_api.auth import READ_KEY_HEADER
-from query_api.buckets import Span
+from query_api.buckets import LENGTH, ROLLUP_GRAINS, Grain, Span, midnight, plan_range
 from query_api.dimensions import Selection
 from query_api.models import Cell
-from query_api.store import HeatmapStore
+from query_api.store import HeatmapStore, Tables
 
 SETTLE = timedelta(hours=6)
 FINAL_MAX_AGE_S = 86400
@@ -37,6 +40,17 @@ FINAL_MAX_AGE_S = 86400
 def is_final(end: datetime, settings: Settings, now: datetime | None = None) -> bool:
     now = now or datetime.now(UTC)
     return end + timedelta(hours=settings.event_time_past_hours) + SETTLE <= now
+
+
+def final_before(grain: Grain, settings: Settings, now: datetime | None = None) -> datetime:
+    """The latest midnight before which every bucket of ``grain`` is final.
+
+    Days and weeks start at midnight, so a bucket starting before it starts a day
+    earlier at the latest and ends ``LENGTH[grain]`` later, at ``is_final``'s horizon or before.
+    """
+    now = now or datetime.now(UTC)
+    horizon = now - timedelta(hours=settings.event_time_past_hours) - SETTLE
+    return midnight((horizon - LENGTH[grain] + timedelta(days=1)).date())
 
 
 def etag_matches(if_none_match: str | None, etag: str) -> bool:
@@ -69,6 +83,9 @@ class FinalReads:
       device) and the buckets (the spans, or the range's bounds); two clients, filters or buckets
       never share an entry.
     - At most ``entries`` answers per kind are kept; the least recently used goes first.
+    - A range that is not final is planned from the rollups present in ClickHouse
+      (``plan_range``): which final days and weeks have one is kept per screen and
+      window (``final_before`` splits the range), the recent rest is asked each time.
     - Tenant isolation is not decided here: the route's guard refuses a client before any read.
 
     The answers are shared between requests, so nobody may change the lists returned.
@@ -81,6 +98,7 @@ class FinalReads:
         self._scroll = lru_cache(maxsize=entries)(store.scroll)
         self._range_cells = lru_cache(maxsize=entries)(store.range_cells)
         self._range_scroll = lru_cache(maxsize=entries)(store.range_scroll)
+        self._presence = lru_cache(maxsize=entries)(store.presence)
 
     def _final(self, end: datetime) -> bool:
         return is_final(end, self._settings)
@@ -96,14 +114,31 @@ class FinalReads:
         return (self._scroll if final else self._store.scroll)(selection, spans)
 
     def range_cells(self, selection: Selection, start: datetime, end: datetime) -> tuple[list[Span], list[Cell]]:
-        return (self._range_cells if self._final(end) else self._store.range_cells)(selection, start, end)
+        if self._final(end):
+            return self._range_cells(selection, start, end)
+        spans = self._recent_plan(TABLES, selection, start, end)
+        return spans, self._store.cells(selection, spans)
 
     def range_scroll(
         self, selection: Selection, start: datetime, end: datetime
     ) -> tuple[list[Span], list[tuple[int, int, int]]]:
-        return (self._range_scroll if self._final(end) else self._store.range_scroll)(selection, start, end)
+        if self._final(end):
+            return self._range_scroll(selection, start, end)
+        spans = self._recent_plan(SCROLL_TABLES, selection, start, end)
+        return spans, self._store.scroll(selection, spans)
+
+    def _recent_plan(self, tables: Tables, selection: Selection, start: datetime, end: datetime) -> list[Span]:
+        """``plan_range`` of [start, end), the presence of the rollups before ``final_before`` kept."""
+        screen = Selection(selection.client_id, selection.screen_id)  # presence ignores the filter
+        final, recent = [], []
+        for grain in ROLLUP_GRAINS:
+            split = min(max(start, final_before(grain, self._settings)), end)
+            final.append((tables[grain], start, split))
+            recent.append((tables[grain], split, end))
+        present = self._presence(screen, tuple(final)) | self._store.presence(screen, recent)
+        return plan_range(start, end, present)
 
     def kept(self) -> int:
         """How many answers are kept, all kinds together."""
-        caches = (self._cells, self._scroll, self._range_cells, self._range_scroll)
+        caches = (self._cells, self._scroll, self._range_cells, self._range_scroll, self._presence)
         return sum(cache.cache_info().currsize for cache in caches)

@@ -11,7 +11,9 @@ from query_api.buckets import Grain
 from query_api.dimensions import ALL, DeviceFilter, TypeFilter
 
 
-class Cell(msgspec.Struct):
+# gc=False (not tracked by the garbage collector; ints alone form no cycle): a map answer builds up
+# to 20,000 cells per read, and tracked ones set off about 17 collections each time.
+class Cell(msgspec.Struct, gc=False):
     cell_x: int
     cell_y: int
     count: int

@@ -17,13 +17,14 @@ from typing import Any
 from heatmap_core.clickhouse import clickhouse
 from heatmap_core.schema import SCROLL_TABLES, TABLES, BucketTable
 from heatmap_core.settings import Settings
-from heatmap_core.sql import BUCKET_WINDOW, in_window, time_array_parameter, time_parameter, window_parameters
+from heatmap_core.sql import in_window, time_array_parameter, time_parameter
 from heatmap_core.timeutil import as_utc, naive_utc
-from query_api.buckets import LENGTH, Grain, Span, plan_range
+from query_api.buckets import LENGTH, ROLLUP_GRAINS, Grain, Span, plan_range
 from query_api.dimensions import Selection
 from query_api.models import BucketSummary, Cell, ScreenDimensions
 
 Tables = Mapping[str, BucketTable]  # grain -> table of one kind: schema.TABLES or schema.SCROLL_TABLES
+RollupWindow = tuple[BucketTable, datetime, datetime]  # a weekly or daily table and a [lo, hi) of bucket starts
 
 
 def span_sum_sql(
@@ -44,17 +45,21 @@ def span_sum_sql(
         table = tables[grain]
         where, selected = selection.where(table.column_names)
         parameters.update(selected)
-        parameters[f"{grain}_from"] = [naive_utc(s.start) for s in grain_spans]
-        parameters[f"{grain}_to"] = [naive_utc(s.end) for s in grain_spans]
         # The outer bounds keep the primary-key range scan; the spans pick the buckets.
         parameters[f"{grain}_lo"] = naive_utc(grain_spans[0].start)
         parameters[f"{grain}_hi"] = naive_utc(grain_spans[-1].end)
-        parts.append(
+        part = (
             f"SELECT {columns} FROM `{database}`.`{table.name}` WHERE {where}"
             f" AND {in_window(time_parameter(f'{grain}_lo'), time_parameter(f'{grain}_hi'))}"
-            f" AND arrayExists((lo, hi) -> {in_window('lo', 'hi')},"
-            f" {time_array_parameter(f'{grain}_from')}, {time_array_parameter(f'{grain}_to')})"
         )
+        if len(grain_spans) > 1:  # one span is its outer bounds (every bucket read but a range's)
+            parameters[f"{grain}_from"] = [naive_utc(s.start) for s in grain_spans]
+            parameters[f"{grain}_to"] = [naive_utc(s.end) for s in grain_spans]
+            part += (
+                f" AND arrayExists((lo, hi) -> {in_window('lo', 'hi')},"
+                f" {time_array_parameter(f'{grain}_from')}, {time_array_parameter(f'{grain}_to')})"
+            )
+        parts.append(part)
     key = ", ".join(position)
     sums = ", ".join(f"sum({measure})" for measure in measures)
     sql = f"SELECT {key}, {sums} FROM ({' UNION ALL '.join(parts)}) GROUP BY {key} ORDER BY {key}"
@@ -90,21 +95,35 @@ class HeatmapStore:
         with clickhouse(self._settings) as client:
             return list(client.query(*query).result_columns)
 
-    def _plan(self, tables: Tables, selection: Selection, start: datetime, end: datetime) -> list[Span]:
-        """Plan [start, end) over the weekly and daily buckets of ``tables`` that were written for the screen.
+    def presence(self, screen: Selection, windows: Iterable[RollupWindow]) -> frozenset[tuple[str, datetime]]:
+        """The (grain, bucket_start) of the rollup buckets written for the screen whose start lies in
+        one of ``windows`` (a weekly or daily table and a [lo, hi) each; an empty one is skipped).
 
         Presence ignores the type and device filter: a rollup is written whole,
         so one without the filtered rows holds none of them, and is still exact.
+        It costs about as much as summing the buckets it finds: ClickHouse opens
+        every partition (bucket) inside the windows.
         """
-        screen = Selection(selection.client_id, selection.screen_id)
-        where, parameters = screen.where([])
-        present_sql = " UNION ALL ".join(
-            f"SELECT DISTINCT '{grain}', bucket_start FROM {self._table(tables[grain])} WHERE {where} AND {BUCKET_WINDOW}"
-            for grain in ("week", "day")
-        )
+        where, selected = Selection(screen.client_id, screen.screen_id).where([])
+        parameters: dict[str, Any] = dict(selected)
+        parts = []
+        for index, (table, lo, hi) in enumerate(windows):
+            if lo < hi:
+                parameters |= {f"lo{index}": naive_utc(lo), f"hi{index}": naive_utc(hi)}
+                parts.append(
+                    f"SELECT DISTINCT '{table.grain}', bucket_start FROM {self._table(table)} WHERE {where}"
+                    f" AND {in_window(time_parameter(f'lo{index}'), time_parameter(f'hi{index}'))}"
+                )
+        if not parts:
+            return frozenset()
         with clickhouse(self._settings) as client:
-            present = client.query(present_sql, parameters={**parameters, **window_parameters(start, end)}).result_rows
-        return plan_range(start, end, {(grain, as_utc(moment)) for grain, moment in present})
+            present = client.query(" UNION ALL ".join(parts), parameters=parameters).result_rows
+        return frozenset((grain, as_utc(moment)) for grain, moment in present)
+
+    def _plan(self, tables: Tables, selection: Selection, start: datetime, end: datetime) -> list[Span]:
+        """Plan [start, end) over the weekly and daily buckets of ``tables`` that were written for the screen."""
+        windows = [(tables[grain], start, end) for grain in ROLLUP_GRAINS]
+        return plan_range(start, end, self.presence(selection, windows))
 
     def cells(self, selection: Selection, spans: Iterable[Span]) -> list[Cell]:
         """Summed cells of every bucket inside ``spans``, ordered by (cell_x, cell_y)."""

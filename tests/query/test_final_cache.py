@@ -15,20 +15,25 @@ import clickhouse_connect
 from litestar.testing import TestClient
 
 from heatmap_core.clickhouse import apply_schema, clickhouse, replace_bucket
-from heatmap_core.schema import HOURLY
+from heatmap_core.schema import DAILY, HOURLY, BucketTable
 from heatmap_core.settings import Settings
 from query_api.app import create_app
+from query_api.caching import final_before
 
 READ_KEY = "acme-read-secret"
 OTHER_KEY = "globex-read-secret"
 FINAL_HOUR = (datetime.now(UTC) - timedelta(days=10)).replace(minute=0, second=0, microsecond=0)
 
 
-def write_hour(settings: Settings, hour: datetime, cells: dict[tuple[int, int], int]) -> None:
-    rows = [("acme", "home_v1", "click", "desktop", hour, x, y, count) for (x, y), count in cells.items()]
+def write_bucket(settings: Settings, table: BucketTable, start: datetime, cells: dict[tuple[int, int], int]) -> None:
+    rows = [("acme", "home_v1", "click", "desktop", start, x, y, count) for (x, y), count in cells.items()]
     with clickhouse(settings) as client:
         apply_schema(client, settings.clickhouse_database)
-        replace_bucket(client, HOURLY, hour, rows=rows, database=settings.clickhouse_database)
+        replace_bucket(client, table, start, rows=rows, database=settings.clickhouse_database)
+
+
+def write_hour(settings: Settings, hour: datetime, cells: dict[tuple[int, int], int]) -> None:
+    write_bucket(settings, HOURLY, hour, cells)
 
 
 def hourly(api: TestClient, hour: datetime, key: str = READ_KEY, **filters: str):
@@ -87,6 +92,34 @@ def test_the_cache_is_bounded_and_drops_the_least_recently_used(settings):
         assert cells_of(hourly(api, hours[0])) == {(0, 0): 100}
         # Reading hours[0] again took the place of the least recently used, hours[2].
         assert cells_of(hourly(api, hours[2])) == {(2, 2): 100}
+
+
+def test_a_recent_range_keeps_which_final_days_have_rollups_and_asks_about_the_recent_ones(settings):
+    """The presence of a range's final rollups is kept, that of its recent ones asked every time.
+
+    Each day holds one cell in an hour and another in its daily rollup (unequal on purpose, so the
+    answer tells which table answered); then both rollups are dropped under the cache.
+    """
+    today = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+    final_day, recent_day = final_before("day", settings) - timedelta(days=1), today - timedelta(days=1)
+    for day, (hour_cell, day_cell) in ((final_day, ((1, 1), (2, 2))), (recent_day, ((3, 3), (4, 4)))):
+        write_hour(settings, day + timedelta(hours=10), {hour_cell: 1})
+        write_bucket(settings, DAILY, day, {day_cell: 5})
+    params = {"client_id": "acme", "screen_id": "home_v1", "from": f"{final_day:%Y-%m-%dT%H:%M:%SZ}"}
+    params["to"] = f"{today:%Y-%m-%dT%H:%M:%SZ}"
+
+    def read_range(api: TestClient) -> tuple[dict[tuple[int, int], int], list[str]]:
+        answer = api.get("/heatmap/range", params=params, headers={"X-Read-Key": READ_KEY})
+        return cells_of(answer), [span["grain"] for span in answer.json()["buckets"]]
+
+    with app_for(settings) as api:
+        assert read_range(api) == ({(2, 2): 5, (4, 4): 5}, ["day", "hour", "day"])
+        for day in (final_day, recent_day):
+            write_bucket(settings, DAILY, day, {})  # no rows: the rollup's partition is dropped
+        # The final day is still read from its (now empty) rollup; the recent day from its hours.
+        assert read_range(api) == ({(3, 3): 1}, ["day", "hour"])
+    with app_for(settings) as api:  # a new process asks ClickHouse again
+        assert read_range(api) == ({(1, 1): 1, (3, 3): 1}, ["hour"])
 
 
 def test_a_read_does_not_wait_behind_a_long_statement(settings):
