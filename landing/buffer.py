@@ -44,14 +44,16 @@ class PartFile:
     client_id: str
     first_offset: int
     last_offset: int
-    lines: list[bytes] = field(default_factory=list)
+    # Whole JSON lines, one chunk per encoded run: splitting each run into a bytes object per
+    # line and joining them again was about a sixth of landing's CPU.
+    chunks: list[bytes] = field(default_factory=list)
 
     @property
     def events(self) -> int:
-        return len(self.lines)
+        return sum(chunk.count(b"\n") for chunk in self.chunks)
 
     def json_body(self) -> bytes:
-        return b"".join(self.lines)
+        return b"".join(self.chunks)
 
 
 @dataclass
@@ -116,7 +118,7 @@ class PartitionBuffer:
                 part = self.files[(hour, record.client_id)] = PartFile(hour, record.client_id, offset, offset)
             lines = _encoder.encode_lines(run)
             part.last_offset = offset
-            part.lines += lines.splitlines(keepends=True)
+            part.chunks.append(lines)
             self.bytes += len(lines)
         self.events += len(events)
 

@@ -69,7 +69,7 @@ def _landed_part():
     buffer = PartitionBuffer(kafka_partition=3)
     buffer.add(41, record)
     (part,) = buffer.take().files
-    events = [msgspec.json.decode(line, type=LakeEvent) for line in part.lines]
+    events = [msgspec.json.decode(line, type=LakeEvent) for line in part.json_body().splitlines()]
     return part, events
 
 
@@ -116,7 +116,7 @@ def test_generated_types_are_the_lake_types():
 
 def test_landing_writes_exactly_the_definition():
     part, events = _landed_part()
-    for line in part.lines:
+    for line in part.json_body().splitlines():
         assert tuple(msgspec.json.decode(line)) == NAMES
     parquet = pq.read_table(io.BytesIO(parquet_from_json_lines(part.json_body())))
     assert parquet.schema == arrow_schema()
