@@ -218,7 +218,7 @@ def write_parquet_part(settings: Settings, hour: datetime, events: list[LakeEven
 
     first = events[0]
     lines = [_encoder.encode(event) + b"\n" for event in events]
-    part = PartFile(hour, first.client_id, first.kafka_offset, events[-1].kafka_offset, lines)
+    part = PartFile(hour, first.client_id, first.kafka_offset, events[-1].kafka_offset, lines, len(lines))
     flush = Flush(first.kafka_partition, part.first_offset, part.last_offset, [part], None, None)
     writer = LakeWriter(settings, ("parquet",))
     try:
