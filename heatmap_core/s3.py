@@ -36,12 +36,25 @@ def ensure_bucket(client, bucket: str) -> None:
         client.create_bucket(Bucket=bucket)
 
 
+def _folders(client, bucket: str, prefix: str = "") -> list[str]:
+    """The "folders" under ``prefix``, deepest first. S3Proxy's filesystem store keeps a folder that
+    Spark's s3a marked (``key/``) as a directory that no object listing shows, and a bucket holding
+    one cannot be deleted; on S3 or MinIO an empty bucket has none."""
+    found: list[str] = []
+    for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix, Delimiter="/"):
+        for common in page.get("CommonPrefixes", []):
+            found += [*_folders(client, bucket, common["Prefix"]), common["Prefix"]]
+    return found
+
+
 def remove_bucket(client, bucket: str) -> None:
     """``bucket`` and every object in it; a bucket that does not exist is left so."""
     try:
         for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket):
             if keys := [{"Key": item["Key"]} for item in page.get("Contents", [])]:
                 client.delete_objects(Bucket=bucket, Delete={"Objects": keys, "Quiet": True})
+        for folder in _folders(client, bucket):
+            client.delete_object(Bucket=bucket, Key=folder)
         client.delete_bucket(Bucket=bucket)
     except ClientError as exc:
         if exc.response["Error"]["Code"] != "NoSuchBucket":

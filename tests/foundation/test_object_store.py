@@ -2,7 +2,10 @@
 
 import json
 
-from heatmap_core.s3 import s3_client
+import pytest
+from botocore.exceptions import ClientError
+
+from heatmap_core.s3 import ensure_bucket, remove_bucket, s3_client
 
 
 def test_put_list_get_round_trip(settings):
@@ -27,3 +30,20 @@ def test_spark_reads_json_lines_through_s3a(settings, spark):
     )
     got = sorted((row.client_id, row.x_norm, row.n) for row in frame.collect())
     assert got == sorted((row["client_id"], row["x_norm"], row["n"]) for row in rows)
+
+
+def test_remove_bucket_removes_objects_and_folder_markers(settings):
+    client = s3_client(settings)
+    bucket = f"{settings.raw_bucket}-removed"
+    ensure_bucket(client, bucket)
+    client.put_object(Bucket=bucket, Key="dt=2026-02-02/hour=10/client_id=acme/part-0.json", Body=b"{}\n")
+    # A folder marker as Spark's s3a writes them. (The empty directory a Dagster run's staging
+    # cleanup leaves in S3Proxy's store, which only _folders removes, is met by every test of
+    # tests/assets/test_assets_inprocess.py: its settings fixture's teardown failed before.)
+    client.put_object(Bucket=bucket, Key="_staging/run/heatmap_scroll_hourly/", Body=b"")
+    client.put_object(Bucket=bucket, Key="_staging/run/heatmap_scroll_hourly/part-0.parquet", Body=b"x")
+    remove_bucket(client, bucket)
+    with pytest.raises(ClientError) as missing:
+        client.head_bucket(Bucket=bucket)
+    assert missing.value.response["Error"]["Code"] == "404"
+    remove_bucket(client, bucket)  # a bucket already gone is left so
