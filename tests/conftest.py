@@ -16,6 +16,7 @@ import subprocess
 import sys
 import time
 import uuid
+import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -139,8 +140,11 @@ def settings(stack: Settings) -> Iterator[Settings]:
     ensure_topic(isolated)
     ensure_buckets(isolated)
     yield isolated
-    remove_topic(isolated)
-    remove_buckets(isolated)
+    try:
+        remove_topic(isolated)
+        remove_buckets(isolated)
+    except Exception as exc:  # noqa: BLE001  (a leak to report, not the test's own failure)
+        warnings.warn(f"the test's topic or buckets were not removed: {exc!r}", stacklevel=1)
 
 
 @pytest.fixture
