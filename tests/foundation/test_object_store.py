@@ -38,8 +38,9 @@ def test_remove_bucket_removes_objects_and_folder_markers(settings):
     ensure_bucket(client, bucket)
     client.put_object(Bucket=bucket, Key="dt=2026-02-02/hour=10/client_id=acme/part-0.json", Body=b"{}\n")
     # A folder marker as Spark's s3a writes them. (The empty directory a Dagster run's staging
-    # cleanup leaves in S3Proxy's store, which only _folders removes, is met by every test of
-    # tests/assets/test_assets_inprocess.py: its settings fixture's teardown failed before.)
+    # cleanup leaves in S3Proxy's store, which only _folders removes, is not reproduced here: the
+    # teardown of tests/assets/test_assets_inprocess.py meets it, and without _folders it leaves
+    # the bucket behind with a warning in the summary.)
     client.put_object(Bucket=bucket, Key="_staging/run/heatmap_scroll_hourly/", Body=b"")
     client.put_object(Bucket=bucket, Key="_staging/run/heatmap_scroll_hourly/part-0.parquet", Body=b"x")
     remove_bucket(client, bucket)
