@@ -13,6 +13,7 @@ pile their data up on the machine's disk.
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Iterator
 
 from kafka import KafkaAdminClient
 from kafka.admin import NewTopic
@@ -22,23 +23,28 @@ from heatmap_core.s3 import ensure_bucket, remove_bucket, s3_client
 from heatmap_core.settings import Settings, get_settings
 
 
+@contextlib.contextmanager
+def _kafka_admin(settings: Settings) -> Iterator[KafkaAdminClient]:
+    admin = KafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap, request_timeout_ms=10000)
+    try:
+        yield admin
+    finally:
+        admin.close()
+
+
 def ensure_topic(settings: Settings) -> None:
     """``settings.topic`` with ``topic_partitions`` partitions and ``topic_retention_hours`` retention.
 
     An existing topic is left as it is (its partition count is not changed).
     """
-    admin = KafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap, request_timeout_ms=10000)
-    try:
-        topic = NewTopic(
-            name=settings.topic,
-            num_partitions=settings.topic_partitions,
-            replication_factor=1,
-            topic_configs={"retention.ms": str(settings.topic_retention_hours * 3600 * 1000)},
-        )
-        with contextlib.suppress(TopicAlreadyExistsError):
-            admin.create_topics([topic])
-    finally:
-        admin.close()
+    topic = NewTopic(
+        name=settings.topic,
+        num_partitions=settings.topic_partitions,
+        replication_factor=1,
+        topic_configs={"retention.ms": str(settings.topic_retention_hours * 3600 * 1000)},
+    )
+    with _kafka_admin(settings) as admin, contextlib.suppress(TopicAlreadyExistsError):
+        admin.create_topics([topic])
 
 
 def ensure_buckets(settings: Settings) -> None:
@@ -50,12 +56,8 @@ def ensure_buckets(settings: Settings) -> None:
 
 def remove_topic(settings: Settings) -> None:
     """``settings.topic`` deleted (Kafka removes its files shortly after); a missing topic is left so."""
-    admin = KafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap, request_timeout_ms=10000)
-    try:
-        with contextlib.suppress(UnknownTopicOrPartitionError):
-            admin.delete_topics([settings.topic])
-    finally:
-        admin.close()
+    with _kafka_admin(settings) as admin, contextlib.suppress(UnknownTopicOrPartitionError):
+        admin.delete_topics([settings.topic])
 
 
 def remove_buckets(settings: Settings) -> None:

@@ -6,7 +6,9 @@ import re
 from collections import Counter, defaultdict
 from datetime import timedelta
 
-from heatmap_core.s3 import ensure_bucket, s3_client
+import pytest
+
+from heatmap_core.s3 import ensure_bucket, remove_bucket, s3_client
 from tests.landing.conftest import event_row, expected_rows, make_records, produce, read_lake, wait_landed
 
 CLIENTS = ("acme", "globex", "initech", "umbrella", "hooli")
@@ -30,9 +32,16 @@ def _landed_events(log: str) -> int:
     return int(re.findall(r"progress: landed=(\d+) events", log)[-1])
 
 
-def test_two_instances_land_what_one_lands(settings, start_landing):
-    pair_settings = settings.model_copy(update={"raw_bucket": f"{settings.raw_bucket}-pair"})
-    ensure_bucket(s3_client(pair_settings), pair_settings.raw_bucket)
+@pytest.fixture
+def pair_settings(settings):
+    """The test's settings with a lake bucket of the pair's own, removed afterwards like the test's."""
+    pair = settings.model_copy(update={"raw_bucket": f"{settings.raw_bucket}-pair"})
+    ensure_bucket(s3_client(pair), pair.raw_bucket)
+    yield pair
+    remove_bucket(s3_client(pair), pair.raw_bucket)
+
+
+def test_two_instances_land_what_one_lands(settings, pair_settings, start_landing):
     first = make_records(events=10_000, per_record=100, clients=CLIENTS, screens=SCREENS, span=timedelta(hours=2))
     second = make_records(
         events=10_000, per_record=100, clients=CLIENTS, screens=SCREENS, span=timedelta(hours=2), seed=8
