@@ -57,20 +57,26 @@ def device_class(viewport_w: int | None) -> Device:
 
 
 class Event(msgspec.Struct, forbid_unknown_fields=True):
-    event_time: AwareDatetime
-    x_norm: Norm
-    y_norm: Norm
+    event_time: Annotated[AwareDatetime, msgspec.Meta(description="RFC 3339 with a zone")]
+    x_norm: Annotated[Norm, msgspec.Meta(description="0 (left) to 1 (right) of the screen element")]
+    y_norm: Annotated[
+        Norm,
+        msgspec.Meta(description="0 (top) to 1 (bottom); for a scroll event, the depth of the viewport's bottom edge"),
+    ]
     event_type: EventType = "mousemove"
 
 
 class PageView(msgspec.Struct, forbid_unknown_fields=True):
     """The page load a v2 batch was recorded in: its viewport and the screen element's rendered size."""
 
-    view_id: ViewId
-    viewport_w: ViewportPixels
-    viewport_h: ViewportPixels
-    screen_w: ScreenPixels
-    screen_h: ScreenPixels
+    view_id: Annotated[ViewId, msgspec.Meta(description="random per page load; identifies a view, never a person")]
+    viewport_w: Annotated[
+        ViewportPixels,
+        msgspec.Meta(description="viewport width, CSS pixels; gives the device: mobile < 768, tablet < 1024, desktop"),
+    ]
+    viewport_h: Annotated[ViewportPixels, msgspec.Meta(description="viewport height, CSS pixels")]
+    screen_w: Annotated[ScreenPixels, msgspec.Meta(description="the screen element's rendered width, CSS pixels")]
+    screen_h: Annotated[ScreenPixels, msgspec.Meta(description="the screen element's rendered height, CSS pixels")]
 
 
 class RawBatchRecord(msgspec.Struct, kw_only=True):

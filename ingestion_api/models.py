@@ -32,8 +32,12 @@ class BatchIn(msgspec.Struct, forbid_unknown_fields=True):
     events: Annotated[list[Event], msgspec.Meta(min_length=1)]
     # Optional so a naive client can send without one; a re-sent batch_id is not published twice.
     batch_id: UUID | None = None
-    # v2: the page load the events were recorded in; absent in a v1 request (device unknown).
-    view: PageView | None = None
+    view: Annotated[
+        PageView | None,
+        msgspec.Meta(
+            description="v2: the page load the events were recorded in; absent in a v1 request (device unknown)"
+        ),
+    ] = None
 
 
 class BatchAccepted(msgspec.Struct):

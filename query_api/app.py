@@ -121,6 +121,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
             version="1.0.0",
             path="/schema",
             components=Components(security_schemes=SECURITY_COMPONENTS),
+            use_handler_docstrings=True,  # each handler's docstring is its operation's description
         ),
         # The process entry point configures logging once (heatmap_core.logs); Litestar must not replace it.
         logging_config=None,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Annotated
 
 import msgspec
 
@@ -47,18 +48,22 @@ class RangeHeatmap(Heatmap, kw_only=True):
 class DepthRow(msgspec.Struct):
     """One depth row of the screen and the page views that scrolled down to it."""
 
-    depth_row: int
-    y_norm: float  # the row's top edge as a depth of the screen: depth_row / grid_h
-    reached: int
-    share: float  # reached / views: 1.0 at row 0
-    folds: int  # views whose fold (viewport height as a depth) lies in this row
+    depth_row: Annotated[int, msgspec.Meta(description="grid row of the depth, 0 (top) to grid_h - 1")]
+    y_norm: Annotated[
+        float, msgspec.Meta(description="the row's top edge as a depth of the screen: depth_row / grid_h")
+    ]
+    reached: Annotated[int, msgspec.Meta(description="page views whose deepest scroll reached this row")]
+    share: Annotated[float, msgspec.Meta(description="reached / views: 1.0 at row 0")]
+    folds: Annotated[
+        int, msgspec.Meta(description="page views whose fold (viewport height as a depth) lies in this row")
+    ]
 
 
 class Fold(msgspec.Struct):
     """The median fold: the first row by which half of the views' folds are counted."""
 
-    depth_row: int
-    y_norm: float
+    depth_row: Annotated[int, msgspec.Meta(description="grid row of the median fold")]
+    y_norm: Annotated[float, msgspec.Meta(description="that row's top edge as a depth of the screen")]
 
 
 class ScrollMap(msgspec.Struct, kw_only=True):
@@ -67,9 +72,12 @@ class ScrollMap(msgspec.Struct, kw_only=True):
     No views: ``views`` 0, ``rows`` empty, ``fold`` null.
     """
 
-    views: int
-    rows: list[DepthRow]
-    fold: Fold | None
+    views: Annotated[
+        int,
+        msgspec.Meta(description="page views counted (reached at row 0); a view active in two hours counts in each"),
+    ]
+    rows: Annotated[list[DepthRow], msgspec.Meta(description="the depth rows holding data, in order")]
+    fold: Annotated[Fold | None, msgspec.Meta(description="the median fold; null when no views")]
     device: DeviceFilter = ALL
     grid_h: int = GRID_H
 
@@ -88,8 +96,8 @@ class ScreenDimensions(msgspec.Struct):
     """The event types and devices holding cells of one screen, each sorted."""
 
     screen_id: str
-    types: list[str]
-    devices: list[str]
+    types: Annotated[list[str], msgspec.Meta(description="event types holding cells of the screen, sorted")]
+    devices: Annotated[list[str], msgspec.Meta(description="devices holding cells of the screen, sorted")]
 
 
 class ScreenList(msgspec.Struct):
@@ -104,11 +112,13 @@ class BucketSummary(msgspec.Struct):
 
     start: datetime
     end: datetime
-    total: int
-    cells: int
-    types: list[str]
-    devices: list[str]
-    views: int
+    total: Annotated[int, msgspec.Meta(description="events counted in the bucket (of the type and device asked)")]
+    cells: Annotated[int, msgspec.Meta(description="distinct cells holding them")]
+    types: Annotated[list[str], msgspec.Meta(description="event types present in the bucket, sorted")]
+    devices: Annotated[list[str], msgspec.Meta(description="devices present in the bucket, sorted")]
+    views: Annotated[
+        int, msgspec.Meta(description="page views of the bucket's scroll reach (device filter only); 0: none")
+    ]
 
 
 class BucketList(msgspec.Struct, kw_only=True):

@@ -52,6 +52,7 @@ ScreenId = Annotated[str, Parameter(description="screen id, 1-64 of [A-Za-z0-9_-
 Day = Annotated[date, Parameter(description="UTC date YYYY-MM-DD")]
 Hour = Annotated[int, Parameter(ge=0, le=23, description="UTC hour 0-23")]
 WeekStart = Annotated[date, Parameter(description="the Sunday (UTC) a week starts on, YYYY-MM-DD")]
+GrainParam = Annotated[Grain, Parameter(description="bucket grain: hour, day or week (weeks start on Sunday, UTC)")]
 From = Annotated[datetime, Parameter(query="from", description="range start, an RFC 3339 time on a UTC hour boundary")]
 To = Annotated[datetime, Parameter(query="to", description="range end (exclusive), on a UTC hour boundary")]
 TypeParam = Annotated[
@@ -250,7 +251,7 @@ class HeatmapController(Controller):
         store: HeatmapStore,
         client_id: ClientId,
         screen_id: ScreenId,
-        grain: Grain,
+        grain: GrainParam,
         type: TypeParam = ALL,  # named as the client sends it; shadows the builtin in this scope only
         device: DeviceParam = ALL,
     ) -> BucketList:
@@ -275,7 +276,7 @@ class ScrollController(Controller):
 
     @get("/hourly", **_SECURED, response_headers=_CACHED)
     def hourly(self, screen: ScreenReads, dt: Day, hour: Hour) -> Response[ScrollMap]:
-        """Scroll reach of one UTC hour."""
+        """Scroll reach of one UTC hour: per depth row, the share of page views that scrolled down to it; the median fold."""
         return screen.scroll_bucket(hour_bucket(dt, hour))
 
     @get("/daily", **_SECURED, response_headers=_CACHED)

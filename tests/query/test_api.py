@@ -294,6 +294,8 @@ def test_health_schema_and_dashboard(api: TestClient):
         *(f"scroll/{g}" for g in ("hourly", "daily", "weekly", "range")),
     ):
         operation = paths[f"/heatmap/{path}"]["get"]
+        assert operation["description"], path  # the handler's docstring
+        assert all(parameter["description"] for parameter in operation["parameters"]), path
         enums = {p["name"]: p["schema"].get("enum") for p in operation["parameters"] if p["name"] in ("type", "device")}
         assert enums == ({"device": devices} if path.startswith("scroll") else {"type": types, "device": devices}), path
         assert "type or device" in operation["responses"]["400"]["description"]
@@ -301,6 +303,10 @@ def test_health_schema_and_dashboard(api: TestClient):
         assert body == {"scroll/range": "RangeScrollMap", "range": "RangeHeatmap", "buckets": "BucketList"}.get(
             path, "ScrollMap" if path.startswith("scroll") else "Heatmap"
         )
+    depth_row = api.get("/schema/openapi.json").json()["components"]["schemas"]["DepthRow"]["properties"]
+    assert {name: bool(field.get("description")) for name, field in depth_row.items()} == dict.fromkeys(
+        ("depth_row", "y_norm", "reached", "share", "folds"), True
+    )
     assert api.get("/", follow_redirects=False).headers["location"] == "/dashboard/"
     assert (
         api.get("/?client=acme&grain=day", follow_redirects=False).headers["location"]
