@@ -1,7 +1,8 @@
 """The dashboard's v2 views in Debian's Chromium against the query API and known rows: each tab and
 device paints where its rows are, the scroll map shows the API's shares and fold, a comparison's
 difference map has the right signs, the exports hold what is shown, and a live view follows a new
-materialization without a reload. Screenshots of each view at desktop and phone width are kept."""
+materialization without a reload; every control is reached by the keyboard and has a name. Screenshots
+of each view at desktop and phone width are kept."""
 
 from __future__ import annotations
 
@@ -76,6 +77,16 @@ def _open(browser, url: str, viewport=DESKTOP):
     return page
 
 
+def _keep_screenshots(page, artifacts_dir, name: str) -> None:
+    """test-artifacts/dashboard-<name>-desktop.png and -phone.png of the page as it is; at phone width
+    nothing may need scrolling sideways."""
+    page.screenshot(path=str(artifacts_dir / f"dashboard-{name}-desktop.png"), full_page=True)
+    page.set_viewport_size(PHONE)
+    assert page.evaluate("document.documentElement.scrollWidth") <= PHONE["width"], name
+    page.screenshot(path=str(artifacts_dir / f"dashboard-{name}-phone.png"), full_page=True)
+    page.set_viewport_size(DESKTOP)
+
+
 @pytest.mark.browser
 def test_each_tab_and_device_paints_its_own_rows(browser, live_api, dataset, artifacts_dir):
     page = _open(browser, _url(live_api, grain="hour", bucket=_iso(HOT)))
@@ -94,11 +105,7 @@ def test_each_tab_and_device_paints_its_own_rows(browser, live_api, dataset, art
                 assert page.text_content("#total") == f"{sum(expected.values()):,}", (view, device)
             page.select_option("#device", "all")
             wait_ready(page)
-            page.screenshot(path=str(artifacts_dir / f"dashboard-{view}-desktop.png"), full_page=True)
-            page.set_viewport_size(PHONE)
-            assert page.evaluate("document.documentElement.scrollWidth") <= PHONE["width"]  # nothing sideways
-            page.screenshot(path=str(artifacts_dir / f"dashboard-{view}-phone.png"), full_page=True)
-            page.set_viewport_size(DESKTOP)
+            _keep_screenshots(page, artifacts_dir, view)
         # The view is in the URL: a reload opens the clicks of mobile again.
         page.click("#tabs [data-view=clicks]")
         wait_ready(page)
@@ -122,7 +129,7 @@ def test_each_tab_and_device_paints_its_own_rows(browser, live_api, dataset, art
 
 
 @pytest.mark.browser
-def test_presets_and_custom_range_read_the_range_endpoint(browser, live_api, dataset):
+def test_presets_and_custom_range_read_the_range_endpoint(browser, live_api, dataset, artifacts_dir):
     # Last 30 days holds WEEK (at most 27 days back): both hours.
     page = _open(browser, _url(live_api, grain="30d"))
     try:
@@ -139,12 +146,13 @@ def test_presets_and_custom_range_read_the_range_endpoint(browser, live_api, dat
         wait_ready(page)
         assert page.text_content("#total") == f"{sum(LATER_ROWS.values()):,}"
         assert page.text_content("#used") == "1 hourly bucket(s)"
+        _keep_screenshots(page, artifacts_dir, "range")
     finally:
         page.close()
 
 
 @pytest.mark.browser
-def test_activity_strip_counts_each_hour_and_opens_it(browser, live_api, dataset):
+def test_activity_strip_counts_each_hour_and_opens_it(browser, live_api, dataset, artifacts_dir):
     page = _open(browser, _url(live_api, grain="day", bucket=_iso(day_of(HOT)), view="clicks"))
     try:
         bars = page.eval_on_selector_all(
@@ -153,6 +161,7 @@ def test_activity_strip_counts_each_hour_and_opens_it(browser, live_api, dataset
         clicks = lambda rows: sum(n for (t, *_), n in rows.items() if t == "click")  # noqa: E731
         assert bars == [[_iso(HOT), clicks(HOT_ROWS)], [_iso(LATER), clicks(LATER_ROWS)]]
         assert page.locator("#activity > .bar").count() == 24  # one per hour of the day
+        _keep_screenshots(page, artifacts_dir, "activity")
         page.click(f"#activity button[data-hour='{_iso(LATER)}']")
         wait_ready(page)
         assert page.input_value("#grain") == "hour" and page.input_value("#bucket") == _iso(LATER)
@@ -259,7 +268,7 @@ def test_compare_scroll_depth_of_two_periods(browser, live_api, dataset, artifac
         assert up[3] > 0 and up[0] > up[2], up
         assert page.evaluate(CANVAS_CELL, ["#diff", 50, 5])["maxAlpha"] == 0
         assert page.text_content("#diff-min") == "\u221250.00% of views"  # a minus sign
-        page.screenshot(path=str(artifacts_dir / "dashboard-compare-scroll-desktop.png"), full_page=True)
+        _keep_screenshots(page, artifacts_dir, "compare-scroll")
     finally:
         page.close()
 
@@ -359,7 +368,7 @@ def test_live_view_follows_a_new_materialization_without_reload(
         page.wait_for_function(
             f"document.getElementById('freshness').dataset.materializedAt >= {first_written!r}", timeout=10000
         )
-        page.screenshot(path=str(artifacts_dir / "dashboard-live-desktop.png"), full_page=True)
+        _keep_screenshots(page, artifacts_dir, "live")
     finally:
         page.close()
 
@@ -382,4 +391,97 @@ def test_compare_asks_for_period_b_and_then_defaults_it(browser, live_api, datas
         )
         assert page.is_hidden("#error") and page.is_visible("#panel-diff")
     finally:
+        page.close()
+
+
+# The focused element: a key naming it (its id, else the hour of an activity bar or the view of a tab), or
+# null when focus has left the page's controls.
+FOCUSED = """() => {
+  const el = document.activeElement;
+  if (!el || el === document.body) return null;
+  return el.id || (el.dataset.hour && `bar ${el.dataset.hour}`) || (el.dataset.view && `tab ${el.dataset.view}`)
+    || el.outerHTML.slice(0, 80);
+}"""
+# Every element the Tab key should reach, in document order (no positive tabindex is used): shown,
+# enabled and in the tab order (a tab that is not selected is reached by the arrow keys instead).
+TABBABLE = """() => [...document.querySelectorAll("a[href], button, input, select, textarea, [tabindex]")]
+  .filter((el) => el.tabIndex >= 0 && !el.disabled && el.getClientRects().length > 0
+    && getComputedStyle(el).visibility !== "hidden")
+  .map((el) => el.id || (el.dataset.hour && `bar ${el.dataset.hour}`) || (el.dataset.view && `tab ${el.dataset.view}`)
+    || el.outerHTML.slice(0, 80))"""
+
+
+def _accessible_name(cdp) -> str:
+    """The focused element's accessible name as Chromium computes it (its accessibility tree, over CDP)."""
+    element = cdp.send("Runtime.evaluate", {"expression": "document.activeElement"})["result"]["objectId"]
+    node, *_ = cdp.send("Accessibility.getPartialAXTree", {"objectId": element, "fetchRelatives": False})["nodes"]
+    return node.get("name", {}).get("value", "").strip()
+
+
+def _tab_through(page, cdp) -> dict[str, str]:
+    """{element: accessible name} of every element the Tab key focuses, from the top of the page until
+    focus leaves the page or comes round again, in the order reached. Tab steps through a date input's
+    fields (day, month, year, hour, minute) before it leaves the input."""
+    page.evaluate("document.activeElement && document.activeElement.blur()")
+    reached: dict[str, str] = {}
+    last = None
+    for _ in range(200):
+        page.keyboard.press("Tab")
+        focused = page.evaluate(FOCUSED)
+        if focused == last:
+            continue
+        if focused is None or focused in reached:
+            return reached
+        reached[focused] = _accessible_name(cdp)
+        last = focused
+    raise AssertionError(f"focus never left the page: {list(reached)}")
+
+
+VIEWS = ("all", "moves", "clicks", "rage", "scroll")
+
+
+@pytest.mark.browser
+@pytest.mark.parametrize(
+    "params, controls",
+    [
+        (  # a day of clicks beside another device: the activity strip has bars, device B its select
+            {"grain": "day", "bucket": _iso(day_of(HOT)), "view": "clicks", "compare": "device", "device2": "mobile"},
+            {"device2", f"bar {_iso(HOT)}", f"bar {_iso(LATER)}"},
+        ),
+        (  # a custom range beside another period: their four time inputs
+            {"grain": "range", "view": "clicks", "compare": "period", "from2": _iso(LATER), "to2": _iso(LATER + HOUR)},
+            {"from", "to", "from2", "to2"},
+        ),
+    ],
+    ids=["day-compare-device", "range-compare-period"],
+)
+def test_every_control_is_reached_by_the_keyboard_and_named(browser, live_api, dataset, params, controls):
+    page = _open(browser, _url(live_api, **params))
+    cdp = page.context.new_cdp_session(page)
+    try:
+        cdp.send("Accessibility.enable")
+        reached = _tab_through(page, cdp)
+        # Tab reaches every control shown, each once, in the page's order ...
+        assert list(reached) == page.evaluate(TABBABLE)
+        # ... among them the time presets, the device filter, the selected tab, the comparison and the exports.
+        shared = {"client", "screen", "grain", "device", "compare", "show", "tab clicks", "export-png", "export-csv"}
+        assert shared | controls <= set(reached), list(reached)
+        # Each has a name a screen reader says: its label, aria-label or text.
+        assert [element for element, name in reached.items() if not name] == []
+        # The other tabs by the arrow keys, each named too.
+        page.focus("#tabs [data-view=clicks]")
+        by_arrows = {}
+        for _ in VIEWS:
+            page.keyboard.press("ArrowRight")
+            wait_ready(page)
+            by_arrows[page.evaluate(FOCUSED)] = _accessible_name(cdp)
+        assert by_arrows == {
+            "tab rage": "Rage clicks",
+            "tab scroll": "Scroll depth",
+            "tab all": "All events",
+            "tab moves": "Moves",
+            "tab clicks": "Clicks",
+        }
+    finally:
+        cdp.detach()
         page.close()

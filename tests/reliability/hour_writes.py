@@ -20,6 +20,7 @@ from dagster import DagsterInstance, materialize
 from heatmap_assets.assets import ALL_ASSETS
 from heatmap_assets.partitions import hour_key
 from heatmap_assets.resources import build_resources
+from heatmap_core.clickhouse import STAGE_PREFIX, clickhouse
 from heatmap_core.events import LakeEvent
 from heatmap_core.lake import STAGING_PREFIX
 from heatmap_core.s3 import s3_client
@@ -72,6 +73,19 @@ def spark_writing(settings: Settings) -> bool:
     """A run's Spark executors have begun writing its rows under the staging prefix (it is mid-job)."""
     listing = s3_client(settings).list_objects_v2(Bucket=settings.raw_bucket, Prefix=STAGING_PREFIX, MaxKeys=1)
     return listing.get("KeyCount", 0) > 0
+
+
+def bucket_write_begun(settings: Settings) -> bool:
+    """A run's ClickHouse write has begun: its staging table for the hourly table exists (the staging
+    insert is under way or done, REPLACE PARTITION not yet)."""
+    with clickhouse(settings) as client:
+        return (
+            client.query(
+                "SELECT count() FROM system.tables WHERE database = {db:String} AND startsWith(name, {prefix:String})",
+                parameters={"db": settings.clickhouse_database, "prefix": f"{STAGE_PREFIX}{HOURLY.name}_"},
+            ).result_rows[0][0]
+            > 0
+        )
 
 
 def hour_rows(settings: Settings, hour: datetime) -> tuple[dict, dict]:

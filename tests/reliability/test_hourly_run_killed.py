@@ -33,8 +33,6 @@ from dagster._core.instance.ref import InstanceRef
 
 from heatmap_assets.assets import BUCKET_WRITES_POOL
 from heatmap_assets.partitions import hour_key
-from heatmap_core.clickhouse import STAGE_PREFIX, clickhouse
-from heatmap_core.schema import HOURLY
 from infra.programs import dagster_instance
 from tests.conftest import ROOT, serve_app
 
@@ -42,6 +40,7 @@ from .figures import Figures, Tally, record
 from .hour_writes import (
     HourReader,
     assert_hour_is,
+    bucket_write_begun,
     materialize_hour,
     old_hour_then_more,
     recent_hour,
@@ -80,14 +79,6 @@ def _start_run(settings, hour, home: Path, log: Path) -> subprocess.Popen:
         )
 
 
-def _staging_tables(settings) -> int:
-    with clickhouse(settings) as client:
-        return client.query(
-            "SELECT count() FROM system.tables WHERE database = {db:String} AND startsWith(name, {prefix:String})",
-            parameters={"db": settings.clickhouse_database, "prefix": f"{STAGE_PREFIX}{HOURLY.name}_"},
-        ).result_rows[0][0]
-
-
 def _left_in_dagster(home: Path) -> str:
     """What the killed run left in its Dagster instance: the run's status and the pool slots it holds."""
     with DagsterInstance.from_ref(InstanceRef.from_dir(str(home))) as instance:
@@ -123,7 +114,7 @@ def test_hourly_run_killed_mid_write_then_rerun_writes_identical_rows(settings, 
         if moment == "spark job":
             _kill_when(run, log, lambda: spark_writing(settings), "Spark writing staged rows")
         else:
-            _kill_when(run, log, lambda: _staging_tables(settings) > 0, "the staging table")
+            _kill_when(run, log, lambda: bucket_write_begun(settings), "the staging table")
         run_log = log.read_text()
         left = _left_in_dagster(tmp_path)
         reader.wait_for_answers("200", 20)  # a second of reads of what the killed run left
