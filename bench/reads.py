@@ -3,6 +3,10 @@ a day, a week, 30 days) through the query API, cold and warm, alone and while an
 events (10M with --big) is being materialized, beside the same SQL sent by a clickhouse-connect
 client (warm: the API's own query, from ``span_sum_sql``; cold: a new client's first).
 
+The CPU each warm answer costs, summed over the processes that give it (the bench's HTTP or
+ClickHouse client, the API, the ClickHouse server), is measured in blocks of reads in a row: on a
+shared machine it moves far less than the latencies.
+
 Each read comes twice: over final buckets (kept in the API's memory after the first read, see
 query_api/caching.py) and over recent ones (can still change: ClickHouse answers every time).
 Everything runs on a chdb_server of the bench's own.
@@ -22,6 +26,7 @@ from pathlib import Path
 
 import clickhouse_connect
 import httpx
+import psutil
 
 from bench.common import Result, console, percentile, private_clickhouse, scratch_bucket, uvicorn_app
 from bench.scale import write_lake_hour
@@ -39,6 +44,7 @@ from query_api.store import span_sum_sql
 GRID = 20_000  # the whole 100 x 200 grid: every bucket of the bench holds 20,000 cells
 WARM, BIG_WARM = 50, 200
 COLD, BIG_COLD = 3, 10  # fresh API processes
+CPU_READS = 50  # reads in a row per CPU block: CPU times tick in 10 ms, so 0.2 ms a read
 EVENTS, BIG_EVENTS = 1_000_000, 10_000_000
 SELECTION = Selection("bench", "home")
 DAY, WEEK = timedelta(days=1), timedelta(days=7)
@@ -131,7 +137,7 @@ def run(settings: Settings, big: bool = False) -> list[Result]:
     recent_start = (now_hour - 30 * DAY).replace(hour=0)
     with (
         tempfile.TemporaryDirectory(prefix="bench-reads-") as data_dir,
-        private_clickhouse(settings, Path(data_dir)) as (private, _server),
+        private_clickhouse(settings, Path(data_dir)) as (private, server),
     ):
         private = private.model_copy(
             update={
@@ -147,10 +153,22 @@ def run(settings: Settings, big: bool = False) -> list[Result]:
             for read in reads:
                 end = read.bucket.end if read.bucket else datetime.fromisoformat(read.params["to"])
                 assert read.name.endswith("recent") != is_final(end, private), read
-            return _measure(private, reads, big, Path(data_dir))
+            return _measure(private, reads, big, Path(data_dir), server)
 
 
-def _measure(settings: Settings, reads: list[Read], big: bool, data_dir: Path) -> list[Result]:
+def _cpu_ms_per_call(call: Callable[[], object], processes: dict[str, psutil.Process]) -> dict[str, float]:
+    """CPU milliseconds (user + system) of each process per call, over ``CPU_READS`` calls in a row."""
+
+    def cpu_s() -> dict[str, float]:
+        return {name: sum(process.cpu_times()[:2]) for name, process in processes.items()}
+
+    before = cpu_s()
+    for _ in range(CPU_READS):
+        call()
+    return {name: (spent - before[name]) * 1000 / CPU_READS for name, spent in cpu_s().items()}
+
+
+def _measure(settings: Settings, reads: list[Read], big: bool, data_dir: Path, server: psutil.Process) -> list[Result]:
     cold: dict[str, list[float]] = {r.name: [] for r in reads}
     cold_direct: dict[str, list[float]] = {r.name: [] for r in reads}
     references: dict[str, tuple[str, dict]] = {}
@@ -180,6 +198,27 @@ def _measure(settings: Settings, reads: list[Read], big: bool, data_dir: Path) -
             sample(read)  # the first read of the process (cold) is measured above
         alone = {read.name: [sample(read) for _ in range(warm_n)] for read in reads}
 
+        port = url.rsplit(":", 1)[1]
+        [api] = [child for child in psutil.Process().children() if port in child.cmdline()]
+        cpu: dict[str, tuple[dict[str, float], dict[str, float]]] = {}
+        for read in reads:
+            answer = _cpu_ms_per_call(
+                lambda read=read: http.get(read.path, params=read.params).raise_for_status(),
+                {"bench": psutil.Process(), "API": api, "ClickHouse": server},
+            )
+            query = _cpu_ms_per_call(
+                lambda read=read: direct.query(*references[read.name]),
+                {"bench": psutil.Process(), "ClickHouse": server},
+            )
+            cpu[read.name] = answer, query
+            console.print(
+                f"{read.name}: CPU per warm read: "
+                + ", ".join(f"{name} {ms:.2f}" for name, ms in answer.items())
+                + " ms; the same SQL on clickhouse-connect: "
+                + ", ".join(f"{name} {ms:.2f}" for name, ms in query.items())
+                + " ms"
+            )
+
         hour = datetime.now(UTC).replace(minute=0, second=0, microsecond=0) - timedelta(hours=3)
         events = BIG_EVENTS if big else EVENTS
         write_lake_hour(settings, hour, events, "json")
@@ -196,6 +235,18 @@ def _measure(settings: Settings, reads: list[Read], big: bool, data_dir: Path) -
 
     results = []
     for read in reads:
+        answer, query = cpu[read.name]
+        results.append(
+            Result(
+                "reads",
+                f"{read.name}, warm, CPU per read: bench + API + ClickHouse (n={CPU_READS})",
+                sum(answer.values()),
+                "the same SQL, clickhouse-connect: bench + ClickHouse",
+                sum(query.values()),
+                "ms",
+                False,
+            )
+        )
         rows = [
             ("cold", cold[read.name], cold_direct[read.name]),
             ("warm", [a for a, _ in alone[read.name]], [d for _, d in alone[read.name]]),

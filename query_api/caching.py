@@ -9,7 +9,7 @@ are per client, hence private when keys are on.
 
 The same rule keeps answers in the process (``FinalReads``): a read whose
 buckets are all final is answered once by ClickHouse and then from memory, so
-a dashboard flipping between past days pays only the JSON encoding. A range
+a dashboard flipping between past days pays only the answer's encoding. A range
 that ends in recent buckets keeps which of its final days and weeks have
 rollups, and asks ClickHouse only about the recent ones (and the cells).
 """
@@ -30,7 +30,6 @@ from heatmap_core.settings import Settings
 from query_api.auth import READ_KEY_HEADER
 from query_api.buckets import LENGTH, ROLLUP_GRAINS, Grain, Span, midnight, plan_range
 from query_api.dimensions import Selection
-from query_api.models import Cell
 from query_api.store import HeatmapStore, Tables
 
 SETTLE = timedelta(hours=6)
@@ -88,7 +87,8 @@ class FinalReads:
       window (``final_before`` splits the range), the recent rest is asked each time.
     - Tenant isolation is not decided here: the route's guard refuses a client before any read.
 
-    The answers are shared between requests, so nobody may change the lists returned.
+    The answers are shared between requests, so nobody may change the lists returned (scroll reach;
+    the cells are JSON bytes).
     """
 
     def __init__(self, store: HeatmapStore, settings: Settings, entries: int):
@@ -103,7 +103,7 @@ class FinalReads:
     def _final(self, end: datetime) -> bool:
         return is_final(end, self._settings)
 
-    def cells(self, selection: Selection, spans: Iterable[Span]) -> list[Cell]:
+    def cells(self, selection: Selection, spans: Iterable[Span]) -> msgspec.Raw:
         spans = tuple(spans)
         final = all(self._final(span.end) for span in spans)
         return (self._cells if final else self._store.cells)(selection, spans)
@@ -113,7 +113,7 @@ class FinalReads:
         final = all(self._final(span.end) for span in spans)
         return (self._scroll if final else self._store.scroll)(selection, spans)
 
-    def range_cells(self, selection: Selection, start: datetime, end: datetime) -> tuple[list[Span], list[Cell]]:
+    def range_cells(self, selection: Selection, start: datetime, end: datetime) -> tuple[list[Span], msgspec.Raw]:
         if self._final(end):
             return self._range_cells(selection, start, end)
         spans = self._recent_plan(TABLES, selection, start, end)

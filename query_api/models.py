@@ -12,16 +12,20 @@ from query_api.buckets import Grain
 from query_api.dimensions import ALL, DeviceFilter, TypeFilter
 
 
-# gc=False (not tracked by the garbage collector; ints alone form no cycle): a map answer builds up
-# to 20,000 cells per read, and tracked ones set off about 17 collections each time.
-class Cell(msgspec.Struct, gc=False):
+class Cell(msgspec.Struct):
+    """One cell of an answer's ``cells``; ClickHouse writes them (``HeatmapStore.cells``), this is their schema."""
+
     cell_x: int
     cell_y: int
     count: int
 
 
 class Heatmap(msgspec.Struct, kw_only=True):
-    """The DESIGN.md contract for one bucket, with the filter that selected its cells echoed."""
+    """The DESIGN.md contract for one bucket, with the filter that selected its cells echoed.
+
+    ``cells`` holds them already encoded (``HeatmapStore.cells``, a ``msgspec.Raw`` that msgspec
+    writes as it is); the annotation is their schema, which Litestar documents.
+    """
 
     cells: list[Cell]
     type: TypeFilter = ALL

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import hashlib
 from datetime import UTC, datetime
 
+import msgspec
 import pytest
 from litestar.testing import TestClient
 
 from query_api.app import create_app
+from query_api.models import Cell, Heatmap
 from tests.query.conftest import (
     CLIENT,
     DAY,
@@ -52,6 +55,25 @@ def test_hourly_daily_weekly_return_exactly_the_rows(api: TestClient, dataset: D
     )
     expected = dataset.hours(OTHER_CLIENT, SCREEN, WEEK, WEEK + 7 * DAY)
     assert expected and cells_of(response.json()) == expected
+
+
+def test_cells_written_by_clickhouse_are_msgspecs_bytes_and_etag(api: TestClient, dataset: Dataset):
+    """ClickHouse writes the cells' JSON (HeatmapStore.cells): the body must be byte for byte what
+    msgspec writes for the Cell structs of the known rows, so answers and ETags stay as they were."""
+    reads = [
+        ("/heatmap/hourly", {"dt": f"{WEEK:%Y-%m-%d}", "hour": 10}, WEEK + 10 * HOUR, WEEK + 11 * HOUR),
+        ("/heatmap/daily", {"dt": f"{WEEK:%Y-%m-%d}"}, WEEK, WEEK + DAY),
+        ("/heatmap/weekly", {"week_start": f"{WEEK:%Y-%m-%d}"}, WEEK, WEEK + 7 * DAY),
+        ("/heatmap/daily", {"dt": "2025-02-01"}, None, None),  # no rows: []
+    ]
+    for path, params, start, end in reads:
+        response = api.get(path, params={"client_id": CLIENT, "screen_id": SCREEN, **params})
+        expected = dataset.hours(CLIENT, SCREEN, start, end) if start else {}
+        assert bool(expected) == bool(start)
+        cells = [Cell(x, y, count) for (x, y), count in sorted(expected.items())]
+        body = msgspec.json.encode(Heatmap(cells=cells))
+        assert response.content == body
+        assert response.headers["etag"] == f'"{hashlib.sha256(body).hexdigest()[:32]}"'
 
 
 def test_hot_hour_is_exact(api: TestClient, dataset: Dataset):
