@@ -14,6 +14,7 @@ Nothing outside this module reads ``os.environ`` for a HEATMAP_* variable.
 from __future__ import annotations
 
 import hmac
+import os
 from datetime import date
 from functools import lru_cache
 from pathlib import Path
@@ -57,6 +58,14 @@ class LandingSettings(BaseSettings):
         le=65535,
         description="Serve GET /health on 127.0.0.1:<port> (200 ok, 503 while the object store refuses writes, "
         "JSON saying why); unset: no endpoint.",
+    )
+
+    instances: int = Field(
+        default_factory=lambda: os.cpu_count() or 1,
+        ge=1,
+        description="Landing processes the stack runs in the group (`python -m landing run-instances`), each "
+        "`landing run` on its share of the topic's partitions; one per core by default. Beyond the topic's "
+        "partition count they idle.",
     )
 
     @property

@@ -48,6 +48,8 @@ class PartFile:
     # line and joining them again was about a sixth of landing's CPU.
     chunks: list[bytes] = field(default_factory=list)
     events: int = 0  # the lines of the chunks
+    # The same lines, one list per encoded run (one record's lines of the hour): the Parquet copy's columns.
+    runs: list[list[LakeEvent]] = field(default_factory=list)
 
     def json_body(self) -> bytes:
         return b"".join(self.chunks)
@@ -116,6 +118,7 @@ class PartitionBuffer:
             lines = _encoder.encode_lines(run)
             part.last_offset = offset
             part.chunks.append(lines)
+            part.runs.append(run)
             part.events += len(run)
             self.bytes += len(lines)
         self.events += len(events)

@@ -25,7 +25,7 @@ from heatmap_core.s3 import s3_client
 from heatmap_core.settings import Settings
 from landing.buffer import Flush, PartFile
 from landing.health import StoreHealth
-from landing.parquet import parquet_from_json_lines
+from landing.parquet import parquet_from_lines
 
 CONTENT_TYPES = {"json": "application/x-ndjson", "parquet": "application/vnd.apache.parquet"}
 
@@ -105,8 +105,7 @@ class LakeWriter:
     def _write_part(self, kafka_partition: int, part: PartFile, fmt: str) -> WrittenFile:
         """Encode and store one part file in one format (a pool thread: Arrow's Parquet encoding
         releases the GIL, so it overlaps the other files' uploads and the consumer's work)."""
-        json_lines = part.json_body()
-        body = json_lines if fmt == "json" else parquet_from_json_lines(json_lines)
+        body = part.json_body() if fmt == "json" else parquet_from_lines(part.runs)
         key = part_key(
             part.hour,
             part.client_id,
