@@ -65,7 +65,8 @@ class LakeWriter:
         self.bucket = settings.raw_bucket
         self.health = health or StoreHealth(settings.raw_bucket)
         self.formats = formats
-        self.s3 = s3_client(settings)
+        # Bodies sent unsigned (heatmap_core.s3.s3_client): about 2 ms of CPU per MB less, here and in the store.
+        self.s3 = s3_client(settings, sign_payloads=False)
         self.pool = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="s3-put")
 
     def close(self) -> None:
