@@ -19,6 +19,7 @@ import time
 import uuid
 from datetime import UTC, datetime, timedelta
 
+import psutil
 from kafka import KafkaConsumer, KafkaProducer
 from kafka.consumer.subscription_state import ConsumerRebalanceListener
 
@@ -27,6 +28,7 @@ from heatmap_core.events import Event, RawBatchRecord, decode_record, encode_rec
 from heatmap_core.lake import LEDGER_PREFIX, decode_ledger
 from heatmap_core.s3 import s3_client
 from heatmap_core.settings import Settings
+from infra.paths import StackPaths
 
 RECORDS = 3_000
 EVENTS_PER_RECORD = 200
@@ -106,10 +108,15 @@ def _landing(settings: Settings, expected: int, parquet: bool, instances: int = 
         return _land(scratch, expected, parquet, instances)
 
 
-class _Instance:
-    """One ``landing run`` process of the bench's group, its clock marks read from its log as it goes."""
+def _cpu_seconds(process: psutil.Process) -> float:
+    times = process.cpu_times()
+    return times.user + times.system
 
-    def __init__(self, env: dict[str, str]):
+
+class _Instance:
+    """One ``landing run`` process of the bench's group, its clock and CPU marks read as its log goes."""
+
+    def __init__(self, env: dict[str, str], store: psutil.Process):
         self.process = subprocess.Popen(
             [sys.executable, "-m", "landing", "run"],
             env=env,
@@ -117,20 +124,27 @@ class _Instance:
             stderr=subprocess.PIPE,
             text=True,
         )
+        self.ps = psutil.Process(self.process.pid)
+        self.store = store
         self.assigned_at: float | None = None
         self.landed = 0
         self.landed_at = 0.0
+        # CPU seconds of landing and of the S3 server at the assignment and at the last landed line.
+        self.cpu_at_assignment = self.cpu_at_landed = (0.0, 0.0)
         self.tail: list[str] = []
         threading.Thread(target=self._watch, daemon=True).start()
+
+    def _cpu(self) -> tuple[float, float]:
+        return _cpu_seconds(self.ps), _cpu_seconds(self.store)
 
     def _watch(self) -> None:
         assert self.process.stderr is not None
         for line in self.process.stderr:
             self.tail[:] = [*self.tail[-400:], line]
             if self.assigned_at is None and _ASSIGNED.search(line):
-                self.assigned_at = time.perf_counter()
+                self.assigned_at, self.cpu_at_assignment = time.perf_counter(), self._cpu()
             if (landed := _LANDED.search(line)) and int(landed[1]) > self.landed:
-                self.landed, self.landed_at = int(landed[1]), time.perf_counter()
+                self.landed, self.landed_at, self.cpu_at_landed = int(landed[1]), time.perf_counter(), self._cpu()
 
 
 def _land(settings: Settings, expected: int, parquet: bool, instances: int) -> float:
@@ -142,7 +156,8 @@ def _land(settings: Settings, expected: int, parquet: bool, instances: int) -> f
         HEATMAP_LANDING_FLUSH_INTERVAL="1",
         HEATMAP_LANDING_LOG_INTERVAL="0.1",
     )
-    members = [_Instance(env) for _ in range(instances)]
+    store = psutil.Process(int(StackPaths(settings.data_path).program_pid("s3").read_text().split()[0]))
+    members = [_Instance(env, store) for _ in range(instances)]
     began = time.perf_counter()
     try:
         while sum(member.landed for member in members) < expected:
@@ -159,7 +174,17 @@ def _land(settings: Settings, expected: int, parquet: bool, instances: int) -> f
             member.process.wait(timeout=60)
     if (in_ledger := _ledger_events(settings)) != expected:
         raise RuntimeError(f"the ledger names {in_ledger} events, {expected} were produced")
-    return max(member.landed_at for member in members) - min(member.assigned_at for member in members if member.assigned_at is not None)
+    first = min(members, key=lambda member: member.assigned_at or float("inf"))
+    last = max(members, key=lambda member: member.landed_at)
+    landing_cpu = sum(member.cpu_at_landed[0] - member.cpu_at_assignment[0] for member in members)
+    store_cpu = last.cpu_at_landed[1] - first.cpu_at_assignment[1]
+    console.print(
+        f"  {instances} process(es), {'JSON + Parquet' if parquet else 'JSON'}: {last.landed_at - first.assigned_at:.2f} s,"
+        f" CPU per event: landing {landing_cpu / expected * 1e6:.2f} us, S3 server {store_cpu / expected * 1e6:.2f} us"
+    )
+    return max(member.landed_at for member in members) - min(
+        member.assigned_at for member in members if member.assigned_at is not None
+    )
 
 
 def run(settings: Settings, repeats: int = 3) -> list[Result]:

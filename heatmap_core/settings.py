@@ -72,6 +72,24 @@ class LandingSettings(BaseSettings):
     def formats(self) -> tuple[str, ...]:
         return ("json", "parquet") if self.parquet else ("json",)
 
+    def of_instance(self, number: int) -> LandingSettings:
+        """The options of instance ``number`` of ``instances``: instance 0 keeps the static member id and the
+        health port, instance n takes ``<id>-n`` and port + n (two members under one id fence each other)."""
+        if not number:
+            return self
+        return self.model_copy(
+            update={
+                "instance_id": None if self.instance_id is None else f"{self.instance_id}-{number}",
+                "health_port": None if self.health_port is None else self.health_port + number,
+            }
+        )
+
+    @property
+    def health_ports(self) -> tuple[int, ...]:
+        """Where the ``instances`` serve GET /health (none without ``health_port``)."""
+        ports = (self.of_instance(number).health_port for number in range(self.instances))
+        return tuple(port for port in ports if port is not None)
+
 
 class DagsterSettings(BaseSettings):
     """The Dagster code location's own settings (heatmap_assets), read when the location loads, and the
