@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -74,8 +75,9 @@ class LakeWriter:
 
     @_durable
     def put(self, key: str, body: bytes, content_type: str = "application/json") -> None:
+        sent_at = time.monotonic()
         self.s3.put_object(Bucket=self.bucket, Key=key, Body=body, ContentType=content_type)
-        self.health.accepted()
+        self.health.accepted(sent_at)
 
     def put_all(self, objects: list[tuple[str, bytes, str]]) -> None:
         """Write objects in parallel; returns once every one of them is stored (or raises)."""

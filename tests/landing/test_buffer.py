@@ -1,8 +1,10 @@
-"""In-memory pieces of landing: grouping into part files, and the lake watermark rule."""
+"""In-memory pieces of landing: part files and their Parquet copy, the lake watermark rule, the store's health."""
 
 from __future__ import annotations
 
 import io
+import logging
+import time
 from datetime import UTC, datetime, timedelta, timezone
 
 import msgspec
@@ -94,3 +96,23 @@ def test_lake_watermark_waits_for_every_partition_and_takes_the_slowest():
     assert lake_watermark([busy, idle, mark(2, caught_up=t0 + timedelta(minutes=7))], partitions=3) == t0 + timedelta(
         minutes=5
     )
+
+
+def test_a_write_sent_before_a_refusal_began_does_not_end_it(caplog):
+    """Parallel writes as the store goes away: one is stored, sent just before, while another fails."""
+    from botocore.exceptions import EndpointConnectionError
+
+    from landing.health import StoreHealth
+
+    caplog.set_level(logging.INFO, logger="landing.health")
+    health = StoreHealth("heatmap-raw")
+    sent_before = time.monotonic()
+    health.refused(EndpointConnectionError(endpoint_url="http://127.0.0.1:9000"))
+    health.accepted(sent_before)
+    assert health.report().status == "degraded"
+    health.accepted(time.monotonic())
+    assert health.report().status == "ok"
+    assert [r.msg for r in caplog.records if r.name == "landing.health"] == [
+        "object_store_refusing",
+        "object_store_back",
+    ]
