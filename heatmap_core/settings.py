@@ -61,11 +61,13 @@ class LandingSettings(BaseSettings):
     )
 
     instances: int = Field(
-        default_factory=lambda: os.cpu_count() or 1,
+        # One per two cores: a process keeps about one busy, and its writes and fetches keep the S3 server and
+        # Kafka busy on about half another (BENCHMARKS.md, issue 14: two on 2 cores were no faster than one).
+        default_factory=lambda: max(1, (os.cpu_count() or 1) // 2),
         ge=1,
         description="Landing processes the stack runs in the group (`python -m landing run-instances`), each "
-        "`landing run` on its share of the topic's partitions; one per core by default. Beyond the topic's "
-        "partition count they idle.",
+        "`landing run` on its share of the topic's partitions; one per two cores by default. Beyond the "
+        "topic's partition count they idle.",
     )
 
     @property
