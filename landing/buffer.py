@@ -78,8 +78,10 @@ class PartitionBuffer:
     the last committed one, so a flush is identified by (partition, first, last).
     """
 
-    def __init__(self, kafka_partition: int):
+    def __init__(self, kafka_partition: int, keep_lines: bool = True):
         self.kafka_partition = kafka_partition
+        # Whether part files keep their lines (``PartFile.runs``) beside the JSON: only the Parquet copy needs them.
+        self.keep_lines = keep_lines
         self._clear()
 
     def _clear(self) -> None:
@@ -118,7 +120,8 @@ class PartitionBuffer:
             lines = _encoder.encode_lines(run)
             part.last_offset = offset
             part.chunks.append(lines)
-            part.runs.append(run)
+            if self.keep_lines:
+                part.runs.append(run)
             part.events += len(run)
             self.bytes += len(lines)
         self.events += len(events)
