@@ -10,7 +10,7 @@ import httpx
 import psutil
 from kafka import KafkaAdminClient
 
-from bench.common import free_port
+from tests.conftest import free_port
 from tests.landing.conftest import (
     LandingProcess,
     event_row,
