@@ -51,7 +51,7 @@ def run(
 
 @app.command("run-instances")
 def run_instances_command() -> None:
-    """Run HEATMAP_LANDING_INSTANCES `landing run` processes in the group (one per core by default) until
+    """Run HEATMAP_LANDING_INSTANCES `landing run` processes in the group (one per two cores by default) until
     SIGTERM or SIGINT; they share the topic's partitions. The local stack runs landing this way."""
     landing = get_settings().landing
     configure_logging(landing.log_level)

@@ -1,7 +1,7 @@
 """Several landing processes of one group on one machine: ``python -m landing run-instances``.
 
 One ``landing run`` process is one consumer and, bound by Python's GIL, about one core.
-The stack runs ``HEATMAP_LANDING_INSTANCES`` of them (one per core by default), and the
+The stack runs ``HEATMAP_LANDING_INSTANCES`` of them (one per two cores by default), and the
 group shares the topic's partitions among them as it does among machines. Each child
 is a plain ``landing run``: the flush protocol, its names and its commits are those of
 one instance, and members joining or leaving is the rebalance the protocol already
