@@ -19,6 +19,7 @@ import time
 import uuid
 from datetime import UTC, datetime, timedelta
 
+import psutil
 from kafka import KafkaConsumer, KafkaProducer
 from kafka.consumer.subscription_state import ConsumerRebalanceListener
 
@@ -27,10 +28,11 @@ from heatmap_core.events import Event, RawBatchRecord, decode_record, encode_rec
 from heatmap_core.lake import LEDGER_PREFIX, decode_ledger
 from heatmap_core.s3 import s3_client
 from heatmap_core.settings import Settings
+from infra.paths import StackPaths
 
 RECORDS = 3_000
 EVENTS_PER_RECORD = 200
-CLIENTS = 6  # keys c0..c5: the records spread over several partitions
+CLIENTS = 6  # keys c0..c5, record i on partition i % 6: every partition holds the same share
 TIMEOUT_S = 600
 _ASSIGNED = re.compile(r"assigned partitions \[\d")
 _LANDED = re.compile(r"progress: landed=(\d+) events")
@@ -52,7 +54,7 @@ def _produce(settings: Settings) -> int:
                 for j in range(EVENTS_PER_RECORD)
             ],
         )
-        producer.send(settings.topic, encode_record(record), key=record.key)
+        producer.send(settings.topic, encode_record(record), key=record.key, partition=i % settings.topic_partitions)
     producer.flush()
     producer.close()
     return RECORDS * EVENTS_PER_RECORD
@@ -90,21 +92,63 @@ def _bare_consumer(settings: Settings, expected: int) -> float:
 
 
 def _ledger_events(settings: Settings) -> int:
+    """Events of the JSON files the ledger names, each file once (a range re-flushed after a commit that
+    failed in a rebalance is named by a second entry, onto the same keys)."""
     client = s3_client(settings)
-    total = 0
+    files = {}
     for page in client.get_paginator("list_objects_v2").paginate(Bucket=settings.raw_bucket, Prefix=LEDGER_PREFIX):
         for obj in page.get("Contents", []):
             entry = decode_ledger(client.get_object(Bucket=settings.raw_bucket, Key=obj["Key"])["Body"].read())
-            total += sum(f.events for f in entry.files if f.format == "json")
-    return total
+            files.update({f.key: f.events for f in entry.files if f.format == "json"})
+    return sum(files.values())
 
 
-def _landing(settings: Settings, expected: int, parquet: bool) -> float:
+def _landing(settings: Settings, expected: int, parquet: bool, instances: int = 1) -> float:
     with scratch_bucket(settings.model_copy(update={"raw_bucket": f"bench-landing-{uuid.uuid4().hex[:8]}"})) as scratch:
-        return _land(scratch, expected, parquet)
+        return _land(scratch, expected, parquet, instances)
 
 
-def _land(settings: Settings, expected: int, parquet: bool) -> float:
+def _cpu_seconds(process: psutil.Process) -> float:
+    times = process.cpu_times()
+    return times.user + times.system
+
+
+class _Instance:
+    """One ``landing run`` process of the bench's group, its clock and CPU marks read as its log goes."""
+
+    def __init__(self, env: dict[str, str], store: psutil.Process):
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "landing", "run"],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        self.ps = psutil.Process(self.process.pid)
+        self.store = store
+        self.assigned_at: float | None = None
+        self.landed = 0
+        self.landed_at = 0.0
+        # CPU seconds of landing and of the S3 server at the assignment.
+        self.cpu_at_assignment = (0.0, 0.0)
+        self.tail: list[str] = []
+        threading.Thread(target=self._watch, daemon=True).start()
+
+    def cpu(self) -> tuple[float, float]:
+        return _cpu_seconds(self.ps), _cpu_seconds(self.store)
+
+    def _watch(self) -> None:
+        assert self.process.stderr is not None
+        for line in self.process.stderr:
+            self.tail[:] = [*self.tail[-400:], line]
+            if self.assigned_at is None and _ASSIGNED.search(line):
+                self.assigned_at, self.cpu_at_assignment = time.perf_counter(), self.cpu()
+            if (landed := _LANDED.search(line)) and int(landed[1]) > self.landed:
+                self.landed, self.landed_at = int(landed[1]), time.perf_counter()
+
+
+def _land(settings: Settings, expected: int, parquet: bool, instances: int) -> float:
+    """Seconds from the group's first assignment until its members' progress lines add up to every event."""
     env = env_for(
         settings,
         HEATMAP_LANDING_GROUP=f"bench-landing-{uuid.uuid4().hex[:6]}",
@@ -112,38 +156,37 @@ def _land(settings: Settings, expected: int, parquet: bool) -> float:
         HEATMAP_LANDING_FLUSH_INTERVAL="1",
         HEATMAP_LANDING_LOG_INTERVAL="0.1",
     )
-    process = subprocess.Popen(
-        [sys.executable, "-m", "landing", "run"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
-    )
-    marks: dict[str, float] = {}
-    tail: list[str] = []
-
-    def watch() -> None:
-        assert process.stderr is not None
-        for line in process.stderr:
-            tail[:] = [*tail[-400:], line]
-            if "started" not in marks and _ASSIGNED.search(line):
-                marks["started"] = time.perf_counter()
-            landed = _LANDED.search(line)
-            if landed and int(landed[1]) >= expected and "done" not in marks:
-                marks["done"] = time.perf_counter()
-
-    watcher = threading.Thread(target=watch, daemon=True)
-    watcher.start()
+    store = psutil.Process(int(StackPaths(settings.data_path).program_pid("s3").read_text().split()[0]))
+    members = [_Instance(env, store) for _ in range(instances)]
     began = time.perf_counter()
     try:
-        while "done" not in marks:
-            if process.poll() is not None:
-                raise RuntimeError(f"landing exited with {process.returncode}:\n{''.join(tail)}")
+        while sum(member.landed for member in members) < expected:
+            for member in members:
+                if member.process.poll() is not None:
+                    raise RuntimeError(f"landing exited with {member.process.returncode}:\n{''.join(member.tail)}")
             if time.perf_counter() - began > TIMEOUT_S:
                 raise RuntimeError(f"landing did not land {expected} events in {TIMEOUT_S} s")
             time.sleep(0.05)
+        # Within 50 ms of the last landed line: what each spent since its assignment (start-up excluded).
+        cpu_at_end = [member.cpu() for member in members]
     finally:
-        process.terminate()
-        process.wait(timeout=60)
+        for member in members:
+            member.process.terminate()
+        for member in members:
+            member.process.wait(timeout=60)
     if (in_ledger := _ledger_events(settings)) != expected:
         raise RuntimeError(f"the ledger names {in_ledger} events, {expected} were produced")
-    return marks["done"] - marks["started"]
+    first = min(members, key=lambda member: member.assigned_at or float("inf"))
+    last = max(members, key=lambda member: member.landed_at)
+    landing_cpu = sum(end[0] - member.cpu_at_assignment[0] for member, end in zip(members, cpu_at_end, strict=True))
+    store_cpu = cpu_at_end[0][1] - first.cpu_at_assignment[1]
+    assert first.assigned_at is not None
+    seconds = last.landed_at - first.assigned_at
+    console.print(
+        f"  {instances} process(es), {'JSON + Parquet' if parquet else 'JSON'}: {seconds:.2f} s,"
+        f" CPU per event: landing {landing_cpu / expected * 1e6:.2f} us, S3 server {store_cpu / expected * 1e6:.2f} us"
+    )
+    return seconds
 
 
 def run(settings: Settings, repeats: int = 3) -> list[Result]:
@@ -152,31 +195,36 @@ def run(settings: Settings, repeats: int = 3) -> list[Result]:
 
 
 def _run(settings: Settings, repeats: int) -> list[Result]:
+    instances = settings.landing.instances
     console.print(f"producing {RECORDS:,} records of {EVENTS_PER_RECORD} events ...")
     events = _produce(settings)
-    bare, json_only, with_parquet = [], [], []
+    # (subject, instances, parquet): one process with and without the Parquet copy, then the
+    # stack's HEATMAP_LANDING_INSTANCES processes sharing the topic, as it runs them.
+    subjects = [
+        ("landing -> JSON lake files + ledger + watermarks + commit, 1 process", 1, False),
+        ("the same with the Parquet copy (the default), 1 process", 1, True),
+    ]
+    if instances > 1:
+        subjects += [
+            (f"landing -> JSON, {instances} processes in the group", instances, False),
+            (f"landing -> JSON + Parquet (the default), {instances} processes in the group", instances, True),
+        ]
+    bare: list[float] = []
+    seconds: dict[str, list[float]] = {subject: [] for subject, _, _ in subjects}
     for _ in range(repeats):
         bare.append(_bare_consumer(settings, events))
-        json_only.append(_landing(settings, events, parquet=False))
-        with_parquet.append(_landing(settings, events, parquet=True))
-    bare_s = statistics.median(bare)
+        for subject, count, parquet in subjects:
+            seconds[subject].append(_landing(settings, events, parquet, count))
+    reference = events / statistics.median(bare)
     return [
         Result(
             "landing",
-            "landing -> JSON lake files + ledger + watermarks + commit",
-            events / statistics.median(json_only),
-            "bare consumer: read + decode",
-            events / bare_s,
+            subject,
+            events / statistics.median(seconds[subject]),
+            "bare consumer (1 process): read + decode",
+            reference,
             "events/s",
             True,
-        ),
-        Result(
-            "landing",
-            "the same with the Parquet copy (the default)",
-            events / statistics.median(with_parquet),
-            "bare consumer: read + decode",
-            events / bare_s,
-            "events/s",
-            True,
-        ),
+        )
+        for subject, _, _ in subjects
     ]

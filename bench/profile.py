@@ -46,7 +46,8 @@ def _process_name(root: str) -> str:
     command = match["command"] if match else root
     if not command:  # py-spy names the process it launched before it has read its command line
         return "bench (reference)"
-    for marker in ("uvicorn", "landing", "bench.loadgen", "ProducerPerformance", "bench.profile"):
+    # The bench's own command line names its bench ("run-bench landing"): it is tried first.
+    for marker in ("bench.profile", "uvicorn", "landing", "bench.loadgen", "ProducerPerformance"):
         if marker in command:
             return {"bench.profile": "bench (reference)", "bench.loadgen": "load generator"}.get(marker, marker)
     return command[:60]

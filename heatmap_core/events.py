@@ -112,6 +112,12 @@ def decode_record(value: bytes) -> RawBatchRecord:
     return _record_decoder.decode(value)
 
 
+# The fields of a lake line that vary from one event of a record to the next (lake_events sets
+# them per event); every other field is the record's, the same in all its lines.
+EVENT_FIELDS = ("event_time", "x_norm", "y_norm", "event_type", "batch_index")
+RECORD_FIELDS = tuple(name for name in LakeEvent.__struct_fields__ if name not in EVENT_FIELDS)
+
+
 def lake_events(record: RawBatchRecord, partition: int, offset: int) -> list[LakeEvent]:
     """Flatten a Kafka record into lake lines, each stamped with its Kafka origin.
 

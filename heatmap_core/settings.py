@@ -14,6 +14,7 @@ Nothing outside this module reads ``os.environ`` for a HEATMAP_* variable.
 from __future__ import annotations
 
 import hmac
+import os
 from datetime import date
 from functools import lru_cache
 from pathlib import Path
@@ -59,9 +60,37 @@ class LandingSettings(BaseSettings):
         "JSON saying why); unset: no endpoint.",
     )
 
+    instances: int = Field(
+        # One per two cores: a process keeps about one busy, and its writes and fetches keep the S3 server and
+        # Kafka busy on about half another (BENCHMARKS.md, issue 14: two on 2 cores were no faster than one).
+        default_factory=lambda: max(1, (os.cpu_count() or 1) // 2),
+        ge=1,
+        description="Landing processes the stack runs in the group (`python -m landing run-instances`), each "
+        "`landing run` on its share of the topic's partitions; one per two cores by default. Beyond the "
+        "topic's partition count they idle.",
+    )
+
     @property
     def formats(self) -> tuple[str, ...]:
         return ("json", "parquet") if self.parquet else ("json",)
+
+    def of_instance(self, number: int) -> LandingSettings:
+        """The options of instance ``number`` of ``instances``: instance 0 keeps the static member id and the
+        health port, instance n takes ``<id>-n`` and port + n (two members under one id fence each other)."""
+        if not number:
+            return self
+        return self.model_copy(
+            update={
+                "instance_id": None if self.instance_id is None else f"{self.instance_id}-{number}",
+                "health_port": None if self.health_port is None else self.health_port + number,
+            }
+        )
+
+    @property
+    def health_ports(self) -> tuple[int, ...]:
+        """Where the ``instances`` serve GET /health (none without ``health_port``)."""
+        ports = (self.of_instance(number).health_port for number in range(self.instances))
+        return tuple(port for port in ports if port is not None)
 
 
 class DagsterSettings(BaseSettings):

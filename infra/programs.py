@@ -236,8 +236,8 @@ def _http_ok(url: str) -> None:
 
 
 def _landing_healthy(settings: Settings) -> None:
-    if settings.landing.health_port is not None:
-        _http_ok(f"http://127.0.0.1:{settings.landing.health_port}/health")
+    for port in settings.landing.health_ports:
+        _http_ok(f"http://127.0.0.1:{port}/health")
 
 
 def uvicorn_command(module: str, port: int, workers: int = 1) -> list[str]:
@@ -363,13 +363,14 @@ PROGRAMS: Mapping[str, Program] = MappingProxyType(
                 ("kafka", "redis"),
                 lambda s: s.ingestion_workers,
             ),
-            # Landing's GET /health is optional (HEATMAP_LANDING_HEALTH_PORT); without it, running is its health.
+            # HEATMAP_LANDING_INSTANCES consumers of the group (landing/instances.py). Their GET /health
+            # is optional (HEATMAP_LANDING_HEALTH_PORT, + n for instance n); without it, running is health.
             Program(
                 "landing",
-                lambda s, p: [sys.executable, "-m", "landing", "run"],
+                lambda s, p: [sys.executable, "-m", "landing", "run-instances"],
                 _landing_healthy,
                 requires=("kafka", "s3"),
-                ports=lambda s: () if s.landing.health_port is None else (s.landing.health_port,),
+                ports=lambda s: s.landing.health_ports,
             ),
             # chdb_server owns <data dir>/clickhouse and serves ClickHouse's HTTP interface.
             Program(

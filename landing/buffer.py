@@ -48,6 +48,8 @@ class PartFile:
     # line and joining them again was about a sixth of landing's CPU.
     chunks: list[bytes] = field(default_factory=list)
     events: int = 0  # the lines of the chunks
+    # The same lines, one list per encoded run (one record's lines of the hour): the Parquet copy's columns.
+    runs: list[list[LakeEvent]] = field(default_factory=list)
 
     def json_body(self) -> bytes:
         return b"".join(self.chunks)
@@ -76,8 +78,10 @@ class PartitionBuffer:
     the last committed one, so a flush is identified by (partition, first, last).
     """
 
-    def __init__(self, kafka_partition: int):
+    def __init__(self, kafka_partition: int, keep_lines: bool = True):
         self.kafka_partition = kafka_partition
+        # Whether part files keep their lines (``PartFile.runs``) beside the JSON: only the Parquet copy needs them.
+        self.keep_lines = keep_lines
         self._clear()
 
     def _clear(self) -> None:
@@ -116,6 +120,8 @@ class PartitionBuffer:
             lines = _encoder.encode_lines(run)
             part.last_offset = offset
             part.chunks.append(lines)
+            if self.keep_lines:
+                part.runs.append(run)
             part.events += len(run)
             self.bytes += len(lines)
         self.events += len(events)

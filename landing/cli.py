@@ -7,6 +7,7 @@ from pydantic import ValidationError
 
 from heatmap_core.logs import configure_logging
 from heatmap_core.settings import LandingSettings, env_name, get_settings
+from landing.instances import run_instances
 from landing.service import Landing
 
 app = typer.Typer(
@@ -46,6 +47,15 @@ def run(
         raise typer.BadParameter(str(exc)) from exc
     configure_logging(landing.log_level)
     Landing(settings.model_copy(update={"landing": landing})).run()
+
+
+@app.command("run-instances")
+def run_instances_command() -> None:
+    """Run HEATMAP_LANDING_INSTANCES `landing run` processes in the group (one per two cores by default) until
+    SIGTERM or SIGINT; they share the topic's partitions. The local stack runs landing this way."""
+    landing = get_settings().landing
+    configure_logging(landing.log_level)
+    raise typer.Exit(run_instances(landing))
 
 
 @app.callback()

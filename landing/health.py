@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from http import HTTPStatus
@@ -59,6 +60,7 @@ class StoreHealth:
     def __post_init__(self) -> None:
         self._lock = threading.Lock()
         self._refusal: StoreState | None = None
+        self._refused_at = 0.0  # time.monotonic() when the refusal was noted
         self.last_commit_at: datetime | None = None
 
     def refused(self, exc: BaseException) -> None:
@@ -67,6 +69,7 @@ class StoreHealth:
             if self._refusal is not None:
                 return
             refusal = self._refusal = StoreState("refusing", error_code(exc), str(exc), datetime.now(UTC))
+            self._refused_at = time.monotonic()
         log_event(
             log,
             "object_store_refusing",
@@ -78,11 +81,15 @@ class StoreHealth:
             detail="offsets stay uncommitted; retrying the flush",
         )
 
-    def accepted(self) -> None:
-        """A write went through: a refusal, if one was on, is over."""
+    def accepted(self, sent_at: float) -> None:
+        """A write sent at ``sent_at`` (time.monotonic()) went through: a refusal noted before it was sent
+        is over. One sent before the refusal began says nothing of the store now (parallel writes: one
+        of them may be stored just as the server goes away while another fails)."""
         if not self.refusing:  # the common case, without the lock
             return
         with self._lock:  # another thread may have ended it meanwhile
+            if sent_at < self._refused_at:
+                return
             refusal, self._refusal = self._refusal, None
         if refusal is not None and refusal.since is not None:
             log_event(

@@ -248,7 +248,9 @@ class Landing:
         state = self.states.get(partition)
         if state is None:
             watermark = self.writer.load_watermark(self.topic, partition)
-            state = self.states[partition] = PartitionState(PartitionBuffer(partition), watermark)
+            state = self.states[partition] = PartitionState(
+                PartitionBuffer(partition, keep_lines="parquet" in self.options.formats), watermark
+            )
         return state
 
     def _decode(self, partition: int, offset: int, value: bytes) -> RawBatchRecord | None:

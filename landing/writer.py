@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -25,7 +26,7 @@ from heatmap_core.s3 import s3_client
 from heatmap_core.settings import Settings
 from landing.buffer import Flush, PartFile
 from landing.health import StoreHealth
-from landing.parquet import parquet_from_json_lines
+from landing.parquet import parquet_from_lines
 
 CONTENT_TYPES = {"json": "application/x-ndjson", "parquet": "application/vnd.apache.parquet"}
 
@@ -65,7 +66,8 @@ class LakeWriter:
         self.bucket = settings.raw_bucket
         self.health = health or StoreHealth(settings.raw_bucket)
         self.formats = formats
-        self.s3 = s3_client(settings)
+        # Bodies sent unsigned (heatmap_core.s3.s3_client): about 2 ms of CPU per MB less, here and in the store.
+        self.s3 = s3_client(settings, sign_payloads=False)
         self.pool = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="s3-put")
 
     def close(self) -> None:
@@ -73,8 +75,9 @@ class LakeWriter:
 
     @_durable
     def put(self, key: str, body: bytes, content_type: str = "application/json") -> None:
+        sent_at = time.monotonic()
         self.s3.put_object(Bucket=self.bucket, Key=key, Body=body, ContentType=content_type)
-        self.health.accepted()
+        self.health.accepted(sent_at)
 
     def put_all(self, objects: list[tuple[str, bytes, str]]) -> None:
         """Write objects in parallel; returns once every one of them is stored (or raises)."""
@@ -105,8 +108,7 @@ class LakeWriter:
     def _write_part(self, kafka_partition: int, part: PartFile, fmt: str) -> WrittenFile:
         """Encode and store one part file in one format (a pool thread: Arrow's Parquet encoding
         releases the GIL, so it overlaps the other files' uploads and the consumer's work)."""
-        json_lines = part.json_body()
-        body = json_lines if fmt == "json" else parquet_from_json_lines(json_lines)
+        body = part.json_body() if fmt == "json" else parquet_from_lines(part.runs)
         key = part_key(
             part.hour,
             part.client_id,

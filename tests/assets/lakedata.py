@@ -212,13 +212,15 @@ def rollup(cells: dict[tuple, int], bucket_of) -> dict[tuple, int]:
 
 
 def write_parquet_part(settings: Settings, hour: datetime, events: list[LakeEvent]) -> Part:
-    """One Parquet part file written by landing's own writer, from the JSON lines landing buffers."""
+    """One Parquet part file written by landing's own writer, from the lines landing buffers."""
     from landing.buffer import Flush, PartFile
     from landing.writer import LakeWriter
 
     first = events[0]
     lines = [_encoder.encode(event) + b"\n" for event in events]
-    part = PartFile(hour, first.client_id, first.kafka_offset, events[-1].kafka_offset, lines, len(lines))
+    # Each line a run of its own: the events may come from several records.
+    runs = [[event] for event in events]
+    part = PartFile(hour, first.client_id, first.kafka_offset, events[-1].kafka_offset, lines, len(lines), runs)
     flush = Flush(first.kafka_partition, part.first_offset, part.last_offset, [part], None, None)
     writer = LakeWriter(settings, ("parquet",))
     try:

@@ -26,7 +26,7 @@ from heatmap_core.lake_schema import (
 from heatmap_core.s3 import s3_client
 from heatmap_core.timeutil import as_utc
 from landing.buffer import PartitionBuffer
-from landing.parquet import parquet_from_json_lines
+from landing.parquet import parquet_from_lines
 
 NAMES = (
     "client_id",
@@ -118,7 +118,7 @@ def test_landing_writes_exactly_the_definition():
     part, events = _landed_part()
     for line in part.json_body().splitlines():
         assert tuple(msgspec.json.decode(line)) == NAMES
-    parquet = pq.read_table(io.BytesIO(parquet_from_json_lines(part.json_body())))
+    parquet = pq.read_table(io.BytesIO(parquet_from_lines(part.runs)))
     assert parquet.schema == arrow_schema()
     assert [LakeEvent(**row) for row in parquet.to_pylist()] == events
 
@@ -130,7 +130,7 @@ def test_spark_and_clickhouse_read_what_landing_writes(settings, spark):
     from heatmap_core.clickhouse import clickhouse
 
     part, events = _landed_part()
-    bodies = {"json": part.json_body(), "parquet": parquet_from_json_lines(part.json_body())}
+    bodies = {"json": part.json_body(), "parquet": parquet_from_lines(part.runs)}
     expected = sorted(tuple(getattr(e, name) for name in NAMES) for e in events)
     client = s3_client(settings)
     for fmt, body in bodies.items():

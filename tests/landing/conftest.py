@@ -148,7 +148,9 @@ def wait_landed(settings: Settings, *landings: LandingProcess, timeout_s: float 
 
 
 class LandingProcess:
-    def __init__(self, settings: Settings, log_path: Path, group: str, args: list[str], env: dict[str, str]):
+    def __init__(
+        self, settings: Settings, log_path: Path, group: str, args: list[str], env: dict[str, str], command: str = "run"
+    ):
         self.log_path = log_path
         self.group = group
         environment = {
@@ -160,7 +162,7 @@ class LandingProcess:
         }
         self._log = open(log_path, "ab")  # noqa: SIM115  (open while the process runs; stop() closes it)
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "landing", "run", *args],
+            [sys.executable, "-m", "landing", command, *args],
             cwd=ROOT,
             env=environment,
             stdout=self._log,
@@ -201,10 +203,13 @@ def start_landing(settings: Settings, tmp_path: Path) -> Iterator[Callable[..., 
     """Start landing subprocesses against the test's topic; teardown kills whatever still runs."""
     started: list[LandingProcess] = []
 
-    def start(*args: str, group: str = "landing", lake: Settings | None = None, **env: str) -> LandingProcess:
-        """``lake`` points the process at another bucket; ``env`` sets HEATMAP_* variables."""
+    def start(
+        *args: str, group: str = "landing", lake: Settings | None = None, command: str = "run", **env: str
+    ) -> LandingProcess:
+        """``lake`` points the process at another bucket; ``command`` is landing's (run, run-instances);
+        ``env`` sets HEATMAP_* variables."""
         log_path = tmp_path / f"landing-{len(started)}.log"
-        process = LandingProcess(lake or settings, log_path, f"{group}-{settings.topic}", list(args), env)
+        process = LandingProcess(lake or settings, log_path, f"{group}-{settings.topic}", list(args), env, command)
         started.append(process)
         return process
 

@@ -1,14 +1,19 @@
-"""In-memory pieces of landing: grouping into part files, and the lake watermark rule."""
+"""In-memory pieces of landing: part files and their Parquet copy, the lake watermark rule, the store's health."""
 
 from __future__ import annotations
 
+import io
+import logging
+import time
 from datetime import UTC, datetime, timedelta, timezone
 
 import msgspec
+import pyarrow.parquet as pq
 
-from heatmap_core.events import Event, LakeEvent, RawBatchRecord
+from heatmap_core.events import Event, LakeEvent, PageView, RawBatchRecord
 from heatmap_core.lake import PartitionWatermark, lake_watermark
 from landing.buffer import PartitionBuffer
+from landing.parquet import LAKE_SCHEMA, parquet_from_lines
 
 CET = timezone(timedelta(hours=1))
 
@@ -50,6 +55,32 @@ def test_a_batch_straddling_an_hour_goes_to_two_files_in_utc():
     assert buffer.empty
 
 
+def test_the_parquet_copy_holds_exactly_the_json_lines_of_each_part():
+    """Several records per part, a batch across an hour, v1 and v2 records (the v2 columns null in v1 lines)."""
+    buffer = PartitionBuffer(kafka_partition=4)
+    buffer.add(
+        10, _record("acme", datetime(2026, 2, 2, 10, 59, 59, tzinfo=CET), datetime(2026, 2, 2, 10, 0, 0, 5, tzinfo=UTC))
+    )
+    v2 = _record("acme", datetime(2026, 2, 2, 9, 15, tzinfo=UTC), datetime(2026, 2, 2, 9, 16, tzinfo=UTC))
+    v2.view = PageView(view_id="view-0002", viewport_w=800, viewport_h=600, screen_w=800, screen_h=2400)
+    v2.device, v2.batch_id, v2.events[1].event_type = "tablet", "b-v2", "click"
+    buffer.add(11, v2)
+    buffer.add(12, _record("globex", datetime(2026, 2, 2, 9, 30, tzinfo=UTC)))
+    parts = {(p.hour.hour, p.client_id): p for p in buffer.take().files}
+
+    assert {key: len(part.runs) for key, part in parts.items()} == {(9, "acme"): 2, (10, "acme"): 1, (9, "globex"): 1}
+    for part in parts.values():
+        lines = [msgspec.json.decode(line, type=LakeEvent) for line in part.json_body().splitlines()]
+        table = pq.read_table(io.BytesIO(parquet_from_lines(part.runs)))
+        assert table.schema == LAKE_SCHEMA
+        assert [LakeEvent(**row) for row in table.to_pylist()] == lines
+    assert [(e.kafka_offset, e.batch_index, e.device, e.view_id) for run in parts[(9, "acme")].runs for e in run] == [
+        (10, 0, "unknown", None),
+        (11, 0, "tablet", "view-0002"),
+        (11, 1, "tablet", "view-0002"),
+    ]
+
+
 def test_lake_watermark_waits_for_every_partition_and_takes_the_slowest():
     t0 = datetime(2026, 2, 2, 10, 0, tzinfo=UTC)
 
@@ -65,3 +96,23 @@ def test_lake_watermark_waits_for_every_partition_and_takes_the_slowest():
     assert lake_watermark([busy, idle, mark(2, caught_up=t0 + timedelta(minutes=7))], partitions=3) == t0 + timedelta(
         minutes=5
     )
+
+
+def test_a_write_sent_before_a_refusal_began_does_not_end_it(caplog):
+    """Parallel writes as the store goes away: one is stored, sent just before, while another fails."""
+    from botocore.exceptions import EndpointConnectionError
+
+    from landing.health import StoreHealth
+
+    caplog.set_level(logging.INFO, logger="landing.health")
+    health = StoreHealth("heatmap-raw")
+    sent_before = time.monotonic()
+    health.refused(EndpointConnectionError(endpoint_url="http://127.0.0.1:9000"))
+    health.accepted(sent_before)
+    assert health.report().status == "degraded"
+    health.accepted(time.monotonic())
+    assert health.report().status == "ok"
+    assert [r.msg for r in caplog.records if r.name == "landing.health"] == [
+        "object_store_refusing",
+        "object_store_back",
+    ]
