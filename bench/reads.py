@@ -202,12 +202,19 @@ def _measure(settings: Settings, reads: list[Read], big: bool, data_dir: Path, s
         [api] = [child for child in psutil.Process().children() if port in child.cmdline()]
         cpu: dict[str, tuple[dict[str, float], dict[str, float]]] = {}
         for read in reads:
+
+            def api_read(read: Read = read) -> object:
+                return http.get(read.path, params=read.params).raise_for_status()
+
+            def direct_read(read: Read = read) -> object:
+                return direct.query(*references[read.name])
+
             answer = _cpu_ms_per_call(
-                lambda read=read: http.get(read.path, params=read.params).raise_for_status(),
+                api_read,
                 {"bench": psutil.Process(), "API": api, "ClickHouse": server},
             )
             query = _cpu_ms_per_call(
-                lambda read=read: direct.query(*references[read.name]),
+                direct_read,
                 {"bench": psutil.Process(), "ClickHouse": server},
             )
             cpu[read.name] = answer, query
