@@ -1,14 +1,15 @@
 """The PySpark transform of the hourly asset: lake lines -> cells and scroll reach per hour.
 
-Pure Spark, no Dagster, no Python UDFs: ``read_lake`` reads an explicit list of
-part files with an explicit schema; ``unique_events`` keeps each ingested event
+Pure Spark, no Dagster, no Python UDFs: ``read_lake`` reads each hour's explicit
+list of part files with an explicit schema; ``unique_events`` keeps each ingested event
 once (``EVENT_KEY``) and names the type and device of lines that lack them
 (every line written before v2 lacks a device); from those events
 ``hourly_cells`` counts per (hour, client_id, screen_id, event_type, device,
 cell_x, cell_y) and ``scroll_reach`` counts page views per (hour, client_id,
 screen_id, device, depth_row), as docs/ARCHITECTURE.md's "Heatmap v2" section
 defines them. The hour of a line is the hour of the lake folder it was read
-from, i.e. exactly the ``raw_events`` partition it belongs to.
+from (the caller groups the files by folder), i.e. exactly the ``raw_events``
+partition it belongs to.
 
 The two results are two DataFrames whose columns are their tables' columns
 (``schema.CELLS``, ``schema.SCROLL``) with ``hour`` (text) for bucket_start.
