@@ -56,7 +56,18 @@ def _stage_row(info: dict) -> dict[str, float]:
 
 
 _SQL = "org.apache.spark.sql.execution.ui.SparkListenerSQLExecution"
-_COLUMNS = ("tasks", "wall ms", "run ms", "cpu ms", "gc ms", "in MiB", "shuf w MiB", "shuf r MiB", "out MiB", "spill MiB")
+_COLUMNS = (
+    "tasks",
+    "wall ms",
+    "run ms",
+    "cpu ms",
+    "gc ms",
+    "in MiB",
+    "shuf w MiB",
+    "shuf r MiB",
+    "out MiB",
+    "spill MiB",
+)
 
 
 def summarize(event_log: Path, since_ms: float) -> str:
@@ -149,17 +160,19 @@ def main(
     save: Annotated[str | None, typer.Option(help="Also write bench/profiles/spark-stages-<SAVE>-<fmt>.txt")] = None,
 ) -> None:
     settings = get_settings()
-    with tempfile.TemporaryDirectory(prefix="bench-stages-") as scratch:
-        with private_clickhouse(settings, Path(scratch)) as (private, _server):
-            for name in fmt or ["json", "parquet"]:
-                log_dir = Path(scratch) / f"events-{name}"
-                log_dir.mkdir()
-                bucket = private.model_copy(update={"raw_bucket": f"bench-stages-{uuid.uuid4().hex[:8]}"})
-                with scratch_bucket(bucket):
-                    text = profile(bucket, events, name, runs, log_dir)
-                console.print(text, highlight=False, markup=False)
-                if save:
-                    (PROFILES / f"spark-stages-{save}-{name}.txt").write_text(text + "\n")
+    with (
+        tempfile.TemporaryDirectory(prefix="bench-stages-") as scratch,
+        private_clickhouse(settings, Path(scratch)) as (private, _server),
+    ):
+        for name in fmt or ["json", "parquet"]:
+            log_dir = Path(scratch) / f"events-{name}"
+            log_dir.mkdir()
+            bucket = private.model_copy(update={"raw_bucket": f"bench-stages-{uuid.uuid4().hex[:8]}"})
+            with scratch_bucket(bucket):
+                text = profile(bucket, events, name, runs, log_dir)
+            console.print(text, highlight=False, markup=False)
+            if save:
+                (PROFILES / f"spark-stages-{save}-{name}.txt").write_text(text + "\n")
 
 
 if __name__ == "__main__":

@@ -48,7 +48,9 @@ UNKNOWN = UNKNOWN_DEVICE
 HOUR = "hour"
 
 
-def read_lake(spark, paths_by_hour: dict[datetime, list[str]], fmt: str) -> tuple[DataFrame, dict[datetime, Observation]]:
+def read_lake(
+    spark, paths_by_hour: dict[datetime, list[str]], fmt: str
+) -> tuple[DataFrame, dict[datetime, Observation]]:
     """Read each hour's part files (s3a:// paths) with the explicit schema, the hour as a constant column.
 
     Only ``READ_COLUMNS`` are read, so the JSON and the Parquet copies of the lake,
