@@ -75,7 +75,7 @@ def read_lake(
             frame = reader.parquet(*paths)
         else:
             raise ValueError(f"unknown lake format {fmt!r}")
-        lines[hour] = Observation(f"lines {hour:{HOUR_TEXT}}")
+        lines[hour] = Observation()  # a name of its own: two runs in one session never share one
         frame = frame.withColumn(HOUR, F.lit(f"{hour:{HOUR_TEXT}}"))
         frames.append(frame.observe(lines[hour], F.count(F.lit(1)).alias("lines")))
     return reduce(lambda first, second: first.union(second), frames), lines
