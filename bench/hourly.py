@@ -149,7 +149,7 @@ def _run(settings: Settings, repeats: int) -> list[Result]:
                 for kind in (CELLS, SCROLL_KIND)
             }
             runs.append(staging)
-            figures.update(write_hours(spark, paths, "json", staging))
+            figures.update(write_hours(spark, {hour: paths}, "json", staging))
 
         spark_job()  # warm-up: JIT, s3a connection pool
         spark_s = median_seconds(spark_job, repeats)

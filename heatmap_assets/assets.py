@@ -177,7 +177,7 @@ def heatmap_hourly(
     files = {hour: lake_store.hour_files(hour) for hour in hours}
     source = [obj.key for hour in hours for obj in files[hour]]
     context.log.info("%d hour(s), %d lake file(s) to read", len(hours), len(source))
-    paths = [lake_store.s3a_path(key) for key in source]
+    paths = {hour: [lake_store.s3a_path(obj.key) for obj in files[hour]] for hour in hours if files[hour]}
     run_id = context.run.run_id
     swept = lake_store.sweep_staging(datetime.now(UTC))
     per_hour: list[HourStats] = []

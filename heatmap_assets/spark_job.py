@@ -1,14 +1,15 @@
 """The PySpark transform of the hourly asset: lake lines -> cells and scroll reach per hour.
 
-Pure Spark, no Dagster, no Python UDFs: ``read_lake`` reads an explicit list of
-part files with an explicit schema; ``unique_events`` keeps each ingested event
+Pure Spark, no Dagster, no Python UDFs: ``read_lake`` reads each hour's explicit
+list of part files with an explicit schema; ``unique_events`` keeps each ingested event
 once (``EVENT_KEY``) and names the type and device of lines that lack them
 (every line written before v2 lacks a device); from those events
 ``hourly_cells`` counts per (hour, client_id, screen_id, event_type, device,
 cell_x, cell_y) and ``scroll_reach`` counts page views per (hour, client_id,
 screen_id, device, depth_row), as docs/ARCHITECTURE.md's "Heatmap v2" section
 defines them. The hour of a line is the hour of the lake folder it was read
-from, i.e. exactly the ``raw_events`` partition it belongs to.
+from (the caller groups the files by folder), i.e. exactly the ``raw_events``
+partition it belongs to.
 
 The two results are two DataFrames whose columns are their tables' columns
 (``schema.CELLS``, ``schema.SCROLL``) with ``hour`` (text) for bucket_start.
@@ -23,14 +24,19 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
+from functools import reduce
+from typing import TYPE_CHECKING
 
 from heatmap_core.events import SCROLL as SCROLL_EVENT
 from heatmap_core.events import UNKNOWN_DEVICE
 from heatmap_core.grid import spark_cell_columns, spark_row_column
-from heatmap_core.lake import HOUR_FOLDERS_PATTERN, STAGING_HOUR_COLUMN
+from heatmap_core.lake import STAGING_HOUR_COLUMN
 from heatmap_core.lake_schema import COUNTED_COLUMNS, EVENT_KEY, spark_schema
 from heatmap_core.schema import CELLS, SCROLL, TableKind
-from heatmap_core.timeutil import parse_hour
+from heatmap_core.timeutil import HOUR_TEXT
+
+if TYPE_CHECKING:
+    from pyspark.sql import DataFrame, Observation
 
 # What the job reads: the counting rule's columns, then where and how each event counts.
 READ_COLUMNS = (*COUNTED_COLUMNS, "event_type", "device", "view_id", "viewport_h", "screen_h")
@@ -42,27 +48,37 @@ UNKNOWN = UNKNOWN_DEVICE
 HOUR = "hour"
 
 
-def read_lake(spark, paths: list[str], fmt: str):
-    """Read part files (s3a:// paths) with the explicit schema, plus the folder's hour.
+def read_lake(
+    spark, paths_by_hour: dict[datetime, list[str]], fmt: str
+) -> tuple[DataFrame, dict[datetime, Observation]]:
+    """Read each hour's part files (s3a:// paths) with the explicit schema, the hour as a constant column.
 
     Only ``READ_COLUMNS`` are read, so the JSON and the Parquet copies of the lake,
     and files written before and after v2, read the same way whatever else a line
-    carries; a column a file lacks reads as null (event_time decides the folder,
-    which is where the hour is taken from).
+    carries; a column a file lacks reads as null. The hour is the folder's, which the
+    caller knows (event_time decides the folder): a constant per hour costs nothing per
+    line, where taking it from each line's file name cost a regex per line.
+
+    Also returns, per hour, an ``Observation`` counting the lines read (duplicates and
+    unreadable lines included), filled by the first action that reads them: the count
+    comes with that pass instead of a pass of its own.
     """
+    from pyspark.sql import Observation
     from pyspark.sql import functions as F
 
     reader = spark.read.schema(spark_schema(READ_COLUMNS))
-    if fmt == "json":
-        frame = reader.option("mode", "PERMISSIVE").json(paths)
-    elif fmt == "parquet":
-        frame = reader.parquet(*paths)
-    else:
-        raise ValueError(f"unknown lake format {fmt!r}")
-    source = F.input_file_name()
-    day = F.regexp_extract(source, HOUR_FOLDERS_PATTERN, 1)  # "" where the path does not match
-    hour = F.concat_ws(" ", day, F.regexp_extract(source, HOUR_FOLDERS_PATTERN, 2))
-    return frame.withColumn(HOUR, F.when(day != "", hour))
+    frames, lines = [], {}
+    for hour, paths in paths_by_hour.items():
+        if fmt == "json":
+            frame = reader.option("mode", "PERMISSIVE").json(paths)
+        elif fmt == "parquet":
+            frame = reader.parquet(*paths)
+        else:
+            raise ValueError(f"unknown lake format {fmt!r}")
+        lines[hour] = Observation()  # a name of its own: two runs in one session never share one
+        frame = frame.withColumn(HOUR, F.lit(f"{hour:{HOUR_TEXT}}"))
+        frames.append(frame.observe(lines[hour], F.count(F.lit(1)).alias("lines")))
+    return reduce(lambda first, second: first.union(second), frames), lines
 
 
 def valid_lines(frame):
@@ -82,10 +98,16 @@ def unique_events(lines):
     Lines repeated by a landing re-flush, and a batch published again after a lost
     acknowledgement, share their event key and count once.
     """
+    from pyspark.sql import Window
     from pyspark.sql import functions as F
 
+    # Not dropDuplicates: with string columns in its first() buffers Spark plans it as a sort
+    # aggregation (map side and reduce side), about twice the CPU of this one sorted window.
+    first_of_key = Window.partitionBy(*EVENT_KEY).orderBy(F.lit(0))
     return (
-        lines.dropDuplicates(list(EVENT_KEY))
+        lines.withColumn("copy", F.row_number().over(first_of_key))
+        .where(F.col("copy") == 1)
+        .drop("copy")
         .withColumn("event_type", F.coalesce(F.col("event_type"), F.lit(UNKNOWN)))
         .withColumn("device", F.coalesce(F.col("device"), F.lit(UNKNOWN)))
     )
@@ -182,37 +204,34 @@ def _stage(frame, url: str) -> None:
     ).parquet(url)
 
 
-def write_hours(spark, paths: list[str], fmt: str, staging: dict[str, str]) -> dict[datetime, HourFigures]:
-    """Run the transform over ``paths``; the executors write each kind's rows under ``staging[kind.name]``
-    (an s3a:// URL, one folder per hour); returns the per-hour figures, for hours with lines.
+def write_hours(
+    spark, paths_by_hour: dict[datetime, list[str]], fmt: str, staging: dict[str, str]
+) -> dict[datetime, HourFigures]:
+    """Run the transform over each hour's part files; the executors write each kind's rows under
+    ``staging[kind.name]`` (an s3a:// URL, one folder per hour); returns the per-hour figures, for
+    hours with lines.
 
-    Each result frame is cached, written, then summed per hour by Spark: rows are
-    never collected to the driver.
+    The events are cached (both aggregations read them) and so is each result frame (written,
+    then summed per hour by Spark): rows are never collected to the driver. The lines read are
+    counted while the first write reads them, not by a pass of their own.
     """
     from pyspark.sql import functions as F
 
-    figures: dict[datetime, HourFigures] = {}
-
-    def of(hour_text: str) -> HourFigures:
-        hour = parse_hour(hour_text)
-        return figures.setdefault(hour, HourFigures(hour))
-
-    frame = read_lake(spark, paths, fmt).cache()
-    events = unique_events(valid_lines(frame)).cache()  # read by both aggregations
+    frame, lines = read_lake(spark, paths_by_hour, fmt)
+    events = unique_events(valid_lines(frame)).cache()
     cells = hourly_cells(events).cache()
     scroll = scroll_reach(events).cache()
     try:
-        for row in frame.groupBy(HOUR).agg(F.count(F.lit(1)).alias("lines")).collect():
-            if row[HOUR] is not None:
-                of(row[HOUR]).lines = int(row["lines"])
         _stage(cells, staging[CELLS.name])
         _stage(scroll, staging[SCROLL.name])
+        figures = {hour: HourFigures(hour, lines=int(observed.get["lines"])) for hour, observed in lines.items()}
+        by_text = {f"{hour:{HOUR_TEXT}}": figure for hour, figure in figures.items()}
         for row in cells.groupBy(HOUR).agg(F.count(F.lit(1)).alias("cells"), F.sum("count").alias("events")).collect():
-            of(row[HOUR]).cells, of(row[HOUR]).events = int(row["cells"]), int(row["events"])
+            by_text[row[HOUR]].cells, by_text[row[HOUR]].events = int(row["cells"]), int(row["events"])
         views = F.sum(F.when(F.col("depth_row") == 0, F.col("reached")).otherwise(0)).alias("views")
         for row in scroll.groupBy(HOUR).agg(F.count(F.lit(1)).alias("rows"), views).collect():
-            of(row[HOUR]).scroll_rows, of(row[HOUR]).views = int(row["rows"]), int(row["views"])
+            by_text[row[HOUR]].scroll_rows, by_text[row[HOUR]].views = int(row["rows"]), int(row["views"])
     finally:
-        for cached in (scroll, cells, events, frame):
+        for cached in (scroll, cells, events):
             cached.unpersist()
-    return figures
+    return {hour: figure for hour, figure in figures.items() if figure.lines}

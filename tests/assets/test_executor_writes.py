@@ -50,7 +50,7 @@ def test_executors_stage_each_hour_and_clickhouse_reads_it_exactly(settings, spa
         SCROLL.name: lake.s3a_path(staging_table_prefix(run_id, SCROLL_HOURLY.name)),
     }
 
-    figures = write_hours(spark, [lake.s3a_path(part.key) for part in parts.values()], "json", staging)
+    figures = write_hours(spark, {hour: [lake.s3a_path(part.key)] for hour, part in parts.items()}, "json", staging)
 
     expected_cells = {hour: lakedata.expected_cells(found, hour) for hour, found in events.items()}
     expected_scroll = {hour: lakedata.scroll_rows(lakedata.scroll_views(found, hour)) for hour, found in events.items()}
