@@ -84,10 +84,10 @@ def summarize(event_log: Path, since_ms: float) -> str:
         elif kind == _SQL + "End" and event["executionId"] in queries:
             queries[event["executionId"]]["end"] = event["time"]
         elif kind == "SparkListenerJobStart":
-            query = int(event["Properties"].get("spark.sql.execution.id", -1))
-            if query in queries:
-                queries[query]["stages"] += event["Stage IDs"]
-                stage_query.update(dict.fromkeys(event["Stage IDs"], query))
+            execution = int(event["Properties"].get("spark.sql.execution.id", -1))
+            if execution in queries:
+                queries[execution]["stages"] += event["Stage IDs"]
+                stage_query.update(dict.fromkeys(event["Stage IDs"], execution))
         elif kind == "SparkListenerStageCompleted":
             info = event["Stage Info"]
             stages[info["Stage ID"]] = {"name": info["Stage Name"], **_stage_row(info)}
