@@ -1,10 +1,10 @@
 """The PySpark transform of the hourly asset: lake lines -> cells and scroll reach per hour.
 
 Pure Spark, no Dagster, no Python UDFs: ``read_lake`` reads each hour's explicit
-list of part files with an explicit schema; ``unique_events`` keeps each ingested event
-once (``EVENT_KEY``) and names the type and device of lines that lack them
-(every line written before v2 lacks a device); from those events
-``hourly_cells`` counts per (hour, client_id, screen_id, event_type, device,
+list of part files with an explicit schema; ``counted_lines`` keeps the valid lines
+and names the type and device of lines that lack them (every line written before
+v2 lacks a device); from those lines ``hourly_cells`` counts each ingested event
+once (``EVENT_KEY``) per (hour, client_id, screen_id, event_type, device,
 cell_x, cell_y) and ``scroll_reach`` counts page views per (hour, client_id,
 screen_id, device, depth_row), as docs/ARCHITECTURE.md's "Heatmap v2" section
 defines them. The hour of a line is the hour of the lake folder it was read
@@ -67,16 +67,17 @@ def read_lake(
     from pyspark.sql import functions as F
 
     reader = spark.read.schema(spark_schema(READ_COLUMNS))
+    readers = {
+        "json": lambda paths: reader.option("mode", "PERMISSIVE").json(paths),
+        "parquet": lambda paths: reader.parquet(*paths),
+    }
+    if fmt not in readers:
+        raise ValueError(f"unknown lake format {fmt!r}")
+    read = readers[fmt]
     frames, lines = [], {}
     for hour, paths in paths_by_hour.items():
-        if fmt == "json":
-            frame = reader.option("mode", "PERMISSIVE").json(paths)
-        elif fmt == "parquet":
-            frame = reader.parquet(*paths)
-        else:
-            raise ValueError(f"unknown lake format {fmt!r}")
         lines[hour] = Observation()  # a name of its own: two runs in one session never share one
-        frame = frame.withColumn(HOUR, F.lit(f"{hour:{HOUR_TEXT}}"))
+        frame = read(paths).withColumn(HOUR, F.lit(f"{hour:{HOUR_TEXT}}"))
         frames.append(frame.observe(lines[hour], F.count(F.lit(1)).alias("lines")))
     return reduce(lambda first, second: first.union(second), frames), lines
 
@@ -92,22 +93,18 @@ def valid_lines(frame):
     return frame.where(condition)
 
 
-def unique_events(lines):
-    """Each ingested event once, with ``event_type`` and ``device`` never null.
+def counted_lines(lines):
+    """The valid lines with ``event_type`` and ``device`` never null, copies of an event key kept.
 
     Lines repeated by a landing re-flush, and a batch published again after a lost
-    acknowledgement, share their event key and count once.
+    acknowledgement, are copies of one line under one event key: each aggregation
+    counts a key once (``hourly_cells``) or is not changed by its copies
+    (``scroll_reach``'s maxima), so no pass removes them first.
     """
-    from pyspark.sql import Window
     from pyspark.sql import functions as F
 
-    # Not dropDuplicates: with string columns in its first() buffers Spark plans it as a sort
-    # aggregation (map side and reduce side), about twice the CPU of this one sorted window.
-    first_of_key = Window.partitionBy(*EVENT_KEY).orderBy(F.lit(0))
     return (
-        lines.withColumn("copy", F.row_number().over(first_of_key))
-        .where(F.col("copy") == 1)
-        .drop("copy")
+        valid_lines(lines)
         .withColumn("event_type", F.coalesce(F.col("event_type"), F.lit(UNKNOWN)))
         .withColumn("device", F.coalesce(F.col("device"), F.lit(UNKNOWN)))
     )
@@ -117,22 +114,31 @@ def _table_columns(kind: TableKind) -> list[str]:
     return [HOUR if name == "bucket_start" else name for name in kind.column_names]
 
 
-def hourly_cells(events):
-    """Events per (hour, client_id, screen_id, event_type, device, cell_x, cell_y): every type, scroll included."""
+def hourly_cells(lines):
+    """Events per (hour, client_id, screen_id, event_type, device, cell_x, cell_y): every type, scroll
+    included; an event key counts once in its cell, however many copies of its line were read.
+
+    One shuffle: the lines are hash-partitioned by their cell, so the key's copies meet and the
+    cell's keys are counted where they land (the distinct keys, then their count). A separate
+    dedup per key would shuffle and sort every line once more (it was the job's largest stage).
+    """
     from pyspark.sql import functions as F
 
     cell_x, cell_y = spark_cell_columns(F.col("x_norm"), F.col("y_norm"))
     keys = [name for name in _table_columns(CELLS) if name not in CELLS.measures]
     return (
-        events.withColumn("cell_x", cell_x)
+        lines.withColumn("cell_x", cell_x)
         .withColumn("cell_y", cell_y)
+        .select(*dict.fromkeys((*keys, *EVENT_KEY)))  # client_id is in both
+        .repartition(*keys)
+        .distinct()
         .groupBy(*keys)
         .agg(F.count(F.lit(1)).alias("count"))
         .select(*_table_columns(CELLS))
     )
 
 
-def scroll_reach(events):
+def scroll_reach(lines):
     """Page views per (hour, client_id, screen_id, device, depth_row): ``reached`` and ``folds``.
 
     A view is a view_id with scroll events in the hour (per client, screen and
@@ -148,7 +154,7 @@ def scroll_reach(events):
     ratio = F.try_divide(F.col("viewport_h"), F.col("screen_h"))  # null without sizes or with screen_h 0
     fold_row = F.when(ratio.isNotNull(), spark_row_column(F.least(F.lit(1.0), ratio)))
     views = (
-        events.where((F.col("event_type") == SCROLL_EVENT) & F.col("view_id").isNotNull())
+        lines.where((F.col("event_type") == SCROLL_EVENT) & F.col("view_id").isNotNull())
         .groupBy(HOUR, "client_id", "screen_id", "device", "view_id")
         .agg(
             F.max(spark_row_column(F.col("y_norm"))).alias("deepest"),
@@ -211,16 +217,16 @@ def write_hours(
     ``staging[kind.name]`` (an s3a:// URL, one folder per hour); returns the per-hour figures, for
     hours with lines.
 
-    The events are cached (both aggregations read them) and so is each result frame (written,
+    The counted lines are cached (both aggregations read them) and so is each result frame (written,
     then summed per hour by Spark): rows are never collected to the driver. The lines read are
     counted while the first write reads them, not by a pass of their own.
     """
     from pyspark.sql import functions as F
 
     frame, lines = read_lake(spark, paths_by_hour, fmt)
-    events = unique_events(valid_lines(frame)).cache()
-    cells = hourly_cells(events).cache()
-    scroll = scroll_reach(events).cache()
+    lines_read = counted_lines(frame).cache()
+    cells = hourly_cells(lines_read).cache()
+    scroll = scroll_reach(lines_read).cache()
     try:
         _stage(cells, staging[CELLS.name])
         _stage(scroll, staging[SCROLL.name])
@@ -232,6 +238,6 @@ def write_hours(
         for row in scroll.groupBy(HOUR).agg(F.count(F.lit(1)).alias("rows"), views).collect():
             by_text[row[HOUR]].scroll_rows, by_text[row[HOUR]].views = int(row["rows"]), int(row["views"])
     finally:
-        for cached in (scroll, cells, events):
+        for cached in (scroll, cells, lines_read):
             cached.unpersist()
     return {hour: figure for hour, figure in figures.items() if figure.lines}

@@ -5,7 +5,7 @@ Every expected figure below is written out by hand from the lines above it.
 
 from __future__ import annotations
 
-from heatmap_assets.spark_job import HOUR, READ_COLUMNS, hourly_cells, scroll_reach, unique_events, valid_lines
+from heatmap_assets.spark_job import HOUR, READ_COLUMNS, counted_lines, hourly_cells, scroll_reach
 from heatmap_core.grid import GRID_H
 from heatmap_core.lake_schema import spark_schema
 
@@ -33,7 +33,7 @@ def line(hour, batch, index, *, y=0.5, x=0.5, type="scroll", device=None, view=N
 
 def frame_of(spark, lines):
     schema = spark_schema(READ_COLUMNS).add(HOUR, "string")
-    return unique_events(valid_lines(spark.createDataFrame(lines, schema)))
+    return counted_lines(spark.createDataFrame(lines, schema))
 
 
 def reach(first_rows: int, value: int) -> dict[int, int]:
