@@ -267,9 +267,10 @@ def stop_program(settings: Settings, name: str) -> None:
     _supervisorctl(StackPaths(settings.data_path), "stop", f"{name}:*", check=False)
 
 
-def pids(settings: Settings, name: str) -> list[int]:
-    """The pids of program ``name``'s running processes, as supervisord reports them."""
-    return [info["pid"] for info in _processes(StackPaths(settings.data_path), name) if info["pid"]]
+def pids(settings: Settings, name: str) -> dict[str, int]:
+    """{process: pid} of program ``name``'s processes that have one (starting, running or stopping), as
+    supervisord reports them; the process named as in its log (``kafka``, ``landing-0``)."""
+    return {info["name"]: info["pid"] for info in _processes(StackPaths(settings.data_path), name) if info["pid"]}
 
 
 def status(settings: Settings) -> dict[str, str]:
