@@ -65,9 +65,15 @@ class LandingSettings(BaseSettings):
         # Kafka busy on about half another (BENCHMARKS.md, issue 14: two on 2 cores were no faster than one).
         default_factory=lambda: max(1, (os.cpu_count() or 1) // 2),
         ge=1,
-        description="Landing processes the stack runs in the group (`python -m landing run-instances`), each "
-        "`landing run` on its share of the topic's partitions; one per two cores by default. Beyond the "
-        "topic's partition count they idle.",
+        description="Landing processes the stack runs in the group (supervisord's `numprocs` of its `landing` "
+        "program), each `landing run` on its share of the topic's partitions; one per two cores by default. "
+        "Beyond the topic's partition count they idle.",
+    )
+    instance_number: int = Field(
+        0,
+        ge=0,
+        description="Which of the `instances` this process is (the stack sets it per process): `landing run` "
+        "applies `of_instance` of it, so instance n > 0 takes the member id `<id>-n` and the health port + n.",
     )
 
     @property

@@ -32,9 +32,18 @@ from kafka import KafkaAdminClient
 
 from heatmap_core.provision import ensure_buckets, ensure_topic
 from heatmap_core.s3 import s3_client
-from heatmap_core.settings import DagsterSettings, Settings
+from heatmap_core.settings import DagsterSettings, LandingSettings, Settings, env_name
 from infra.console import StackError, console
 from infra.paths import CONFIG, ROOT, StackPaths, jars_dir
+
+
+@dataclass(frozen=True)
+class Processes:
+    """A program that runs several copies of one command (supervisord's ``numprocs``): ``count`` of them,
+    named ``<program>-<n>`` for n in 0..count-1 whatever the count, each told its n in ``number_variable``."""
+
+    count: Callable[[Settings], int]
+    number_variable: str
 
 
 @dataclass(frozen=True)
@@ -50,6 +59,8 @@ class Program:
     # The ports it listens on: checked free before a start, so a health check
     # never mistakes someone else's server for ours.
     ports: Callable[[Settings], tuple[int, ...]] = lambda settings: ()
+    # Unset: one process, named as the program.
+    processes: Processes | None = None
 
 
 # --------------------------------------------------------------------------- infrastructure
@@ -363,14 +374,16 @@ PROGRAMS: Mapping[str, Program] = MappingProxyType(
                 ("kafka", "redis"),
                 lambda s: s.ingestion_workers,
             ),
-            # HEATMAP_LANDING_INSTANCES consumers of the group (landing/instances.py). Their GET /health
-            # is optional (HEATMAP_LANDING_HEALTH_PORT, + n for instance n); without it, running is health.
+            # HEATMAP_LANDING_INSTANCES consumers of the group, `landing-<n>` under supervisord, instance n
+            # by HEATMAP_LANDING_INSTANCE_NUMBER (LandingSettings.of_instance). Their GET /health is optional
+            # (HEATMAP_LANDING_HEALTH_PORT, + n for instance n); without it, running is health.
             Program(
                 "landing",
-                lambda s, p: [sys.executable, "-m", "landing", "run-instances"],
+                lambda s, p: [sys.executable, "-m", "landing", "run"],
                 _landing_healthy,
                 requires=("kafka", "s3"),
                 ports=lambda s: s.landing.health_ports,
+                processes=Processes(lambda s: s.landing.instances, env_name(LandingSettings, "instance_number")),
             ),
             # chdb_server owns <data dir>/clickhouse and serves ClickHouse's HTTP interface.
             Program(

@@ -7,6 +7,14 @@ until its health check passes, then runs its ``after_start`` (topic, buckets).
 A second start adds only the programs the running supervisord lacks, so what
 already runs is never restarted. ``stop`` stops everything of the data
 directory and then ends whatever survived (see infra.processes).
+
+A program is a supervisord group: one process named as the program, or, for a
+program with ``processes``, supervisord's ``numprocs`` of them named
+``<program>-<n>`` (``landing:landing-0`` to supervisorctl), each with its own log.
+Everything here addresses a program as its group (``<program>:*``) and reads
+its processes' states and pids from supervisord's XML-RPC interface, so one
+process or several are handled alike: a program is healthy once every process
+of it is RUNNING and its health check passes, and every process's pid is recorded.
 """
 
 from __future__ import annotations
@@ -17,8 +25,11 @@ import sys
 import time
 from collections.abc import Iterable, Mapping
 from pathlib import Path
+from typing import Any
 
 import psutil
+from supervisor.childutils import getRPCInterface
+from supervisor.options import make_namespec
 from tenacity import RetryError, Retrying, retry_if_exception_type, stop_after_delay, wait_fixed
 
 from heatmap_core.settings import Settings
@@ -45,6 +56,18 @@ def _supervisorctl(paths: StackPaths, *args: str, check: bool = True) -> subproc
         text=True,
         check=check,
     )
+
+
+def _processes(paths: StackPaths, name: str | None = None) -> list[dict[str, Any]]:
+    """supervisord's info (``name``, ``group``, ``statename``, ``description``, ``pid``, ``stdout_logfile``, ...)
+    of every process of program ``name`` (its group), or of every program; supervisorctl reads the same."""
+    with getRPCInterface({"SUPERVISOR_SERVER_URL": f"unix://{paths.socket}"}) as rpc:
+        processes = rpc.supervisor.getAllProcessInfo()
+    return [info for info in processes if name is None or info["group"] == name]
+
+
+def _logs(processes: list[dict[str, Any]]) -> str:
+    return ", ".join(info["stdout_logfile"] for info in processes)
 
 
 def _supervisord_pid(paths: StackPaths) -> int | None:
@@ -75,16 +98,31 @@ def _global_sections(settings: Settings, paths: StackPaths) -> str:
     )
 
 
+def config(settings: Settings, paths: StackPaths, programs: Iterable[Program]) -> str:
+    """supervisord.conf of a stack running ``programs``."""
+    return _global_sections(settings, paths) + _program_sections(settings, paths, programs)
+
+
 def _program_sections(settings: Settings, paths: StackPaths, programs: Iterable[Program]) -> str:
-    return "".join(_program_section(program.name, program.command(settings, paths), paths) for program in programs)
+    return "".join(_program_section(program, settings, paths) for program in programs)
 
 
-def _program_section(name: str, command: list[str], paths: StackPaths) -> str:
-    quoted = " ".join(_quote(part) for part in command)
+def _program_section(program: Program, settings: Settings, paths: StackPaths) -> str:
+    """One [program:x] section. A process that exits unexpectedly (not 0) is restarted by supervisord, each of
+    several on its own: ``process_name`` and ``environment`` expand ``%(process_num)d`` per process."""
+    quoted = " ".join(_quote(part) for part in program.command(settings, paths))
+    several = ""
+    process_name = program.name
+    if program.processes:
+        process_name = "%(program_name)s-%(process_num)d"
+        several = (
+            f"numprocs={program.processes.count(settings)}\nprocess_name={process_name}\n"
+            f'environment={program.processes.number_variable}="%(process_num)d"\n'
+        )
     return (
-        f"\n[program:{name}]\ncommand={quoted}\nautostart=false\nautorestart=unexpected\nstartsecs=2\n"
-        f"startretries=3\nstopasgroup=true\nkillasgroup=true\nstopwaitsecs=30\nstopsignal=TERM\n"
-        f"redirect_stderr=true\nstdout_logfile={paths.log(name)}\nstdout_logfile_maxbytes=50MB\n"
+        f"\n[program:{program.name}]\ncommand={quoted}\n{several}autostart=false\nautorestart=unexpected\n"
+        f"startsecs=2\nstartretries=3\nstopasgroup=true\nkillasgroup=true\nstopwaitsecs=30\nstopsignal=TERM\n"
+        f"redirect_stderr=true\nstdout_logfile={paths.log(process_name)}\nstdout_logfile_maxbytes=50MB\n"
         f"stdout_logfile_backups=2\n"
     )
 
@@ -115,24 +153,29 @@ def _wait_healthy(program: Program, settings: Settings, paths: StackPaths) -> No
             reraise=False,
         ):
             with attempt:
-                state = _supervisorctl(paths, "status", program.name, check=False).stdout
-                if "FATAL" in state or "BACKOFF" in state:
-                    raise StackError(f"{program.name} failed to start: {state.strip()}; see {paths.log(program.name)}")
+                processes = _processes(paths, program.name)
+                states = {info["name"]: info["statename"] for info in processes}
+                if {"FATAL", "BACKOFF"} & set(states.values()):
+                    raise StackError(f"{program.name} failed to start: {states}; see {_logs(processes)}")
+                if not states or set(states.values()) != {"RUNNING"}:
+                    raise StackError(f"{program.name} is not running yet: {states}")
                 program.health(settings)
     except RetryError as exc:
         cause = exc.last_attempt.exception()
-        tail = _tail(paths.log(program.name))
+        tails = "\n".join(_tail(Path(info["stdout_logfile"])) for info in _processes(paths, program.name))
         raise StackError(
-            f"{program.name} not healthy after {program.start_timeout_s:.0f} s: {cause}\n{tail}"
+            f"{program.name} not healthy after {program.start_timeout_s:.0f} s: {cause}\n{tails}"
         ) from cause
     console.print(f"[green]{program.name}[/] healthy in {time.monotonic() - started:.1f} s")
 
 
-def _record_pid(paths: StackPaths, name: str) -> None:
-    answer = _supervisorctl(paths, "pid", name, check=False).stdout.strip()
-    if not answer.isdigit() or answer == "0":
-        raise StackError(f"{name} is not running ({answer}); see {paths.log(name)}\n{_tail(paths.log(name))}")
-    record_pid(paths, name, int(answer))
+def _record_pids(paths: StackPaths, name: str) -> None:
+    """Each process of program ``name`` under its own name (``landing-1.pid``), for when supervisord is gone."""
+    for info in _processes(paths, name):
+        if not info["pid"]:
+            log = Path(info["stdout_logfile"])
+            raise StackError(f"{info['name']} is not running ({info['statename']}); see {log}\n{_tail(log)}")
+        record_pid(paths, info["name"], info["pid"])
 
 
 def _tail(path: Path, lines: int = 15) -> str:
@@ -169,7 +212,7 @@ def start(
 
     if _supervisord_pid(paths) is None:
         clear_leftovers(paths, "recovering from an unclean stop: ")
-        paths.conf.write_text(_global_sections(settings, paths) + _program_sections(settings, paths, wanted))
+        paths.conf.write_text(config(settings, paths, wanted))
         subprocess.run(
             [sys.executable, "-m", "supervisor.supervisord", "-c", str(paths.conf)],
             check=True,
@@ -188,13 +231,15 @@ def start(
             _supervisorctl(paths, "update")
 
     for program in wanted:
-        state = _supervisorctl(paths, "status", program.name, check=False).stdout
-        if "RUNNING" not in state:
-            ensure_ports_free(program.name, program.ports(settings))
-            console.print(f"[cyan]{program.name}[/] starting (log: {paths.log(program.name)})")
-            _supervisorctl(paths, "start", program.name, check=False)
+        processes = _processes(paths, program.name)
+        running = [info for info in processes if info["statename"] == "RUNNING"]
+        if len(running) < len(processes):
+            if not running:  # a running one holds its own port
+                ensure_ports_free(program.name, program.ports(settings))
+            console.print(f"[cyan]{program.name}[/] starting (log: {_logs(processes)})")
+            _supervisorctl(paths, "start", f"{program.name}:*", check=False)
         _wait_healthy(program, settings, paths)
-        _record_pid(paths, program.name)
+        _record_pids(paths, program.name)
         if program.after_start:
             program.after_start(settings)
 
@@ -218,17 +263,23 @@ def stop(settings: Settings, timeout: float = 60.0) -> None:
 
 
 def stop_program(settings: Settings, name: str) -> None:
-    _supervisorctl(StackPaths(settings.data_path), "stop", name, check=False)
+    """Stop every process of program ``name``."""
+    _supervisorctl(StackPaths(settings.data_path), "stop", f"{name}:*", check=False)
+
+
+def pids(settings: Settings, name: str) -> dict[str, int]:
+    """{process: pid} of program ``name``'s processes that have one (starting, running or stopping), as
+    supervisord reports them; the process named as in its log (``kafka``, ``landing-0``)."""
+    return {info["name"]: info["pid"] for info in _processes(StackPaths(settings.data_path), name) if info["pid"]}
 
 
 def status(settings: Settings) -> dict[str, str]:
-    """{program: supervisord's state line}; empty when this data directory's stack is not running."""
+    """{process: supervisord's state line}, the process named as supervisorctl names it (``kafka``,
+    ``landing:landing-0``); empty when this data directory's stack is not running."""
     paths = StackPaths(settings.data_path)
     if _supervisord_pid(paths) is None:
         return {}
-    states = {}
-    for line in _supervisorctl(paths, "status", check=False).stdout.splitlines():
-        parts = line.split(None, 2)
-        if len(parts) >= 2:
-            states[parts[0]] = " ".join(parts[1:])
-    return states
+    return {
+        make_namespec(info["group"], info["name"]): f"{info['statename']} {info['description']}".rstrip()
+        for info in _processes(paths)
+    }

@@ -7,7 +7,6 @@ from pydantic import ValidationError
 
 from heatmap_core.logs import configure_logging
 from heatmap_core.settings import LandingSettings, env_name, get_settings
-from landing.instances import run_instances
 from landing.service import Landing
 
 app = typer.Typer(
@@ -37,25 +36,20 @@ def run(
     log_level: str = _flag("log_level"),
     health_port: int = _flag("health_port"),
 ) -> None:
-    """Consume until SIGTERM or SIGINT, then flush, commit and leave the group."""
+    """Consume until SIGTERM or SIGINT, then flush, commit and leave the group.
+
+    Instance n of the stack's several (HEATMAP_LANDING_INSTANCE_NUMBER) runs with the member id and
+    health port of ``LandingSettings.of_instance(n)``, derived from the ones set here."""
     given = {name: value for name, value in context.params.items() if value is not None}
     settings = get_settings()
     try:
         # model_validate, not the constructor: the flags lie over the settings already read, not the environment again.
-        landing = LandingSettings.model_validate({**settings.landing.model_dump(), **given})
+        options = LandingSettings.model_validate({**settings.landing.model_dump(), **given})
     except ValidationError as exc:
         raise typer.BadParameter(str(exc)) from exc
+    landing = options.of_instance(options.instance_number)
     configure_logging(landing.log_level)
     Landing(settings.model_copy(update={"landing": landing})).run()
-
-
-@app.command("run-instances")
-def run_instances_command() -> None:
-    """Run HEATMAP_LANDING_INSTANCES `landing run` processes in the group (one per two cores by default) until
-    SIGTERM or SIGINT; they share the topic's partitions. The local stack runs landing this way."""
-    landing = get_settings().landing
-    configure_logging(landing.log_level)
-    raise typer.Exit(run_instances(landing))
 
 
 @app.callback()

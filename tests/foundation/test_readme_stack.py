@@ -60,7 +60,9 @@ def assert_serving(settings: Settings, programs: list[str]) -> None:
     """Each program answers on its own port as a client would see it."""
     states = supervisor.status(settings)
     for program in programs:
-        assert states.get(program, "").startswith("RUNNING"), f"{program}: {states.get(program)}"
+        # supervisorctl's names: the program's own, or `landing:landing-<n>` for each of several processes
+        processes = [state for name, state in states.items() if name.split(":")[0] == program]
+        assert processes and all(state.startswith("RUNNING") for state in processes), f"{program}: {states}"
         if program in HEALTH_PATHS:
             response = httpx.get(f"http://127.0.0.1:{http_port(settings, program)}{HEALTH_PATHS[program]}", timeout=10)
             assert response.status_code == 200, f"{program}: {response.status_code} {response.text[:300]}"

@@ -130,7 +130,17 @@ def wait_landed(settings: Settings, *landings: LandingProcess, timeout_s: float 
     """
     for landing in landings:
         landing.wait_for_log(r"assigned partitions \[\d")
-    group = landings[0].group
+    return wait_committed(
+        settings,
+        landings[0].group,
+        lambda: "\n".join(f"--- exit {p.process.poll()}, {p.log_path}:\n{p.log()[-4000:]}" for p in landings),
+        timeout_s,
+    )
+
+
+def wait_committed(settings: Settings, group: str, logs: Callable[[], str], timeout_s: float = 180.0) -> dict[int, int]:
+    """Wait until ``group`` has committed every partition up to its end offset; the end offsets.
+    ``logs`` is what a timeout shows besides the offsets."""
     target = end_offsets(settings)
     expected = {p: o for p, o in target.items() if o > 0}
     deadline = time.monotonic() + timeout_s
@@ -139,8 +149,7 @@ def wait_landed(settings: Settings, *landings: LandingProcess, timeout_s: float 
         if all(committed.get(p) == o for p, o in expected.items()):
             return target
         if time.monotonic() > deadline:
-            logs = "\n".join(f"--- exit {p.process.poll()}, {p.log_path}:\n{p.log()[-4000:]}" for p in landings)
-            raise AssertionError(f"group {group} committed {committed}, expected {expected}\n{logs}")
+            raise AssertionError(f"group {group} committed {committed}, expected {expected}\n{logs()}")
         time.sleep(0.5)
 
 
@@ -148,9 +157,7 @@ def wait_landed(settings: Settings, *landings: LandingProcess, timeout_s: float 
 
 
 class LandingProcess:
-    def __init__(
-        self, settings: Settings, log_path: Path, group: str, args: list[str], env: dict[str, str], command: str = "run"
-    ):
+    def __init__(self, settings: Settings, log_path: Path, group: str, args: list[str], env: dict[str, str]):
         self.log_path = log_path
         self.group = group
         environment = {
@@ -162,7 +169,7 @@ class LandingProcess:
         }
         self._log = open(log_path, "ab")  # noqa: SIM115  (open while the process runs; stop() closes it)
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "landing", command, *args],
+            [sys.executable, "-m", "landing", "run", *args],
             cwd=ROOT,
             env=environment,
             stdout=self._log,
@@ -203,13 +210,10 @@ def start_landing(settings: Settings, tmp_path: Path) -> Iterator[Callable[..., 
     """Start landing subprocesses against the test's topic; teardown kills whatever still runs."""
     started: list[LandingProcess] = []
 
-    def start(
-        *args: str, group: str = "landing", lake: Settings | None = None, command: str = "run", **env: str
-    ) -> LandingProcess:
-        """``lake`` points the process at another bucket; ``command`` is landing's (run, run-instances);
-        ``env`` sets HEATMAP_* variables."""
+    def start(*args: str, group: str = "landing", lake: Settings | None = None, **env: str) -> LandingProcess:
+        """``lake`` points the process at another bucket; ``env`` sets HEATMAP_* variables."""
         log_path = tmp_path / f"landing-{len(started)}.log"
-        process = LandingProcess(lake or settings, log_path, f"{group}-{settings.topic}", list(args), env, command)
+        process = LandingProcess(lake or settings, log_path, f"{group}-{settings.topic}", list(args), env)
         started.append(process)
         return process
 

@@ -63,7 +63,6 @@ import pytest
 from bench.ingest import CONCURRENCY
 from heatmap_core.settings import Settings
 from infra import supervisor
-from infra.paths import StackPaths
 from infra.programs import APP_PROGRAMS
 from tests.e2e.test_pipeline import pipeline  # noqa: F401  (the fixture: the application programs as `make demo` runs them)
 from tests.landing.conftest import committed_offsets, end_offsets
@@ -142,7 +141,7 @@ class Sampler:
     uvicorn's workers and the daemon's run workers count) and the landing group's lag."""
 
     settings: Settings
-    roots: dict[str, psutil.Process]
+    roots: list[tuple[str, psutil.Process]]  # (program, one of its processes)
     phase: str = "measure"
     rss: list[tuple[float, str, str, int, str, float]] = field(default_factory=list)
     lag: list[tuple[float, str, int]] = field(default_factory=list)
@@ -156,7 +155,7 @@ class Sampler:
 
     def _sample(self) -> None:
         now = time.monotonic() - self.started
-        for program, root in self.roots.items():
+        for program, root in self.roots:
             for process in (root, *root.children(recursive=True)):
                 try:
                     self.rss.append(
@@ -261,14 +260,12 @@ def _thread(target: Callable[[], None], errors: list[BaseException]) -> threadin
     return thread
 
 
-def _program_roots(settings: Settings) -> dict[str, psutil.Process]:
-    paths = StackPaths(settings.data_path)
-    roots = {name: psutil.Process(int(paths.program_pid(name).read_text().split()[0])) for name in APP_PROGRAMS}
+def _program_roots(settings: Settings) -> list[tuple[str, psutil.Process]]:
+    """Each process supervisord runs for a program (landing's several), and the ClickHouse server."""
+    roots = [(name, psutil.Process(pid)) for name in APP_PROGRAMS for pid in supervisor.pids(settings, name).values()]
     # The session's ClickHouse server (tests/conftest.py's stack_settings) is a child of this process.
-    roots["clickhouse"] = next(
-        child for child in psutil.Process().children() if "chdb_server" in " ".join(child.cmdline())
-    )
-    return roots
+    server = next(child for child in psutil.Process().children() if "chdb_server" in " ".join(child.cmdline()))
+    return [*roots, ("clickhouse", server)]
 
 
 def test_load_held_at_the_maximum_keeps_memory_and_lag_bounded_and_serves_every_event(
