@@ -135,11 +135,9 @@ class BucketList(msgspec.Struct, kw_only=True):
 
 
 class Freshness(msgspec.Struct, kw_only=True):
-    """When the data of [from, to) was last written: the newest modification time of the active
-    ClickHouse parts of the day partitions that can hold its buckets (null: nothing written).
-
-    A partition holds every client's buckets of its day, so this is the pipeline's write time,
-    not one client's; it tells a live view how fresh the numbers it shows are.
+    """When the client's data of [from, to) was last written: the newest modification time of the
+    active ClickHouse parts holding its rows in the partitions that can hold the range's buckets
+    (null: nothing written); it tells a live view how fresh the numbers it shows are.
     """
 
     client_id: str

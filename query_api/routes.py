@@ -245,7 +245,9 @@ class HeatmapController(Controller):
     def freshness(self, store: HeatmapStore, client_id: ClientId, from_: From, to: To) -> Freshness:
         """When the buckets of [from, to) were last written (null: never); a live dashboard view shows it."""
         start, end = range_bounds(from_, to)
-        return Freshness(client_id=client_id, start=start, end=end, materialized_at=store.materialized_at(start, end))
+        return Freshness(
+            client_id=client_id, start=start, end=end, materialized_at=store.materialized_at(client_id, start, end)
+        )
 
     @get("/buckets", **_SECURED)
     def buckets(

@@ -183,23 +183,25 @@ class HeatmapStore:
         spans = self._plan(SCROLL_TABLES, selection, start, end)
         return spans, self.scroll(selection, spans)
 
-    def materialized_at(self, start: datetime, end: datetime) -> datetime | None:
-        """The newest modification time of the active parts in the partitions that can hold a bucket
-        of [start, end), of every bucket table; None when there are none.
+    def materialized_at(self, client_id: str, start: datetime, end: datetime) -> datetime | None:
+        """The newest modification time of the active parts holding the client's rows in the partitions
+        that can hold a bucket of [start, end), of every bucket table; None when there are none.
 
         Each bucket is its table's partition (``BucketTable.partition_id``): an hour's, a day's, or a
         week's, which starts on the Sunday up to six days before ``start``. The last partition of
-        each table is the one holding the range's last hour.
+        each table is the one holding the range's last hour. Only parts with the client's rows count
+        (``_part``): another tenant's write into a partition the client shares tells it nothing.
         """
         if start >= end:
             return None
         last_hour = end - timedelta(hours=1)
         sunday = start - timedelta(days=(start.weekday() + 1) % 7)
-        clauses, parameters = [], {"database": self._database}
+        holding, parameters = [], {"database": self._database, "client_id": client_id}
         for index, table in enumerate((*TABLES.values(), *SCROLL_TABLES.values())):
             first = sunday if table.grain == "week" else start
-            clauses.append(
-                f"(table = {{t{index}:String}} AND partition_id BETWEEN {{lo{index}:String}} AND {{hi{index}:String}})"
+            holding.append(
+                f"SELECT {{t{index}:String}}, _part FROM {self._table(table)} WHERE client_id = {{client_id:String}}"
+                f" AND _partition_id BETWEEN {{lo{index}:String}} AND {{hi{index}:String}}"
             )
             parameters |= {
                 f"t{index}": table.name,
@@ -209,7 +211,8 @@ class HeatmapStore:
         with clickhouse(self._settings) as client:
             newest = client.query(
                 "SELECT toUnixTimestamp(maxOrNull(modification_time)) FROM system.parts"
-                f" WHERE active AND database = {{database:String}} AND ({' OR '.join(clauses)})",
+                " WHERE active AND database = {database:String}"
+                f" AND (table, name) IN ({' UNION ALL '.join(holding)})",
                 parameters=parameters,
             ).result_rows[0][0]  # an aggregate: always one row
         return None if newest is None else datetime.fromtimestamp(newest, UTC)

@@ -1,4 +1,5 @@
-"""GET /heatmap/freshness: when the partitions that can hold a range's buckets were last written."""
+"""GET /heatmap/freshness: when the client's rows in the partitions that can hold a range's buckets were
+last written."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from heatmap_core.clickhouse import clickhouse, replace_bucket
 from heatmap_core.schema import TABLES
 from heatmap_core.timeutil import naive_utc
 from tests.conftest import day_of, week_of
-from tests.query.conftest import CLIENT, DAY, SCREEN
+from tests.query.conftest import CLIENT, DAY, OTHER_CLIENT, SCREEN
 
 # Forty days back: older than every row of the module's dataset (at most 28 days back, and a week
 # partition reaches 6 days), inside the daily and weekly tables' retention.
@@ -24,10 +25,11 @@ def _freshness(api, start: datetime, end: datetime):
     return response.json()
 
 
-def _write(settings, grain: str, start: datetime) -> None:
-    row = (CLIENT, SCREEN, "click", "desktop", naive_utc(start), 1, 1, 3)
+def _write(settings, grain: str, start: datetime, *clients: str) -> None:
+    """The bucket replaced by one cell of each of ``clients`` (default: the module's client)."""
+    rows = [(client_id, SCREEN, "click", "desktop", naive_utc(start), 1, 1, 3) for client_id in clients or (CLIENT,)]
     with clickhouse(settings) as client:
-        replace_bucket(client, TABLES[grain], start, rows=[row], database=settings.clickhouse_database)
+        replace_bucket(client, TABLES[grain], start, rows=rows, database=settings.clickhouse_database)
 
 
 def test_freshness_is_the_latest_write_of_the_ranges_partitions(api, open_settings):
@@ -37,8 +39,11 @@ def test_freshness_is_the_latest_write_of_the_ranges_partitions(api, open_settin
         "to": f"{QUIET_DAY + DAY:%Y-%m-%dT%H:%M:%SZ}",
         "materialized_at": None,
     }
+    # Another tenant's bucket in the same partition: nothing of this client's was written.
+    _write(open_settings, "day", QUIET_DAY, OTHER_CLIENT)
+    assert _freshness(api, QUIET_DAY, QUIET_DAY + DAY)["materialized_at"] is None
     before = datetime.now(UTC).replace(microsecond=0)
-    _write(open_settings, "day", QUIET_DAY)
+    _write(open_settings, "day", QUIET_DAY, CLIENT, OTHER_CLIENT)
     after = datetime.now(UTC)
     written = datetime.fromisoformat(_freshness(api, QUIET_DAY, QUIET_DAY + DAY)["materialized_at"])
     assert before - timedelta(seconds=1) <= written <= after
