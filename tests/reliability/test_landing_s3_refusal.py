@@ -25,7 +25,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable
-from contextlib import AbstractContextManager
+from contextlib import AbstractContextManager, ExitStack
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
@@ -46,7 +46,15 @@ from tests.landing.conftest import (
 )
 
 from .figures import Figures, record
-from .landing_scenarios import batches_of, bucket_taken_away, credentials_rotated, health
+from .landing_scenarios import (
+    batches_of,
+    bucket_taken_away,
+    credentials_rotated,
+    health,
+    paused,
+    restart_s3,
+    restart_s3_with_other_keys,
+)
 from .served import tally_served
 
 pytestmark = pytest.mark.reliability
@@ -57,6 +65,8 @@ CLIENTS = ("acme", "globex", "initech")
 LANDING_ARGS = ("--flush-interval", "0.5", "--max-events", "2000")
 # Above credentials_rotated's pause of landing, so the group keeps it.
 SESSION_TIMEOUT_MS = "30000"
+# Landing's retries back off to one every 15 s (landing/writer.py): the next failure names the new cause.
+CAUSE_CHANGED_WITHIN_S = 45.0
 
 
 @dataclass(frozen=True)
@@ -94,6 +104,16 @@ def _wait_health(port: int, status: int, timeout_s: float) -> dict:
     while True:
         code, report = health(port)
         if code == status:
+            return report
+        assert time.monotonic() < deadline, f"health still {code} {report} after {timeout_s:.0f} s"
+        time.sleep(0.2)
+
+
+def _wait_cause(port: int, error_code: str, timeout_s: float) -> dict:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        code, report = health(port)
+        if report["object_store"].get("error_code") == error_code:
             return report
         assert time.monotonic() < deadline, f"health still {code} {report} after {timeout_s:.0f} s"
         time.sleep(0.2)
@@ -195,3 +215,56 @@ def test_landing_holds_its_offsets_while_s3_refuses_and_lands_everything_after(
     assert json_rows == expected_rows(records, origins)
     assert parquet_rows == json_rows
     assert (tally.lost, tally.duplicated, tally.served) == (0, 0, EVENTS)
+
+
+def test_health_names_the_current_cause_when_a_refusal_changes_it(private_store, start_landing):
+    """The bucket taken away (NoSuchBucket), then put back while the key pair was rotated
+    (InvalidAccessKeyId): one refusal, whose cause GET /health follows; the log names the first.
+
+    Landing is paused across the change (``paused``), so that to it the refusal never ends between the
+    two causes. No served maps here: the lake is read back whole, every record once.
+    """
+    start = hour_start(datetime.now(UTC)) - timedelta(hours=2)
+    records = make_records(
+        events=3_000, per_record=50, clients=CLIENTS, start=start, span=timedelta(minutes=119), seed=17
+    )
+    before, during, after = records[:20], records[20:40], records[40:]
+    port = free_port()
+    landing = start_landing(
+        *LANDING_ARGS,
+        lake=private_store,
+        HEATMAP_LANDING_HEALTH_PORT=str(port),
+        HEATMAP_LANDING_SESSION_TIMEOUT_MS=SESSION_TIMEOUT_MS,
+    )
+    origins = produce(private_store, before)
+    wait_landed(private_store, landing)
+
+    with ExitStack() as landing_paused:
+        with bucket_taken_away(private_store):
+            origins += produce(private_store, during)
+            bucket_gone = _wait_health(port, 503, 30)
+            landing_paused.enter_context(paused(landing))
+        # The bucket is back, and the store restarted with a key pair that is not landing's.
+        restart_s3_with_other_keys(private_store)
+    try:
+        key_refused = _wait_cause(port, "InvalidAccessKeyId", CAUSE_CHANGED_WITHIN_S)
+    finally:
+        restart_s3(private_store)
+    back = _wait_health(port, 200, 30)
+    origins += produce(private_store, after)
+    wait_landed(private_store, landing)
+    survived = landing.process.poll() is None
+    landing.stop_cleanly()
+
+    assert survived
+    assert bucket_gone["object_store"]["error_code"] == "NoSuchBucket"
+    # One refusal, since the bucket went: its cause followed, its start kept.
+    assert key_refused["status"] == "degraded"
+    assert key_refused["object_store"]["since"] == bucket_gone["object_store"]["since"]
+    assert back["object_store"] == {"state": "ok"}
+    lines = _log_lines(landing.log())
+    said = [(line["event"], line["error_code"]) for line in lines if line.get("event", "").startswith("object_store_")]
+    assert said == [("object_store_refusing", "NoSuchBucket"), ("object_store_back", "NoSuchBucket")]
+    assert sorted(event_row(e) for f in read_lake(private_store, "json") for e in f.events) == expected_rows(
+        records, origins
+    )
