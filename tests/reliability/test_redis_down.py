@@ -78,7 +78,7 @@ class Outage:
 
 
 def _post_all(http: httpx.Client, batches: list[dict]) -> list[httpx.Response]:
-    # Concurrently: requests of the outage's first 6 s each wait out the ledger's wait; later ones do not.
+    # Concurrently: in the outage's first 6 s each waits out the ledger; after that none waits.
     with ThreadPoolExecutor(len(batches)) as pool:
         return list(pool.map(lambda batch: http.post("/events/batch", json=batch), batches))
 
