@@ -184,7 +184,8 @@ class BatchLedger:
             self._probe = asyncio.get_running_loop().create_task(self._probe_until_back())
 
     async def _probe_until_back(self) -> None:
-        """Ping Redis, one ping at a time and at most every PROBE_INTERVAL_S, until it answers."""
+        """Ping Redis until it answers: one ping at a time, each given PROBE_INTERVAL_S (within which the
+        client's Retry reconnects with its backoff), the next no sooner than that after the last began."""
         while self._down is not None:
             started = time.monotonic()
             try:
