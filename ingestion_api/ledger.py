@@ -78,7 +78,8 @@ class _Coalesced:
     BENCHMARKS.md, issue 14). Each command keeps its own reply or error. A
     pipeline is retried whole on a connection error, which every ledger command tolerates: a
     re-sent claim recognises its own token, a commit or a release repeated changes nothing.
-    A caller that stopped waiting (its ``LEDGER_WAIT_S`` ran out) is skipped when the replies come.
+    A caller that stopped waiting (its ``LEDGER_WAIT_S`` ran out) is skipped when the replies come, and
+    the commands are not retried past that wait: none is applied after its caller has answered.
     """
 
     def __init__(self, client: redis.Redis):
@@ -103,14 +104,17 @@ class _Coalesced:
     async def _execute(self, queued: list[tuple[str, tuple, dict, asyncio.Future]]) -> None:
         replies: list[object]
         try:
-            if len(queued) == 1:
-                command, args, options, _ = queued[0]
-                replies = [await getattr(self._client, command)(*args, **options)]
-            else:
-                pipeline = self._client.pipeline(transaction=False)
-                for command, args, options, _ in queued:
-                    getattr(pipeline, command)(*args, **options)
-                replies = await pipeline.execute(raise_on_error=False)
+            # Retried no longer than its callers wait: otherwise a claim whose caller gave up (and answered)
+            # would still be applied when Redis came back, and hold its batch (409) for a whole pending TTL.
+            async with asyncio.timeout(LEDGER_WAIT_S):
+                if len(queued) == 1:
+                    command, args, options, _ = queued[0]
+                    replies = [await getattr(self._client, command)(*args, **options)]
+                else:
+                    pipeline = self._client.pipeline(transaction=False)
+                    for command, args, options, _ in queued:
+                        getattr(pipeline, command)(*args, **options)
+                    replies = await pipeline.execute(raise_on_error=False)
         except asyncio.CancelledError:
             for *_, reply in queued:
                 reply.cancel()
