@@ -5,7 +5,8 @@ shared Kafka (the test's own topic). Requests are sent one after another while R
 the first waits out the ledger's LEDGER_WAIT_S (a restart shorter than that is ridden out), every
 later one is answered as the mode says (``accept``: 202 without the ledger; ``refuse``: 503 with
 Retry-After) without that wait. The bound below is a third of the wait it replaces: a behaviour,
-not a benchmark.
+not a benchmark. Once Redis is back the ledger is used again, and the outage's batches, sent once
+more, are taken as new (no claim given up on during the outage was applied after it).
 """
 
 from __future__ import annotations
