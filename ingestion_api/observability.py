@@ -75,9 +75,10 @@ class OutageLog:
         self._down_at = 0.0
         self._failures = 0
 
-    def failed(self, attempt_started: float, error: Exception) -> None:
+    def failed(self, attempt_started: float, error: Exception) -> bool:
+        """Count a failed attempt; False when it says nothing of the dependency now (it began before the last success)."""
         if attempt_started < self._last_success:
-            return
+            return False
         self._failures += 1
         if self._down_since is None:
             self._down_at = attempt_started
@@ -90,6 +91,7 @@ class OutageLog:
                 error=str(error),
                 **self._context,
             )
+        return True
 
     def succeeded(self) -> None:
         self._last_success = time.monotonic()

@@ -3,9 +3,11 @@
 Invariant kept by ``StoreHealth``: while the object store refuses writes (access
 denied, no such bucket, unreachable), landing holds its offsets uncommitted and
 says so exactly twice in its log, once when the refusal starts (naming the
-bucket and the S3 error code) and once when writes go through again, however
-many writes are retried meanwhile; GET /health answers 503 with the same reason
-for as long as it lasts.
+bucket and the S3 error code) and once when writes go through again (naming the
+same code), however many writes are retried meanwhile; GET /health answers 503
+for as long as it lasts, naming the current cause: a refusal whose cause changes
+(the bucket put back, but now the key refused) is still one refusal, with its
+``since``, and /health names the code of the latest failure, not the first.
 
 The endpoint (``--health-port``, HEATMAP_LANDING_HEALTH_PORT) is a stdlib HTTP
 server on a daemon thread: the consumer loop may be blocked in a flush waiting
@@ -59,17 +61,23 @@ class StoreHealth:
 
     def __post_init__(self) -> None:
         self._lock = threading.Lock()
-        self._refusal: StoreState | None = None
+        self._refusal: StoreState | None = None  # its error_code is the latest failure's
+        self._logged_code: str | None = None  # the code the refusal's log line named, for its back line
         self._refused_at = 0.0  # time.monotonic() when the refusal was noted
         self.last_commit_at: datetime | None = None
 
     def refused(self, exc: BaseException) -> None:
-        """A write failed and will be retried: the first failure of a refusal is logged, the rest are not."""
+        """A write failed and will be retried: the first failure of a refusal is logged, the rest are not;
+        one with another code than the refusal's becomes its cause (same ``since``)."""
+        code = error_code(exc)
         with self._lock:
             if self._refusal is not None:
+                if code != self._refusal.error_code:
+                    self._refusal = StoreState("refusing", code, str(exc), self._refusal.since)
                 return
-            refusal = self._refusal = StoreState("refusing", error_code(exc), str(exc), datetime.now(UTC))
+            refusal = self._refusal = StoreState("refusing", code, str(exc), datetime.now(UTC))
             self._refused_at = time.monotonic()
+            self._logged_code = code
         log_event(
             log,
             "object_store_refusing",
@@ -90,14 +98,14 @@ class StoreHealth:
         with self._lock:  # another thread may have ended it meanwhile
             if sent_at < self._refused_at:
                 return
-            refusal, self._refusal = self._refusal, None
+            refusal, logged_code, self._refusal = self._refusal, self._logged_code, None
         if refusal is not None and refusal.since is not None:
             log_event(
                 log,
                 "object_store_back",
                 always=True,
                 bucket=self.bucket,
-                error_code=refusal.error_code,
+                error_code=logged_code,
                 after_s=round((datetime.now(UTC) - refusal.since).total_seconds(), 1),
             )
 

@@ -17,20 +17,25 @@ from tests.landing.conftest import start_landing  # noqa: F401  (a fixture)
 
 
 @pytest.fixture
-def private_s3(settings: Settings, spark, tmp_path: Path) -> Iterator[Settings]:
-    """The test's settings (topic, bucket, database) with the object store on a private S3Proxy.
-
-    Spark's s3a reads the test's bucket from it too (S3A's per-bucket endpoint, so the session
-    the whole run shares keeps the stack's endpoint for every other bucket).
-    """
+def private_store(settings: Settings, tmp_path: Path) -> Iterator[Settings]:
+    """The test's settings (topic, bucket, database) with the object store on a private S3Proxy."""
     private = settings.model_copy(
         update={"data_dir": tmp_path / "s3-stack", "s3_endpoint": f"http://127.0.0.1:{free_port()}"}
     )
     supervisor.start(private, PROGRAMS, ["s3"], do_fetch=False)
-    hadoop = spark.sparkContext._jsc.hadoopConfiguration()
-    hadoop.set(f"fs.s3a.bucket.{private.raw_bucket}.endpoint", private.s3_endpoint)
     try:
         yield private
     finally:
-        hadoop.unset(f"fs.s3a.bucket.{private.raw_bucket}.endpoint")
         supervisor.stop(private)
+
+
+@pytest.fixture
+def private_s3(private_store: Settings, spark) -> Iterator[Settings]:
+    """``private_store``, which Spark's s3a reads the test's bucket from too (S3A's per-bucket
+    endpoint, so the session the whole run shares keeps the stack's endpoint for every other bucket)."""
+    hadoop = spark.sparkContext._jsc.hadoopConfiguration()
+    hadoop.set(f"fs.s3a.bucket.{private_store.raw_bucket}.endpoint", private_store.s3_endpoint)
+    try:
+        yield private_store
+    finally:
+        hadoop.unset(f"fs.s3a.bucket.{private_store.raw_bucket}.endpoint")

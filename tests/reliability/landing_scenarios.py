@@ -105,21 +105,35 @@ def restart_s3(settings: Settings) -> None:
 
 
 @contextmanager
-def credentials_rotated(settings: Settings, landing: LandingProcess) -> Iterator[None]:
-    """The S3 server's key pair replaced by another while the block runs (an operator's botched
-    rotation: landing's key is refused, S3Proxy answers InvalidAccessKeyId), then landing's again.
-
-    Landing is paused (SIGSTOP) across the first restart, so that to landing its key is refused from
-    one request to the next, as a rotation on MinIO or S3 is; unpaused, the restart's gap would open
-    the refusal with a connection error, whose code the episode keeps. The restart back is not
-    hidden: the store away while it already refuses is the same refusal. The pause (some 10 s)
-    needs a session timeout above it, or the group evicts landing meanwhile.
-    """
+def paused(landing: LandingProcess) -> Iterator[None]:
+    """Landing stopped (SIGSTOP) while the block runs: what the block changes in the store happens,
+    to landing, from one request to the next. A pause of some 10 s (an S3 restart) needs a session
+    timeout above it, or the group evicts landing meanwhile."""
     landing.process.send_signal(signal.SIGSTOP)
     try:
-        restart_s3(settings.model_copy(update={"s3_access_key": "rotated", "s3_secret_key": "rotated-secret"}))
+        yield
     finally:
         landing.process.send_signal(signal.SIGCONT)
+
+
+def restart_s3_with_other_keys(settings: Settings) -> None:
+    """An operator's botched rotation: the S3 server restarted with a key pair that is not landing's
+    (S3Proxy then answers InvalidAccessKeyId, as MinIO and AWS S3 do)."""
+    restart_s3(settings.model_copy(update={"s3_access_key": "rotated", "s3_secret_key": "rotated-secret"}))
+
+
+@contextmanager
+def credentials_rotated(settings: Settings, landing: LandingProcess) -> Iterator[None]:
+    """The S3 server's key pair replaced by another while the block runs (landing's key is refused),
+    then landing's again.
+
+    Landing is paused across the first restart, as a rotation on MinIO or S3 is instantaneous;
+    unpaused, the restart's gap would open the refusal with a connection error, whose code the
+    refusal's log lines keep. The restart back is not hidden: the store away while it already
+    refuses is the same refusal.
+    """
+    with paused(landing):
+        restart_s3_with_other_keys(settings)
     try:
         yield
     finally:

@@ -7,7 +7,8 @@ Kafka every second, do not move), says why once in its log (one `object_store_re
 the bucket and S3's error code, one `object_store_back` when it ends, no other warning between) and
 at GET /health (503, `degraded`, the bucket and the code, for as long as it lasts); when the
 refusal ends it lands everything without being restarted, and the lake and the served hourly maps
-hold every record of the topic exactly once.
+hold every record of the topic exactly once. A refusal whose cause changes (the bucket put back
+while the key pair was rotated) is one refusal: /health names the current code, the log its one pair.
 
 A refused key is not fatal to landing: like any refusal its writes are retried for up to two
 minutes (landing/writer.py), so an operator who puts the key back within that time finds landing
@@ -25,12 +26,13 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable
-from contextlib import AbstractContextManager
+from contextlib import AbstractContextManager, ExitStack
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from heatmap_core.events import RawBatchRecord
 from heatmap_core.settings import Settings
 from heatmap_core.timeutil import hour_start
 from tests.conftest import free_port
@@ -46,7 +48,15 @@ from tests.landing.conftest import (
 )
 
 from .figures import Figures, record
-from .landing_scenarios import batches_of, bucket_taken_away, credentials_rotated, health
+from .landing_scenarios import (
+    batches_of,
+    bucket_taken_away,
+    credentials_rotated,
+    health,
+    paused,
+    restart_s3,
+    restart_s3_with_other_keys,
+)
 from .served import tally_served
 
 pytestmark = pytest.mark.reliability
@@ -57,6 +67,8 @@ CLIENTS = ("acme", "globex", "initech")
 LANDING_ARGS = ("--flush-interval", "0.5", "--max-events", "2000")
 # Above credentials_rotated's pause of landing, so the group keeps it.
 SESSION_TIMEOUT_MS = "30000"
+# Landing's retries back off to one every 15 s (landing/writer.py): the next failure names the new cause.
+CAUSE_CHANGED_WITHIN_S = 45.0
 
 
 @dataclass(frozen=True)
@@ -89,14 +101,35 @@ REFUSALS = [
 ]
 
 
-def _wait_health(port: int, status: int, timeout_s: float) -> dict:
+def _wait_health(port: int, status: int, timeout_s: float, error_code: str | None = None) -> dict:
+    """GET /health's report once it answers ``status`` (and names ``error_code``, when given)."""
     deadline = time.monotonic() + timeout_s
     while True:
         code, report = health(port)
-        if code == status:
+        if code == status and error_code in (None, report["object_store"].get("error_code")):
             return report
         assert time.monotonic() < deadline, f"health still {code} {report} after {timeout_s:.0f} s"
         time.sleep(0.2)
+
+
+def _records(events: int, seed: int) -> list[RawBatchRecord]:
+    """Known records of the two last complete hours, for the test's topic."""
+    start = hour_start(datetime.now(UTC)) - timedelta(hours=2)
+    return make_records(
+        events=events, per_record=50, clients=CLIENTS, start=start, span=timedelta(minutes=119), seed=seed
+    )
+
+
+def _landing_with_health(start_landing, lake: Settings) -> tuple[LandingProcess, int]:
+    """Landing writing to ``lake``, its GET /health on a free port (the port is returned too)."""
+    port = free_port()
+    landing = start_landing(
+        *LANDING_ARGS,
+        lake=lake,
+        HEATMAP_LANDING_HEALTH_PORT=str(port),
+        HEATMAP_LANDING_SESSION_TIMEOUT_MS=SESSION_TIMEOUT_MS,
+    )
+    return landing, port
 
 
 def _instant(text: str) -> datetime:
@@ -111,18 +144,9 @@ def _log_lines(text: str) -> list[dict]:
 def test_landing_holds_its_offsets_while_s3_refuses_and_lands_everything_after(
     refusal: Refusal, private_s3, start_landing, tmp_path, request
 ):
-    start = hour_start(datetime.now(UTC)) - timedelta(hours=2)
-    records = make_records(
-        events=EVENTS, per_record=50, clients=CLIENTS, start=start, span=timedelta(minutes=119), seed=16
-    )
+    records = _records(EVENTS, seed=16)
     before, during, after = records[:200], records[200:400], records[400:]
-    port = free_port()
-    landing = start_landing(
-        *LANDING_ARGS,
-        lake=private_s3,
-        HEATMAP_LANDING_HEALTH_PORT=str(port),
-        HEATMAP_LANDING_SESSION_TIMEOUT_MS=SESSION_TIMEOUT_MS,
-    )
+    landing, port = _landing_with_health(start_landing, private_s3)
 
     origins = produce(private_s3, before)
     wait_landed(private_s3, landing)
@@ -195,3 +219,47 @@ def test_landing_holds_its_offsets_while_s3_refuses_and_lands_everything_after(
     assert json_rows == expected_rows(records, origins)
     assert parquet_rows == json_rows
     assert (tally.lost, tally.duplicated, tally.served) == (0, 0, EVENTS)
+
+
+def test_health_names_the_current_cause_when_a_refusal_changes_it(private_store, start_landing):
+    """The bucket taken away (NoSuchBucket), then put back while the key pair was rotated
+    (InvalidAccessKeyId): one refusal, whose cause GET /health follows; the log names the first.
+
+    Landing is paused across the change (``paused``), so that to it the refusal never ends between the
+    two causes. No served maps here: the lake is read back whole, every record once.
+    """
+    records = _records(3_000, seed=17)
+    before, during, after = records[:20], records[20:40], records[40:]
+    landing, port = _landing_with_health(start_landing, private_store)
+    origins = produce(private_store, before)
+    wait_landed(private_store, landing)
+
+    with ExitStack() as landing_paused:
+        with bucket_taken_away(private_store):
+            origins += produce(private_store, during)
+            bucket_gone = _wait_health(port, 503, 30)
+            landing_paused.enter_context(paused(landing))
+        # The bucket is back, and the store restarted with a key pair that is not landing's.
+        restart_s3_with_other_keys(private_store)
+    try:
+        key_refused = _wait_health(port, 503, CAUSE_CHANGED_WITHIN_S, error_code="InvalidAccessKeyId")
+    finally:
+        restart_s3(private_store)
+    back = _wait_health(port, 200, 30)
+    origins += produce(private_store, after)
+    wait_landed(private_store, landing)
+    survived = landing.process.poll() is None
+    landing.stop_cleanly()
+
+    assert survived
+    assert bucket_gone["object_store"]["error_code"] == "NoSuchBucket"
+    # One refusal, since the bucket went: its cause followed, its start kept.
+    assert key_refused["status"] == "degraded"
+    assert key_refused["object_store"]["since"] == bucket_gone["object_store"]["since"]
+    assert back["object_store"] == {"state": "ok"}
+    lines = _log_lines(landing.log())
+    said = [(line["event"], line["error_code"]) for line in lines if line.get("event", "").startswith("object_store_")]
+    assert said == [("object_store_refusing", "NoSuchBucket"), ("object_store_back", "NoSuchBucket")]
+    assert sorted(event_row(e) for f in read_lake(private_store, "json") for e in f.events) == expected_rows(
+        records, origins
+    )
