@@ -213,7 +213,8 @@ class Settings(BaseSettings):
     # Retry-After, so no batch is published twice; ingestion stops while Redis is down. "accept": publish
     # without the ledger and answer 202, so a batch re-sent meanwhile (a client whose 202 was lost) is
     # published again; the served maps still count it once, because the hourly job deduplicates by event
-    # key. Either way the outage is logged once (redis_unreachable, redis_back) and /health says degraded.
+    # key. Either way the outage is logged once (redis_unreachable, redis_back) and /health says degraded,
+    # and only the outage's first requests wait for Redis: then calls fail at once while a probe pings it.
     ingestion_without_redis: Literal["refuse", "accept"] = "refuse"
     # uvicorn worker processes of the ingestion API (the stack's command line). One fits a machine whose
     # cores it shares with Kafka and landing (BENCHMARKS.md); raise it to the cores the API has to itself.

@@ -30,7 +30,7 @@ from typing import Any
 import psutil
 from supervisor.childutils import getRPCInterface
 from supervisor.options import make_namespec
-from tenacity import RetryError, Retrying, retry_if_exception_type, stop_after_delay, wait_fixed
+from tenacity import RetryError, Retrying, retry_if_not_exception_type, stop_after_delay, wait_fixed
 
 from heatmap_core.settings import Settings
 from infra.console import StackError, console
@@ -143,20 +143,26 @@ def _wanted(table: Mapping[str, Program], names: Iterable[str], with_requirement
     return list(wanted.values())
 
 
+class _StartAbandoned(StackError):
+    """supervisord gave up starting a process (FATAL, after its ``startretries``): waiting longer cannot help."""
+
+
 def _wait_healthy(program: Program, settings: Settings, paths: StackPaths) -> None:
     started = time.monotonic()
     try:
         for attempt in Retrying(
             stop=stop_after_delay(program.start_timeout_s),
             wait=wait_fixed(0.5),
-            retry=retry_if_exception_type(Exception),
+            retry=retry_if_not_exception_type(_StartAbandoned),
             reraise=False,
         ):
             with attempt:
                 processes = _processes(paths, program.name)
                 states = {info["name"]: info["statename"] for info in processes}
-                if {"FATAL", "BACKOFF"} & set(states.values()):
-                    raise StackError(f"{program.name} failed to start: {states}; see {_logs(processes)}")
+                if "FATAL" in states.values():
+                    tails = "\n".join(_tail(Path(info["stdout_logfile"])) for info in processes)
+                    raise _StartAbandoned(f"{program.name} failed to start: {states}; see {_logs(processes)}\n{tails}")
+                # BACKOFF included: supervisord is still retrying the start.
                 if not states or set(states.values()) != {"RUNNING"}:
                     raise StackError(f"{program.name} is not running yet: {states}")
                 program.health(settings)

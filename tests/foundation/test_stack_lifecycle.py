@@ -2,6 +2,8 @@
 
 import os
 import signal
+import sys
+import time
 
 import psutil
 import pytest
@@ -10,7 +12,7 @@ from infra import supervisor
 from infra.console import StackError
 from infra.paths import StackPaths
 from infra.processes import listening_pids, stack_processes
-from infra.programs import INFRA_SERVICES, PROGRAMS
+from infra.programs import INFRA_SERVICES, PROGRAMS, Program
 from tests.conftest import private_stack_settings
 
 
@@ -57,4 +59,24 @@ def test_a_taken_port_is_refused_with_its_owner_named(private_settings):
                 supervisor.start(private_settings, PROGRAMS, ["redis"])
         finally:
             supervisor.stop(private_settings)
+    assert stack_processes(StackPaths(private_settings.data_path)) == []
+
+
+def test_a_program_that_cannot_start_fails_the_start_at_once_with_its_log(private_settings):
+    """Once supervisord gives up on a start (FATAL), the stack says so with the log's tail, without
+    waiting out the program's start timeout."""
+    broken = Program(
+        "broken",
+        lambda settings, paths: [sys.executable, "-c", "import sys; print('no such config'); sys.exit(3)"],
+        lambda settings: None,
+        start_timeout_s=600.0,
+    )
+    started = time.monotonic()
+    try:
+        with pytest.raises(StackError, match=r"broken failed to start(.|\n)*no such config"):
+            supervisor.start(private_settings, {"broken": broken}, ["broken"], do_fetch=False)
+    finally:
+        supervisor.stop(private_settings)
+    # supervisord's three retries take seconds; the start timeout is ten minutes.
+    assert time.monotonic() - started < 120
     assert stack_processes(StackPaths(private_settings.data_path)) == []
