@@ -27,7 +27,7 @@ from bench.common import Result, console, env_for, scratch_bucket, scratch_topic
 from heatmap_core.events import Event, RawBatchRecord, decode_record, encode_record
 from heatmap_core.lake import LEDGER_PREFIX, decode_ledger
 from heatmap_core.s3 import s3_client
-from heatmap_core.settings import Settings
+from heatmap_core.settings import LandingSettings, Settings, env_name
 from infra.paths import StackPaths
 
 RECORDS = 3_000
@@ -157,7 +157,9 @@ def _land(settings: Settings, expected: int, parquet: bool, instances: int) -> f
         HEATMAP_LANDING_LOG_INTERVAL="0.1",
     )
     store = psutil.Process(int(StackPaths(settings.data_path).program_pid("s3").read_text().split()[0]))
-    members = [_Instance(env, store) for _ in range(instances)]
+    # Numbered as the stack numbers its landing processes: each its own member id and health port.
+    number = env_name(LandingSettings, "instance_number")
+    members = [_Instance(env | {number: str(n)}, store) for n in range(instances)]
     began = time.perf_counter()
     try:
         while sum(member.landed for member in members) < expected:

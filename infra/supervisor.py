@@ -70,6 +70,11 @@ def _logs(processes: list[dict[str, Any]]) -> str:
     return ", ".join(info["stdout_logfile"] for info in processes)
 
 
+def _tails(processes: list[dict[str, Any]]) -> str:
+    """The last lines of each process's log, for an error that says why a program is not up."""
+    return "\n".join(_tail(Path(info["stdout_logfile"])) for info in processes)
+
+
 def _supervisord_pid(paths: StackPaths) -> int | None:
     try:
         pid = int(paths.pidfile.read_text().strip())
@@ -160,15 +165,16 @@ def _wait_healthy(program: Program, settings: Settings, paths: StackPaths) -> No
                 processes = _processes(paths, program.name)
                 states = {info["name"]: info["statename"] for info in processes}
                 if "FATAL" in states.values():
-                    tails = "\n".join(_tail(Path(info["stdout_logfile"])) for info in processes)
-                    raise _StartAbandoned(f"{program.name} failed to start: {states}; see {_logs(processes)}\n{tails}")
+                    raise _StartAbandoned(
+                        f"{program.name} failed to start: {states}; see {_logs(processes)}\n{_tails(processes)}"
+                    )
                 # BACKOFF included: supervisord is still retrying the start.
                 if not states or set(states.values()) != {"RUNNING"}:
                     raise StackError(f"{program.name} is not running yet: {states}")
                 program.health(settings)
     except RetryError as exc:
         cause = exc.last_attempt.exception()
-        tails = "\n".join(_tail(Path(info["stdout_logfile"])) for info in _processes(paths, program.name))
+        tails = _tails(_processes(paths, program.name))
         raise StackError(
             f"{program.name} not healthy after {program.start_timeout_s:.0f} s: {cause}\n{tails}"
         ) from cause

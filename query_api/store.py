@@ -10,12 +10,11 @@ depth row) over the spans.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
-from typing import Any, TypeVar
+from typing import Any
 
 import msgspec
-from clickhouse_connect.driver.client import Client
 
 from heatmap_core.clickhouse import clickhouse
 from heatmap_core.schema import SCROLL_TABLES, TABLES, BucketTable
@@ -37,7 +36,6 @@ CELLS_JSON_SETTINGS = {
 }
 
 Tables = Mapping[str, BucketTable]  # grain -> table of one kind: schema.TABLES or schema.SCROLL_TABLES
-T = TypeVar("T")
 RollupWindow = tuple[BucketTable, datetime, datetime]  # a weekly or daily table and a [lo, hi) of bucket starts
 
 
@@ -94,23 +92,6 @@ class HeatmapStore:
         """``select`` (with a ``{table}`` slot) over the three cell tables."""
         return " UNION ALL ".join(select.format(table=self._table(table)) for table in TABLES.values())
 
-    def _span_read(
-        self,
-        tables: Tables,
-        selection: Selection,
-        spans: Iterable[Span],
-        position: tuple[str, ...],
-        read: Callable[[Client, tuple[str, dict[str, Any]]], T],
-        nothing: T,
-    ) -> T:
-        """``read(client, query)`` of the measures summed per ``position`` over ``spans``; ``nothing``
-        when there is no bucket to sum, without asking ClickHouse."""
-        query = span_sum_sql(self._database, tables, selection, spans, position)
-        if query is None:
-            return nothing
-        with clickhouse(self._settings) as client:
-            return read(client, query)
-
     def presence(self, screen: Selection, windows: Iterable[RollupWindow]) -> frozenset[tuple[str, datetime]]:
         """The (grain, bucket_start) of the rollup buckets written for the screen whose start lies in
         one of ``windows`` (a weekly or daily table and a [lo, hi) each; an empty one is skipped).
@@ -148,16 +129,11 @@ class HeatmapStore:
         ClickHouse writes it, not Python: building, encoding and freeing 20,000 cells one object at
         a time was about 40% of the API's CPU for a warm read of a day that can still change.
         """
-        return self._span_read(
-            TABLES,
-            selection,
-            spans,
-            ("cell_x", "cell_y"),
-            lambda client, query: msgspec.Raw(
-                client.raw_query(*query, settings=CELLS_JSON_SETTINGS, fmt=CELLS_JSON_FORMAT)
-            ),
-            msgspec.Raw(b"[]"),
-        )
+        query = span_sum_sql(self._database, TABLES, selection, spans, ("cell_x", "cell_y"))
+        if query is None:  # no bucket to sum: nothing to ask ClickHouse
+            return msgspec.Raw(b"[]")
+        with clickhouse(self._settings) as client:
+            return msgspec.Raw(client.raw_query(*query, settings=CELLS_JSON_SETTINGS, fmt=CELLS_JSON_FORMAT))
 
     def range_cells(self, selection: Selection, start: datetime, end: datetime) -> tuple[list[Span], msgspec.Raw]:
         spans = self._plan(TABLES, selection, start, end)
@@ -167,14 +143,11 @@ class HeatmapStore:
         """Summed ``(depth_row, reached, folds)`` of every bucket inside ``spans``, ordered by depth_row."""
         # Columns, not rows: clickhouse-connect decodes the native format column by column, and
         # turning rows into tuples one value at a time cost three times the query itself.
-        columns: Sequence[Sequence[int]] = self._span_read(
-            SCROLL_TABLES,
-            selection,
-            spans,
-            ("depth_row",),
-            lambda client, query: client.query(*query).result_columns,
-            (),
-        )
+        query = span_sum_sql(self._database, SCROLL_TABLES, selection, spans, ("depth_row",))
+        if query is None:
+            return []
+        with clickhouse(self._settings) as client:
+            columns: Sequence[Sequence[int]] = client.query(*query).result_columns
         return list(zip(*columns, strict=True))
 
     def range_scroll(
