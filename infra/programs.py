@@ -316,7 +316,8 @@ def dagster_instance(settings: DagsterSettings) -> str:
     return yaml.safe_dump(
         {
             "telemetry": {"enabled": False},
-            # One bucket write at a time: replacing an hour swaps its whole day partition.
+            # One bucket-writing run at a time, for the machine's sake (a Spark job each); buckets are their
+            # own partitions, so correctness does not need it (ARCHITECTURE, the bucket tables).
             "concurrency": {"pools": {"default_limit": 1}},
             "run_monitoring": {
                 "enabled": True,
