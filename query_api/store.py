@@ -94,7 +94,7 @@ def materialized_at_sql(
 
     It reads the client's rows of those partitions (the primary key's prefix narrows the read to
     them), so it costs O(their rows): each table's ``DISTINCT`` leaves one row per part for the
-    ``IN`` set. Without it the set was built from every row, 4x the cost (BENCHMARKS.md).
+    ``IN`` set. Without it the set was built from every row: 3-4x the cost (BENCHMARKS.md).
     """
     if start >= end:
         return None
@@ -224,7 +224,7 @@ class HeatmapStore:
         return spans, self.scroll(selection, spans)
 
     def materialized_at(self, client_id: str, start: datetime, end: datetime) -> datetime | None:
-        """The newest write of the client's rows that can be in [start, end): see ``materialized_at_sql``."""
+        """The newest write of the client's rows that can be in [start, end), None when none: ``materialized_at_sql``."""
         query = materialized_at_sql(self._database, client_id, start, end)
         if query is None:
             return None
