@@ -1,14 +1,17 @@
 """Query latency at 20,000 cells: p50 and p99 of GET /heatmap/{hourly,daily,weekly,range} (an hour,
-a day, a week, 30 days) through the query API, cold and warm, alone and while an hour of 1M lake
-events (10M with --big) is being materialized, beside the same SQL sent by a clickhouse-connect
-client (warm: the API's own query, from ``span_sum_sql``; cold: a new client's first).
+a day, a week, 30 days) and of GET /heatmap/freshness (the recent day, the 30 days: what a live
+dashboard polls) through the query API, cold and warm, alone and while an hour of 1M lake events
+(10M with --big) is being materialized, beside the same SQL sent by a clickhouse-connect client
+(warm: the API's own query, from ``span_sum_sql`` or ``materialized_at_sql``; cold: a new client's
+first).
 
 The CPU each warm answer costs, summed over the processes that give it (the bench's HTTP or
 ClickHouse client, the API, the ClickHouse server), is measured in blocks of reads in a row: on a
 shared machine it moves far less than the latencies.
 
-Each read comes twice: over final buckets (kept in the API's memory after the first read, see
-query_api/caching.py) and over recent ones (can still change: ClickHouse answers every time).
+Each map read comes twice: over final buckets (kept in the API's memory after the first read, see
+query_api/caching.py) and over recent ones (can still change: ClickHouse answers every time); the
+freshness reads come over the recent ones only (never cached).
 Everything runs on a chdb_server of the bench's own.
 """
 
@@ -39,7 +42,7 @@ from infra.programs import dagster_materialize_command
 from query_api.buckets import LENGTH, Grain, Span
 from query_api.caching import is_final
 from query_api.dimensions import Selection
-from query_api.store import span_sum_sql
+from query_api.store import materialized_at_sql, span_sum_sql
 
 GRID = 20_000  # the whole 100 x 200 grid: every bucket of the bench holds 20,000 cells
 WARM, BIG_WARM = 50, 200
@@ -48,6 +51,7 @@ CPU_READS = 50  # reads in a row per CPU block: CPU times tick in 10 ms, so 0.2 
 EVENTS, BIG_EVENTS = 1_000_000, 10_000_000
 SELECTION = Selection("bench", "home")
 DAY, WEEK = timedelta(days=1), timedelta(days=7)
+FRESHNESS = "/heatmap/freshness"
 
 
 @dataclass(frozen=True)
@@ -56,6 +60,10 @@ class Read:
     path: str
     params: dict[str, str]
     bucket: Span | None = None  # the bucket read; None for a range (its spans are in the answer)
+
+    @property
+    def freshness(self) -> bool:
+        return self.path == FRESHNESS
 
 
 def _reads(first_hour: datetime, week: datetime, range_start: datetime, label: str) -> list[Read]:
@@ -83,6 +91,18 @@ def _reads(first_hour: datetime, week: datetime, range_start: datetime, label: s
     ]
 
 
+def _freshness_reads(day: datetime, range_start: datetime) -> list[Read]:
+    """The live view's poll over the recent ``day`` and over the 30 days from ``range_start``."""
+    return [
+        Read(
+            f"freshness, {name}, recent",
+            FRESHNESS,
+            {"client_id": "bench", "from": f"{start:%Y-%m-%dT%H:%M:%SZ}", "to": f"{end:%Y-%m-%dT%H:%M:%SZ}"},
+        )
+        for name, start, end in (("day", day, day + DAY), ("30 days", range_start, range_start + 30 * DAY))
+    ]
+
+
 def _write_buckets(settings: Settings, grain: str, starts: list[datetime]) -> None:
     table = TABLES[grain]
     with clickhouse(settings) as client:
@@ -98,7 +118,8 @@ def _write_buckets(settings: Settings, grain: str, starts: list[datetime]) -> No
 def _write_period(settings: Settings, range_start: datetime, label: str) -> list[Read]:
     """30 days of day buckets from ``range_start`` (a midnight), the weeks inside them and one hour of
     each day, so the planner answers the range from weeks and days; and the four reads of the period:
-    its second day (final) or its last day (recent: can still change), that day's hour 10 and week."""
+    its second day (final) or its last day (recent: can still change), that day's hour 10 and week;
+    for the recent period also the freshness of that day and of the 30 days."""
     days = [range_start + i * DAY for i in range(30)]
     weeks = {week_start(d) for d in days if week_start(d) >= range_start and week_start(d) + WEEK <= days[-1] + DAY}
     day = days[1] if label == "final" else days[-1]
@@ -106,11 +127,20 @@ def _write_period(settings: Settings, range_start: datetime, label: str) -> list
     _write_buckets(settings, "day", days)
     _write_buckets(settings, "week", sorted(weeks))
     _write_buckets(settings, "hour", [d + timedelta(hours=10) for d in days])
-    return _reads(day + timedelta(hours=10), week_start(day), range_start, label)
+    reads = _reads(day + timedelta(hours=10), week_start(day), range_start, label)
+    return reads if label == "final" else [*reads, *_freshness_reads(day, range_start)]
 
 
 def _reference_sql(settings: Settings, answer: dict, read: Read) -> tuple[str, dict]:
-    """The API's own cells query for ``read``: from the spans its answer reports (range) or the bucket."""
+    """The API's own query for ``read``, having checked its answer: the freshness query, or the cells
+    query from the spans the answer reports (range) or from the bucket."""
+    if read.freshness:
+        assert answer["materialized_at"] is not None, (read, answer)
+        bounds = (datetime.fromisoformat(read.params["from"]), datetime.fromisoformat(read.params["to"]))
+        query = materialized_at_sql(settings.clickhouse_database, "bench", *bounds)
+        assert query is not None
+        return query
+    assert len(answer["cells"]) == GRID, (read, len(answer["cells"]))
     if read.bucket is not None:
         spans = [read.bucket]
     else:
@@ -178,7 +208,6 @@ def _measure(settings: Settings, reads: list[Read], big: bool, data_dir: Path, s
                 started = time.perf_counter()
                 answer = http.get(read.path, params=read.params).json()
                 cold[read.name].append((time.perf_counter() - started) * 1000)
-                assert len(answer["cells"]) == GRID, (read, len(answer["cells"]))
                 references[read.name] = _reference_sql(settings, answer, read)
                 started = time.perf_counter()
                 fresh = clickhouse_connect.get_client(dsn=settings.clickhouse_url)
