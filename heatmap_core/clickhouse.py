@@ -24,7 +24,7 @@ from typing import NamedTuple
 import clickhouse_connect
 from clickhouse_connect.driver.client import Client
 
-from heatmap_core.schema import ALL_TABLES, BucketTable, schema_statements
+from heatmap_core.schema import ALL_TABLES, WRITE_LOG, WRITE_LOG_COLUMNS, BucketTable, schema_statements
 from heatmap_core.settings import Settings, get_settings
 from heatmap_core.sql import time_parameter
 from heatmap_core.timeutil import naive_utc
@@ -139,6 +139,26 @@ def sweep_stage_tables(client: Client, database: str, now: datetime | None = Non
     return swept
 
 
+def _seed_write_log(client: Client, database: str) -> None:
+    """One row of the write log per client and bucket already in the bucket tables (a database written
+    before the log existed), written when the bucket's newest part holding the client's rows was
+    (``system.parts``; the moment of seeding if that part was merged away meanwhile)."""
+    log = f"`{database}`.`{WRITE_LOG}`"
+    for table in ALL_TABLES:
+        client.command(
+            f"INSERT INTO {log} ({', '.join(f'`{c}`' for c in WRITE_LOG_COLUMNS)}) "
+            "SELECT held.client_id, {table:String}, held.bucket_start, held.bucket_start + {seconds:UInt32}, "
+            "ifNull(max(parts.modification_time), now64(3)) "
+            f"FROM (SELECT DISTINCT client_id, bucket_start, _part FROM `{database}`.`{table.name}`) AS held "
+            # Outdated parts too: a part merged away since the read above is still listed for a while.
+            "LEFT JOIN (SELECT name, modification_time FROM system.parts "
+            "WHERE database = {db:String} AND table = {table:String}) AS parts ON held._part = parts.name "
+            "GROUP BY held.client_id, held.bucket_start",
+            parameters={"db": database, "table": table.name, "seconds": int(table.length.total_seconds())},
+            settings={"join_use_nulls": 1, "max_partitions_per_insert_block": 0},
+        )
+
+
 def apply_schema(client: Client, database: str | None = None) -> None:
     """Create the database and tables if missing, and sweep orphaned staging tables; running it
     again changes nothing.
@@ -146,7 +166,9 @@ def apply_schema(client: Client, database: str | None = None) -> None:
     Refuses (``OutdatedSchema``, naming the migration command) a database whose
     tables differ from ``heatmap_core.schema`` in columns, sort key or partition
     key, rather than leave them for a later insert or read to fail on a missing
-    column or a replacement to swap the wrong partition.
+    column or a replacement to swap the wrong partition. Creating the write log
+    seeds it from the buckets already stored (``_seed_write_log``), so their
+    freshness survives the upgrade.
     """
     database = database or get_settings().clickhouse_database
     if outdated := outdated_tables(client, database):
@@ -156,19 +178,35 @@ def apply_schema(client: Client, database: str | None = None) -> None:
             f"Upgrade it, keeping every row, with `{MIGRATE_COMMAND}` after stopping the Dagster daemon "
             "(docs/ARCHITECTURE.md, Migration)."
         )
+    had_log = client.command(f"EXISTS TABLE `{database}`.`{WRITE_LOG}`") == 1
     for statement in schema_statements(database):
         client.command(statement)
+    if not had_log:
+        # Two processes creating it at once may both seed: the duplicates change no max(written_at).
+        _seed_write_log(client, database)
     sweep_stage_tables(client, database)
 
 
 class BucketWrite(NamedTuple):
     rows: int  # the bucket's rows after the replacement
-    written_rows: int  # rows ClickHouse wrote doing it (its X-ClickHouse-Summary of each statement)
+    # Rows ClickHouse wrote into the bucket table doing it (its X-ClickHouse-Summary of each statement);
+    # the write log's rows are bookkeeping and not counted.
+    written_rows: int
 
 
 def _written(summary: object) -> int:
     """ClickHouse's written_rows of a command (a QuerySummary; a plain value for a statement without one)."""
     return int(getattr(summary, "written_rows", 0) or 0)
+
+
+def _log_write(client: Client, database: str, table: BucketTable, start: datetime, clients: Sequence[str]) -> None:
+    """The write log's rows of one replaced bucket: one per client, stamped with the server's clock."""
+    client.command(
+        f"INSERT INTO `{database}`.`{WRITE_LOG}` ({', '.join(f'`{c}`' for c in WRITE_LOG_COLUMNS)}) "
+        f"SELECT arrayJoin({{clients:Array(String)}}), {{table:String}}, {time_parameter('start')}, "
+        f"{time_parameter('end')}, now64(3)",
+        parameters={"clients": list(clients), "table": table.name, "start": start, "end": start + table.length},
+    )
 
 
 def replace_bucket(
@@ -193,6 +231,13 @@ def replace_bucket(
     the rest of the table is read or copied. Staged rows outside the bucket, or
     other than ``expected_rows`` of them when given (what a writer outside
     ClickHouse counted), are refused (``ValueError``) before anything is swapped.
+
+    After the swap, one row per client whose view of the bucket changed (the
+    clients of the new rows and of the old ones, read before the swap) goes
+    into the write log (``schema.WRITE_LOG``), which freshness reads. Written
+    after the swap, the log never announces a bucket readers cannot see yet;
+    a failure between the swap and the log insert leaves those clients'
+    freshness stale until the bucket's next replacement.
     """
     database = database or get_settings().clickhouse_database
     target = f"`{database}`.`{table.name}`"
@@ -219,11 +264,21 @@ def replace_bucket(
             raise ValueError(f"{elsewhere} staged row(s) for {table.name} lie outside the bucket {start}")
         if expected_rows is not None and new_rows != expected_rows:
             raise ValueError(f"{new_rows} row(s) staged for {table.name} at {start}, {expected_rows} expected")
+        changed_for = [
+            client_id
+            for (client_id,) in client.query(
+                f"SELECT DISTINCT client_id FROM {staging} UNION DISTINCT "
+                f"SELECT DISTINCT client_id FROM {target} WHERE _partition_id = {{part:String}}",
+                parameters={"part": part},
+            ).result_rows
+        ]
         if new_rows:
             client.command(f"ALTER TABLE {target} REPLACE PARTITION ID '{part}' FROM {staging}")
         else:
             # ClickHouse refuses REPLACE from an empty source; dropping is the same atomic outcome.
             client.command(f"ALTER TABLE {target} DROP PARTITION ID '{part}'")
+        if changed_for:
+            _log_write(client, database, table, start, changed_for)
         return BucketWrite(int(new_rows), written)
     finally:
         client.command(f"DROP TABLE IF EXISTS {staging} SYNC")

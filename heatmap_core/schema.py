@@ -1,4 +1,4 @@
-"""ClickHouse schema: database ``heatmap``, the cell tables and the scroll tables.
+"""ClickHouse schema: database ``heatmap``, the cell tables, the scroll tables and the write log.
 
 Two kinds of bucket table, each at three grains (hour, day, week):
 
@@ -10,6 +10,10 @@ Two kinds of bucket table, each at three grains (hour, day, week):
   view that scrolled), and ``folds``: the views whose fold (viewport height as
   a depth of the screen) lies in the row, from which the median fold is read.
 
+Beside them, ``heatmap_write_log`` (``WRITE_LOG``) records which client's view of
+which bucket changed when; it is bookkeeping of ``replace_bucket``, not a bucket
+table (not in ``ALL_TABLES``).
+
 A kind's ``columns`` is the one definition of its tables' columns: the DDL
 below and the Dagster table schemas are both generated from it. Event type
 and device lead the sort key after the screen, so a filtered read scans only
@@ -19,9 +23,10 @@ its rows.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from heatmap_core.grid import GRID_H, GRID_W
+from heatmap_core.timeutil import BUCKET_LENGTH
 
 
 @dataclass(frozen=True)
@@ -133,6 +138,11 @@ class BucketTable:
     def column_names(self) -> list[str]:
         return self.kind.column_names
 
+    @property
+    def length(self) -> timedelta:
+        """How long one bucket lasts: it covers [bucket_start, bucket_start + length)."""
+        return BUCKET_LENGTH[self.grain]
+
 
 _TTL = {"hour": "INTERVAL 90 DAY", "day": "INTERVAL 2 YEAR", "week": "INTERVAL 5 YEAR"}
 HOURLY = BucketTable("heatmap_hourly", "hour", _TTL["hour"])
@@ -165,5 +175,36 @@ def create_table_sql(database: str, table: BucketTable) -> str:
     )
 
 
+# The log of bucket writes: one row per client whose view of a bucket a replacement changed (the
+# clients of its new rows and of its old ones), written by ``replace_bucket`` after the swap; the
+# newest ``written_at`` of a client's rows overlapping a range is when its buckets there last changed.
+# ReplacingMergeTree keeps one row per (client, bucket, table), the newest, once parts merge: the log
+# grows with the buckets, not with how often they are rewritten (max(written_at) is the same either way).
+# A row lives as long as the longest-lived bucket table keeps a bucket (the weekly tables'), by month
+# partitions that TTL drops whole.
+WRITE_LOG = "heatmap_write_log"
+WRITE_LOG_COLUMNS = ("client_id", "table", "bucket_start", "bucket_end", "written_at")
+
+
+def create_write_log_sql(database: str) -> str:
+    return (
+        f"CREATE TABLE IF NOT EXISTS `{database}`.`{WRITE_LOG}` (\n"
+        "  `client_id` String,\n"
+        "  `table` LowCardinality(String),\n"
+        f"  `bucket_start` {BUCKET_TIME},\n"
+        f"  `bucket_end` {BUCKET_TIME},\n"
+        "  `written_at` DateTime64(3, 'UTC')\n"
+        ")\n"
+        "ENGINE = ReplacingMergeTree(written_at)\nPARTITION BY toYYYYMM(bucket_start)\n"
+        "ORDER BY (client_id, bucket_start, table)\n"
+        f"TTL bucket_start + {_TTL['week']}\n"
+        "SETTINGS ttl_only_drop_parts = 1"
+    )
+
+
 def schema_statements(database: str) -> list[str]:
-    return [f"CREATE DATABASE IF NOT EXISTS `{database}`"] + [create_table_sql(database, table) for table in ALL_TABLES]
+    return [
+        f"CREATE DATABASE IF NOT EXISTS `{database}`",
+        *(create_table_sql(database, table) for table in ALL_TABLES),
+        create_write_log_sql(database),
+    ]

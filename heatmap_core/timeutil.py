@@ -18,6 +18,8 @@ from typing import overload
 # Dagster's weekly day_offset and the weekday toStartOfWeek(mode 0) returns: 0 = Sunday.
 WEEK_DAY_OFFSET = 0
 HOUR_TEXT = "%Y-%m-%d %H"
+# How long a bucket of each grain lasts: it covers [bucket_start, bucket_start + length).
+BUCKET_LENGTH: dict[str, timedelta] = {"hour": timedelta(hours=1), "day": timedelta(days=1), "week": timedelta(weeks=1)}
 
 
 def as_utc(moment: datetime) -> datetime:

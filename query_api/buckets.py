@@ -11,10 +11,10 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from typing import Literal
 
+from heatmap_core.timeutil import BUCKET_LENGTH as LENGTH
 from heatmap_core.timeutil import as_utc, is_week_start
 
 Grain = Literal["hour", "day", "week"]
-LENGTH: dict[str, timedelta] = {"hour": timedelta(hours=1), "day": timedelta(days=1), "week": timedelta(weeks=1)}
 # The grains a range may take whole buckets of, coarsest first (``plan_range``); each starts at midnight.
 ROLLUP_GRAINS: tuple[Grain, ...] = ("week", "day")
 

@@ -11,17 +11,17 @@ depth row) over the spans.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
 import msgspec
 
 from heatmap_core.clickhouse import clickhouse
-from heatmap_core.schema import ALL_TABLES, SCROLL_TABLES, TABLES, BucketTable
+from heatmap_core.schema import SCROLL_TABLES, TABLES, WRITE_LOG, BucketTable
 from heatmap_core.settings import Settings
 from heatmap_core.sql import in_window, time_array_parameter, time_parameter
 from heatmap_core.timeutil import as_utc, naive_utc
-from query_api.buckets import LENGTH, ROLLUP_GRAINS, Grain, Span, plan_range
+from query_api.buckets import EARLIEST, LENGTH, ROLLUP_GRAINS, Grain, Span, plan_range
 from query_api.dimensions import Selection
 from query_api.models import BucketSummary, ScreenDimensions
 
@@ -81,41 +81,29 @@ def span_sum_sql(
 def materialized_at_sql(
     database: str, client_id: str, start: datetime, end: datetime
 ) -> tuple[str, dict[str, Any]] | None:
-    """The query of the newest modification time (Unix seconds, NULL when there is none) of the active
-    parts holding the client's rows in the partitions that can hold a bucket of [start, end), of every
-    bucket table, and its parameters; None for an empty range.
+    """The query of when the client's view of a bucket overlapping [start, end) last changed (Unix
+    seconds, NULL when never), and its parameters; None for an empty range.
 
-    Each bucket is its table's partition (``BucketTable.partition_id``): an hour's, a day's, or a
-    week's, which starts on the Sunday up to six days before ``start``. The last partition of
-    each table is the one holding the range's last hour. Only parts with the client's rows count
-    (``_part``): another tenant's write into a partition the client shares tells it nothing.
-
-    It reads the client's rows of those partitions (the primary key's prefix narrows the read to
-    them), so it costs O(their rows): each table's ``DISTINCT`` leaves one row per part for the
-    ``IN`` set. Without it the set was built from every row: 3-4x the cost (BENCHMARKS.md).
+    It reads the write log (``schema.WRITE_LOG``), which ``replace_bucket`` appends to after each swap
+    for the clients of the bucket's new and old rows: a client's log rows are its own, so another
+    tenant's writes are never seen. A bucket overlaps the range when it starts before ``end`` and ends
+    after ``start`` (a week starting up to six days before ``start`` counts). The lower bound on
+    ``bucket_start`` (no bucket is longer than a week) lets the sort key (client_id, bucket_start)
+    narrow the read to the client's log rows near the range: O(those rows), not O(its cells).
     """
     if start >= end:
         return None
-    last_hour = end - timedelta(hours=1)
-    sunday = start - timedelta(days=(start.weekday() + 1) % 7)
-    holding, parameters = [], {"database": database, "client_id": client_id}
-    for index, table in enumerate(ALL_TABLES):
-        first = sunday if table.grain == "week" else start
-        holding.append(
-            f"SELECT DISTINCT {{t{index}:String}}, _part FROM `{database}`.`{table.name}` WHERE client_id = {{client_id:String}}"
-            f" AND _partition_id BETWEEN {{lo{index}:String}} AND {{hi{index}:String}}"
-        )
-        parameters |= {
-            f"t{index}": table.name,
-            f"lo{index}": table.partition_id(first),
-            f"hi{index}": table.partition_id(last_hour),
-        }
     sql = (
-        "SELECT toUnixTimestamp(maxOrNull(modification_time)) FROM system.parts"
-        " WHERE active AND database = {database:String}"
-        f" AND (table, name) IN ({' UNION ALL '.join(holding)})"
+        f"SELECT toUnixTimestamp(maxOrNull(written_at)) FROM `{database}`.`{WRITE_LOG}`"
+        f" WHERE client_id = {{client_id:String}} AND bucket_start >= {time_parameter('earliest')}"
+        f" AND bucket_start < {time_parameter('end')} AND bucket_end > {time_parameter('start')}"
     )
-    return sql, parameters
+    return sql, {
+        "client_id": client_id,
+        "earliest": naive_utc(max(start - max(LENGTH.values()), EARLIEST)),
+        "start": naive_utc(start),
+        "end": naive_utc(end),
+    }
 
 
 class HeatmapStore:
@@ -197,7 +185,8 @@ class HeatmapStore:
         return spans, self.scroll(selection, spans)
 
     def materialized_at(self, client_id: str, start: datetime, end: datetime) -> datetime | None:
-        """The newest write of the client's rows that can be in [start, end), None when none: ``materialized_at_sql``."""
+        """When the client's view of a bucket overlapping [start, end) last changed, None when never:
+        ``materialized_at_sql``."""
         query = materialized_at_sql(self._database, client_id, start, end)
         if query is None:
             return None

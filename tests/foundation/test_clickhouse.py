@@ -20,6 +20,13 @@ EXPECTED_TABLES = {
     **{f"heatmap_{grain}": (CELLS_KEY, ttl) for grain, ttl in EXPECTED_TTL.items()},
     **{f"heatmap_scroll_{grain}": (SCROLL_KEY, ttl) for grain, ttl in EXPECTED_TTL.items()},
 }
+# The write log: (partition key, sort key, engine, TTL); its rows live as long as the weekly buckets.
+EXPECTED_WRITE_LOG = (
+    "toYYYYMM(bucket_start)",
+    "client_id, bucket_start, `table`",
+    "ENGINE = ReplacingMergeTree(written_at)",
+    "TTL bucket_start + toIntervalYear(5)",
+)
 
 
 def _tables(client, database):
@@ -40,7 +47,11 @@ def test_schema_has_keys_and_ttl_and_is_idempotent(settings):
         apply_schema(client, settings.clickhouse_database)
         second = _tables(client, settings.clickhouse_database)
     assert first == second
-    assert sorted(first) == sorted(EXPECTED_TABLES)
+    assert sorted(first) == sorted([*EXPECTED_TABLES, "heatmap_write_log"])
+    partition_key, sorting_key, create = first.pop("heatmap_write_log")
+    engine, ttl = EXPECTED_WRITE_LOG[2:]
+    assert (partition_key, sorting_key, engine in create, ttl in create) == (*EXPECTED_WRITE_LOG[:2], True, True)
+    assert "SETTINGS ttl_only_drop_parts = 1" in create
     for name, (partition_key, sorting_key, create) in first.items():
         assert partition_key == EXPECTED_PARTITION_KEYS[name.rsplit("_", 1)[-1]]
         assert sorting_key == EXPECTED_TABLES[name][0]
