@@ -29,7 +29,8 @@ beside itself:
 6. ``<table>_migrating``, now the old table, is dropped.
 
 Then ``apply_schema`` creates what is missing (the scroll tables of a pre-v2
-database). A table that already matches its definition is left as it is, so a
+database; the write log of a database from before it existed, seeded with one
+row per client and bucket already stored). A table that already matches its definition is left as it is, so a
 second run changes nothing. Each step is printed per table; ``--dry-run``
 prints what would be done and changes nothing.
 
@@ -51,7 +52,7 @@ from clickhouse_connect.driver.client import Client
 
 from heatmap_core.clickhouse import TableDrift, apply_schema, clickhouse, outdated_tables
 from heatmap_core.events import UNKNOWN_DEVICE
-from heatmap_core.schema import ALL_TABLES, BUCKET_TIME, BucketTable, create_table_sql
+from heatmap_core.schema import ALL_TABLES, BUCKET_TIME, WRITE_LOG, BucketTable, create_table_sql
 from heatmap_core.settings import get_settings
 from heatmap_core.timeutil import naive_utc
 
@@ -140,7 +141,9 @@ def migrate(client: Client, database: str, *, dry_run: bool = False) -> int:
             changed += 1
         elif table.name in existing:
             _say(f"{table.name}: up to date")
-    missing = [table.name for table in ALL_TABLES if table.name not in existing]
+    if WRITE_LOG in existing:
+        _say(f"{WRITE_LOG}: up to date")
+    missing = [name for name in (*(table.name for table in ALL_TABLES), WRITE_LOG) if name not in existing]
     for name in missing:
         _say(f"{name}: {'would create' if dry_run else 'created'}")
     if not dry_run:

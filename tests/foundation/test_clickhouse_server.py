@@ -21,7 +21,7 @@ import pytest
 from clickhouse_connect.driver.exceptions import DatabaseError, OperationalError
 
 from heatmap_core.clickhouse import STAGE_MAX_AGE, apply_schema, clickhouse, replace_bucket, sweep_stage_tables
-from heatmap_core.schema import ALL_TABLES, HOURLY
+from heatmap_core.schema import ALL_TABLES, HOURLY, WRITE_LOG
 from heatmap_core.settings import Settings
 from tests.conftest import ClickHouseServer, free_port, running_clickhouse
 
@@ -61,7 +61,9 @@ def test_project_schema_applies_twice_over_http(server):
             "SELECT name, partition_key FROM system.tables WHERE database = {db:String} ORDER BY name",
             parameters={"db": DATABASE},
         ).result_rows
-    assert tables == sorted((table.name, table.partition_key) for table in ALL_TABLES)
+    assert tables == sorted(
+        [*((table.name, table.partition_key) for table in ALL_TABLES), (WRITE_LOG, "toYYYYMM(bucket_start)")]
+    )
 
 
 ROWS = [

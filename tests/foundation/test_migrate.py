@@ -13,7 +13,7 @@ from datetime import datetime
 import pytest
 
 from heatmap_core.clickhouse import OutdatedSchema, apply_schema, clickhouse
-from heatmap_core.schema import CELLS, SCROLL, SCROLL_TABLES, TABLES
+from heatmap_core.schema import CELLS, SCROLL, SCROLL_TABLES, TABLES, WRITE_LOG
 from tests.foundation.previous_version import BUCKETS, OLD_TTL, create_old_database, migrate
 
 
@@ -54,8 +54,8 @@ def test_migration_keeps_every_count_and_a_second_run_changes_nothing(settings, 
     for name, rows in old_database.items():
         assert f"{old_description(name)}: {len(rows)} rows, {sum(rows.values())} events" in dry
         assert f"{name}: would copy them into {name}_migrating with event_type, device 'unknown', verify" in dry
-    for table in SCROLL_TABLES.values():
-        assert f"{table.name}: would create" in dry
+    for name in (*(table.name for table in SCROLL_TABLES.values()), WRITE_LOG):
+        assert f"{name}: would create" in dry
     assert "heatmap_hourly_migrating: left by an interrupted run, would drop" in dry
     with clickhouse(settings) as client:
         assert tables(client, database) == before
@@ -68,13 +68,24 @@ def test_migration_keeps_every_count_and_a_second_run_changes_nothing(settings, 
             f"{len(rows)} rows, {sum(rows.values())} events"
         ) in out
         assert f"{name}: swapped in (EXCHANGE TABLES), old table dropped" in out
-    for table in SCROLL_TABLES.values():
-        assert f"{table.name}: created" in out
-    assert out.splitlines()[-1] == "changed 7 table(s)"
+    for name in (*(table.name for table in SCROLL_TABLES.values()), WRITE_LOG):
+        assert f"{name}: created" in out
+    assert out.splitlines()[-1] == "changed 8 table(s)"
 
     with clickhouse(settings) as client:
         after = tables(client, database)
-        assert sorted(after) == sorted(table.name for table in (*TABLES.values(), *SCROLL_TABLES.values()))
+        assert sorted(after) == sorted(after_order())
+        # The write log, seeded from the migrated buckets: each client's buckets, each once.
+        logged = client.query(
+            f"SELECT table, client_id, bucket_start, bucket_end - bucket_start FROM `{database}`.`{WRITE_LOG}`"
+        ).result_rows
+        assert sorted((t, c, b.replace(tzinfo=None), length) for t, c, b, length in logged) == sorted(
+            {
+                (table.name, client_id, bucket, int(table.length.total_seconds()))
+                for table in TABLES.values()
+                for client_id, _, bucket, _, _ in old_database[table.name]
+            }
+        )
         for table in TABLES.values():
             assert after[table.name][0] == ", ".join(CELLS.key)
             assert v2_rows(client, database, table.name) == {
@@ -102,6 +113,7 @@ EXPECTED_PARTITION_KEYS = {
     "heatmap_scroll_hourly": HOUR_PARTITION,
     **{name: "toYYYYMMDD(bucket_start)" for name in ("heatmap_daily", "heatmap_weekly")},
     **{name: "toYYYYMMDD(bucket_start)" for name in ("heatmap_scroll_daily", "heatmap_scroll_weekly")},
+    WRITE_LOG: "toYYYYMM(bucket_start)",
 }
 
 
@@ -118,8 +130,8 @@ def partition_keys(client, database: str) -> dict[str, str]:
 
 
 def after_order() -> list[str]:
-    """The order the command reports tables in: cells then scroll, hour to week."""
-    return [table.name for table in (*TABLES.values(), *SCROLL_TABLES.values())]
+    """The order the command reports tables in: cells then scroll, hour to week, then the write log."""
+    return [*(table.name for table in (*TABLES.values(), *SCROLL_TABLES.values())), WRITE_LOG]
 
 
 def test_apply_schema_refuses_a_database_of_the_previous_version(settings, old_database):
@@ -195,7 +207,7 @@ def test_day_partitioned_hourly_tables_are_rebuilt_by_hour_keeping_every_row(set
         f"heatmap_scroll_hourly: copied into heatmap_scroll_hourly_migrating, verified: "
         f"{len(scroll)} rows, {reached} reached, {folds} folds"
     ) in out
-    assert out.splitlines()[-1] == "changed 6 table(s)"  # the two rebuilt, the four created
+    assert out.splitlines()[-1] == "changed 7 table(s)"  # the two rebuilt, the four and the write log created
 
     with clickhouse(settings) as client:
         assert partition_keys(client, database) == EXPECTED_PARTITION_KEYS

@@ -1,15 +1,16 @@
-"""GET /heatmap/freshness: when the client's rows in the partitions that can hold a range's buckets were
-last written."""
+"""GET /heatmap/freshness: when the client's view of a bucket overlapping a range last changed (the write
+log ``replace_bucket`` keeps)."""
 
 from __future__ import annotations
 
+import time
 from datetime import UTC, datetime, timedelta
 
 from heatmap_core.clickhouse import clickhouse, replace_bucket
 from heatmap_core.schema import TABLES
 from heatmap_core.timeutil import naive_utc
 from tests.conftest import day_of, week_of
-from tests.query.conftest import CLIENT, DAY, OTHER_CLIENT, SCREEN
+from tests.query.conftest import CLIENT, DAY, HOUR, OTHER_CLIENT, SCREEN
 
 # Forty days back: older than every row of the module's dataset (at most 28 days back, and a week
 # partition reaches 6 days), inside the daily and weekly tables' retention.
@@ -63,3 +64,63 @@ def test_freshness_refuses_bad_ranges_naming_the_field(api):
     assert response.status_code == 400 and response.json()["field"] == "from"
     response = api.get("/heatmap/freshness", params={"from": "2026-02-01T10:00:00Z", "to": "2026-02-01T12:00:00Z"})
     assert response.status_code == 400 and response.json()["field"] == "client_id"
+
+
+def _materialized_at(api, start: datetime, end: datetime) -> datetime | None:
+    at = _freshness(api, start, end)["materialized_at"]
+    return None if at is None else datetime.fromisoformat(at)
+
+
+def _next_second() -> None:
+    """Sleep past the current second: materialized_at has a resolution of one second."""
+    time.sleep(1.05 - datetime.now(UTC).microsecond / 1e6)
+
+
+# Days of their own, away from the first test's days and weeks.
+REWRITTEN_DAY = QUIET_DAY - 3 * DAY
+VANISHED_DAY = QUIET_DAY - 4 * DAY
+
+
+def test_freshness_moves_when_the_clients_bucket_is_rewritten_and_not_on_another_clients_write(api, open_settings):
+    _write(open_settings, "day", REWRITTEN_DAY)
+    first = _materialized_at(api, REWRITTEN_DAY, REWRITTEN_DAY + DAY)
+    assert first is not None
+    _next_second()
+    # Another tenant's hour inside the day and another tenant's day after it: the client's answer stays.
+    _write(open_settings, "hour", REWRITTEN_DAY + 5 * HOUR, OTHER_CLIENT)
+    _write(open_settings, "day", REWRITTEN_DAY + DAY, OTHER_CLIENT)
+    assert _materialized_at(api, REWRITTEN_DAY, REWRITTEN_DAY + 2 * DAY) == first
+    before = datetime.now(UTC).replace(microsecond=0)
+    _write(open_settings, "day", REWRITTEN_DAY)
+    rewritten = _materialized_at(api, REWRITTEN_DAY, REWRITTEN_DAY + DAY)
+    assert rewritten is not None and first < before <= rewritten <= datetime.now(UTC)
+    # An hour of the client inside the day counts for the ranges holding it, and only for them.
+    _next_second()
+    _write(open_settings, "hour", REWRITTEN_DAY + 7 * HOUR)
+    hour = _materialized_at(api, REWRITTEN_DAY + 7 * HOUR, REWRITTEN_DAY + 8 * HOUR)
+    assert hour is not None and hour > rewritten
+    assert _materialized_at(api, REWRITTEN_DAY, REWRITTEN_DAY + DAY) == hour
+    assert _materialized_at(api, REWRITTEN_DAY + 8 * HOUR, REWRITTEN_DAY + 9 * HOUR) == rewritten  # the day only
+
+
+def test_freshness_moves_for_a_client_whose_rows_vanished_from_the_bucket(api, open_settings):
+    _write(open_settings, "day", VANISHED_DAY, CLIENT, OTHER_CLIENT)
+    first = _materialized_at(api, VANISHED_DAY, VANISHED_DAY + DAY)
+    assert first is not None
+    _next_second()
+    # The bucket rewritten without the client's rows: its view of the bucket changed (its cells are gone).
+    _write(open_settings, "day", VANISHED_DAY, OTHER_CLIENT)
+    vanished = _materialized_at(api, VANISHED_DAY, VANISHED_DAY + DAY)
+    assert vanished is not None and vanished > first
+    # Emptied altogether (DROP PARTITION): the other client's view changed too, this one's did not.
+    _next_second()
+    with clickhouse(open_settings) as client:
+        replace_bucket(client, TABLES["day"], VANISHED_DAY, rows=[], database=open_settings.clickhouse_database)
+    assert _materialized_at(api, VANISHED_DAY, VANISHED_DAY + DAY) == vanished
+
+
+def test_an_empty_range_was_never_written(api, open_settings):
+    _write(open_settings, "day", REWRITTEN_DAY)
+    assert _materialized_at(api, REWRITTEN_DAY, REWRITTEN_DAY + DAY) is not None
+    assert _freshness(api, REWRITTEN_DAY, REWRITTEN_DAY)["materialized_at"] is None
+    assert _freshness(api, REWRITTEN_DAY + 5 * HOUR, REWRITTEN_DAY + 5 * HOUR)["materialized_at"] is None
