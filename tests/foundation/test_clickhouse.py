@@ -4,7 +4,7 @@ import multiprocessing
 from datetime import UTC, datetime, timedelta
 
 from heatmap_core.clickhouse import apply_schema, clickhouse, replace_bucket
-from heatmap_core.schema import HOURLY
+from heatmap_core.schema import HOURLY, WEEKLY
 
 # Written out: the TTLs and sort keys a deployment's tables must have (docs/ARCHITECTURE.md).
 EXPECTED_TTL = {"hourly": "toIntervalDay(90)", "daily": "toIntervalYear(2)", "weekly": "toIntervalYear(5)"}
@@ -83,6 +83,80 @@ def test_replace_bucket_swaps_exactly_one_hour(settings):
         ).result_rows[0][0]
     assert rows == [(10, 9, 9, 1), (11, 1, 1, 7)]
     assert staging_left == 0
+
+
+def _log_since(client, database: str, since: datetime | None) -> tuple[list[tuple], datetime | None]:
+    """The write log's (client, table, start, end) written after ``since``, and its newest written_at.
+
+    Only rows newer than every earlier read: a merge keeps the newest row of a (client, bucket, table)."""
+    rows = client.query(
+        "SELECT client_id, table, bucket_start, bucket_end, written_at FROM {db:Identifier}.heatmap_write_log "
+        "WHERE written_at > {since:DateTime64(3, 'UTC')} ORDER BY client_id, table",
+        parameters={"db": database, "since": since or datetime(1970, 1, 2)},
+    ).result_rows
+    newest = max((row[-1] for row in rows), default=since)
+    return [(c, t, b.replace(tzinfo=None), e.replace(tzinfo=None)) for c, t, b, e, _ in rows], newest
+
+
+def test_replace_bucket_logs_the_clients_of_the_new_and_the_old_rows(settings):
+    db = settings.clickhouse_database
+    hour = TODAY.replace(hour=10, tzinfo=None)
+    end = hour + timedelta(hours=1)
+
+    def row(client_id: str) -> tuple:
+        return (client_id, "home", "click", "desktop", hour, 1, 1, 5)
+
+    with clickhouse(settings) as client:
+        apply_schema(client, db)
+        assert _log_since(client, db, None) == ([], None)
+        write = replace_bucket(client, HOURLY, hour, rows=[row("acme"), row("globex")], database=db)
+        assert write == (2, 2)  # the log's rows are not counted as the bucket's
+        both, since = _log_since(client, db, None)
+        assert both == [("acme", "heatmap_hourly", hour, end), ("globex", "heatmap_hourly", hour, end)]
+        # acme's rows vanish: its view changed too.
+        replace_bucket(client, HOURLY, hour, rows=[row("globex")], database=db)
+        vanished, since = _log_since(client, db, since)
+        assert vanished == both
+        # Emptied: only globex had rows there.
+        replace_bucket(client, HOURLY, hour, rows=[], database=db)
+        emptied, since = _log_since(client, db, since)
+        assert emptied == [("globex", "heatmap_hourly", hour, end)]
+        # Empty before and after: nobody's view changed.
+        replace_bucket(client, HOURLY, hour, rows=[], database=db)
+        assert _log_since(client, db, since) == ([], since)
+
+
+def test_creating_the_write_log_seeds_it_from_the_buckets_already_stored(settings):
+    """A database written before the log existed: each client's bucket gets a row written when its part was."""
+    db = settings.clickhouse_database
+    hour = TODAY.replace(hour=10, tzinfo=None)
+    sunday = (TODAY - timedelta(days=TODAY.isoweekday() % 7)).replace(tzinfo=None)
+    with clickhouse(settings) as client:
+        apply_schema(client, db)
+        client.command(f"DROP TABLE `{db}`.heatmap_write_log SYNC")
+        for table, bucket, clients in ((HOURLY, hour, ("acme", "globex")), (WEEKLY, sunday, ("acme",))):
+            rows = [(c, "home", "click", "desktop", bucket, x, 1, 5) for c in clients for x in (1, 2)]
+            client.insert(f"{db}.{table.name}", rows, column_names=table.column_names)
+        parts = dict(
+            client.query(
+                "SELECT table, max(modification_time) FROM system.parts WHERE database = {db:String} AND active "
+                "GROUP BY table",
+                parameters={"db": db},
+            ).result_rows
+        )
+        apply_schema(client, db)
+        seeded = client.query(
+            f"SELECT client_id, table, bucket_start, bucket_end, written_at FROM `{db}`.heatmap_write_log "
+            "ORDER BY table, client_id"
+        ).result_rows
+        apply_schema(client, db)  # the log exists now: not seeded again
+        again = client.query(f"SELECT count() FROM `{db}`.heatmap_write_log").result_rows[0][0]
+    assert [(c, t, b.replace(tzinfo=None), e.replace(tzinfo=None), w) for c, t, b, e, w in seeded] == [
+        ("acme", "heatmap_hourly", hour, hour + timedelta(hours=1), parts["heatmap_hourly"]),
+        ("globex", "heatmap_hourly", hour, hour + timedelta(hours=1), parts["heatmap_hourly"]),
+        ("acme", "heatmap_weekly", sunday, sunday + timedelta(weeks=1), parts["heatmap_weekly"]),
+    ]
+    assert again == len(seeded)
 
 
 def _active_parts(client, database: str) -> dict[str, list[str]]:
