@@ -34,7 +34,7 @@ import psutil
 from bench.common import Result, console, percentile, private_clickhouse, scratch_bucket, uvicorn_app
 from bench.scale import write_lake_hour
 from heatmap_assets.partitions import hour_key
-from heatmap_core.clickhouse import apply_schema, clickhouse
+from heatmap_core.clickhouse import apply_schema, clickhouse, replace_bucket
 from heatmap_core.schema import TABLES
 from heatmap_core.settings import Settings
 from heatmap_core.timeutil import naive_utc, week_start
@@ -104,15 +104,22 @@ def _freshness_reads(day: datetime, range_start: datetime) -> list[Read]:
 
 
 def _write_buckets(settings: Settings, grain: str, starts: list[datetime]) -> None:
+    """Each bucket of 20,000 cells written as the pipeline writes one (``replace_bucket``), so the
+    write log that freshness reads holds it."""
     table = TABLES[grain]
     with clickhouse(settings) as client:
-        client.command(
-            f"INSERT INTO `{settings.clickhouse_database}`.`{table.name}` ({', '.join(table.column_names)}) "
-            "SELECT 'bench', 'home', 'click', 'desktop', toDateTime(b, 'UTC'), toUInt8(number % 100), "
-            "toUInt8(intDiv(number, 100)), toUInt64(1 + number % 9) "
-            f"FROM numbers({GRID}) ARRAY JOIN {{starts:Array(DateTime)}} AS b",
-            parameters={"starts": [naive_utc(s) for s in starts]},
-        )
+        for start in starts:
+            replace_bucket(
+                client,
+                table,
+                start,
+                select_sql="SELECT 'bench', 'home', 'click', 'desktop', {bucket:DateTime('UTC')}, "
+                "toUInt8(number % 100), toUInt8(intDiv(number, 100)), toUInt64(1 + number % 9) "
+                f"FROM numbers({GRID})",
+                parameters={"bucket": naive_utc(start)},
+                database=settings.clickhouse_database,
+                expected_rows=GRID,
+            )
 
 
 def _write_period(settings: Settings, range_start: datetime, label: str) -> list[Read]:
