@@ -135,9 +135,9 @@ class BucketList(msgspec.Struct, kw_only=True):
 
 
 class Freshness(msgspec.Struct, kw_only=True):
-    """When the client's data of [from, to) was last written: the newest modification time of the
-    active ClickHouse parts holding its rows in the partitions that can hold the range's buckets
-    (null: nothing written); it tells a live view how fresh the numbers it shows are.
+    """When the client's data of [from, to) last changed: the newest write (to the second) of a bucket
+    overlapping the range that held or now holds the client's rows (null: none written since the write
+    log began); it tells a live view how fresh the numbers it shows are.
     """
 
     client_id: str
