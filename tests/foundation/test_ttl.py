@@ -3,7 +3,7 @@
 import pytest
 
 from heatmap_core.clickhouse import apply_schema, clickhouse
-from heatmap_core.schema import ALL_TABLES
+from heatmap_core.schema import ALL_TABLES, WRITE_LOG, WRITE_LOG_COLUMNS
 
 # The retention the design fixes: 90 days of hours, 2 years of days, 5 years of weeks (cells and scroll alike).
 RETENTION = {"hour": "INTERVAL 90 DAY", "day": "INTERVAL 2 YEAR", "week": "INTERVAL 5 YEAR"}
@@ -39,3 +39,26 @@ def test_a_ttl_merge_drops_buckets_past_retention_and_keeps_the_rest(settings, t
         merged = client.query(f"SELECT bucket_start, {measure} FROM {target}").result_rows
     assert stored == [(5,), (7,)]
     assert [(b.replace(tzinfo=None), n) for b, n in merged] == [(kept.replace(tzinfo=None), 7)]
+
+
+def test_the_write_log_keeps_a_row_as_long_as_the_weekly_tables_keep_its_bucket(settings):
+    log = f"`{settings.clickhouse_database}`.`{WRITE_LOG}`"
+    with clickhouse(settings) as client:
+        apply_schema(client, settings.clickhouse_database)
+        # A month apart: each in a month partition (a part) of its own, which TTL drops whole.
+        expired, kept = client.query(
+            f"SELECT toStartOfDay(now() - {RETENTION['week']} - INTERVAL 40 DAY), "
+            f"toStartOfDay(now() - {RETENTION['week']} + INTERVAL 40 DAY)"
+        ).result_rows[0]
+        client.command(f"SYSTEM STOP TTL MERGES {log}")
+        client.insert(
+            log.replace("`", ""),
+            [("acme", "heatmap_weekly", bucket, bucket, bucket) for bucket in (expired, kept)],
+            column_names=list(WRITE_LOG_COLUMNS),
+        )
+        stored = client.query(f"SELECT count() FROM {log}").result_rows[0][0]
+        client.command(f"SYSTEM START TTL MERGES {log}")
+        client.command(f"OPTIMIZE TABLE {log} FINAL")
+        merged = client.query(f"SELECT bucket_start FROM {log}").result_rows
+    assert stored == 2
+    assert [b.replace(tzinfo=None) for (b,) in merged] == [kept.replace(tzinfo=None)]
