@@ -137,13 +137,14 @@ def test_creating_the_write_log_seeds_it_from_the_buckets_already_stored(setting
         for table, bucket, clients in ((HOURLY, hour, ("acme", "globex")), (WEEKLY, sunday, ("acme",))):
             rows = [(c, "home", "click", "desktop", bucket, x, 1, 5) for c in clients for x in (1, 2)]
             client.insert(f"{db}.{table.name}", rows, column_names=table.column_names)
-        parts = dict(
-            client.query(
+        parts = {
+            table: modified
+            for table, modified in client.query(
                 "SELECT table, max(modification_time) FROM system.parts WHERE database = {db:String} AND active "
                 "GROUP BY table",
                 parameters={"db": db},
             ).result_rows
-        )
+        }
         apply_schema(client, db)
         seeded = client.query(
             f"SELECT client_id, table, bucket_start, bucket_end, written_at FROM `{db}`.heatmap_write_log "
