@@ -139,6 +139,9 @@ def sweep_stage_tables(client: Client, database: str, now: datetime | None = Non
     return swept
 
 
+_LOG_COLUMNS = ", ".join(f"`{column}`" for column in WRITE_LOG_COLUMNS)  # `table` is a keyword
+
+
 def _seed_write_log(client: Client, database: str) -> None:
     """One row of the write log per client and bucket already in the bucket tables (a database written
     before the log existed), written when the bucket's newest part holding the client's rows was
@@ -146,7 +149,7 @@ def _seed_write_log(client: Client, database: str) -> None:
     log = f"`{database}`.`{WRITE_LOG}`"
     for table in ALL_TABLES:
         client.command(
-            f"INSERT INTO {log} ({', '.join(f'`{c}`' for c in WRITE_LOG_COLUMNS)}) "
+            f"INSERT INTO {log} ({_LOG_COLUMNS}) "
             "SELECT held.client_id, {table:String}, held.bucket_start, held.bucket_start + {seconds:UInt32}, "
             "ifNull(max(parts.modification_time), now64(3)) "
             f"FROM (SELECT DISTINCT client_id, bucket_start, _part FROM `{database}`.`{table.name}`) AS held "
@@ -202,7 +205,7 @@ def _written(summary: object) -> int:
 def _log_write(client: Client, database: str, table: BucketTable, start: datetime, clients: Sequence[str]) -> None:
     """The write log's rows of one replaced bucket: one per client, stamped with the server's clock."""
     client.command(
-        f"INSERT INTO `{database}`.`{WRITE_LOG}` ({', '.join(f'`{c}`' for c in WRITE_LOG_COLUMNS)}) "
+        f"INSERT INTO `{database}`.`{WRITE_LOG}` ({_LOG_COLUMNS}) "
         f"SELECT arrayJoin({{clients:Array(String)}}), {{table:String}}, {time_parameter('start')}, "
         f"{time_parameter('end')}, now64(3)",
         parameters={"clients": list(clients), "table": table.name, "start": start, "end": start + table.length},
