@@ -37,9 +37,9 @@ from heatmap_assets.partitions import hour_key
 from heatmap_core.clickhouse import apply_schema, clickhouse, replace_bucket
 from heatmap_core.schema import TABLES
 from heatmap_core.settings import Settings
-from heatmap_core.timeutil import naive_utc, week_start
+from heatmap_core.timeutil import BUCKET_LENGTH, naive_utc, week_start
 from infra.programs import dagster_materialize_command
-from query_api.buckets import LENGTH, Grain, Span
+from query_api.buckets import Grain, Span
 from query_api.caching import is_final
 from query_api.dimensions import Selection
 from query_api.store import materialized_at_sql, span_sum_sql
@@ -74,7 +74,7 @@ def _reads(first_hour: datetime, week: datetime, range_start: datetime, label: s
             f"hour, {label}",
             "/heatmap/hourly",
             {**base, "dt": f"{day:%Y-%m-%d}", "hour": str(first_hour.hour)},
-            Span("hour", first_hour, first_hour + LENGTH["hour"]),
+            Span("hour", first_hour, first_hour + BUCKET_LENGTH["hour"]),
         ),
         Read(f"day, {label}", "/heatmap/daily", {**base, "dt": f"{day:%Y-%m-%d}"}, Span("day", day, day + DAY)),
         Read(

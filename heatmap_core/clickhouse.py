@@ -162,6 +162,17 @@ def _seed_write_log(client: Client, database: str) -> None:
         )
 
 
+def _write_log_needs_seeding(client: Client, database: str) -> bool:
+    """The write log is empty while bucket tables hold rows: just created on a database from before
+    it, or created by a process that died before seeding it (``system.tables``' row counts)."""
+    log_rows, bucket_rows = client.query(
+        "SELECT sumIf(total_rows, name = {log:String}), sumIf(total_rows, name != {log:String}) "
+        "FROM system.tables WHERE database = {db:String} AND has({names:Array(String)}, name)",
+        parameters={"db": database, "log": WRITE_LOG, "names": [WRITE_LOG, *(table.name for table in ALL_TABLES)]},
+    ).result_rows[0]
+    return not log_rows and bool(bucket_rows)
+
+
 def apply_schema(client: Client, database: str | None = None) -> None:
     """Create the database and tables if missing, and sweep orphaned staging tables; running it
     again changes nothing.
@@ -169,8 +180,9 @@ def apply_schema(client: Client, database: str | None = None) -> None:
     Refuses (``OutdatedSchema``, naming the migration command) a database whose
     tables differ from ``heatmap_core.schema`` in columns, sort key or partition
     key, rather than leave them for a later insert or read to fail on a missing
-    column or a replacement to swap the wrong partition. Creating the write log
-    seeds it from the buckets already stored (``_seed_write_log``), so their
+    column or a replacement to swap the wrong partition. An empty write log
+    beside stored buckets (just created on an older database, or left unseeded
+    by a process that died) is seeded from them (``_seed_write_log``), so their
     freshness survives the upgrade.
     """
     database = database or get_settings().clickhouse_database
@@ -181,11 +193,10 @@ def apply_schema(client: Client, database: str | None = None) -> None:
             f"Upgrade it, keeping every row, with `{MIGRATE_COMMAND}` after stopping the Dagster daemon "
             "(docs/ARCHITECTURE.md, Migration)."
         )
-    had_log = client.command(f"EXISTS TABLE `{database}`.`{WRITE_LOG}`") == 1
     for statement in schema_statements(database):
         client.command(statement)
-    if not had_log:
-        # Two processes creating it at once may both seed: the duplicates change no max(written_at).
+    if _write_log_needs_seeding(client, database):
+        # Two processes starting at once may both seed: the duplicates change no max(written_at).
         _seed_write_log(client, database)
     sweep_stage_tables(client, database)
 

@@ -11,8 +11,7 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from typing import Literal
 
-from heatmap_core.timeutil import BUCKET_LENGTH as LENGTH
-from heatmap_core.timeutil import as_utc, is_week_start
+from heatmap_core.timeutil import BUCKET_LENGTH, as_utc, is_week_start
 
 Grain = Literal["hour", "day", "week"]
 # The grains a range may take whole buckets of, coarsest first (``plan_range``); each starts at midnight.
@@ -43,7 +42,7 @@ class Span:
 
     @property
     def buckets(self) -> int:
-        return (self.end - self.start) // LENGTH[self.grain]
+        return (self.end - self.start) // BUCKET_LENGTH[self.grain]
 
 
 def midnight(day: date) -> datetime:
@@ -62,12 +61,12 @@ def _in_bounds(moment: datetime, parameter: str) -> datetime:
 
 def hour_bucket(dt: date, hour: int) -> Span:
     start = _in_bounds(midnight(dt) + timedelta(hours=hour), "dt")
-    return Span("hour", start, start + LENGTH["hour"])
+    return Span("hour", start, start + BUCKET_LENGTH["hour"])
 
 
 def day_bucket(dt: date) -> Span:
     start = _in_bounds(midnight(dt), "dt")
-    return Span("day", start, start + LENGTH["day"])
+    return Span("day", start, start + BUCKET_LENGTH["day"])
 
 
 def week_bucket(week_start: date) -> Span:
@@ -76,7 +75,7 @@ def week_bucket(week_start: date) -> Span:
             "week_start", f"week_start must be a Sunday (weeks start on Sunday, UTC), got {week_start:%A %Y-%m-%d}"
         )
     start = _in_bounds(midnight(week_start), "week_start")
-    return Span("week", start, start + LENGTH["week"])
+    return Span("week", start, start + BUCKET_LENGTH["week"])
 
 
 def range_bounds(start: datetime, end: datetime) -> tuple[datetime, datetime]:
@@ -116,13 +115,13 @@ def plan_range(start: datetime, end: datetime, rollups: AbstractSet[tuple[str, d
         grain: Grain = "hour"
         if moment.hour == 0:
             for coarse in ROLLUP_GRAINS:
-                if moment + LENGTH[coarse] <= end and (coarse, moment) in rollups:
+                if moment + BUCKET_LENGTH[coarse] <= end and (coarse, moment) in rollups:
                     grain = coarse
                     break
-        following = moment + LENGTH[grain]
+        following = moment + BUCKET_LENGTH[grain]
         if grain == "hour":
             # Coarser buckets start at midnight only: the hours up to the next midnight form one step.
-            following = min(midnight(moment.date()) + LENGTH["day"], end)
+            following = min(midnight(moment.date()) + BUCKET_LENGTH["day"], end)
         if spans and spans[-1].grain == grain and spans[-1].end == moment:
             spans[-1] = Span(grain, spans[-1].start, following)
         else:

@@ -27,8 +27,9 @@ from litestar.status_codes import HTTP_304_NOT_MODIFIED
 
 from heatmap_core.schema import SCROLL_TABLES, TABLES
 from heatmap_core.settings import Settings
+from heatmap_core.timeutil import BUCKET_LENGTH
 from query_api.auth import READ_KEY_HEADER
-from query_api.buckets import LENGTH, ROLLUP_GRAINS, Grain, Span, midnight, plan_range
+from query_api.buckets import ROLLUP_GRAINS, Grain, Span, midnight, plan_range
 from query_api.dimensions import Selection
 from query_api.store import HeatmapStore, Tables
 
@@ -45,11 +46,11 @@ def final_before(grain: Grain, settings: Settings, now: datetime | None = None) 
     """The latest midnight before which every bucket of ``grain`` is final.
 
     Days and weeks start at midnight, so a bucket starting before it starts a day
-    earlier at the latest and ends ``LENGTH[grain]`` later, at ``is_final``'s horizon or before.
+    earlier at the latest and ends ``BUCKET_LENGTH[grain]`` later, at ``is_final``'s horizon or before.
     """
     now = now or datetime.now(UTC)
     horizon = now - timedelta(hours=settings.event_time_past_hours) - SETTLE
-    return midnight((horizon - LENGTH[grain] + timedelta(days=1)).date())
+    return midnight((horizon - BUCKET_LENGTH[grain] + timedelta(days=1)).date())
 
 
 def etag_matches(if_none_match: str | None, etag: str) -> bool:

@@ -20,8 +20,8 @@ from heatmap_core.clickhouse import clickhouse
 from heatmap_core.schema import SCROLL_TABLES, TABLES, WRITE_LOG, BucketTable
 from heatmap_core.settings import Settings
 from heatmap_core.sql import in_window, time_array_parameter, time_parameter
-from heatmap_core.timeutil import as_utc, naive_utc
-from query_api.buckets import EARLIEST, LENGTH, ROLLUP_GRAINS, Grain, Span, plan_range
+from heatmap_core.timeutil import BUCKET_LENGTH, as_utc, naive_utc
+from query_api.buckets import EARLIEST, ROLLUP_GRAINS, Grain, Span, plan_range
 from query_api.dimensions import Selection
 from query_api.models import BucketSummary, ScreenDimensions
 
@@ -100,7 +100,7 @@ def materialized_at_sql(
     )
     return sql, {
         "client_id": client_id,
-        "earliest": naive_utc(max(start - max(LENGTH.values()), EARLIEST)),
+        "earliest": naive_utc(max(start - max(BUCKET_LENGTH.values()), EARLIEST)),
         "start": naive_utc(start),
         "end": naive_utc(end),
     }
@@ -237,7 +237,7 @@ class HeatmapStore:
         return [
             BucketSummary(
                 start=as_utc(start),
-                end=as_utc(start) + LENGTH[grain],
+                end=as_utc(start) + BUCKET_LENGTH[grain],
                 total=int(total),
                 cells=int(cells),
                 types=types,

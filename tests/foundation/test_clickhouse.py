@@ -150,14 +150,22 @@ def test_creating_the_write_log_seeds_it_from_the_buckets_already_stored(setting
             f"SELECT client_id, table, bucket_start, bucket_end, written_at FROM `{db}`.heatmap_write_log "
             "ORDER BY table, client_id"
         ).result_rows
-        apply_schema(client, db)  # the log exists now: not seeded again
+        apply_schema(client, db)  # the log holds rows now: not seeded again
         again = client.query(f"SELECT count() FROM `{db}`.heatmap_write_log").result_rows[0][0]
+        # A process that died after creating the log, before seeding it: the next start seeds it.
+        client.command(f"TRUNCATE TABLE `{db}`.heatmap_write_log")
+        apply_schema(client, db)
+        reseeded = client.query(
+            f"SELECT client_id, table, bucket_start, bucket_end, written_at FROM `{db}`.heatmap_write_log "
+            "ORDER BY table, client_id"
+        ).result_rows
     assert [(c, t, b.replace(tzinfo=None), e.replace(tzinfo=None), w) for c, t, b, e, w in seeded] == [
         ("acme", "heatmap_hourly", hour, hour + timedelta(hours=1), parts["heatmap_hourly"]),
         ("globex", "heatmap_hourly", hour, hour + timedelta(hours=1), parts["heatmap_hourly"]),
         ("acme", "heatmap_weekly", sunday, sunday + timedelta(weeks=1), parts["heatmap_weekly"]),
     ]
     assert again == len(seeded)
+    assert reseeded == seeded
 
 
 def _active_parts(client, database: str) -> dict[str, list[str]]:

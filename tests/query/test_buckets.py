@@ -9,7 +9,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from query_api.buckets import LENGTH, BadParameter, plan_range, range_bounds, week_bucket
+from heatmap_core.timeutil import BUCKET_LENGTH
+from query_api.buckets import BadParameter, plan_range, range_bounds, week_bucket
 
 ORIGIN = datetime(2026, 2, 1, tzinfo=UTC)  # a Sunday
 HOUR = timedelta(hours=1)
@@ -30,17 +31,17 @@ def ranges_and_rollups(draw):
 def test_plan_tiles_the_range_with_present_rollups_and_is_minimal(case):
     start, end, present = case
     spans = plan_range(start, end, present)
-    buckets = [(s.grain, s.start + i * LENGTH[s.grain]) for s in spans for i in range(s.buckets)]
+    buckets = [(s.grain, s.start + i * BUCKET_LENGTH[s.grain]) for s in spans for i in range(s.buckets)]
     # Exactly [start, end): contiguous, in order, no gaps or overlaps.
     moment = start
     for grain, bucket_start in buckets:
         assert bucket_start == moment
         assert grain == "hour" or (grain, bucket_start) in present
-        moment += LENGTH[grain]
+        moment += BUCKET_LENGTH[grain]
     assert moment == end
     # Greedy is minimal here: a whole present week inside the range is never split up.
     for grain, bucket_start in present:
-        if grain == "week" and start <= bucket_start and bucket_start + LENGTH["week"] <= end:
+        if grain == "week" and start <= bucket_start and bucket_start + BUCKET_LENGTH["week"] <= end:
             assert ("week", bucket_start) in buckets
     # Adjacent spans never share a grain (they would have been merged).
     assert all(a.grain != b.grain for a, b in pairwise(spans))

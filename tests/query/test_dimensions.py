@@ -15,6 +15,7 @@ from heatmap_core.clickhouse import clickhouse
 from heatmap_core.events import DEVICES, EVENT_TYPES
 from heatmap_core.schema import SCROLL_TABLES, TABLES
 from heatmap_core.settings import Settings
+from heatmap_core.timeutil import BUCKET_LENGTH
 from query_api.buckets import day_bucket
 from query_api.dimensions import Selection
 from query_api.store import span_sum_sql
@@ -36,7 +37,6 @@ from tests.query.test_api import cells_of, z
 
 TYPES = ("all", *EVENT_TYPES)
 DEVICE_FILTERS = ("all", *DEVICES)
-LENGTH = {"hour": HOUR, "day": DAY, "week": 7 * DAY}
 # (path, time parameters, [start, end) they cover)
 BUCKETS = [
     ("/heatmap/hourly", {"dt": f"{HOT_HOUR:%Y-%m-%d}", "hour": HOT_HOUR.hour}, HOT_HOUR, HOT_HOUR + HOUR),
@@ -207,7 +207,7 @@ def _expected_buckets(dataset: Dataset, grain: str, type_: str, device: str) -> 
     return [
         {
             "start": z(start),
-            "end": z(start + LENGTH[grain]),
+            "end": z(start + BUCKET_LENGTH[grain]),
             "total": sum(c.values()),
             "cells": len({(x, y) for _, _, x, y in c}),
             "types": sorted({t for t, _, _, _ in c}),
