@@ -270,22 +270,18 @@ def replace_bucket(
                     parameters=parameters or {},
                 )
             )
-        new_rows, elsewhere = client.query(
-            f"SELECT count(), countIf(bucket_start != {time_parameter('start')}) FROM {staging}",
-            parameters={"start": start},
+        # One pass over the staged rows; the clients of the old rows come from the bucket's partition alone.
+        new_rows, elsewhere, changed_for = client.query(
+            f"SELECT count(), countIf(bucket_start != {time_parameter('start')}), "
+            "arrayDistinct(arrayConcat(groupUniqArray(client_id), "
+            f"(SELECT groupUniqArray(client_id) FROM {target} WHERE _partition_id = {{part:String}}))) "
+            f"FROM {staging}",
+            parameters={"start": start, "part": part},
         ).result_rows[0]
         if elsewhere:
             raise ValueError(f"{elsewhere} staged row(s) for {table.name} lie outside the bucket {start}")
         if expected_rows is not None and new_rows != expected_rows:
             raise ValueError(f"{new_rows} row(s) staged for {table.name} at {start}, {expected_rows} expected")
-        changed_for = [
-            client_id
-            for (client_id,) in client.query(
-                f"SELECT DISTINCT client_id FROM {staging} UNION DISTINCT "
-                f"SELECT DISTINCT client_id FROM {target} WHERE _partition_id = {{part:String}}",
-                parameters={"part": part},
-            ).result_rows
-        ]
         if new_rows:
             client.command(f"ALTER TABLE {target} REPLACE PARTITION ID '{part}' FROM {staging}")
         else:
