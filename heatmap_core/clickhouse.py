@@ -24,7 +24,15 @@ from typing import NamedTuple
 import clickhouse_connect
 from clickhouse_connect.driver.client import Client
 
-from heatmap_core.schema import ALL_TABLES, WRITE_LOG, WRITE_LOG_COLUMNS, BucketTable, schema_statements
+from heatmap_core.schema import (
+    ALL_TABLES,
+    WRITE_LOG,
+    WRITE_LOG_COLUMNS,
+    WRITE_LOG_TABLE,
+    BucketTable,
+    WriteLogTable,
+    schema_statements,
+)
 from heatmap_core.settings import Settings, get_settings
 from heatmap_core.sql import time_parameter
 from heatmap_core.timeutil import naive_utc
@@ -48,35 +56,40 @@ MIGRATE_COMMAND = "python -m heatmap_core.migrate"
 
 
 class OutdatedSchema(RuntimeError):
-    """The database holds bucket tables of an earlier schema, which ``CREATE ... IF NOT EXISTS`` would keep."""
+    """The database holds tables of an earlier schema, which ``CREATE ... IF NOT EXISTS`` would keep."""
+
+
+# The tables whose shape ``outdated_tables`` checks against their definitions.
+DefinedTable = BucketTable | WriteLogTable
+DEFINED_TABLES: tuple[DefinedTable, ...] = (*ALL_TABLES, WRITE_LOG_TABLE)
 
 
 @dataclass(frozen=True)
 class TableDrift:
-    """How an existing bucket table differs from its definition in ``heatmap_core.schema``."""
+    """How an existing table differs from its definition in ``heatmap_core.schema``."""
 
     missing: list[str]  # columns it lacks
     retyped: list[str]  # columns it has with another type
     sorting_key: str | None  # its sort key, when not the definition's
     partition_key: str | None  # its partition key, when not the definition's
 
-    def describe(self, table: BucketTable) -> str:
+    def describe(self, table: DefinedTable) -> str:
         parts = []
         if self.missing:
             parts.append(f"lacks {', '.join(self.missing)}")
         if self.retyped:
             parts.append(f"types of {', '.join(self.retyped)} differ")
         if self.sorting_key is not None:
-            parts.append(f"sorted by ({self.sorting_key}), not ({', '.join(table.kind.key)})")
+            parts.append(f"sorted by ({self.sorting_key}), not ({', '.join(table.sort_key)})")
         if self.partition_key is not None:
             parts.append(f"partitioned by {self.partition_key}, not {table.partition_key}")
         return f"{table.name} {'; '.join(parts)}"
 
 
-def outdated_tables(client: Client, database: str) -> dict[BucketTable, TableDrift]:
-    """The bucket tables of ``database`` whose columns, sort key or partition key differ from
-    ``heatmap_core.schema`` (created by an earlier version), each with how it differs."""
-    names = [table.name for table in ALL_TABLES]
+def outdated_tables(client: Client, database: str) -> dict[DefinedTable, TableDrift]:
+    """The bucket tables and the write log of ``database`` whose columns, sort key or partition key
+    differ from ``heatmap_core.schema`` (created by an earlier version), each with how it differs."""
+    names = [table.name for table in DEFINED_TABLES]
     columns = client.query(
         "SELECT table, groupArray((name, type)) FROM system.columns "
         "WHERE database = {db:String} AND table IN {tables:Array(String)} GROUP BY table",
@@ -90,7 +103,7 @@ def outdated_tables(client: Client, database: str) -> dict[BucketTable, TableDri
     found: dict[str, dict[str, str]] = {name: dict(typed) for name, typed in columns}
     found_keys = {name: (sorting, partition) for name, sorting, partition in keys}
     outdated = {}
-    for table in ALL_TABLES:
+    for table in DEFINED_TABLES:
         # Judged only when both queries saw it: a table created by another writer
         # between the two reads is new, so of this schema.
         if table.name not in found_keys or table.name not in found:
@@ -100,7 +113,7 @@ def outdated_tables(client: Client, database: str) -> dict[BucketTable, TableDri
         drift = TableDrift(
             missing=[c.name for c in table.columns if c.name not in typed],
             retyped=[c.name for c in table.columns if c.name in typed and typed[c.name] != c.type],
-            sorting_key=None if sorting == ", ".join(table.kind.key) else sorting,
+            sorting_key=None if sorting == ", ".join(table.sort_key) else sorting,
             partition_key=None if partition == table.partition_key else partition,
         )
         if drift.missing or drift.retyped or drift.sorting_key is not None or drift.partition_key is not None:

@@ -28,9 +28,14 @@ beside itself:
    table or the new one, never neither;
 6. ``<table>_migrating``, now the old table, is dropped.
 
+A write log of another shape (columns, sort key or partition key) is not
+copied: it is bookkeeping the buckets can rebuild, so it is dropped and seeded
+again like a missing one (each client's buckets then carry the time of their
+newest part, at worst later than the write: a live view refreshes once more).
+
 Then ``apply_schema`` creates what is missing (the scroll tables of a pre-v2
-database; the write log of a database from before it existed, seeded with one
-row per client and bucket already stored). A table that already matches its definition is left as it is, so a
+database; the write log of a database from before it existed, or just dropped,
+seeded with one row per client and bucket already stored). A table that already matches its definition is left as it is, so a
 second run changes nothing. Each step is printed per table; ``--dry-run``
 prints what would be done and changes nothing.
 
@@ -52,7 +57,7 @@ from clickhouse_connect.driver.client import Client
 
 from heatmap_core.clickhouse import TableDrift, apply_schema, clickhouse, outdated_tables
 from heatmap_core.events import UNKNOWN_DEVICE
-from heatmap_core.schema import ALL_TABLES, BUCKET_TIME, WRITE_LOG, BucketTable, create_table_sql
+from heatmap_core.schema import ALL_TABLES, BUCKET_TIME, WRITE_LOG, WRITE_LOG_TABLE, BucketTable, create_table_sql
 from heatmap_core.settings import get_settings
 from heatmap_core.timeutil import naive_utc
 
@@ -141,13 +146,22 @@ def migrate(client: Client, database: str, *, dry_run: bool = False) -> int:
             changed += 1
         elif table.name in existing:
             _say(f"{table.name}: up to date")
-    if WRITE_LOG in existing:
+    if WRITE_LOG_TABLE in outdated:
+        # Bookkeeping the buckets can rebuild: no copy, just seeded again by apply_schema below.
+        described = outdated[WRITE_LOG_TABLE].describe(WRITE_LOG_TABLE)
+        _say(f"{described}: {'would drop it' if dry_run else 'dropped'}, to be seeded again from the stored buckets")
+        if not dry_run:
+            client.command(f"DROP TABLE `{database}`.`{WRITE_LOG}` SYNC")
+        changed += 1
+    elif WRITE_LOG in existing:
         _say(f"{WRITE_LOG}: up to date")
     missing = [name for name in (*(table.name for table in ALL_TABLES), WRITE_LOG) if name not in existing]
     for name in missing:
         _say(f"{name}: {'would create' if dry_run else 'created'}")
     if not dry_run:
         apply_schema(client, database)
+        if WRITE_LOG_TABLE in outdated:
+            _say(f"{WRITE_LOG}: created again, seeded from the stored buckets")
     return changed + len(missing)
 
 

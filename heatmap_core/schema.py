@@ -126,6 +126,10 @@ class BucketTable:
         return self.kind.columns
 
     @property
+    def sort_key(self) -> tuple[str, ...]:
+        return self.kind.key
+
+    @property
     def partition_key(self) -> str:
         """The PARTITION BY expression: one partition per bucket."""
         return _PARTITION_KEYS[self.grain]
@@ -167,7 +171,7 @@ def create_table_sql(database: str, table: BucketTable) -> str:
     columns = ",\n  ".join(f"`{column.name}` {column.type}" for column in table.columns)
     return (
         f"CREATE TABLE IF NOT EXISTS `{database}`.`{table.name}` (\n  {columns}\n)\n"
-        f"ENGINE = MergeTree\nPARTITION BY {table.partition_key}\nORDER BY ({', '.join(table.kind.key)})\n"
+        f"ENGINE = MergeTree\nPARTITION BY {table.partition_key}\nORDER BY ({', '.join(table.sort_key)})\n"
         f"TTL bucket_start + {table.ttl}\n"
         # Every row of a part shares its partition's one bucket_start, so a part expires whole:
         # dropping it is the same outcome as the row TTL without rewriting it first.
@@ -183,20 +187,43 @@ def create_table_sql(database: str, table: BucketTable) -> str:
 # A row lives as long as the longest-lived bucket table keeps a bucket (the weekly tables'), by month
 # partitions that TTL drops whole.
 WRITE_LOG = "heatmap_write_log"
-WRITE_LOG_COLUMNS = ("client_id", "table", "bucket_start", "bucket_end", "written_at")
+
+
+@dataclass(frozen=True)
+class WriteLogTable:
+    """The write log's definition: what its DDL is made of and ``outdated_tables`` checks."""
+
+    name: str
+    columns: tuple[BucketColumn, ...]
+    sort_key: tuple[str, ...]
+    partition_key: str  # as ClickHouse prints it in system.tables.partition_key
+
+    @property
+    def column_names(self) -> list[str]:
+        return [column.name for column in self.columns]
+
+
+WRITE_LOG_TABLE = WriteLogTable(
+    WRITE_LOG,
+    (
+        BucketColumn("client_id", "String", "Client whose view of the bucket changed."),
+        BucketColumn("table", "LowCardinality(String)", "The bucket table written."),
+        BucketColumn("bucket_start", BUCKET_TIME, "Start of the bucket, UTC."),
+        BucketColumn("bucket_end", BUCKET_TIME, "End of the bucket (exclusive), UTC."),
+        BucketColumn("written_at", "DateTime64(3, 'UTC')", "When the replacement was swapped in (server clock)."),
+    ),
+    sort_key=("client_id", "bucket_start", "`table`"),  # a keyword: ClickHouse prints it quoted
+    partition_key="toYYYYMM(bucket_start)",
+)
+WRITE_LOG_COLUMNS = tuple(WRITE_LOG_TABLE.column_names)
 
 
 def create_write_log_sql(database: str) -> str:
+    columns = ",\n  ".join(f"`{column.name}` {column.type}" for column in WRITE_LOG_TABLE.columns)
     return (
-        f"CREATE TABLE IF NOT EXISTS `{database}`.`{WRITE_LOG}` (\n"
-        "  `client_id` String,\n"
-        "  `table` LowCardinality(String),\n"
-        f"  `bucket_start` {BUCKET_TIME},\n"
-        f"  `bucket_end` {BUCKET_TIME},\n"
-        "  `written_at` DateTime64(3, 'UTC')\n"
-        ")\n"
-        "ENGINE = ReplacingMergeTree(written_at)\nPARTITION BY toYYYYMM(bucket_start)\n"
-        "ORDER BY (client_id, bucket_start, table)\n"
+        f"CREATE TABLE IF NOT EXISTS `{database}`.`{WRITE_LOG}` (\n  {columns}\n)\n"
+        f"ENGINE = ReplacingMergeTree(written_at)\nPARTITION BY {WRITE_LOG_TABLE.partition_key}\n"
+        f"ORDER BY ({', '.join(WRITE_LOG_TABLE.sort_key)})\n"
         f"TTL bucket_start + {_TTL['week']}\n"
         "SETTINGS ttl_only_drop_parts = 1"
     )

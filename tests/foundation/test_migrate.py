@@ -225,3 +225,50 @@ def test_day_partitioned_hourly_tables_are_rebuilt_by_hour_keeping_every_row(set
             tuple(v.replace(tzinfo=None) if isinstance(v, datetime) else v for v in row) for row in stored.result_rows
         ) == sorted(scroll)
         apply_schema(client, database)
+
+
+# A write log of another shape than today's: no bucket_end, sorted without the table.
+OTHER_WRITE_LOG_DDL = """CREATE TABLE `{database}`.`heatmap_write_log` (
+  `client_id` String,
+  `table` LowCardinality(String),
+  `bucket_start` DateTime('UTC'),
+  `written_at` DateTime64(3, 'UTC')
+)
+ENGINE = ReplacingMergeTree(written_at)
+PARTITION BY toYYYYMM(bucket_start)
+ORDER BY (client_id, bucket_start)"""
+OTHER_WRITE_LOG = (
+    "heatmap_write_log lacks bucket_end; sorted by (client_id, bucket_start), not (client_id, bucket_start, `table`)"
+)
+
+
+def test_a_write_log_of_another_shape_is_refused_then_rebuilt_from_the_buckets(settings):
+    database = settings.clickhouse_database
+    hour = BUCKETS["heatmap_hourly"][0]
+    cells = [(client_id, "home", "click", "desktop", hour, 3, 7, 2) for client_id in ("acme", "globex")]
+    with clickhouse(settings) as client:
+        apply_schema(client, database)
+        client.insert(f"{database}.heatmap_hourly", cells, column_names=CELLS.column_names)
+        client.command(f"DROP TABLE `{database}`.`{WRITE_LOG}` SYNC")
+        client.command(OTHER_WRITE_LOG_DDL.format(database=database))
+        client.command(
+            f"INSERT INTO `{database}`.`{WRITE_LOG}` VALUES ('acme', 'heatmap_hourly', '2020-01-01', now64(3))"
+        )
+        with pytest.raises(OutdatedSchema) as refused:
+            apply_schema(client, database)
+    assert f"holds tables of an earlier schema ({OTHER_WRITE_LOG})." in str(refused.value)
+
+    assert f"{OTHER_WRITE_LOG}: would drop it, to be seeded again" in migrate(settings, "--dry-run")
+    out = migrate(settings)
+    assert f"{OTHER_WRITE_LOG}: dropped, to be seeded again from the stored buckets" in out
+    assert f"{WRITE_LOG}: created again, seeded from the stored buckets" in out
+    assert out.splitlines()[-1] == "changed 1 table(s)"
+    with clickhouse(settings) as client:
+        logged = client.query(
+            f"SELECT table, client_id, bucket_start, bucket_end - bucket_start FROM `{database}`.`{WRITE_LOG}`"
+        ).result_rows
+        assert sorted((t, c, b.replace(tzinfo=None), length) for t, c, b, length in logged) == [
+            ("heatmap_hourly", client_id, hour, 3600) for client_id in ("acme", "globex")
+        ]
+        apply_schema(client, database)  # today's shape: accepted
+    assert migrate(settings).splitlines()[-1] == "nothing to do: up to date"
