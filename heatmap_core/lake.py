@@ -108,6 +108,7 @@ def hour_glob(hour: datetime, fmt: str = "json", parquet_prefix: str = "parquet"
 
 STAGING_PREFIX = "_staging/"
 STAGING_HOUR_COLUMN = "hour_id"  # the folder per hour (Spark's partitionBy column)
+STAGING_HOUR_ID = "%Y%m%d%H"  # its value: the hour's digits
 STAGING_MAX_AGE = timedelta(days=1)
 
 
@@ -125,7 +126,7 @@ def staging_table_prefix(run_id: str, table_name: str) -> str:
 
 def staging_hour_glob(run_id: str, table_name: str, hour: datetime) -> str:
     """The Parquet files of one hour of one table staged by one run."""
-    return f"{staging_table_prefix(run_id, table_name)}{STAGING_HOUR_COLUMN}={hour_start(hour):%Y%m%d%H}/*.parquet"
+    return f"{staging_table_prefix(run_id, table_name)}{STAGING_HOUR_COLUMN}={hour_start(hour):{STAGING_HOUR_ID}}/*.parquet"
 
 
 # --------------------------------------------------------------------------- change ledger
