@@ -222,7 +222,8 @@ def write_hours(
     staged files read back (a few narrow columns of the rows just written), so rows are never
     collected to the driver. Caching the lines and both results cost more CPU than reading
     again (a columnar copy of every line, then of every cell; BENCHMARKS.md, 2026-11-26
-    19:00). The lines read are counted while the first write reads them, not by a pass of their own.
+    18:55-19:35). The lines read are counted while the first write reads them, not by a pass of
+    their own.
     """
     from pyspark.sql import functions as F
 
