@@ -181,7 +181,7 @@ def _write_log_needs_seeding(client: Client, database: str) -> bool:
     log_rows, bucket_rows = client.query(
         "SELECT sumIf(total_rows, name = {log:String}), sumIf(total_rows, name != {log:String}) "
         "FROM system.tables WHERE database = {db:String} AND has({names:Array(String)}, name)",
-        parameters={"db": database, "log": WRITE_LOG, "names": [WRITE_LOG, *(table.name for table in ALL_TABLES)]},
+        parameters={"db": database, "log": WRITE_LOG, "names": [table.name for table in DEFINED_TABLES]},
     ).result_rows[0]
     return not log_rows and bool(bucket_rows)
 

@@ -55,7 +55,7 @@ from datetime import UTC, datetime
 
 from clickhouse_connect.driver.client import Client
 
-from heatmap_core.clickhouse import TableDrift, apply_schema, clickhouse, outdated_tables
+from heatmap_core.clickhouse import DEFINED_TABLES, TableDrift, apply_schema, clickhouse, outdated_tables
 from heatmap_core.events import UNKNOWN_DEVICE
 from heatmap_core.schema import ALL_TABLES, BUCKET_TIME, WRITE_LOG, WRITE_LOG_TABLE, BucketTable, create_table_sql
 from heatmap_core.settings import get_settings
@@ -155,7 +155,7 @@ def migrate(client: Client, database: str, *, dry_run: bool = False) -> int:
         changed += 1
     elif WRITE_LOG in existing:
         _say(f"{WRITE_LOG}: up to date")
-    missing = [name for name in (*(table.name for table in ALL_TABLES), WRITE_LOG) if name not in existing]
+    missing = [table.name for table in DEFINED_TABLES if table.name not in existing]
     for name in missing:
         _say(f"{name}: {'would create' if dry_run else 'created'}")
     if not dry_run:
