@@ -45,6 +45,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from heatmap_core.settings import Settings
 from ingestion_api.observability import OutageLog
+from ingestion_api.publisher import verdict_wait_s
 
 DONE_TTL_S = 24 * 3600
 # Longest wait for one ledger operation, retries included: a Redis restart usually takes a few seconds.
@@ -132,10 +133,12 @@ class _Coalesced:
 
 class BatchLedger:
     def __init__(self, settings: Settings):
-        # The owner of a pending key has answered within its claim wait, the publish timeout and its commit
-        # wait; a 202 would have left "done". So once the key expires a retry may publish (the owner got
-        # a 503 or died), and a claim whose reply was lost in a Redis restart blocks its batch only this long.
-        self._pending_ttl_s = int(settings.kafka_delivery_timeout_s + 2 * LEDGER_WAIT_S) + 5
+        # The owner of a pending key has answered within its claim wait, the publish (queued within the
+        # delivery timeout, then the producer's verdict) and its commit wait; a 202 would have left "done".
+        # So once the key expires a retry may publish (the owner got a 503 or died), and a claim whose reply
+        # was lost in a Redis restart blocks its batch only this long.
+        delivery_timeout_s = settings.kafka_delivery_timeout_s
+        self._pending_ttl_s = int(delivery_timeout_s + verdict_wait_s(delivery_timeout_s) + 2 * LEDGER_WAIT_S) + 5
         self._redis = redis.Redis.from_url(
             settings.redis_url,
             socket_timeout=2.0,
