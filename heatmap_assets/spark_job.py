@@ -15,8 +15,8 @@ The two results are two DataFrames whose columns are their tables' columns
 (``schema.CELLS``, ``schema.SCROLL``) with ``hour`` (text) for bucket_start.
 ``write_hours`` has the executors write them as Parquet under a staging prefix,
 one folder per hour (``heatmap_core.lake.staging_hour_glob``), where ClickHouse
-reads them into each bucket's replacement; only per-hour figures, summed while
-the rows are written, come back to the driver, so its memory does not grow with
+reads them into each bucket's replacement; only per-hour figures, Spark's sums
+of the staged files, come back to the driver, so its memory does not grow with
 the number of cells.
 """
 
@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING
 from heatmap_core.events import SCROLL as SCROLL_EVENT
 from heatmap_core.events import UNKNOWN_DEVICE
 from heatmap_core.grid import spark_cell_columns, spark_row_column
-from heatmap_core.lake import STAGING_HOUR_COLUMN
+from heatmap_core.lake import STAGING_HOUR_COLUMN, STAGING_HOUR_ID
 from heatmap_core.lake_schema import COUNTED_COLUMNS, EVENT_KEY, spark_schema
 from heatmap_core.schema import CELLS, SCROLL, TableKind
 from heatmap_core.timeutil import HOUR_TEXT
@@ -199,31 +199,16 @@ class HourFigures:
     scroll_rows: int = 0  # rows staged for the scroll table
 
 
-def _stage(frame, url: str) -> None:
+def _stage(frame, url: str):
     """Write a frame of ``_table_columns(kind)`` as Parquet under ``url``, one folder per hour
-    (``STAGING_HOUR_COLUMN=<YYYYMMDDHH>``) without the hour column: ClickHouse sets bucket_start."""
+    (``STAGING_HOUR_COLUMN=<YYYYMMDDHH>``) without the hour column: ClickHouse sets bucket_start.
+    Returns the files' schema, the folder column last, to read them back with."""
     from pyspark.sql import functions as F
 
     hour_id = F.regexp_replace(F.col(HOUR), "[^0-9]", "")  # "2026-11-25 23" -> "2026112523"
     staged = frame.withColumn(STAGING_HOUR_COLUMN, hour_id).drop(HOUR)
     staged.write.partitionBy(STAGING_HOUR_COLUMN).mode("errorifexists").parquet(url)
-
-
-def _summed_per_hour(frame, hours: list[datetime], **measures) -> tuple[DataFrame, Observation]:
-    """``frame``, observed: each measure (a column) summed per hour, filled by the action that writes it.
-
-    The sums are named ``<measure> <hour text>``; an hour without rows sums to null.
-    """
-    from pyspark.sql import Observation
-    from pyspark.sql import functions as F
-
-    observation = Observation()  # a name of its own: two runs in one session never share one
-    sums = [
-        F.sum(F.when(F.col(HOUR) == f"{hour:{HOUR_TEXT}}", value)).alias(f"{name} {hour:{HOUR_TEXT}}")
-        for hour in hours
-        for name, value in measures.items()
-    ]
-    return frame.observe(observation, *sums), observation
+    return staged.schema
 
 
 def write_hours(
@@ -233,28 +218,29 @@ def write_hours(
     ``staging[kind.name]`` (an s3a:// URL, one folder per hour); returns the per-hour figures, for
     hours with lines.
 
-    Nothing is cached: each write reads the lake itself. Caching the lines and both results cost
-    more CPU than reading again (a columnar copy of every line, then of every cell; BENCHMARKS.md,
-    2026-11-26 18:55-19:35). The figures are summed per hour while the writes compute the rows
-    (Spark's observed metrics), so rows are never collected to the driver and no job of their own
-    reads anything again; the staged files are then counted by ClickHouse, a reader of its own.
+    Nothing is cached: each write reads the lake itself, and the figures are Spark's sums of the
+    staged files read back (a few narrow columns of the rows just written), so rows are never
+    collected to the driver. Caching the lines and both results cost more CPU than reading
+    again (a columnar copy of every line, then of every cell; BENCHMARKS.md, 2026-11-26
+    18:55-19:35). The lines read are counted while the first write reads them, not by a pass of
+    their own.
     """
     from pyspark.sql import functions as F
 
     frame, lines = read_lake(spark, paths_by_hour, fmt)
     lines_read = counted_lines(frame)
-    hours = list(paths_by_hour)
-    cells, cell_sums = _summed_per_hour(hourly_cells(lines_read), hours, cells=F.lit(1), events=F.col("count"))
-    _stage(cells, staging[CELLS.name])
-    views = F.when(F.col("depth_row") == 0, F.col("reached")).otherwise(0)
-    scroll, scroll_sums = _summed_per_hour(scroll_reach(lines_read), hours, scroll_rows=F.lit(1), views=views)
-    _stage(scroll, staging[SCROLL.name])
-    sums = {**cell_sums.get, **scroll_sums.get}
-    figures = {}
-    for hour in hours:
-        figure = HourFigures(hour, lines=int(lines[hour].get["lines"]))
-        for measure in ("cells", "events", "scroll_rows", "views"):
-            setattr(figure, measure, int(sums[f"{measure} {hour:{HOUR_TEXT}}"] or 0))
-        if figure.lines:
-            figures[hour] = figure
-    return figures
+    cells_schema = _stage(hourly_cells(lines_read), staging[CELLS.name])
+    scroll_schema = _stage(scroll_reach(lines_read), staging[SCROLL.name])
+    figures = {hour: HourFigures(hour, lines=int(observed.get["lines"])) for hour, observed in lines.items()}
+    by_id = {f"{hour:{STAGING_HOUR_ID}}": figure for hour, figure in figures.items()}
+    # An explicit schema: a kind without any row left only _SUCCESS, where inference would fail.
+    cells = spark.read.schema(cells_schema).parquet(staging[CELLS.name]).groupBy(STAGING_HOUR_COLUMN)
+    for row in cells.agg(F.count(F.lit(1)).alias("cells"), F.sum("count").alias("events")).collect():
+        figure = by_id[row[STAGING_HOUR_COLUMN]]
+        figure.cells, figure.events = int(row["cells"]), int(row["events"])
+    scroll = spark.read.schema(scroll_schema).parquet(staging[SCROLL.name]).groupBy(STAGING_HOUR_COLUMN)
+    views = F.sum(F.when(F.col("depth_row") == 0, F.col("reached")).otherwise(0)).alias("views")
+    for row in scroll.agg(F.count(F.lit(1)).alias("rows"), views).collect():
+        figure = by_id[row[STAGING_HOUR_COLUMN]]
+        figure.scroll_rows, figure.views = int(row["rows"]), int(row["views"])
+    return {hour: figure for hour, figure in figures.items() if figure.lines}

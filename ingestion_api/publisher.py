@@ -33,11 +33,16 @@ from ingestion_api.observability import OutageLog, log_event
 BATCH_LIFETIME_SHARE = 0.8
 
 
+def batch_lifetime_s(delivery_timeout_s: float) -> float:
+    """How long a batch may live in the producer before it drops it (its ``request_timeout_ms``)."""
+    return delivery_timeout_s * BATCH_LIFETIME_SHARE
+
+
 def verdict_wait_s(delivery_timeout_s: float) -> float:
     """The longest the producer takes to decide a queued record: its batch expires after one request
     timeout, and the attempt in flight then ends within two more (connecting, then the request), plus a
     retry backoff."""
-    return 3 * delivery_timeout_s * BATCH_LIFETIME_SHARE + 1.0
+    return 3 * batch_lifetime_s(delivery_timeout_s) + 1.0
 
 
 class KafkaUnavailable(Exception):
@@ -48,7 +53,6 @@ class KafkaPublisher:
     def __init__(self, settings: Settings):
         self._settings = settings
         self.timeout_s = settings.kafka_delivery_timeout_s
-        self._request_timeout_s = self.timeout_s * BATCH_LIFETIME_SHARE
         self.verdict_wait_s = verdict_wait_s(self.timeout_s)
         self._producer: AIOKafkaProducer | None = None
         self._lock = asyncio.Lock()
@@ -70,7 +74,7 @@ class KafkaPublisher:
             linger_ms=0,
             max_batch_size=512 * 1024,
             # The lifetime of a batch: the producer drops it (a failed delivery, so a 503) once it is older.
-            request_timeout_ms=int(self._request_timeout_s * 1000),
+            request_timeout_ms=int(batch_lifetime_s(self.timeout_s) * 1000),
             retry_backoff_ms=100,
             metadata_max_age_ms=60_000,
         )
