@@ -3,7 +3,8 @@
 ``Event`` carries the field constraints the ingestion API validates with;
 ``RawBatchRecord`` is the versioned Kafka value; ``lake_events`` turns it into
 lines of the raw lake (``LakeEvent``, defined with its columns in
-``heatmap_core.lake_schema``).
+``heatmap_core.lake_schema``). ``lake_events`` is the reference: landing writes
+most records' lines with a native codec tested against it (``landing.lines``).
 """
 
 from __future__ import annotations
@@ -110,12 +111,6 @@ def encode_record(record: RawBatchRecord) -> bytes:
 
 def decode_record(value: bytes) -> RawBatchRecord:
     return _record_decoder.decode(value)
-
-
-# The fields of a lake line that vary from one event of a record to the next (lake_events sets
-# them per event); every other field is the record's, the same in all its lines.
-EVENT_FIELDS = ("event_time", "x_norm", "y_norm", "event_type", "batch_index")
-RECORD_FIELDS = tuple(name for name in LakeEvent.__struct_fields__ if name not in EVENT_FIELDS)
 
 
 def lake_events(record: RawBatchRecord, partition: int, offset: int) -> list[LakeEvent]:

@@ -11,8 +11,10 @@ each annotated with its storage type and a description; a field typed
 - the Dagster table schema of ``raw_events`` (built in heatmap_assets from
   ``LAKE_COLUMNS``, since heatmap_core imports no Dagster).
 
-Adding a column is one new field here (and its value in
-``heatmap_core.events.lake_events``). Lines already in the lake lack it:
+Adding a column is one new field here, its value in
+``heatmap_core.events.lake_events`` (the reference lines), in landing's native
+codec (``native/src/lib.rs``, which tests/landing/test_native.py holds to the
+reference) and in landing's Parquet columns (``landing.parquet``). Lines already in the lake lack it:
 make it nullable, and the readers below see null there.
 
 Readers take columns nullable whatever the writer promises: a malformed or

@@ -3,18 +3,11 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
-from functools import partial
-from itertools import groupby
+from datetime import datetime
+from typing import NamedTuple
 
-import msgspec
-
-from heatmap_core.events import RawBatchRecord, lake_events
-from heatmap_core.lake_schema import LakeEvent
-
-_encoder = msgspec.json.Encoder()
+from landing.lines import RecordLines, Run, from_micros
 
 
 def latest(current: datetime | None, candidate: datetime | None) -> datetime | None:
@@ -23,17 +16,16 @@ def latest(current: datetime | None, candidate: datetime | None) -> datetime | N
     return current
 
 
-def _hour_runs(events: list[LakeEvent], newest: datetime) -> Iterable[tuple[datetime, list[LakeEvent]]]:
-    """The events as runs of one UTC hour each, in order (lake_events gives UTC times).
+class RecordRun(NamedTuple):
+    """One run of a record's lines with the record they come from: a slice of a part's Parquet copy."""
 
-    Per-event work in Python was most of landing's time, so a batch within one hour (nearly all
-    of them) costs two hour computations, and the lines of a run are encoded in one call.
-    """
-    hour_of = partial(datetime.replace, minute=0, second=0, microsecond=0)
-    hour = hour_of(newest)
-    if hour_of(min(event.event_time for event in events)) == hour:
-        return [(hour, events)]
-    return [(hour, list(run)) for hour, run in groupby(events, key=lambda event: hour_of(event.event_time))]
+    record: RecordLines
+    kafka_offset: int
+    run: Run
+
+
+def _newest(current: int | None, candidate: int | None) -> int | None:
+    return candidate if current is None or (candidate is not None and candidate > current) else current
 
 
 @dataclass
@@ -44,12 +36,12 @@ class PartFile:
     client_id: str
     first_offset: int
     last_offset: int
-    # Whole JSON lines, one chunk per encoded run: splitting each run into a bytes object per
+    # Whole JSON lines, one chunk per run: splitting each run into a bytes object per
     # line and joining them again was about a sixth of landing's CPU.
     chunks: list[bytes] = field(default_factory=list)
     events: int = 0  # the lines of the chunks
-    # The same lines, one list per encoded run (one record's lines of the hour): the Parquet copy's columns.
-    runs: list[list[LakeEvent]] = field(default_factory=list)
+    # The same lines as columns, one entry per chunk: the Parquet copy's input.
+    runs: list[RecordRun] = field(default_factory=list)
 
     def json_body(self) -> bytes:
         return b"".join(self.chunks)
@@ -78,21 +70,22 @@ class PartitionBuffer:
     the last committed one, so a flush is identified by (partition, first, last).
     """
 
-    def __init__(self, kafka_partition: int, keep_lines: bool = True):
+    def __init__(self, kafka_partition: int, keep_columns: bool = True):
         self.kafka_partition = kafka_partition
-        # Whether part files keep their lines (``PartFile.runs``) beside the JSON: only the Parquet copy needs them.
-        self.keep_lines = keep_lines
+        # Whether part files keep their runs' columns (``PartFile.runs``): only the Parquet copy needs them.
+        self.keep_columns = keep_columns
         self._clear()
 
     def _clear(self) -> None:
         self.first_offset: int | None = None
         self.last_offset: int | None = None
-        self.files: dict[tuple[datetime, str], PartFile] = {}
+        self.files: dict[tuple[int, str], PartFile] = {}
         self.events = 0
         self.bytes = 0
         self.started_at: float | None = None
-        self.max_event_time: datetime | None = None
-        self.max_received_at: datetime | None = None
+        # Microseconds since the epoch, as the codecs give them.
+        self.max_event_us: int | None = None
+        self.max_received_us: int | None = None
 
     @property
     def empty(self) -> bool:
@@ -101,30 +94,28 @@ class PartitionBuffer:
     def age(self, now: float) -> float:
         return 0.0 if self.started_at is None else now - self.started_at
 
-    def add(self, offset: int, record: RawBatchRecord | None) -> None:
-        """Buffer one record; None stands for a rejected record whose offset is still covered."""
+    def add(self, offset: int, record: RecordLines | None) -> None:
+        """Buffer one record's lines; None stands for a rejected record whose offset is still covered."""
         if self.first_offset is None:
             self.first_offset = offset
             self.started_at = time.monotonic()
         self.last_offset = offset
-        if record is None or not record.events:
+        if record is None or not record.runs:
             return
-        self.max_received_at = latest(self.max_received_at, record.received_at.astimezone(UTC))
-        events = lake_events(record, self.kafka_partition, offset)
-        newest = max(event.event_time for event in events)
-        self.max_event_time = latest(self.max_event_time, newest)
-        for hour, run in _hour_runs(events, newest):
-            part = self.files.get((hour, record.client_id))
+        self.max_received_us = _newest(self.max_received_us, record.received_at_us)
+        self.max_event_us = _newest(self.max_event_us, record.newest_event_us)
+        for run in record.runs:
+            part = self.files.get((run.hour_us, record.client_id))
             if part is None:
-                part = self.files[(hour, record.client_id)] = PartFile(hour, record.client_id, offset, offset)
-            lines = _encoder.encode_lines(run)
+                part = PartFile(from_micros(run.hour_us), record.client_id, offset, offset)
+                self.files[(run.hour_us, record.client_id)] = part
             part.last_offset = offset
-            part.chunks.append(lines)
-            if self.keep_lines:
-                part.runs.append(run)
-            part.events += len(run)
-            self.bytes += len(lines)
-        self.events += len(events)
+            part.chunks.append(run.json_lines)
+            if self.keep_columns:
+                part.runs.append(RecordRun(record, offset, run))
+            part.events += run.events
+            self.bytes += len(run.json_lines)
+            self.events += run.events
 
     def take(self) -> Flush:
         if self.first_offset is None or self.last_offset is None:
@@ -134,8 +125,8 @@ class PartitionBuffer:
             first_offset=self.first_offset,
             last_offset=self.last_offset,
             files=list(self.files.values()),
-            max_event_time=self.max_event_time,
-            max_received_at=self.max_received_at,
+            max_event_time=None if self.max_event_us is None else from_micros(self.max_event_us),
+            max_received_at=None if self.max_received_us is None else from_micros(self.max_received_us),
         )
         self._clear()
         return flush

@@ -38,11 +38,11 @@ from kafka.errors import CommitFailedError, RebalanceInProgressError
 from kafka.structs import OffsetAndMetadata
 from tenacity import retry, retry_if_result, stop_after_delay, wait_fixed
 
-from heatmap_core.events import READABLE_RECORD_VERSIONS, RawBatchRecord, decode_record
 from heatmap_core.lake import PartitionWatermark
 from heatmap_core.settings import Settings
 from landing.buffer import Flush, PartitionBuffer, latest
 from landing.health import HealthServer, StoreHealth
+from landing.lines import RecordLines, record_lines
 from landing.writer import LakeWriter, WrittenFile
 
 log = logging.getLogger("landing")
@@ -249,17 +249,13 @@ class Landing:
         if state is None:
             watermark = self.writer.load_watermark(self.topic, partition)
             state = self.states[partition] = PartitionState(
-                PartitionBuffer(partition, keep_lines="parquet" in self.options.formats), watermark
+                PartitionBuffer(partition, keep_columns="parquet" in self.options.formats), watermark
             )
         return state
 
-    def _decode(self, partition: int, offset: int, value: bytes) -> RawBatchRecord | None:
+    def _lines(self, partition: int, offset: int, value: bytes) -> RecordLines | None:
         try:
-            record = decode_record(value)
-            # Older versions stay readable (a v1 record decodes with no view, device unknown).
-            if record.version not in READABLE_RECORD_VERSIONS:
-                raise ValueError(f"unknown record version {record.version}")
-            return record
+            return record_lines(value, partition, offset)
         except (msgspec.DecodeError, ValueError) as exc:
             key = self.writer.put_rejected(partition, offset, value)
             self.progress.rejected += 1
@@ -290,7 +286,7 @@ class Landing:
                 watermark.flush_first_offset,
                 watermark.flush_last_offset,
             )
-        state.buffer.add(offset, self._decode(partition, offset, value))
+        state.buffer.add(offset, self._lines(partition, offset, value))
         if state.replay_until is not None and offset >= state.replay_until:
             self._flush([partition])
 

@@ -26,7 +26,7 @@ from heatmap_core.s3 import s3_client
 from heatmap_core.settings import Settings
 from landing.buffer import Flush, PartFile
 from landing.health import StoreHealth
-from landing.parquet import parquet_from_lines
+from landing.parquet import parquet_from_runs
 
 CONTENT_TYPES = {"json": "application/x-ndjson", "parquet": "application/vnd.apache.parquet"}
 
@@ -108,7 +108,7 @@ class LakeWriter:
     def _write_part(self, kafka_partition: int, part: PartFile, fmt: str) -> WrittenFile:
         """Encode and store one part file in one format (a pool thread: Arrow's Parquet encoding
         releases the GIL, so it overlaps the other files' uploads and the consumer's work)."""
-        body = part.json_body() if fmt == "json" else parquet_from_lines(part.runs)
+        body = part.json_body() if fmt == "json" else parquet_from_runs(part.runs, kafka_partition)
         key = part_key(
             part.hour,
             part.client_id,

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs everything the project needs, idempotently, saying what it does.
-# Caches: uv's wheel cache (~/.cache/uv), Maven's repository (~/.m2) and the
+# Caches: uv's wheel cache (~/.cache/uv), Cargo's registry (~/.cargo), Maven's repository (~/.m2) and the
 # stack's jars (~/.cache/heatmap/jars), so a second run downloads nothing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -22,6 +22,17 @@ step "Python environment in .venv (locked versions from requirements.lock)"
 [ -x .venv/bin/python ] || uv venv --quiet --python 3.11 .venv
 uv pip install --python .venv/bin/python -r requirements.lock
 uv pip install --quiet --python .venv/bin/python --no-deps -e .
+
+step "landing's native lake-line codec (Rust, native/; crates from crates.io, built by maturin)"
+command -v cargo >/dev/null || { echo "missing cargo: install Rust (https://rustup.rs, or Debian: apt-get install -y cargo)" >&2; exit 1; }
+# Built again only when its sources change (uv would rebuild a local directory on every install).
+native_sources=$(cat native/Cargo.toml native/Cargo.lock native/pyproject.toml native/*.pyi native/src/*.rs | sha256sum | cut -c1-16)
+if [ "$(cat .venv/.heatmap-native 2>/dev/null)" = "$native_sources" ] && .venv/bin/python -c "import heatmap_native" 2>/dev/null; then
+  echo "heatmap-native up to date ($native_sources)"
+else
+  uv pip install --python .venv/bin/python ./native
+  echo "$native_sources" > .venv/.heatmap-native
+fi
 
 step "stack components: Kafka, S3Proxy, hadoop-aws jars (Maven Central); redis-server, chromium (apt); heatmap.js (npm)"
 .venv/bin/python -m infra.stack fetch

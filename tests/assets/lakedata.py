@@ -213,13 +213,25 @@ def rollup(cells: dict[tuple, int], bucket_of) -> dict[tuple, int]:
 
 def write_parquet_part(settings: Settings, hour: datetime, events: list[LakeEvent]) -> Part:
     """One Parquet part file written by landing's own writer, from the lines landing buffers."""
-    from landing.buffer import Flush, PartFile
+    from landing.buffer import Flush, PartFile, RecordRun
+    from landing.lines import RecordLines, lines_run, micros
     from landing.writer import LakeWriter
 
     first = events[0]
-    lines = [_encoder.encode(event) + b"\n" for event in events]
     # Each line a run of its own: the events may come from several records.
-    runs = [[event] for event in events]
+    runs = []
+    for event in events:
+        run = lines_run([event])
+        view = (
+            None
+            if event.view_id is None
+            else (event.view_id, event.viewport_w, event.viewport_h, event.screen_w, event.screen_h)
+        )
+        # The line's own fields as its record's, nulls included (a line may come from before v2).
+        fields = (event.client_id, event.screen_id, event.batch_id, micros(event.received_at), event.device, view)
+        record = RecordLines(*fields, None, [run])  # type: ignore[arg-type]
+        runs.append(RecordRun(record, event.kafka_offset, run))
+    lines = [run.run.json_lines for run in runs]
     part = PartFile(hour, first.client_id, first.kafka_offset, events[-1].kafka_offset, lines, len(lines), runs)
     flush = Flush(first.kafka_partition, part.first_offset, part.last_offset, [part], None, None)
     writer = LakeWriter(settings, ("parquet",))

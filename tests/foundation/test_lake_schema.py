@@ -10,7 +10,7 @@ import msgspec
 import pyarrow.parquet as pq
 
 from heatmap_core import lake
-from heatmap_core.events import Event, PageView, RawBatchRecord
+from heatmap_core.events import Event, PageView, RawBatchRecord, encode_record
 from heatmap_core.lake_schema import (
     COUNTED_COLUMNS,
     EVENT_KEY,
@@ -26,7 +26,8 @@ from heatmap_core.lake_schema import (
 from heatmap_core.s3 import s3_client
 from heatmap_core.timeutil import as_utc
 from landing.buffer import PartitionBuffer
-from landing.parquet import parquet_from_lines
+from landing.lines import record_lines
+from landing.parquet import parquet_from_runs
 
 NAMES = (
     "client_id",
@@ -67,7 +68,7 @@ def _landed_part():
         device="mobile",
     )
     buffer = PartitionBuffer(kafka_partition=3)
-    buffer.add(41, record)
+    buffer.add(41, record_lines(encode_record(record), 3, 41))
     (part,) = buffer.take().files
     events = [msgspec.json.decode(line, type=LakeEvent) for line in part.json_body().splitlines()]
     return part, events
@@ -118,7 +119,7 @@ def test_landing_writes_exactly_the_definition():
     part, events = _landed_part()
     for line in part.json_body().splitlines():
         assert tuple(msgspec.json.decode(line)) == NAMES
-    parquet = pq.read_table(io.BytesIO(parquet_from_lines(part.runs)))
+    parquet = pq.read_table(io.BytesIO(parquet_from_runs(part.runs, 3)))
     assert parquet.schema == arrow_schema()
     assert [LakeEvent(**row) for row in parquet.to_pylist()] == events
 
@@ -130,7 +131,7 @@ def test_spark_and_clickhouse_read_what_landing_writes(settings, spark):
     from heatmap_core.clickhouse import clickhouse
 
     part, events = _landed_part()
-    bodies = {"json": part.json_body(), "parquet": parquet_from_lines(part.runs)}
+    bodies = {"json": part.json_body(), "parquet": parquet_from_runs(part.runs, 3)}
     expected = sorted(tuple(getattr(e, name) for name in NAMES) for e in events)
     client = s3_client(settings)
     for fmt, body in bodies.items():

@@ -10,10 +10,11 @@ from datetime import UTC, datetime, timedelta, timezone
 import msgspec
 import pyarrow.parquet as pq
 
-from heatmap_core.events import Event, LakeEvent, PageView, RawBatchRecord
+from heatmap_core.events import Event, LakeEvent, PageView, RawBatchRecord, encode_record
 from heatmap_core.lake import PartitionWatermark, lake_watermark
 from landing.buffer import PartitionBuffer
-from landing.parquet import LAKE_SCHEMA, parquet_from_lines
+from landing.lines import RecordLines, record_lines
+from landing.parquet import LAKE_SCHEMA, parquet_from_runs
 
 CET = timezone(timedelta(hours=1))
 
@@ -28,13 +29,16 @@ def _record(client_id: str, *times: datetime) -> RawBatchRecord:
     )
 
 
+def _lines(record: RawBatchRecord, partition: int, offset: int) -> RecordLines:
+    return record_lines(encode_record(record), partition, offset)
+
+
 def test_a_batch_straddling_an_hour_goes_to_two_files_in_utc():
     buffer = PartitionBuffer(kafka_partition=2)
-    buffer.add(
-        7, _record("acme", datetime(2026, 2, 2, 10, 59, 59, tzinfo=CET), datetime(2026, 2, 2, 10, 0, tzinfo=UTC))
-    )
+    straddling = _record("acme", datetime(2026, 2, 2, 10, 59, 59, tzinfo=CET), datetime(2026, 2, 2, 10, 0, tzinfo=UTC))
+    buffer.add(7, _lines(straddling, 2, 7))
     buffer.add(8, None)  # a rejected record still belongs to the range
-    buffer.add(9, _record("globex", datetime(2026, 2, 2, 9, 30, tzinfo=UTC)))
+    buffer.add(9, _lines(_record("globex", datetime(2026, 2, 2, 9, 30, tzinfo=UTC)), 2, 9))
     flush = buffer.take()
 
     assert (flush.kafka_partition, flush.first_offset, flush.last_offset, flush.events) == (2, 7, 9, 3)
@@ -58,23 +62,25 @@ def test_a_batch_straddling_an_hour_goes_to_two_files_in_utc():
 def test_the_parquet_copy_holds_exactly_the_json_lines_of_each_part():
     """Several records per part, a batch across an hour, v1 and v2 records (the v2 columns null in v1 lines)."""
     buffer = PartitionBuffer(kafka_partition=4)
-    buffer.add(
-        10, _record("acme", datetime(2026, 2, 2, 10, 59, 59, tzinfo=CET), datetime(2026, 2, 2, 10, 0, 0, 5, tzinfo=UTC))
+    straddling = _record(
+        "acme", datetime(2026, 2, 2, 10, 59, 59, tzinfo=CET), datetime(2026, 2, 2, 10, 0, 0, 5, tzinfo=UTC)
     )
+    buffer.add(10, _lines(straddling, 4, 10))
     v2 = _record("acme", datetime(2026, 2, 2, 9, 15, tzinfo=UTC), datetime(2026, 2, 2, 9, 16, tzinfo=UTC))
     v2.view = PageView(view_id="view-0002", viewport_w=800, viewport_h=600, screen_w=800, screen_h=2400)
     v2.device, v2.batch_id, v2.events[1].event_type = "tablet", "b-v2", "click"
-    buffer.add(11, v2)
-    buffer.add(12, _record("globex", datetime(2026, 2, 2, 9, 30, tzinfo=UTC)))
+    buffer.add(11, _lines(v2, 4, 11))
+    buffer.add(12, _lines(_record("globex", datetime(2026, 2, 2, 9, 30, tzinfo=UTC)), 4, 12))
     parts = {(p.hour.hour, p.client_id): p for p in buffer.take().files}
 
     assert {key: len(part.runs) for key, part in parts.items()} == {(9, "acme"): 2, (10, "acme"): 1, (9, "globex"): 1}
     for part in parts.values():
         lines = [msgspec.json.decode(line, type=LakeEvent) for line in part.json_body().splitlines()]
-        table = pq.read_table(io.BytesIO(parquet_from_lines(part.runs)))
+        table = pq.read_table(io.BytesIO(parquet_from_runs(part.runs, 4)))
         assert table.schema == LAKE_SCHEMA
         assert [LakeEvent(**row) for row in table.to_pylist()] == lines
-    assert [(e.kafka_offset, e.batch_index, e.device, e.view_id) for run in parts[(9, "acme")].runs for e in run] == [
+    lines = [msgspec.json.decode(line, type=LakeEvent) for line in parts[(9, "acme")].json_body().splitlines()]
+    assert [(e.kafka_offset, e.batch_index, e.device, e.view_id) for e in lines] == [
         (10, 0, "unknown", None),
         (11, 0, "tablet", "view-0002"),
         (11, 1, "tablet", "view-0002"),

@@ -5,8 +5,10 @@ from __future__ import annotations
 from collections import Counter
 from datetime import UTC, datetime
 
+from heatmap_core.events import encode_record
 from heatmap_core.lake import PartitionWatermark, parse_part_key
 from landing.buffer import PartitionBuffer
+from landing.lines import record_lines
 from landing.writer import LakeWriter
 from tests.landing.conftest import event_row, expected_rows, list_keys, make_records, produce, read_lake, wait_landed
 
@@ -20,7 +22,7 @@ def test_uncommitted_flush_is_replayed_onto_the_same_keys(settings, start_landin
     buffer = PartitionBuffer(crashed_partition)
     for record, (partition, offset) in zip(records, origins, strict=True):
         if partition == crashed_partition:
-            buffer.add(offset, record)
+            buffer.add(offset, record_lines(encode_record(record), partition, offset))
     flush = buffer.take()
     writer = LakeWriter(settings, ("json", "parquet"))
     writer.put_watermarks(
