@@ -5,12 +5,14 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import NamedTuple
+from typing import NamedTuple, TypeVar
 
 from landing.lines import RecordLines, Run, from_micros
 
+Moment = TypeVar("Moment", datetime, int)  # a datetime, or microseconds since the epoch
 
-def latest(current: datetime | None, candidate: datetime | None) -> datetime | None:
+
+def latest(current: Moment | None, candidate: Moment | None) -> Moment | None:
     if current is None or (candidate is not None and candidate > current):
         return candidate
     return current
@@ -22,10 +24,6 @@ class RecordRun(NamedTuple):
     record: RecordLines
     kafka_offset: int
     run: Run
-
-
-def _newest(current: int | None, candidate: int | None) -> int | None:
-    return candidate if current is None or (candidate is not None and candidate > current) else current
 
 
 @dataclass
@@ -102,8 +100,8 @@ class PartitionBuffer:
         self.last_offset = offset
         if record is None or not record.runs:
             return
-        self.max_received_us = _newest(self.max_received_us, record.received_at_us)
-        self.max_event_us = _newest(self.max_event_us, record.newest_event_us)
+        self.max_received_us = latest(self.max_received_us, record.received_at_us)
+        self.max_event_us = latest(self.max_event_us, record.newest_event_us)
         for run in record.runs:
             part = self.files.get((run.hour_us, record.client_id))
             if part is None:

@@ -29,8 +29,13 @@ from heatmap_core.lake_schema import LakeEvent
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 HOUR_US = 3_600_000_000
 _encoder = msgspec.json.Encoder()
-# The native codec codes event types by their place in this tuple.
-assert tuple(heatmap_native.EVENT_TYPES) == EVENT_TYPES
+# The native codec codes event types by their place in this tuple: a build from other sources would
+# label every event wrongly, so it must not load.
+if tuple(heatmap_native.EVENT_TYPES) != EVENT_TYPES:
+    raise ImportError(
+        f"heatmap_native codes event types as {heatmap_native.EVENT_TYPES}, heatmap_core as {EVENT_TYPES}: "
+        "rebuild it with scripts/bootstrap.sh"
+    )
 
 
 class Run(NamedTuple):
@@ -88,7 +93,11 @@ def record_lines(value: bytes, partition: int, offset: int) -> RecordLines:
     # Older versions stay readable (a v1 record decodes with no view, device unknown).
     if record.version not in READABLE_RECORD_VERSIONS:
         raise ValueError(f"unknown record version {record.version}")
-    return reference_lines(record, partition, offset)
+    try:
+        return reference_lines(record, partition, offset)
+    except OverflowError as exc:
+        # An offset can carry a valid time past year 9999 or before year 1 in UTC.
+        raise ValueError(f"a time of the record is out of range in UTC ({exc})") from exc
 
 
 def _packed(code: str, values: list) -> bytes:

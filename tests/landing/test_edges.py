@@ -7,7 +7,7 @@ import re
 import signal
 import time
 import uuid
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta, timezone
 
 import msgspec
 import pytest
@@ -33,7 +33,11 @@ def test_undecodable_records_are_kept_under_rejected_and_the_rest_lands(settings
     records = make_records(events=40, per_record=10, clients=("acme",), screens=("home_v1",))
     good_before = produce(settings, records[:2])
     unknown_version = encode_record(msgspec.structs.replace(records[0], version=99))
-    bad_values = [b"not json at all", unknown_version]
+    # A valid time that lands before year 1 in UTC: once a crash that replayed it forever.
+    before_year_one = encode_record(
+        msgspec.structs.replace(records[0], received_at=datetime(1, 1, 1, tzinfo=timezone(timedelta(hours=1))))
+    )
+    bad_values = [b"not json at all", unknown_version, before_year_one]
     bad = send_raw(settings, bad_values, key=records[0].key)
     good_after = produce(settings, records[2:])
 

@@ -118,6 +118,11 @@ EVENT = '{"event_time":"2026-01-01T00:00:00Z","x_norm":0.5,"y_norm":0.5}'
         + b"]}",
         b'{"client_id":"a","screen_id":"s","batch_id":"b","received_at":"2026-01-01T00:00:00Z","events":[],'
         b'"view":{"view_id":"short","viewport_w":1,"viewport_h":1,"screen_w":1,"screen_h":1}}',
+        # valid times that fall before year 1 or after year 9999 in UTC
+        b'{"client_id":"a","screen_id":"s","batch_id":"b","received_at":"0001-01-01T00:59:59+01:00","events":[]}',
+        b'{"client_id":"a","screen_id":"s","batch_id":"b","received_at":"2026-01-01T00:00:00Z","events":['
+        + EVENT.replace("2026-01-01T00:00:00Z", "9999-12-31T23:30:00-00:31").encode()
+        + b"]}",
     ],
 )
 def test_what_the_reference_rejects_the_native_codec_does_not_take(value):
