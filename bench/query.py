@@ -44,7 +44,7 @@ def run(settings: Settings) -> list[Result]:
         def via_api() -> None:
             response = http.get(f"{url}/heatmap/daily", params=params)
             response.raise_for_status()
-            assert len(response.json()["cells"]) == len(rows)
+            assert len(response.json()["cells"]["count"]) == len(rows)
 
         via_api()
         api_ms = median_seconds(via_api, REQUESTS) * 1000

@@ -33,7 +33,7 @@ from query_api.dimensions import ALL, DeviceFilter, Selection, TypeFilter
 from query_api.models import (
     BucketList,
     BucketSpan,
-    Cell,
+    CellColumns,
     ClientList,
     Freshness,
     Heatmap,
@@ -139,14 +139,14 @@ class ScreenReads:
 
     def bucket(self, span: Span) -> Response[Heatmap]:
         # The cells arrive encoded (msgspec.Raw); the field's annotation is the schema OpenAPI shows.
-        cells = cast("list[Cell]", self.store.cells(self.selection, [span]))
+        cells = cast("CellColumns", self.store.cells(self.selection, [span]))
         body = Heatmap(cells=cells, type=self.selection.type, device=self.selection.device)
         return cached_json(self.request, body, span.end, self.settings)
 
     def range(self, start: datetime, end: datetime) -> Response[RangeHeatmap]:
         spans, cells = self.store.range_cells(self.selection, start, end)
         body = RangeHeatmap(
-            cells=cast("list[Cell]", cells),
+            cells=cast("CellColumns", cells),
             type=self.selection.type,
             device=self.selection.device,
             start=start,

@@ -82,11 +82,16 @@ function explain(status, detail) {
 const getJson = async (path) => (await api(path)).json();
 const query = (params) => new URLSearchParams(params).toString();
 
+// A cells answer's three columns as one object per cell, which the views draw and export.
+const cellsOf = (columns) => columns.count.map((count, i) => ({ cell_x: columns.cell_x[i], cell_y: columns.cell_y[i], count }));
+
 // A map answer with whether it can still change: the API says no-cache until its bucket is final.
 async function getAnswer(path) {
   const response = await api(path);
   const text = await response.text();
-  return { body: JSON.parse(text), text, live: /no-cache/.test(response.headers.get("Cache-Control") || "") };
+  const body = JSON.parse(text);
+  if (body.cells) body.cells = cellsOf(body.cells);
+  return { body, text, live: /no-cache/.test(response.headers.get("Cache-Control") || "") };
 }
 
 // ---------------------------------------------------------------- selection and URL

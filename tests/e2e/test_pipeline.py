@@ -31,6 +31,7 @@ from heatmap_core.settings import Settings
 from heatmap_core.timeutil import hour_start
 from infra import supervisor
 from infra.programs import APP_PROGRAMS, PROGRAMS
+from tests.answers import cell_counts
 from tests.conftest import day_of, free_port, week_of
 from tests.ingestion.demo_session import (
     DESKTOP,
@@ -81,7 +82,7 @@ def _get(url: str, params: dict) -> dict:
 def _cells(url: str, params: dict) -> Counter:
     body = _get(url, params)
     assert (body["grid_w"], body["grid_h"]) == (100, 200)
-    return Counter({(cell["cell_x"], cell["cell_y"]): cell["count"] for cell in body["cells"]})
+    return cell_counts(body)
 
 
 def _reach(url: str, params: dict) -> dict[int, tuple[int, int]]:

@@ -10,7 +10,8 @@ import pytest
 from litestar.testing import TestClient
 
 from query_api.app import create_app
-from query_api.models import Cell, Heatmap
+from query_api.models import CellColumns, Heatmap
+from tests.answers import cell_counts
 from tests.query.conftest import (
     CLIENT,
     DAY,
@@ -28,9 +29,7 @@ from tests.query.conftest import (
 
 def cells_of(body: dict) -> Cells:
     assert (body["grid_w"], body["grid_h"]) == (100, 200)
-    keys = [(c["cell_x"], c["cell_y"]) for c in body["cells"]]
-    assert len(keys) == len(set(keys)), "a cell appears twice"
-    return Cells({(c["cell_x"], c["cell_y"]): c["count"] for c in body["cells"]})
+    return cell_counts(body)
 
 
 def z(moment: datetime) -> str:
@@ -59,18 +58,20 @@ def test_hourly_daily_weekly_return_exactly_the_rows(api: TestClient, dataset: D
 
 def test_cells_written_by_clickhouse_are_msgspecs_bytes_and_etag(api: TestClient, dataset: Dataset):
     """ClickHouse writes the cells' JSON (HeatmapStore.cells): the body must be byte for byte what
-    msgspec writes for the Cell structs of the known rows, so answers and ETags stay as they were."""
+    msgspec writes for the CellColumns of the known rows, in (cell_x, cell_y) order, so answers and
+    ETags are the same whoever writes them."""
     reads: list[tuple[str, dict[str, str | int], datetime | None, datetime | None]] = [
         ("/heatmap/hourly", {"dt": f"{WEEK:%Y-%m-%d}", "hour": 10}, WEEK + 10 * HOUR, WEEK + 11 * HOUR),
         ("/heatmap/daily", {"dt": f"{WEEK:%Y-%m-%d}"}, WEEK, WEEK + DAY),
         ("/heatmap/weekly", {"week_start": f"{WEEK:%Y-%m-%d}"}, WEEK, WEEK + 7 * DAY),
-        ("/heatmap/daily", {"dt": "2025-02-01"}, None, None),  # no rows: []
+        ("/heatmap/daily", {"dt": "2025-02-01"}, None, None),  # no rows: three empty columns
     ]
     for path, params, start, end in reads:
         response = api.get(path, params={"client_id": CLIENT, "screen_id": SCREEN, **params})
         expected = dataset.hours(CLIENT, SCREEN, start, end) if start and end else {}
         assert bool(expected) == bool(start)
-        cells = [Cell(x, y, count) for (x, y), count in sorted(expected.items())]
+        ordered = sorted(expected.items())
+        cells = CellColumns([x for (x, _), _ in ordered], [y for (_, y), _ in ordered], [n for _, n in ordered])
         body = msgspec.json.encode(Heatmap(cells=cells))
         assert response.content == body
         assert response.headers["etag"] == f'"{hashlib.sha256(body).hexdigest()[:32]}"'
@@ -85,10 +86,7 @@ def test_hot_hour_is_exact(api: TestClient, dataset: Dataset):
         "grid_h": 200,
         "type": "all",
         "device": "all",
-        "cells": [
-            {"cell_x": 25, "cell_y": 40, "count": 500},
-            {"cell_x": 26, "cell_y": 40, "count": 200},
-        ],
+        "cells": {"cell_x": [25, 26], "cell_y": [40, 40], "count": [500, 200]},
     }
 
 
@@ -100,7 +98,13 @@ def test_unknown_ids_and_empty_buckets_give_an_empty_map(api: TestClient, datase
     ):
         response = api.get("/heatmap/daily", params=params)
         assert response.status_code == 200
-        assert response.json() == {"grid_w": 100, "grid_h": 200, "type": "all", "device": "all", "cells": []}
+        assert response.json() == {
+            "grid_w": 100,
+            "grid_h": 200,
+            "type": "all",
+            "device": "all",
+            "cells": {"cell_x": [], "cell_y": [], "count": []},
+        }
 
 
 @pytest.mark.parametrize(

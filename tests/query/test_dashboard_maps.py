@@ -16,6 +16,7 @@ import pytest
 from heatmap_core.clickhouse import clickhouse, replace_bucket
 from heatmap_core.schema import TABLES
 from heatmap_core.timeutil import naive_utc
+from tests.answers import cell_counts
 from tests.conftest import day_of
 from tests.query.conftest import CLIENT, HOUR, SCROLL_VIEWS, WEEK, Counts, Dataset, View, write_dataset
 from tests.query.test_dashboard import CANVAS_CELL, GREY, PNG_AT, is_grey, solid_png, wait_ready
@@ -315,7 +316,7 @@ def test_exports_hold_the_view(browser, live_api, dataset, artifacts_dir):
             params={"client_id": CLIENT, "screen_id": SCREEN, "dt": f"{HOT:%Y-%m-%d}", "hour": HOT.hour},
         ).json()
         assert csv[0] == "cell_x,cell_y,count"
-        assert csv[1:] == [f"{c['cell_x']},{c['cell_y']},{c['count']}" for c in api["cells"]]
+        assert csv[1:] == [f"{x},{y},{n}" for (x, y), n in cell_counts(api).items()]
 
         with page.expect_download() as download:
             page.click("#export-png")

@@ -19,6 +19,7 @@ from heatmap_core.schema import DAILY, HOURLY, BucketTable
 from heatmap_core.settings import Settings
 from query_api.app import create_app
 from query_api.caching import final_before
+from tests.answers import cell_counts
 
 READ_KEY = "acme-read-secret"
 OTHER_KEY = "globex-read-secret"
@@ -46,7 +47,7 @@ def hourly(api: TestClient, hour: datetime, key: str = READ_KEY, **filters: str)
 
 def cells_of(answer) -> dict[tuple[int, int], int]:
     assert answer.status_code == 200, answer.text
-    return {(c["cell_x"], c["cell_y"]): c["count"] for c in answer.json()["cells"]}
+    return cell_counts(answer.json())
 
 
 def app_for(settings: Settings, entries: int = 64) -> TestClient:

@@ -151,7 +151,7 @@ class HourReader:
             while not self._stop.is_set():
                 answer = http.get("/heatmap/hourly", params=params)
                 if answer.status_code == 200:
-                    self.totals[sum(cell["count"] for cell in answer.json()["cells"])] += 1
+                    self.totals[sum(answer.json()["cells"]["count"])] += 1
                     self.statuses["200"] += 1
                 elif answer.status_code == 503 and not answer.headers.get("retry-after"):
                     self.statuses["503 without Retry-After"] += 1

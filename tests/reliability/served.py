@@ -22,6 +22,7 @@ from heatmap_core.grid import cell_of
 from heatmap_core.settings import Settings
 from heatmap_core.timeutil import hour_start
 from query_api.app import create_app
+from tests.answers import cell_counts
 from tests.assets.runs import run
 from tests.landing.conftest import LandingProcess, wait_landed
 
@@ -87,8 +88,8 @@ def served_cells(settings: Settings, keys: Iterable[CellKey]) -> Counter[CellKey
                 },
             )
             assert answer.status_code == 200, answer.text
-            for cell in answer.json()["cells"]:
-                served[(client_id, screen_id, hour, event_type, cell["cell_x"], cell["cell_y"])] += cell["count"]
+            for (x, y), count in cell_counts(answer.json()).items():
+                served[(client_id, screen_id, hour, event_type, x, y)] += count
     return served
 
 
