@@ -157,8 +157,8 @@ class HeatmapStore:
 
         ClickHouse writes it, not Python: building, encoding and freeing 20,000 cells one object at
         a time was about 40% of the API's CPU for a warm read of a day that can still change.
-        ``groupArray`` keeps the order of its input, the sorted sums: one stream of at most the
-        grid's 20,000 rows, which ClickHouse aggregates as it comes.
+        ``groupArray`` keeps the order of its input, the sorted sums: ClickHouse keeps a sort under an
+        aggregate that depends on order and merges the sorted streams into the one it aggregates.
         """
         query = span_sum_sql(self._database, TABLES, selection, spans, ("cell_x", "cell_y"))
         if query is None:  # no bucket to sum: nothing to ask ClickHouse
