@@ -85,7 +85,7 @@ def served_total(settings: Settings, client: str, screen: str, dt: str) -> int:
         timeout=10,
     )
     response.raise_for_status()
-    return sum(cell["count"] for cell in response.json()["cells"])
+    return sum(response.json()["cells"]["count"])
 
 
 def served_totals(settings: Settings, keys) -> dict[tuple[str, str, str], int]:
