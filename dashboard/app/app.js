@@ -82,8 +82,12 @@ function explain(status, detail) {
 const getJson = async (path) => (await api(path)).json();
 const query = (params) => new URLSearchParams(params).toString();
 
-// A cells answer's three columns as one object per cell, which the views draw and export.
-const cellsOf = (columns) => columns.count.map((count, i) => ({ cell_x: columns.cell_x[i], cell_y: columns.cell_y[i], count }));
+// A cells answer's three columns as one object per cell, which the views draw and export. An answer
+// in the shape before 2026-11-27 (a list of cells) may still come from the browser's cache for a
+// day (a final answer's max-age): it is used as it is.
+const cellsOf = (columns) => (Array.isArray(columns)
+  ? columns
+  : columns.count.map((count, i) => ({ cell_x: columns.cell_x[i], cell_y: columns.cell_y[i], count })));
 
 // A map answer with whether it can still change: the API says no-cache until its bucket is final.
 async function getAnswer(path) {

@@ -8,6 +8,7 @@ import zlib
 
 import pytest
 
+from tests.answers import cell_counts
 from tests.query.conftest import CLIENT, HOUR, READ_KEY, SCREEN, WEEK
 
 HOT_HOUR = WEEK + 10 * HOUR  # cells (25, 40): 500 and (26, 40): 200, nothing else
@@ -113,6 +114,31 @@ def test_dashboard_draws_heat_over_blank_then_screenshot(browser, live_api, data
         assert is_grey(on_empty), on_empty  # the screenshot shows through where there is no heat
         assert not is_grey(on_hot), on_hot  # and the heat is drawn over it where there is
         page.screenshot(path=str(artifacts_dir / "query-dashboard.png"), full_page=True)
+    finally:
+        page.close()
+
+
+@pytest.mark.browser
+def test_dashboard_draws_an_answer_cached_in_the_shape_before_columns(browser, live_api, dataset):
+    """A final answer stays in a browser's cache for a day: one from before cells became columns
+    (a list of cells) must still draw. The page gets the hot hour in that shape."""
+    old_shape = [{"cell_x": 25, "cell_y": 40, "count": 500}, {"cell_x": 26, "cell_y": 40, "count": 200}]
+
+    def cached_before(route) -> None:
+        answer = route.fetch().json()
+        assert cell_counts(answer) == {(25, 40): 500, (26, 40): 200}  # the live answer: columns
+        route.fulfill(json={**answer, "cells": old_shape})
+
+    page = browser.new_page()
+    try:
+        page.route("**/heatmap/hourly?*", cached_before)
+        page.goto(
+            f"{live_api}/dashboard/?client={CLIENT}&screen={SCREEN}&grain=hour&bucket={HOT_HOUR:%Y-%m-%dT%H:%M:%SZ}"
+        )
+        wait_ready(page)
+        assert page.text_content("#max") == "500" and page.text_content("#total") == "700"
+        assert page.text_content("#cells") == "2"
+        assert page.evaluate(CELL_PIXELS, [25, 40])["maxAlpha"] > 0
     finally:
         page.close()
 
