@@ -11,15 +11,18 @@ The same rule keeps answers in the process (``FinalReads``): a read whose
 buckets are all final is answered once by ClickHouse and then from memory, so
 a dashboard flipping between past days pays only the answer's encoding. A range
 that ends in recent buckets keeps which of its final days and weeks have
-rollups, and asks ClickHouse only about the recent ones (and the cells).
+rollups, and plans its recent ones from what the last read saw, which the
+read of the cells checks in the same query.
 """
 
 from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterable
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from functools import lru_cache
+from typing import Protocol, TypeVar
 
 import msgspec
 from litestar import Request, Response
@@ -31,7 +34,7 @@ from heatmap_core.timeutil import BUCKET_LENGTH
 from query_api.auth import READ_KEY_HEADER
 from query_api.buckets import ROLLUP_GRAINS, Grain, Span, midnight, plan_range
 from query_api.dimensions import Selection
-from query_api.store import HeatmapStore, Tables
+from query_api.store import HeatmapStore, PlannedOn, Presence, RollupWindow, StalePlan, Tables
 
 SETTLE = timedelta(hours=6)
 FINAL_MAX_AGE_S = 86400
@@ -72,6 +75,25 @@ def cached_json(request: Request, body: msgspec.Struct, end: datetime, settings:
     return Response(content=payload, media_type="application/json", headers=headers)
 
 
+Answer = TypeVar("Answer", covariant=True)
+
+
+class PlannedRead(Protocol[Answer]):
+    """``HeatmapStore.cells`` or ``.scroll``: a read of spans, checking the rollups they were planned on."""
+
+    def __call__(self, selection: Selection, spans: Iterable[Span], planned_on: PlannedOn | None) -> Answer: ...
+
+
+@dataclass
+class _Seen:
+    """The rollups the last read of a screen's recent windows saw present; None before any read.
+    Replaced whole, so threads sharing it see one set or the other."""
+
+    screen: Selection
+    windows: tuple[RollupWindow, ...]
+    present: Presence | None = None
+
+
 class FinalReads:
     """The store's map reads (cells and scroll reach, of buckets or of a range), with the answers of
     final buckets kept in process.
@@ -85,7 +107,8 @@ class FinalReads:
     - At most ``entries`` answers per kind are kept; the least recently used goes first.
     - A range that is not final is planned from the rollups present in ClickHouse
       (``plan_range``): which final days and weeks have one is kept per screen and
-      window (``final_before`` splits the range), the recent rest is asked each time.
+      window (``final_before`` splits the range); the recent rest is planned from what the last
+      read of it saw, and checked by the read itself (``_recent_range``).
     - Tenant isolation is not decided here: the route's guard refuses a client before any read.
 
     The answers are shared between requests, so nobody may change the lists returned (scroll reach;
@@ -100,6 +123,7 @@ class FinalReads:
         self._range_cells = lru_cache(maxsize=entries)(store.range_cells)
         self._range_scroll = lru_cache(maxsize=entries)(store.range_scroll)
         self._presence = lru_cache(maxsize=entries)(store.presence)
+        self._recent_seen = lru_cache(maxsize=entries)(_Seen)
 
     def _final(self, end: datetime) -> bool:
         return is_final(end, self._settings)
@@ -117,29 +141,44 @@ class FinalReads:
     def range_cells(self, selection: Selection, start: datetime, end: datetime) -> tuple[list[Span], msgspec.Raw]:
         if self._final(end):
             return self._range_cells(selection, start, end)
-        spans = self._recent_plan(TABLES, selection, start, end)
-        return spans, self._store.cells(selection, spans)
+        return self._recent_range(TABLES, self._store.cells, selection, start, end)
 
     def range_scroll(
         self, selection: Selection, start: datetime, end: datetime
     ) -> tuple[list[Span], list[tuple[int, int, int]]]:
         if self._final(end):
             return self._range_scroll(selection, start, end)
-        spans = self._recent_plan(SCROLL_TABLES, selection, start, end)
-        return spans, self._store.scroll(selection, spans)
+        return self._recent_range(SCROLL_TABLES, self._store.scroll, selection, start, end)
 
-    def _recent_plan(self, tables: Tables, selection: Selection, start: datetime, end: datetime) -> list[Span]:
-        """``plan_range`` of [start, end), the presence of the rollups before ``final_before`` kept."""
+    def _recent_range(
+        self, tables: Tables, read: PlannedRead[Answer], selection: Selection, start: datetime, end: datetime
+    ) -> tuple[list[Span], Answer]:
+        """``read`` of [start, end) as ``plan_range`` covers it, from the rollups present in ClickHouse.
+
+        The range's windows before ``final_before`` (of each rollup grain) can no longer change: their
+        presence is kept. Those after it are planned from what the last read of them saw, and the read
+        checks that in the same query (``PlannedOn``); only when a rollup was written or dropped
+        there since does it take a query of its own and a second read.
+        """
         screen = Selection(selection.client_id, selection.screen_id)  # presence ignores the filter
         final, recent = [], []
         for grain in ROLLUP_GRAINS:
             split = min(max(start, final_before(grain, self._settings)), end)
             final.append((tables[grain], start, split))
             recent.append((tables[grain], split, end))
-        present = self._presence(screen, tuple(final)) | self._store.presence(screen, recent)
-        return plan_range(start, end, present)
+        final_present = self._presence(screen, tuple(final))
+        seen = self._recent_seen(screen, tuple(recent))
+        if (present := seen.present) is not None:
+            spans = plan_range(start, end, final_present | present)
+            try:
+                return spans, read(selection, spans, PlannedOn(screen, tuple(recent), present))
+            except StalePlan:
+                pass  # ask which rollups are there now
+        seen.present = present = self._store.presence(screen, recent)
+        spans = plan_range(start, end, final_present | present)
+        return spans, read(selection, spans, None)
 
     def kept(self) -> int:
         """How many answers are kept, all kinds together."""
-        caches = (self._cells, self._scroll, self._range_cells, self._range_scroll, self._presence)
+        caches = (self._cells, self._scroll, self._range_cells, self._range_scroll, self._presence, self._recent_seen)
         return sum(cache.cache_info().currsize for cache in caches)

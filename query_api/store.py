@@ -10,11 +10,14 @@ depth row) over the spans.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 import msgspec
+from clickhouse_connect.driver.exceptions import DatabaseError
 
 from heatmap_core.clickhouse import clickhouse
 from heatmap_core.schema import SCROLL_TABLES, TABLES, WRITE_LOG, BucketTable
@@ -23,7 +26,7 @@ from heatmap_core.sql import in_window, time_array_parameter, time_parameter
 from heatmap_core.timeutil import BUCKET_LENGTH, as_utc, naive_utc
 from query_api.buckets import EARLIEST, ROLLUP_GRAINS, Grain, Span, plan_range
 from query_api.dimensions import Selection
-from query_api.models import BucketSummary, ScreenDimensions
+from query_api.models import BucketSummary, CellColumns, ScreenDimensions
 
 # ClickHouse writes a map read's cells as the JSON of ``models.CellColumns``, byte for byte what
 # msgspec would write (fields in order, no spaces, counts as numbers): one row of three arrays, whose
@@ -33,11 +36,96 @@ CELLS_JSON_SETTINGS = {
     "format_template_resultset_format": "${data}",
     "format_template_row_format": '{"cell_x":${cell_x:Raw},"cell_y":${cell_y:Raw},"count":${count:Raw}}',
 }
-NO_CELLS = b'{"cell_x":[],"cell_y":[],"count":[]}'
+NO_CELLS = msgspec.json.encode(CellColumns(cell_x=[], cell_y=[], count=[]))
 
 
 Tables = Mapping[str, BucketTable]  # grain -> table of one kind: schema.TABLES or schema.SCROLL_TABLES
 RollupWindow = tuple[BucketTable, datetime, datetime]  # a weekly or daily table and a [lo, hi) of bucket starts
+Presence = frozenset[tuple[str, datetime]]  # (grain, bucket_start) of rollup buckets written for a screen
+
+
+@dataclass(frozen=True)
+class PlannedOn:
+    """The rollups a range's plan took as present in some windows, seen by an earlier read: the read
+    made from the plan checks them itself (``plan_check_sql``) and refuses with ``StalePlan``."""
+
+    screen: Selection
+    windows: tuple[RollupWindow, ...]
+    present: Presence
+
+
+class StalePlan(RuntimeError):
+    """The windows of ``PlannedOn`` no longer hold the rollups the plan was made from: nothing was read."""
+
+
+# ClickHouse's code for a throwIf that threw (FUNCTION_THROW_IF_VALUE_IS_NON_ZERO): the plan check's.
+_THREW = 395
+
+
+def presence_sql(
+    database: str, screen: Selection, windows: Iterable[RollupWindow]
+) -> tuple[str, dict[str, Any]] | None:
+    """The query of the (grain, bucket_start) of the rollup buckets written for the screen whose start
+    lies in one of ``windows`` (a weekly or daily table and a [lo, hi) each; an empty one is skipped),
+    and its parameters; None when every window is empty.
+
+    Presence ignores the type and device filter: a rollup is written whole,
+    so one without the filtered rows holds none of them, and is still exact.
+    It costs about as much as summing the buckets it finds: ClickHouse opens
+    every partition (bucket) inside the windows.
+    """
+    where, selected = Selection(screen.client_id, screen.screen_id).where([])
+    parameters: dict[str, Any] = dict(selected)
+    parts = []
+    for index, (table, lo, hi) in enumerate(windows):
+        if lo < hi:
+            parameters |= {f"lo{index}": naive_utc(lo), f"hi{index}": naive_utc(hi)}
+            parts.append(
+                f"SELECT DISTINCT '{table.grain}' AS grain, bucket_start FROM `{database}`.`{table.name}`"
+                f" WHERE {where} AND {in_window(time_parameter(f'lo{index}'), time_parameter(f'hi{index}'))}"
+            )
+    return (" UNION ALL ".join(parts), parameters) if parts else None
+
+
+def plan_check_sql(database: str, planned_on: PlannedOn) -> tuple[str, dict[str, Any]] | None:
+    """A column for a one-row read that throws unless the windows of ``planned_on`` hold exactly the
+    rollups it names (None when its windows are empty: nothing can have changed), and its parameters.
+
+    ClickHouse runs the scalar subquery once, before the read, so a plan made from an earlier read's
+    presence costs no round trip of its own; the presence and the buckets are read as close together
+    as by two queries in a row.
+    """
+    query = presence_sql(database, planned_on.screen, planned_on.windows)
+    if query is None:
+        return None
+    present, parameters = query
+    planned = sorted(planned_on.present)
+    parameters |= {
+        "planned_grains": [grain for grain, _ in planned],
+        "planned_starts": [naive_utc(start) for _, start in planned],
+    }
+    seen = f"(SELECT arraySort(groupArray((grain, bucket_start))) FROM ({present}))"
+    expected = f"arraySort(arrayZip({{planned_grains:Array(String)}}, {time_array_parameter('planned_starts')}))"
+    return f"throwIf({seen} != {expected}, 'the rollups changed since the range was planned')", parameters
+
+
+def as_columns(sums: str, columns: Sequence[str], check: str | None = None) -> str:
+    """One row holding each of ``columns`` of the ``sums`` query as an array, in the order of its rows
+    (``groupArray`` keeps the order of its input: ClickHouse keeps a sort under an aggregate that
+    depends on order and merges the sorted streams into the one it aggregates); ``check`` (a
+    ``plan_check_sql`` column) rides along."""
+    arrays = [f"groupArray({column}) AS {column}" for column in columns]
+    return f"SELECT {', '.join([*arrays, *([f'{check} AS plan_check'] if check else [])])} FROM ({sums})"
+
+
+@contextmanager
+def _plan_checked() -> Iterator[None]:
+    try:
+        yield
+    except DatabaseError as exc:
+        if exc.code == _THREW:
+            raise StalePlan(str(exc)) from exc
+        raise
 
 
 def span_sum_sql(
@@ -121,29 +209,13 @@ class HeatmapStore:
         """``select`` (with a ``{table}`` slot) over the three cell tables."""
         return " UNION ALL ".join(select.format(table=self._table(table)) for table in TABLES.values())
 
-    def presence(self, screen: Selection, windows: Iterable[RollupWindow]) -> frozenset[tuple[str, datetime]]:
-        """The (grain, bucket_start) of the rollup buckets written for the screen whose start lies in
-        one of ``windows`` (a weekly or daily table and a [lo, hi) each; an empty one is skipped).
-
-        Presence ignores the type and device filter: a rollup is written whole,
-        so one without the filtered rows holds none of them, and is still exact.
-        It costs about as much as summing the buckets it finds: ClickHouse opens
-        every partition (bucket) inside the windows.
-        """
-        where, selected = Selection(screen.client_id, screen.screen_id).where([])
-        parameters: dict[str, Any] = dict(selected)
-        parts = []
-        for index, (table, lo, hi) in enumerate(windows):
-            if lo < hi:
-                parameters |= {f"lo{index}": naive_utc(lo), f"hi{index}": naive_utc(hi)}
-                parts.append(
-                    f"SELECT DISTINCT '{table.grain}', bucket_start FROM {self._table(table)} WHERE {where}"
-                    f" AND {in_window(time_parameter(f'lo{index}'), time_parameter(f'hi{index}'))}"
-                )
-        if not parts:
+    def presence(self, screen: Selection, windows: Iterable[RollupWindow]) -> Presence:
+        """``presence_sql``'s rollup buckets."""
+        query = presence_sql(self._database, screen, windows)
+        if query is None:
             return frozenset()
         with clickhouse(self._settings) as client:
-            present = client.query(" UNION ALL ".join(parts), parameters=parameters).result_rows
+            present = client.query(*query).result_rows
         return frozenset((grain, as_utc(moment)) for grain, moment in present)
 
     def _plan(self, tables: Tables, selection: Selection, start: datetime, end: datetime) -> list[Span]:
@@ -151,40 +223,58 @@ class HeatmapStore:
         windows = [(tables[grain], start, end) for grain in ROLLUP_GRAINS]
         return plan_range(start, end, self.presence(selection, windows))
 
-    def cells(self, selection: Selection, spans: Iterable[Span]) -> msgspec.Raw:
+    def _columns_query(
+        self,
+        tables: Tables,
+        selection: Selection,
+        spans: Iterable[Span],
+        position: tuple[str, ...],
+        planned_on: PlannedOn | None,
+    ) -> tuple[str, dict[str, Any]] | None:
+        """The one-row read of the kind's sums per ``position`` over ``spans`` (``as_columns``: the
+        position and the measures as arrays), checking ``planned_on`` when given; None when there is
+        no bucket to sum."""
+        query = span_sum_sql(self._database, tables, selection, spans, position)
+        if query is None:
+            return None
+        sums, parameters = query
+        check = plan_check_sql(self._database, planned_on) if planned_on is not None else None
+        if check is not None:
+            parameters |= check[1]
+        measures = next(iter(tables.values())).kind.measures
+        return as_columns(sums, (*position, *measures), check and check[0]), parameters
+
+    def cells(self, selection: Selection, spans: Iterable[Span], planned_on: PlannedOn | None = None) -> msgspec.Raw:
         """Summed cells of every bucket inside ``spans``, ordered by (cell_x, cell_y): the JSON of
         ``models.CellColumns``, written by ClickHouse (msgspec embeds it as it is in an answer).
+        ``StalePlan`` when the spans were planned on rollups (``planned_on``) no longer there.
 
         ClickHouse writes it, not Python: building, encoding and freeing 20,000 cells one object at
         a time was about 40% of the API's CPU for a warm read of a day that can still change.
-        ``groupArray`` keeps the order of its input, the sorted sums: ClickHouse keeps a sort under an
-        aggregate that depends on order and merges the sorted streams into the one it aggregates.
         """
-        query = span_sum_sql(self._database, TABLES, selection, spans, ("cell_x", "cell_y"))
+        query = self._columns_query(TABLES, selection, spans, ("cell_x", "cell_y"), planned_on)
         if query is None:  # no bucket to sum: nothing to ask ClickHouse
             return msgspec.Raw(NO_CELLS)
-        sums, parameters = query
-        columns = ", ".join(f"groupArray({column}) AS {column}" for column in ("cell_x", "cell_y", "count"))
-        with clickhouse(self._settings) as client:
-            answer = client.raw_query(
-                f"SELECT {columns} FROM ({sums})", parameters, settings=CELLS_JSON_SETTINGS, fmt=CELLS_JSON_FORMAT
-            )
-        return msgspec.Raw(answer)
+        with clickhouse(self._settings) as client, _plan_checked():
+            return msgspec.Raw(client.raw_query(*query, settings=CELLS_JSON_SETTINGS, fmt=CELLS_JSON_FORMAT))
 
     def range_cells(self, selection: Selection, start: datetime, end: datetime) -> tuple[list[Span], msgspec.Raw]:
         spans = self._plan(TABLES, selection, start, end)
         return spans, self.cells(selection, spans)
 
-    def scroll(self, selection: Selection, spans: Iterable[Span]) -> list[tuple[int, int, int]]:
-        """Summed ``(depth_row, reached, folds)`` of every bucket inside ``spans``, ordered by depth_row."""
+    def scroll(
+        self, selection: Selection, spans: Iterable[Span], planned_on: PlannedOn | None = None
+    ) -> list[tuple[int, int, int]]:
+        """Summed ``(depth_row, reached, folds)`` of every bucket inside ``spans``, ordered by depth_row;
+        ``StalePlan`` as for ``cells``."""
         # Columns, not rows: clickhouse-connect decodes the native format column by column, and
         # turning rows into tuples one value at a time cost three times the query itself.
-        query = span_sum_sql(self._database, SCROLL_TABLES, selection, spans, ("depth_row",))
+        query = self._columns_query(SCROLL_TABLES, selection, spans, ("depth_row",), planned_on)
         if query is None:
             return []
-        with clickhouse(self._settings) as client:
-            columns: Sequence[Sequence[int]] = client.query(*query).result_columns
-        return list(zip(*columns, strict=True))
+        with clickhouse(self._settings) as client, _plan_checked():
+            depth_rows, reached, folds, *_check = client.query(*query).result_rows[0]
+        return list(zip(depth_rows, reached, folds, strict=True))
 
     def range_scroll(
         self, selection: Selection, start: datetime, end: datetime

@@ -12,13 +12,18 @@ import time
 from datetime import UTC, datetime, timedelta
 
 import clickhouse_connect
+import msgspec
+import pytest
 from litestar.testing import TestClient
 
 from heatmap_core.clickhouse import apply_schema, clickhouse, replace_bucket
 from heatmap_core.schema import DAILY, HOURLY, BucketTable
 from heatmap_core.settings import Settings
 from query_api.app import create_app
+from query_api.buckets import Span
 from query_api.caching import final_before
+from query_api.dimensions import Selection
+from query_api.store import HeatmapStore, PlannedOn, StalePlan
 from tests.answers import cell_counts
 
 READ_KEY = "acme-read-secret"
@@ -95,11 +100,13 @@ def test_the_cache_is_bounded_and_drops_the_least_recently_used(settings):
         assert cells_of(hourly(api, hours[2])) == {(2, 2): 100}
 
 
-def test_a_recent_range_keeps_which_final_days_have_rollups_and_asks_about_the_recent_ones(settings):
-    """The presence of a range's final rollups is kept, that of its recent ones asked every time.
+def test_a_recent_range_keeps_its_final_rollups_and_checks_its_recent_ones_in_the_read(settings, monkeypatch):
+    """The presence of a range's final rollups is kept; that of its recent ones is taken from the last
+    read and checked by the next read itself, which asks again only when a rollup came or went.
 
     Each day holds one cell in an hour and another in its daily rollup (unequal on purpose, so the
-    answer tells which table answered); then both rollups are dropped under the cache.
+    answer tells which table answered); then both rollups are dropped under the cache, and the
+    recent one written again.
     """
     today = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
     final_day, recent_day = final_before("day", settings) - timedelta(days=1), today - timedelta(days=1)
@@ -108,19 +115,52 @@ def test_a_recent_range_keeps_which_final_days_have_rollups_and_asks_about_the_r
         write_bucket(settings, DAILY, day, {day_cell: 5})
     params = {"client_id": "acme", "screen_id": "home_v1", "from": f"{final_day:%Y-%m-%dT%H:%M:%SZ}"}
     params["to"] = f"{today:%Y-%m-%dT%H:%M:%SZ}"
+    # A spy: ClickHouse still answers every presence query, counted here.
+    asked: list[int] = []
+    presence = HeatmapStore.presence
 
-    def read_range(api: TestClient) -> tuple[dict[tuple[int, int], int], list[str]]:
+    def counted(*args):
+        asked.append(1)
+        return presence(*args)
+
+    monkeypatch.setattr(HeatmapStore, "presence", counted)
+
+    def read_range(api: TestClient) -> tuple[dict[tuple[int, int], int], list[str], int]:
+        asked.clear()
         answer = api.get("/heatmap/range", params=params, headers={"X-Read-Key": READ_KEY})
-        return cells_of(answer), [span["grain"] for span in answer.json()["buckets"]]
+        return cells_of(answer), [span["grain"] for span in answer.json()["buckets"]], len(asked)
 
     with app_for(settings) as api:
-        assert read_range(api) == ({(2, 2): 5, (4, 4): 5}, ["day", "hour", "day"])
+        # The first read asks about the final windows and the recent ones; the next one about neither.
+        assert read_range(api) == ({(2, 2): 5, (4, 4): 5}, ["day", "hour", "day"], 2)
+        assert read_range(api) == ({(2, 2): 5, (4, 4): 5}, ["day", "hour", "day"], 0)
         for day in (final_day, recent_day):
             write_bucket(settings, DAILY, day, {})  # no rows: the rollup's partition is dropped
-        # The final day is still read from its (now empty) rollup; the recent day from its hours.
-        assert read_range(api) == ({(3, 3): 1}, ["day", "hour"])
+        # The final day is still read from its (now empty) rollup; the recent day, whose rollup the
+        # read found gone, from its hours after asking again.
+        assert read_range(api) == ({(3, 3): 1}, ["day", "hour"], 1)
+        assert read_range(api) == ({(3, 3): 1}, ["day", "hour"], 0)
+        write_bucket(settings, DAILY, recent_day, {(4, 4): 7})  # a rollup written since: asked again
+        assert read_range(api) == ({(4, 4): 7}, ["day", "hour", "day"], 1)
     with app_for(settings) as api:  # a new process asks ClickHouse again
-        assert read_range(api) == ({(1, 1): 1, (3, 3): 1}, ["hour"])
+        assert read_range(api) == ({(1, 1): 1, (4, 4): 7}, ["hour", "day"], 2)
+
+
+def test_a_read_planned_on_rollups_no_longer_there_reads_nothing(settings):
+    """``PlannedOn``: the cells and the scroll reach of a plan are read only while the windows hold
+    exactly the rollups it was made from; otherwise ``StalePlan``, whichever way they differ."""
+    day = FINAL_HOUR.replace(hour=0)
+    write_bucket(settings, DAILY, day, {(4, 4): 5})
+    store, screen = HeatmapStore(settings), Selection("acme", "home_v1")
+    windows = ((DAILY, day, day + timedelta(days=1)),)
+    spans = [Span("day", day, day + timedelta(days=1))]
+    planned = PlannedOn(screen, windows, frozenset({("day", day)}))
+    assert cell_counts({"cells": msgspec.json.decode(store.cells(screen, spans, planned))}) == {(4, 4): 5}
+    assert store.scroll(screen, spans, planned) == []  # no scroll rows in the rollup, and no refusal
+    for wrong in (frozenset(), frozenset({("day", day), ("day", day + timedelta(days=1))})):
+        for read in (store.cells, store.scroll):
+            with pytest.raises(StalePlan, match="the rollups changed since the range was planned"):
+                read(screen, spans, PlannedOn(screen, windows, wrong))
 
 
 def test_a_read_does_not_wait_behind_a_long_statement(settings):
