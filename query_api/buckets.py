@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from typing import Literal
 
-from heatmap_core.timeutil import BUCKET_LENGTH, as_utc, is_week_start
+from heatmap_core.timeutil import BUCKET_LENGTH, as_utc, day_start, is_week_start, week_start
 
 Grain = Literal["hour", "day", "week"]
 # The grains a range may take whole buckets of, coarsest first (``plan_range``); each starts at midnight.
@@ -97,6 +97,23 @@ def range_bounds(start: datetime, end: datetime) -> tuple[datetime, datetime]:
     if end - start > MAX_RANGE:
         raise BadParameter("to", f"a range may span at most {MAX_RANGE.days} days")
     return start, end
+
+
+def fitting_starts(grain: Grain, lo: datetime, hi: datetime, end: datetime) -> tuple[datetime, datetime]:
+    """The starts in [lo, hi) of the ``grain`` buckets that end by ``end``, as a window [first, after)
+    (empty when first >= after): of a range ending at ``end``, ``plan_range`` can take no other
+    bucket of the grain, so only these need their presence asked.
+
+    For a range ending today this leaves out the open day and week, and the weeks starting
+    less than seven days before ``end``: often every weekly bucket, and then the weekly table
+    is not read at all.
+    """
+    length = BUCKET_LENGTH[grain]
+    first = week_start(lo) if grain == "week" else day_start(lo)  # the start of the bucket holding lo
+    if first < lo:
+        first += length
+    # Bucket starts are whole hours: s + length <= end is s < end - length + 1 hour.
+    return first, min(hi, end - length + BUCKET_LENGTH["hour"])
 
 
 def plan_range(start: datetime, end: datetime, rollups: AbstractSet[tuple[str, datetime]]) -> list[Span]:

@@ -32,7 +32,7 @@ from heatmap_core.schema import SCROLL_TABLES, TABLES
 from heatmap_core.settings import Settings
 from heatmap_core.timeutil import BUCKET_LENGTH
 from query_api.auth import READ_KEY_HEADER
-from query_api.buckets import ROLLUP_GRAINS, Grain, Span, midnight, plan_range
+from query_api.buckets import ROLLUP_GRAINS, Grain, Span, fitting_starts, midnight, plan_range
 from query_api.dimensions import Selection
 from query_api.store import HeatmapStore, PlannedOn, Presence, RollupWindow, StalePlan, Tables
 
@@ -164,8 +164,8 @@ class FinalReads:
         final, recent = [], []
         for grain in ROLLUP_GRAINS:
             split = min(max(start, final_before(grain, self._settings)), end)
-            final.append((tables[grain], start, split))
-            recent.append((tables[grain], split, end))
+            final.append((tables[grain], *fitting_starts(grain, start, split, end)))
+            recent.append((tables[grain], *fitting_starts(grain, split, end, end)))
         final_present = self._presence(screen, tuple(final))
         seen = self._recent_seen(screen, tuple(recent))
         if (present := seen.present) is not None:

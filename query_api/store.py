@@ -24,7 +24,7 @@ from heatmap_core.schema import SCROLL_TABLES, TABLES, WRITE_LOG, BucketTable
 from heatmap_core.settings import Settings
 from heatmap_core.sql import in_window, time_array_parameter, time_parameter
 from heatmap_core.timeutil import BUCKET_LENGTH, as_utc, naive_utc
-from query_api.buckets import EARLIEST, ROLLUP_GRAINS, Grain, Span, plan_range
+from query_api.buckets import EARLIEST, ROLLUP_GRAINS, Grain, Span, fitting_starts, plan_range
 from query_api.dimensions import Selection
 from query_api.models import BucketSummary, CellColumns, ScreenDimensions
 
@@ -220,7 +220,7 @@ class HeatmapStore:
 
     def _plan(self, tables: Tables, selection: Selection, start: datetime, end: datetime) -> list[Span]:
         """Plan [start, end) over the weekly and daily buckets of ``tables`` that were written for the screen."""
-        windows = [(tables[grain], start, end) for grain in ROLLUP_GRAINS]
+        windows = [(tables[grain], *fitting_starts(grain, start, end, end)) for grain in ROLLUP_GRAINS]
         return plan_range(start, end, self.presence(selection, windows))
 
     def _columns_query(

@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from heatmap_core.timeutil import BUCKET_LENGTH
-from query_api.buckets import BadParameter, plan_range, range_bounds, week_bucket
+from query_api.buckets import ROLLUP_GRAINS, BadParameter, fitting_starts, plan_range, range_bounds, week_bucket
 
 ORIGIN = datetime(2026, 2, 1, tzinfo=UTC)  # a Sunday
 HOUR = timedelta(hours=1)
@@ -45,6 +45,36 @@ def test_plan_tiles_the_range_with_present_rollups_and_is_minimal(case):
             assert ("week", bucket_start) in buckets
     # Adjacent spans never share a grain (they would have been merged).
     assert all(a.grain != b.grain for a, b in pairwise(spans))
+
+
+@settings(max_examples=300, deadline=None)
+@given(ranges_and_rollups(), st.integers(0, 24 * 21))
+def test_the_plan_needs_the_presence_of_fitting_buckets_only(case, split_hours):
+    """Presence asked only over ``fitting_starts`` windows (split anywhere, as final and recent
+    windows are) plans the range exactly as the presence of every rollup does."""
+    start, end, present = case
+    split = min(start + split_hours * HOUR, end)
+    windows = [
+        (*fitting_starts(grain, lo, hi, end), grain)
+        for grain in ROLLUP_GRAINS
+        for lo, hi in ((start, split), (split, end))
+    ]
+    seen = {(grain, s) for grain, s in present for lo, hi, g in windows if g == grain and lo <= s < hi}
+    assert plan_range(start, end, seen) == plan_range(start, end, present)
+
+
+def test_fitting_starts_leave_out_buckets_that_end_after_the_range():
+    wednesday = ORIGIN + timedelta(days=3)  # ORIGIN is a Sunday
+    # A range ending on a Wednesday: weeks starting up to seven days before it fit (here the one
+    # Sunday of the window, ORIGIN - 7 days), days up to the day before it.
+    last_week = fitting_starts("week", ORIGIN - timedelta(days=9), wednesday, wednesday)
+    assert last_week == (ORIGIN - timedelta(days=7), wednesday - timedelta(days=7) + HOUR)
+    assert fitting_starts("day", ORIGIN + HOUR, wednesday, wednesday) == (
+        ORIGIN + timedelta(days=1),
+        wednesday - timedelta(days=1) + HOUR,
+    )
+    first, after = fitting_starts("week", ORIGIN + HOUR, wednesday, wednesday)
+    assert first >= after  # no week fits: the weekly table need not be read
 
 
 def test_range_bounds():
