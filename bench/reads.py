@@ -157,7 +157,7 @@ def _reference_sql(settings: Settings, answer: dict, read: Read) -> tuple[str, d
             Span(grains[u["grain"]], datetime.fromisoformat(u["start"]), datetime.fromisoformat(u["end"]))
             for u in answer["buckets"]
         ]
-    query = span_sum_sql(settings.clickhouse_database, TABLES, SELECTION, spans, ("cell_x", "cell_y"))
+    query = span_sum_sql(settings.clickhouse_database, TABLES, SELECTION, spans)
     assert query is not None
     return query
 

@@ -55,6 +55,7 @@ class TableKind:
     columns: tuple[BucketColumn, ...]
     key: tuple[str, ...]  # one row per key: the sort key too
     measures: tuple[str, ...]  # additive columns: a rollup sums them over the finer buckets
+    map_position: tuple[str, ...]  # where a map puts the measures: a cell, or a depth row
 
     @property
     def column_names(self) -> list[str]:
@@ -84,6 +85,7 @@ CELLS = TableKind(
     ),
     key=("client_id", "screen_id", "event_type", "device", "bucket_start", "cell_x", "cell_y"),
     measures=("count",),
+    map_position=("cell_x", "cell_y"),
 )
 SCROLL = TableKind(
     "scroll",
@@ -98,6 +100,7 @@ SCROLL = TableKind(
     ),
     key=("client_id", "screen_id", "device", "bucket_start", "depth_row"),
     measures=("reached", "folds"),
+    map_position=("depth_row",),
 )
 
 

@@ -28,7 +28,7 @@ from heatmap_http.params import single_valued
 from heatmap_http.problems import RequestRejected, exception_handlers, problem_response
 from query_api.auth import READ_KEY_HEADER, SECURITY_COMPONENTS
 from query_api.buckets import BadParameter
-from query_api.caching import FinalReads
+from query_api.caching import FinalReads, RollupsChanging
 from query_api.models import Health
 from query_api.routes import CLICKHOUSE_RETRY_AFTER_S, HeatmapController, ScreenshotController, ScrollController
 from query_api.screenshots import ScreenshotStore
@@ -64,6 +64,12 @@ def _on_clickhouse_unavailable(request: Request, exc: OperationalError) -> Respo
         request,
         RequestRejected(503, "ClickHouse unavailable; retry after Retry-After", retry_after_s=CLICKHOUSE_RETRY_AFTER_S),
     )
+
+
+def _on_rollups_changing(request: Request, exc: RollupsChanging) -> Response[Any]:
+    # Rollups written or dropped between each plan and its read: the next attempt reads the new ones.
+    logger.warning("rollups_changing on %s %s: %s", request.method, request.url.path, exc)
+    return problem_response(request, RequestRejected(503, f"{exc}; retry after Retry-After", retry_after_s=1))
 
 
 def _freeze_startup_objects() -> None:
@@ -109,6 +115,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
             **exception_handlers(metrics.unhandled),
             BadParameter: _on_bad_parameter,
             OperationalError: _on_clickhouse_unavailable,
+            RollupsChanging: _on_rollups_changing,
         },
         cors_config=CORSConfig(
             allow_origins=settings.cors_origin_list,

@@ -34,9 +34,12 @@ from heatmap_core.timeutil import BUCKET_LENGTH
 from query_api.auth import READ_KEY_HEADER
 from query_api.buckets import ROLLUP_GRAINS, Grain, Span, fitting_starts, midnight, plan_range
 from query_api.dimensions import Selection
-from query_api.store import HeatmapStore, PlannedOn, Presence, RollupWindow, StalePlan, Tables
+from query_api.store import HeatmapStore, PlannedOn, RollupWindow, StalePlan, Tables
 
 SETTLE = timedelta(hours=6)
+# Reads of a range whose recent rollups changed under the last one (a rollup is written once a day
+# per screen and grain, so a second attempt is rare and a third rarer still).
+PLAN_ATTEMPTS = 3
 FINAL_MAX_AGE_S = 86400
 
 
@@ -85,13 +88,20 @@ class PlannedRead(Protocol[Answer]):
 
 
 @dataclass
-class _Seen:
-    """The rollups the last read of a screen's recent windows saw present; None before any read.
-    Replaced whole, so threads sharing it see one set or the other."""
+class _LastPlan:
+    """What the last read of a screen's recent windows planned on; None before any read, or after a
+    read found it stale. Replaced whole, so threads sharing it see one plan or the other."""
 
-    screen: Selection
-    windows: tuple[RollupWindow, ...]
-    present: Presence | None = None
+    planned_on: PlannedOn | None = None
+
+
+def _no_plan_yet(_screen: Selection, _windows: tuple[RollupWindow, ...]) -> _LastPlan:
+    """A new holder; ``lru_cache`` keeps one per screen and recent windows."""
+    return _LastPlan()
+
+
+class RollupsChanging(RuntimeError):
+    """Every attempt at a range found its recent rollups changed between asking and reading them."""
 
 
 class FinalReads:
@@ -123,7 +133,7 @@ class FinalReads:
         self._range_cells = lru_cache(maxsize=entries)(store.range_cells)
         self._range_scroll = lru_cache(maxsize=entries)(store.range_scroll)
         self._presence = lru_cache(maxsize=entries)(store.presence)
-        self._recent_seen = lru_cache(maxsize=entries)(_Seen)
+        self._last_plans = lru_cache(maxsize=entries)(_no_plan_yet)
 
     def _final(self, end: datetime) -> bool:
         return is_final(end, self._settings)
@@ -158,7 +168,9 @@ class FinalReads:
         The range's windows before ``final_before`` (of each rollup grain) can no longer change: their
         presence is kept. Those after it are planned from what the last read of them saw, and the read
         checks that in the same query (``PlannedOn``); only when a rollup was written or dropped
-        there since does it take a query of its own and a second read.
+        there since does it take a query of its own and a second read, itself checked: each answer is
+        read on the rollups its plan was made from. ``RollupsChanging`` after ``PLAN_ATTEMPTS`` such
+        reads.
         """
         screen = Selection(selection.client_id, selection.screen_id)  # presence ignores the filter
         final, recent = [], []
@@ -167,18 +179,21 @@ class FinalReads:
             final.append((tables[grain], *fitting_starts(grain, start, split, end)))
             recent.append((tables[grain], *fitting_starts(grain, split, end, end)))
         final_present = self._presence(screen, tuple(final))
-        seen = self._recent_seen(screen, tuple(recent))
-        if (present := seen.present) is not None:
-            spans = plan_range(start, end, final_present | present)
+        recent_windows = tuple(recent)
+        last = self._last_plans(screen, recent_windows)
+        for _ in range(PLAN_ATTEMPTS):
+            planned_on = last.planned_on
+            if planned_on is None:
+                planned_on = PlannedOn(screen, recent_windows, self._store.presence(screen, recent_windows))
+                last.planned_on = planned_on
+            spans = plan_range(start, end, final_present | planned_on.present)
             try:
-                return spans, read(selection, spans, PlannedOn(screen, tuple(recent), present))
+                return spans, read(selection, spans, planned_on)
             except StalePlan:
-                pass  # ask which rollups are there now
-        seen.present = present = self._store.presence(screen, recent)
-        spans = plan_range(start, end, final_present | present)
-        return spans, read(selection, spans, None)
+                last.planned_on = None  # a rollup came or went: ask which are there now
+        raise RollupsChanging(f"the rollups of the range changed under each of {PLAN_ATTEMPTS} reads")
 
     def kept(self) -> int:
         """How many answers are kept, all kinds together."""
-        caches = (self._cells, self._scroll, self._range_cells, self._range_scroll, self._presence, self._recent_seen)
+        caches = (self._cells, self._scroll, self._range_cells, self._range_scroll, self._presence, self._last_plans)
         return sum(cache.cache_info().currsize for cache in caches)

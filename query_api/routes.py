@@ -96,7 +96,10 @@ class ImageDownload(Operation):
 CLICKHOUSE_RETRY_AFTER_S = 5
 # Every route that reads ClickHouse may answer this while the server is down or restarting.
 _CLICKHOUSE_DOWN = documented(
-    {503: "ClickHouse unreachable (down or restarting): nothing read; retry after Retry-After (seconds)."}
+    {
+        503: "ClickHouse unreachable (down or restarting), or a range's rollups rewritten under each attempt"
+        " to read it: nothing read; retry after Retry-After (seconds)."
+    }
 )
 _SECURED: dict[str, Any] = {
     "guards": [client_guard],

@@ -109,13 +109,19 @@ def plan_check_sql(database: str, planned_on: PlannedOn) -> tuple[str, dict[str,
     return f"throwIf({seen} != {expected}, 'the rollups changed since the range was planned')", parameters
 
 
-def as_columns(sums: str, columns: Sequence[str], check: str | None = None) -> str:
-    """One row holding each of ``columns`` of the ``sums`` query as an array, in the order of its rows
-    (``groupArray`` keeps the order of its input: ClickHouse keeps a sort under an aggregate that
-    depends on order and merges the sorted streams into the one it aggregates); ``check`` (a
-    ``plan_check_sql`` column) rides along."""
-    arrays = [f"groupArray({column}) AS {column}" for column in columns]
-    return f"SELECT {', '.join([*arrays, *([f'{check} AS plan_check'] if check else [])])} FROM ({sums})"
+def as_columns(
+    sums: tuple[str, dict[str, Any]], columns: Sequence[str], check: tuple[str, dict[str, Any]] | None = None
+) -> tuple[str, dict[str, Any]]:
+    """The query of one row holding each of ``columns`` of the ``sums`` query as an array, in the order
+    of its rows, and its parameters (``groupArray`` keeps the order of its input: ClickHouse keeps a
+    sort under an aggregate that depends on order and merges the sorted streams into the one it
+    aggregates); ``check`` (a ``plan_check_sql`` column and its parameters) rides along."""
+    sql, parameters = sums
+    selected = [f"groupArray({column}) AS {column}" for column in columns]
+    if check is not None:
+        selected.append(f"{check[0]} AS plan_check")
+        parameters = parameters | check[1]
+    return f"SELECT {', '.join(selected)} FROM ({sql})", parameters
 
 
 @contextmanager
@@ -129,16 +135,18 @@ def _plan_checked() -> Iterator[None]:
 
 
 def span_sum_sql(
-    database: str, tables: Tables, selection: Selection, spans: Iterable[Span], position: tuple[str, ...]
+    database: str, tables: Tables, selection: Selection, spans: Iterable[Span]
 ) -> tuple[str, dict[str, Any]] | None:
-    """The query summing the kind's measures per ``position`` over every bucket inside ``spans``
-    (None when there are none), and its parameters; rows come ordered by ``position``."""
+    """The query summing the kind's measures per map position (a cell, a depth row) over every
+    bucket inside ``spans`` (None when there are none), and its parameters; rows come ordered by
+    position."""
     by_grain: dict[str, list[Span]] = {}
     for span in spans:
         by_grain.setdefault(span.grain, []).append(span)
     if not by_grain:
         return None
-    measures = next(iter(tables.values())).kind.measures
+    kind = next(iter(tables.values())).kind
+    position, measures = kind.map_position, kind.measures
     columns = ", ".join((*position, *measures))
     parts = []
     parameters: dict[str, Any] = {}
@@ -224,25 +232,16 @@ class HeatmapStore:
         return plan_range(start, end, self.presence(selection, windows))
 
     def _columns_query(
-        self,
-        tables: Tables,
-        selection: Selection,
-        spans: Iterable[Span],
-        position: tuple[str, ...],
-        planned_on: PlannedOn | None,
+        self, tables: Tables, selection: Selection, spans: Iterable[Span], planned_on: PlannedOn | None
     ) -> tuple[str, dict[str, Any]] | None:
-        """The one-row read of the kind's sums per ``position`` over ``spans`` (``as_columns``: the
-        position and the measures as arrays), checking ``planned_on`` when given; None when there is
-        no bucket to sum."""
-        query = span_sum_sql(self._database, tables, selection, spans, position)
-        if query is None:
+        """The one-row read of the kind's sums over ``spans`` (``as_columns``: the map position and the
+        measures as arrays), checking ``planned_on`` when given; None when there is no bucket to sum."""
+        sums = span_sum_sql(self._database, tables, selection, spans)
+        if sums is None:
             return None
-        sums, parameters = query
+        kind = next(iter(tables.values())).kind
         check = plan_check_sql(self._database, planned_on) if planned_on is not None else None
-        if check is not None:
-            parameters |= check[1]
-        measures = next(iter(tables.values())).kind.measures
-        return as_columns(sums, (*position, *measures), check and check[0]), parameters
+        return as_columns(sums, (*kind.map_position, *kind.measures), check)
 
     def cells(self, selection: Selection, spans: Iterable[Span], planned_on: PlannedOn | None = None) -> msgspec.Raw:
         """Summed cells of every bucket inside ``spans``, ordered by (cell_x, cell_y): the JSON of
@@ -252,7 +251,7 @@ class HeatmapStore:
         ClickHouse writes it, not Python: building, encoding and freeing 20,000 cells one object at
         a time was about 40% of the API's CPU for a warm read of a day that can still change.
         """
-        query = self._columns_query(TABLES, selection, spans, ("cell_x", "cell_y"), planned_on)
+        query = self._columns_query(TABLES, selection, spans, planned_on)
         if query is None:  # no bucket to sum: nothing to ask ClickHouse
             return msgspec.Raw(NO_CELLS)
         with clickhouse(self._settings) as client, _plan_checked():
@@ -269,7 +268,7 @@ class HeatmapStore:
         ``StalePlan`` as for ``cells``."""
         # Columns, not rows: clickhouse-connect decodes the native format column by column, and
         # turning rows into tuples one value at a time cost three times the query itself.
-        query = self._columns_query(SCROLL_TABLES, selection, spans, ("depth_row",), planned_on)
+        query = self._columns_query(SCROLL_TABLES, selection, spans, planned_on)
         if query is None:
             return []
         with clickhouse(self._settings) as client, _plan_checked():

@@ -146,6 +146,50 @@ def test_a_recent_range_keeps_its_final_rollups_and_checks_its_recent_ones_in_th
         assert read_range(api) == ({(1, 1): 1, (4, 4): 7}, ["hour", "day"], 2)
 
 
+def _range_with_a_racing_writer(settings, monkeypatch, toggles: int):
+    """A range over yesterday, whose daily rollup a writer drops or writes again right after each of
+    the first ``toggles`` presence queries that look at it (between the plan and its read); the
+    answer, and how many presence queries looked at yesterday."""
+    today = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+    yesterday = today - timedelta(days=1)
+    write_hour(settings, yesterday + timedelta(hours=10), {(3, 3): 1})
+    write_bucket(settings, DAILY, yesterday, {(4, 4): 5})
+    presence = HeatmapStore.presence
+    looked: list[int] = []
+
+    def racing(store, screen, windows):
+        present = presence(store, screen, windows)
+        if any(table is DAILY and lo <= yesterday < hi for table, lo, hi in windows):
+            looked.append(1)
+            if len(looked) <= toggles:
+                write_bucket(settings, DAILY, yesterday, {} if ("day", yesterday) in present else {(4, 4): 5})
+        return present
+
+    monkeypatch.setattr(HeatmapStore, "presence", racing)
+    params = {"client_id": "acme", "screen_id": "home_v1"}
+    params |= {"from": f"{yesterday:%Y-%m-%dT%H:%M:%SZ}", "to": f"{today:%Y-%m-%dT%H:%M:%SZ}"}
+    with app_for(settings) as api:
+        return api.get("/heatmap/range", params=params, headers={"X-Read-Key": READ_KEY}), len(looked)
+
+
+def test_a_range_whose_rollup_changed_between_its_plan_and_its_read_is_planned_and_read_again(settings, monkeypatch):
+    """The read after a fresh presence query is checked too: a rollup dropped right after the plan
+    saw it is not read as an empty day; the range is planned again, on the hours."""
+    answer, looked = _range_with_a_racing_writer(settings, monkeypatch, toggles=1)
+    assert cells_of(answer) == {(3, 3): 1}
+    assert [span["grain"] for span in answer.json()["buckets"]] == ["hour"]
+    assert looked == 2
+
+
+def test_a_range_whose_rollups_keep_changing_is_refused_with_nothing_read(settings, monkeypatch):
+    """A writer faster than every attempt: 503 with Retry-After, never a 500 or a mixed answer."""
+    answer, looked = _range_with_a_racing_writer(settings, monkeypatch, toggles=99)
+    assert answer.status_code == 503, answer.text
+    assert answer.headers["retry-after"] == "1"
+    assert "the rollups of the range changed under each of 3 reads" in answer.json()["detail"]
+    assert looked == 3
+
+
 def test_a_read_planned_on_rollups_no_longer_there_reads_nothing(settings):
     """``PlannedOn``: the cells and the scroll reach of a plan are read only while the windows hold
     exactly the rollups it was made from; otherwise ``StalePlan``, whichever way they differ."""
