@@ -30,7 +30,13 @@ from query_api.auth import READ_KEY_HEADER, SECURITY_COMPONENTS
 from query_api.buckets import BadParameter
 from query_api.caching import FinalReads, RollupsChanging
 from query_api.models import Health
-from query_api.routes import CLICKHOUSE_RETRY_AFTER_S, HeatmapController, ScreenshotController, ScrollController
+from query_api.routes import (
+    CLICKHOUSE_RETRY_AFTER_S,
+    ROLLUPS_CHANGING_RETRY_AFTER_S,
+    HeatmapController,
+    ScreenshotController,
+    ScrollController,
+)
 from query_api.screenshots import ScreenshotStore
 from query_api.store import HeatmapStore
 
@@ -69,7 +75,9 @@ def _on_clickhouse_unavailable(request: Request, exc: OperationalError) -> Respo
 def _on_rollups_changing(request: Request, exc: RollupsChanging) -> Response[Any]:
     # Rollups written or dropped between each plan and its read: the next attempt reads the new ones.
     logger.warning("rollups_changing on %s %s: %s", request.method, request.url.path, exc)
-    return problem_response(request, RequestRejected(503, f"{exc}; retry after Retry-After", retry_after_s=1))
+    return problem_response(
+        request, RequestRejected(503, f"{exc}; retry after Retry-After", retry_after_s=ROLLUPS_CHANGING_RETRY_AFTER_S)
+    )
 
 
 def _freeze_startup_objects() -> None:

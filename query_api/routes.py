@@ -94,6 +94,8 @@ class ImageDownload(Operation):
 
 # Seconds a client waits before retrying a read refused because ClickHouse cannot be reached.
 CLICKHOUSE_RETRY_AFTER_S = 5
+# ... or because a range's rollups changed under each attempt to read it (a writer's swap is brief).
+ROLLUPS_CHANGING_RETRY_AFTER_S = 1
 # Every route that reads ClickHouse may answer this while the server is down or restarting.
 _CLICKHOUSE_DOWN = documented(
     {
