@@ -14,7 +14,7 @@ from infra.programs import INFRA_SERVICES, PROGRAMS
 
 BENCHES = ("ingest", "landing", "hourly", "query", "scale", "replace", "reads")
 # Benches whose run() takes big=True: their large sizes, behind --big.
-SIZED = ("scale", "replace", "reads")
+SIZED = ("landing", "scale", "replace", "reads")
 app = typer.Typer(add_completion=False)
 
 

@@ -1,5 +1,10 @@
 """Landing: events/s from Kafka into durable lake files (JSON lines, ledger, watermarks, offset
-commit) against a bare kafka-python consumer that only reads and decodes the same records.
+commit) against a bare kafka-python consumer that only reads and decodes the same records, at
+3,000 records of 200 events (and ten times that with --big).
+
+A second reference is the object store alone: the files the default path landed (their count and
+sizes, from its ledger) PUT again by landing's own writer, with nothing else running. Landing
+cannot outrun it on a machine whose cores it shares with the S3 server.
 
 Both clocks start when the group assigns the partitions (process start and group join
 are not throughput) and stop at the last event: for landing, when its progress line
@@ -10,6 +15,7 @@ take turns, each landing run in a bucket and group of its own.
 
 from __future__ import annotations
 
+import os
 import re
 import statistics
 import subprocess
@@ -25,12 +31,14 @@ from kafka.consumer.subscription_state import ConsumerRebalanceListener
 
 from bench.common import Result, console, env_for, scratch_bucket, scratch_topic
 from heatmap_core.events import Event, RawBatchRecord, decode_record, encode_record
-from heatmap_core.lake import LEDGER_PREFIX, decode_ledger
+from heatmap_core.lake import LEDGER_PREFIX, LedgerFile, decode_ledger
 from heatmap_core.s3 import s3_client
 from heatmap_core.settings import LandingSettings, Settings, env_name
 from infra.paths import StackPaths
+from landing.writer import CONTENT_TYPES, LakeWriter
 
-RECORDS = 3_000
+SIZES = (3_000,)  # records
+BIG_SIZES = (3_000, 30_000)
 EVENTS_PER_RECORD = 200
 CLIENTS = 6  # keys c0..c5, record i on partition i % 6: every partition holds the same share
 TIMEOUT_S = 600
@@ -38,12 +46,12 @@ _ASSIGNED = re.compile(r"assigned partitions \[\d")
 _LANDED = re.compile(r"progress: landed=(\d+) events")
 
 
-def _produce(settings: Settings) -> int:
+def _produce(settings: Settings, records: int) -> int:
     producer = KafkaProducer(
         bootstrap_servers=settings.kafka_bootstrap, acks="all", linger_ms=20, compression_type="lz4"
     )
     now = datetime.now(UTC) - timedelta(minutes=30)
-    for i in range(RECORDS):
+    for i in range(records):
         record = RawBatchRecord(
             client_id=f"c{i % CLIENTS}",
             screen_id="home",
@@ -57,7 +65,7 @@ def _produce(settings: Settings) -> int:
         producer.send(settings.topic, encode_record(record), key=record.key, partition=i % settings.topic_partitions)
     producer.flush()
     producer.close()
-    return RECORDS * EVENTS_PER_RECORD
+    return records * EVENTS_PER_RECORD
 
 
 class _Clock(ConsumerRebalanceListener):
@@ -91,21 +99,55 @@ def _bare_consumer(settings: Settings, expected: int) -> float:
         consumer.close()
 
 
-def _ledger_events(settings: Settings) -> int:
-    """Events of the JSON files the ledger names, each file once (a range re-flushed after a commit that
-    failed in a rebalance is named by a second entry, onto the same keys)."""
+def _ledger_files(settings: Settings) -> list[LedgerFile]:
+    """The files the ledger names, each once (a range re-flushed after a commit that failed in a
+    rebalance is named by a second entry, onto the same keys)."""
     client = s3_client(settings)
     files = {}
     for page in client.get_paginator("list_objects_v2").paginate(Bucket=settings.raw_bucket, Prefix=LEDGER_PREFIX):
         for obj in page.get("Contents", []):
             entry = decode_ledger(client.get_object(Bucket=settings.raw_bucket, Key=obj["Key"])["Body"].read())
-            files.update({f.key: f.events for f in entry.files if f.format == "json"})
-    return sum(files.values())
+            files.update({f.key: f for f in entry.files})
+    return list(files.values())
 
 
-def _landing(settings: Settings, expected: int, parquet: bool, instances: int = 1) -> float:
+def _landing(settings: Settings, expected: int, parquet: bool, instances: int = 1) -> tuple[float, list[LedgerFile]]:
+    """Landing's seconds for every event, and the files it landed."""
     with scratch_bucket(settings.model_copy(update={"raw_bucket": f"bench-landing-{uuid.uuid4().hex[:8]}"})) as scratch:
-        return _land(scratch, expected, parquet, instances)
+        seconds = _land(scratch, expected, parquet, instances)
+        files = _ledger_files(scratch)
+    if (in_ledger := sum(f.events for f in files if f.format == "json")) != expected:
+        raise RuntimeError(f"the ledger names {in_ledger} events, {expected} were produced")
+    return seconds, files
+
+
+def _store_alone(settings: Settings, files: list[LedgerFile]) -> float:
+    """Seconds for landing's writer to PUT objects of the sizes of ``files`` into a fresh bucket, all at once
+    from its upload threads: the object store's share of landing, without Kafka, the codec or the protocol."""
+    store = _store_process(settings)
+    noise = os.urandom(max(f.bytes for f in files))  # incompressible, as far as anything on the way cares
+    with scratch_bucket(settings.model_copy(update={"raw_bucket": f"bench-store-{uuid.uuid4().hex[:8]}"})) as scratch:
+        writer = LakeWriter(scratch, ("json", "parquet"))
+        try:
+            cpu_before, started = _cpu_seconds(store), time.perf_counter()
+            for future in [
+                writer.pool.submit(writer.put, f.key, noise[: f.bytes], CONTENT_TYPES[f.format]) for f in files
+            ]:
+                future.result()
+            seconds, store_cpu = time.perf_counter() - started, _cpu_seconds(store) - cpu_before
+        finally:
+            writer.close()
+    events = sum(f.events for f in files if f.format == "json")
+    megabytes = sum(f.bytes for f in files) / 1e6
+    console.print(
+        f"  object store alone: {len(files)} files, {megabytes:,.0f} MB in {seconds:.2f} s,"
+        f" S3 server CPU {store_cpu / events * 1e6:.2f} us per event ({store_cpu / megabytes * 1e3:.1f} ms per MB)"
+    )
+    return seconds
+
+
+def _store_process(settings: Settings) -> psutil.Process:
+    return psutil.Process(int(StackPaths(settings.data_path).program_pid("s3").read_text().split()[0]))
 
 
 def _cpu_seconds(process: psutil.Process) -> float:
@@ -156,7 +198,7 @@ def _land(settings: Settings, expected: int, parquet: bool, instances: int) -> f
         HEATMAP_LANDING_FLUSH_INTERVAL="1",
         HEATMAP_LANDING_LOG_INTERVAL="0.1",
     )
-    store = psutil.Process(int(StackPaths(settings.data_path).program_pid("s3").read_text().split()[0]))
+    store = _store_process(settings)
     # Numbered as the stack numbers its landing processes: each its own member id and health port.
     number = env_name(LandingSettings, "instance_number")
     members = [_Instance(env | {number: str(n)}, store) for n in range(instances)]
@@ -176,8 +218,6 @@ def _land(settings: Settings, expected: int, parquet: bool, instances: int) -> f
             member.process.terminate()
         for member in members:
             member.process.wait(timeout=60)
-    if (in_ledger := _ledger_events(settings)) != expected:
-        raise RuntimeError(f"the ledger names {in_ledger} events, {expected} were produced")
     first = min(members, key=lambda member: member.assigned_at or float("inf"))
     last = max(members, key=lambda member: member.landed_at)
     landing_cpu = sum(end[0] - member.cpu_at_assignment[0] for member, end in zip(members, cpu_at_end, strict=True))
@@ -191,15 +231,18 @@ def _land(settings: Settings, expected: int, parquet: bool, instances: int) -> f
     return seconds
 
 
-def run(settings: Settings, repeats: int = 3) -> list[Result]:
-    with scratch_topic(settings.model_copy(update={"topic": f"bench.landing.{uuid.uuid4().hex[:8]}"})) as scratch:
-        return _run(scratch, repeats)
+def run(settings: Settings, big: bool = False, repeats: int = 3) -> list[Result]:
+    results = []
+    for records in BIG_SIZES if big else SIZES:
+        with scratch_topic(settings.model_copy(update={"topic": f"bench.landing.{uuid.uuid4().hex[:8]}"})) as scratch:
+            results += _run(scratch, records, repeats)
+    return results
 
 
-def _run(settings: Settings, repeats: int) -> list[Result]:
+def _run(settings: Settings, records: int, repeats: int) -> list[Result]:
     instances = settings.landing.instances
-    console.print(f"producing {RECORDS:,} records of {EVENTS_PER_RECORD} events ...")
-    events = _produce(settings)
+    console.print(f"producing {records:,} records of {EVENTS_PER_RECORD} events ...")
+    events = _produce(settings, records)
     # (subject, instances, parquet): one process with and without the Parquet copy, then the
     # stack's HEATMAP_LANDING_INSTANCES processes sharing the topic, as it runs them.
     subjects = [
@@ -212,21 +255,27 @@ def _run(settings: Settings, repeats: int) -> list[Result]:
             (f"landing -> JSON + Parquet (the default), {instances} processes in the group", instances, True),
         ]
     bare: list[float] = []
+    store: list[float] = []
     seconds: dict[str, list[float]] = {subject: [] for subject, _, _ in subjects}
     for _ in range(repeats):
         bare.append(_bare_consumer(settings, events))
         for subject, count, parquet in subjects:
-            seconds[subject].append(_landing(settings, events, parquet, count))
-    reference = events / statistics.median(bare)
+            landed, files = _landing(settings, events, parquet, count)
+            seconds[subject].append(landed)
+            if parquet and count == 1:
+                store.append(_store_alone(settings, files))
+    reference = ("bare consumer (1 process): read + decode", events / statistics.median(bare))
+    size = f"{events:,} events: "
     return [
+        Result("landing", size + subject, events / statistics.median(seconds[subject]), *reference, "events/s", True)
+        for subject, _, _ in subjects
+    ] + [
         Result(
             "landing",
-            subject,
-            events / statistics.median(seconds[subject]),
-            "bare consumer (1 process): read + decode",
-            reference,
+            size + "object store alone: the default path's files PUT by landing's writer",
+            events / statistics.median(store),
+            *reference,
             "events/s",
             True,
         )
-        for subject, _, _ in subjects
     ]

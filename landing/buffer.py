@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import io
 import time
+from bisect import bisect_right
 from dataclasses import dataclass, field
 from datetime import datetime
+from itertools import accumulate
 from typing import NamedTuple, TypeVar
 
 from landing.lines import RecordLines, Run, from_micros
@@ -16,6 +19,57 @@ def latest(current: Moment | None, candidate: Moment | None) -> Moment | None:
     if current is None or (candidate is not None and candidate > current):
         return candidate
     return current
+
+
+class ChunksBody(io.RawIOBase):
+    """Chunks of bytes read as one seekable file, without joining them: the body of a part's PUT.
+
+    Joining a part's chunks (up to ``max_bytes``, 16 MiB) into one bytes object wrote every page of
+    fresh memory, about a sixth of landing's CPU on these machines (BENCHMARKS.md, 2026-11-28). The
+    HTTP client reads the body piece by piece anyway, and seeks back to its start for a retry.
+    """
+
+    def __init__(self, chunks: list[bytes]):
+        self._chunks = chunks
+        self._starts = list(accumulate(map(len, chunks), initial=0))  # each chunk's offset, then the size
+        self._position = 0
+
+    def __len__(self) -> int:
+        return self._starts[-1]
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self._position
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._position, io.SEEK_END: len(self)}[whence]
+        if base + offset < 0:
+            raise ValueError(f"negative seek position {base + offset}")
+        self._position = base + offset
+        return self._position
+
+    def read(self, size: int | None = -1) -> bytes:
+        """At most ``size`` bytes (all the rest when negative), from one chunk unless all are asked for."""
+        if self._position >= len(self):
+            return b""
+        index = bisect_right(self._starts, self._position) - 1
+        start = self._position - self._starts[index]
+        if size is None or size < 0:
+            piece = b"".join([self._chunks[index][start:], *self._chunks[index + 1 :]])
+        else:
+            piece = self._chunks[index][start : start + size]
+        self._position += len(piece)
+        return piece
+
+    def readinto(self, buffer) -> int:
+        piece = self.read(len(buffer))
+        buffer[: len(piece)] = piece
+        return len(piece)
 
 
 class RecordRun(NamedTuple):
@@ -41,8 +95,8 @@ class PartFile:
     # The same lines as columns, one entry per chunk: the Parquet copy's input.
     runs: list[RecordRun] = field(default_factory=list)
 
-    def json_body(self) -> bytes:
-        return b"".join(self.chunks)
+    def json_body(self) -> ChunksBody:
+        return ChunksBody(self.chunks)
 
 
 @dataclass

@@ -24,7 +24,7 @@ from heatmap_core.lake import (
 )
 from heatmap_core.s3 import s3_client
 from heatmap_core.settings import Settings
-from landing.buffer import Flush, PartFile
+from landing.buffer import ChunksBody, Flush, PartFile
 from landing.health import StoreHealth
 from landing.parquet import parquet_from_runs
 
@@ -74,8 +74,10 @@ class LakeWriter:
         self.pool.shutdown(wait=True)
 
     @_durable
-    def put(self, key: str, body: bytes, content_type: str = "application/json") -> None:
+    def put(self, key: str, body: bytes | ChunksBody, content_type: str = "application/json") -> None:
         sent_at = time.monotonic()
+        if isinstance(body, ChunksBody):
+            body.seek(0)  # a retry sends it whole again
         self.s3.put_object(Bucket=self.bucket, Key=key, Body=body, ContentType=content_type)
         self.health.accepted(sent_at)
 

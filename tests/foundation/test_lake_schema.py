@@ -70,7 +70,7 @@ def _landed_part():
     buffer = PartitionBuffer(kafka_partition=3)
     buffer.add(41, record_lines(encode_record(record), 3, 41))
     (part,) = buffer.take().files
-    events = [msgspec.json.decode(line, type=LakeEvent) for line in part.json_body().splitlines()]
+    events = [msgspec.json.decode(line, type=LakeEvent) for line in part.json_body().read().splitlines()]
     return part, events
 
 
@@ -117,7 +117,7 @@ def test_generated_types_are_the_lake_types():
 
 def test_landing_writes_exactly_the_definition():
     part, events = _landed_part()
-    for line in part.json_body().splitlines():
+    for line in part.json_body().read().splitlines():
         assert tuple(msgspec.json.decode(line)) == NAMES
     parquet = pq.read_table(io.BytesIO(parquet_from_runs(part.runs, 3)))
     assert parquet.schema == arrow_schema()
@@ -131,7 +131,7 @@ def test_spark_and_clickhouse_read_what_landing_writes(settings, spark):
     from heatmap_core.clickhouse import clickhouse
 
     part, events = _landed_part()
-    bodies = {"json": part.json_body(), "parquet": parquet_from_runs(part.runs, 3)}
+    bodies = {"json": part.json_body().read(), "parquet": parquet_from_runs(part.runs, 3)}
     expected = sorted(tuple(getattr(e, name) for name in NAMES) for e in events)
     client = s3_client(settings)
     for fmt, body in bodies.items():

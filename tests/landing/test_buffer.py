@@ -6,13 +6,14 @@ import io
 import logging
 import time
 from datetime import UTC, datetime, timedelta, timezone
+from functools import partial
 
 import msgspec
 import pyarrow.parquet as pq
 
 from heatmap_core.events import Event, LakeEvent, PageView, RawBatchRecord, encode_record
 from heatmap_core.lake import PartitionWatermark, lake_watermark
-from landing.buffer import PartitionBuffer
+from landing.buffer import ChunksBody, PartitionBuffer
 from landing.lines import RecordLines, record_lines
 from landing.parquet import LAKE_SCHEMA, parquet_from_runs
 
@@ -48,15 +49,35 @@ def test_a_batch_straddling_an_hour_goes_to_two_files_in_utc():
         (10, "acme"): (7, 7, 1),
         (9, "globex"): (9, 9, 1),
     }
-    line = msgspec.json.decode(parts[(9, "acme")].json_body(), type=LakeEvent)
+    line = msgspec.json.decode(parts[(9, "acme")].json_body().read(), type=LakeEvent)
     assert (line.event_time, line.received_at) == (
         datetime(2026, 2, 2, 9, 59, 59, tzinfo=UTC),
         datetime(2026, 2, 2, 10, 0, 1, tzinfo=UTC),
     )
-    assert b'"event_time":"2026-02-02T09:59:59Z"' in parts[(9, "acme")].json_body()
+    assert b'"event_time":"2026-02-02T09:59:59Z"' in parts[(9, "acme")].json_body().read()
     assert (line.kafka_partition, line.kafka_offset, line.batch_index) == (2, 7, 0)
     assert flush.max_event_time == datetime(2026, 2, 2, 10, 0, tzinfo=UTC)
     assert buffer.empty
+
+
+def test_a_chunks_body_reads_as_the_joined_bytes_in_any_pieces_and_after_any_seek():
+    chunks = [b"first line\n", b"", b"second\nthird line\n", b"x" * 70_000, b"last\n"]
+    whole = b"".join(chunks)
+    body = ChunksBody(chunks)
+    assert (len(body), body.read(), body.read(), body.tell()) == (len(whole), whole, b"", len(whole))
+    for size in (1, 3, 16_384, 100_000):
+        body.seek(0)
+        pieces = list(iter(partial(body.read, size), b""))
+        assert b"".join(pieces) == whole and max(map(len, pieces)) <= size
+    # A read stops at the end of a chunk (a short read, as a raw file may give).
+    assert (body.seek(5), body.read(10), body.tell()) == (5, whole[5:11], 11)
+    assert (body.seek(-6, io.SEEK_END), body.read()) == (len(whole) - 6, whole[-6:])
+    body.seek(12)
+    assert (body.seek(3, io.SEEK_CUR), body.read(4)) == (15, whole[15:19])
+    into = bytearray(8)
+    body.seek(len(whole) - 3)
+    assert (body.readinto(into), bytes(into[:3])) == (3, whole[-3:])
+    assert ChunksBody([]).read() == b"" and len(ChunksBody([])) == 0
 
 
 def test_the_parquet_copy_holds_exactly_the_json_lines_of_each_part():
@@ -75,11 +96,11 @@ def test_the_parquet_copy_holds_exactly_the_json_lines_of_each_part():
 
     assert {key: len(part.runs) for key, part in parts.items()} == {(9, "acme"): 2, (10, "acme"): 1, (9, "globex"): 1}
     for part in parts.values():
-        lines = [msgspec.json.decode(line, type=LakeEvent) for line in part.json_body().splitlines()]
+        lines = [msgspec.json.decode(line, type=LakeEvent) for line in part.json_body().read().splitlines()]
         table = pq.read_table(io.BytesIO(parquet_from_runs(part.runs, 4)))
         assert table.schema == LAKE_SCHEMA
         assert [LakeEvent(**row) for row in table.to_pylist()] == lines
-    lines = [msgspec.json.decode(line, type=LakeEvent) for line in parts[(9, "acme")].json_body().splitlines()]
+    lines = [msgspec.json.decode(line, type=LakeEvent) for line in parts[(9, "acme")].json_body().read().splitlines()]
     assert [(e.kafka_offset, e.batch_index, e.device, e.view_id) for e in lines] == [
         (10, 0, "unknown", None),
         (11, 0, "tablet", "view-0002"),
