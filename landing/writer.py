@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -81,7 +82,7 @@ class LakeWriter:
         self.s3.put_object(Bucket=self.bucket, Key=key, Body=body, ContentType=content_type)
         self.health.accepted(sent_at)
 
-    def put_all(self, objects: list[tuple[str, bytes, str]]) -> None:
+    def put_all(self, objects: Sequence[tuple[str, bytes | ChunksBody, str]]) -> None:
         """Write objects in parallel; returns once every one of them is stored (or raises)."""
         for future in [self.pool.submit(self.put, *obj) for obj in objects]:
             future.result()
