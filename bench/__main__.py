@@ -2,19 +2,16 @@
 
 from __future__ import annotations
 
-import importlib
 from typing import Annotated
 
 import typer
 
-from bench.common import Result, console, machine, show
+from bench.common import SIZED, Result, console, machine, run_bench, show
 from heatmap_core.settings import get_settings
 from infra import supervisor
 from infra.programs import INFRA_SERVICES, PROGRAMS
 
 BENCHES = ("ingest", "landing", "hourly", "query", "scale", "replace", "reads")
-# Benches whose run() takes big=True: their large sizes, behind --big.
-SIZED = ("landing", "scale", "replace", "reads")
 app = typer.Typer(add_completion=False)
 
 
@@ -31,8 +28,7 @@ def main(
     results: list[Result] = []
     for name in names or BENCHES:
         console.rule(name)
-        module = importlib.import_module(f"bench.{name}")
-        results.extend(module.run(settings, big=True) if big and name in SIZED else module.run(settings))
+        results.extend(run_bench(name, settings, big))
         show(results)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import os
 import platform
 import socket
@@ -26,6 +27,16 @@ from heatmap_core.settings import Settings
 from infra.programs import uvicorn_command
 
 console = Console(width=150)
+
+
+# Benches whose run() takes big=True: their large sizes, behind --big.
+SIZED = ("landing", "scale", "replace", "reads")
+
+
+def run_bench(name: str, settings: Settings, big: bool = False) -> list[Result]:
+    """The figures of ``bench.<name>``, with its large sizes too when ``big`` and it has any."""
+    module = importlib.import_module(f"bench.{name}")
+    return module.run(settings, big=True) if big and name in SIZED else module.run(settings)
 
 
 def machine() -> str:

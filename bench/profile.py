@@ -14,7 +14,6 @@ Written to bench/profiles/:
 from __future__ import annotations
 
 import gzip
-import importlib
 import re
 import subprocess
 import sys
@@ -24,7 +23,7 @@ from typing import Annotated
 
 import typer
 
-from bench.common import console, show
+from bench.common import SIZED, console, run_bench, show
 from heatmap_core.settings import get_settings
 
 PROFILES = Path(__file__).resolve().parent / "profiles"
@@ -34,8 +33,8 @@ app = typer.Typer(add_completion=False, no_args_is_help=True)
 _PROCESS = re.compile(r'^process \d+:"(?P<command>[^"]*)"')
 
 
-def _py_spy(name: str, fmt: str, output: Path, rate: int, idle: bool) -> None:
-    command = [sys.executable, "-m", "bench.profile", "run-bench", name]
+def _py_spy(name: str, fmt: str, output: Path, rate: int, idle: bool, big: bool) -> None:
+    command = [sys.executable, "-m", "bench.profile", "run-bench", name, *(["--big"] if big else [])]
     spy = Path(sys.executable).with_name("py-spy")
     options = ["--subprocesses", "--nonblocking", "-r", str(rate), "-f", fmt, "-o", str(output)]
     subprocess.run([str(spy), "record", *options, *(["--idle"] if idle else []), "--", *command], check=True)
@@ -92,12 +91,15 @@ def profile(
     rate: Annotated[int, typer.Option(help="Samples per second per process.")] = 200,
     tag: Annotated[str, typer.Option(help="Suffix of the output names, e.g. before or after.")] = "",
     idle: Annotated[bool, typer.Option(help="Also sample threads while they wait (wall time, not CPU).")] = False,
+    big: Annotated[
+        bool, typer.Option(help=f"Also the large sizes of {', '.join(SIZED)}, as `python -m bench --big`.")
+    ] = False,
 ) -> None:
     """Profile one bench run; write NAME[-TAG].collapsed/.txt (and .svg) under bench/profiles/."""
     PROFILES.mkdir(exist_ok=True)
     stem = f"{name}-{tag}" if tag else name
     collapsed = PROFILES / f"{stem}.collapsed"
-    _py_spy(name, "raw", collapsed, rate, idle)
+    _py_spy(name, "raw", collapsed, rate, idle, big)
     summary = PROFILES / f"{stem}.txt"
     summary.write_text(summarize(collapsed))
     kept = collapsed.with_name(collapsed.name + ".gz")
@@ -105,13 +107,13 @@ def profile(
     collapsed.unlink()
     console.print(f"wrote {kept} and {summary}")
     if svg:
-        _py_spy(name, "flamegraph", PROFILES / f"{stem}.svg", rate, idle)
+        _py_spy(name, "flamegraph", PROFILES / f"{stem}.svg", rate, idle, big)
 
 
 @app.command("run-bench", hidden=True)
-def run_bench(name: str) -> None:
+def profiled_bench(name: str, big: bool = False) -> None:
     """The profiled process: one bench against the running stack (started by the caller)."""
-    show(importlib.import_module(f"bench.{name}").run(get_settings()))
+    show(run_bench(name, get_settings(), big))
 
 
 if __name__ == "__main__":
