@@ -10,6 +10,7 @@ from heatmap_core.settings import Settings, get_settings
 
 # Jars PySpark already ships, so they are not put on the classpath a second time.
 _ALREADY_IN_PYSPARK = ("slf4j-api-", "commons-logging-", "commons-codec-")
+JVM_OPTIONS = "-Duser.timezone=UTC -XX:+UseParallelGC"
 
 
 def s3a_jars(settings: Settings) -> list[str]:
@@ -42,8 +43,10 @@ def spark_conf(settings: Settings | None = None) -> dict[str, str]:
         "spark.ui.showConsoleProgress": "false",
         "spark.driver.host": "127.0.0.1",
         "spark.driver.bindAddress": "127.0.0.1",
-        "spark.driver.extraJavaOptions": "-Duser.timezone=UTC",
-        "spark.executor.extraJavaOptions": "-Duser.timezone=UTC",
+        # The parallel collector, not G1: a batch job of short-lived rows wants throughput, not short
+        # pauses; the hourly job's tasks took a quarter less CPU on JSON (BENCHMARKS.md, 2026-11-28).
+        "spark.driver.extraJavaOptions": JVM_OPTIONS,
+        "spark.executor.extraJavaOptions": JVM_OPTIONS,
         "spark.hadoop.fs.s3a.endpoint": settings.s3_endpoint,
         "spark.hadoop.fs.s3a.access.key": settings.s3_access_key,
         "spark.hadoop.fs.s3a.secret.key": settings.s3_secret_key,
