@@ -33,7 +33,7 @@ import pytest
 
 from heatmap_core.settings import Settings
 from query_api.screenshots import MAX_SCREENSHOT_BYTES
-from tests.conftest import serve_app, week_of
+from tests.conftest import command_line, serve_app, week_of
 from tests.ingestion.conftest import WRITE_KEYS, WRITE_KEYS_SETTING, make_batch, read_topic
 
 from .figures import Figures, record
@@ -175,21 +175,13 @@ def _hostile_batches() -> Iterator[tuple[str, bytes | dict, str]]:
         yield f"event_time {name}", batch, "events[1].event_time"
 
 
-def _command(process: psutil.Process) -> list[str]:
-    """A process's command line; none for one that has exited (another test's child not yet reaped)."""
-    try:
-        return process.cmdline()
-    except psutil.NoSuchProcess:  # ZombieProcess included
-        return []
-
-
 def _server_process(url: str) -> psutil.Process:
     """The uvicorn process serve_app started for ``url`` (a child of this one, listening on its port)."""
     port = str(urlsplit(url).port)
     found = [
         child
         for child in psutil.Process().children(recursive=True)
-        if "uvicorn" in (command := _command(child)) and port in command
+        if "uvicorn" in (command := command_line(child)) and port in command
     ]
     assert len(found) == 1, found
     return found[0]

@@ -64,6 +64,7 @@ from bench.ingest import CONCURRENCY
 from heatmap_core.settings import Settings
 from infra import supervisor
 from infra.programs import APP_PROGRAMS
+from tests.conftest import command_line
 from tests.e2e.test_pipeline import pipeline  # noqa: F401  (the fixture: the application programs as `make demo` runs them)
 from tests.landing.conftest import committed_offsets, end_offsets
 from traffic.generator import TrafficSpec, build
@@ -264,7 +265,7 @@ def _program_roots(settings: Settings) -> list[tuple[str, psutil.Process]]:
     """Each process supervisord runs for a program (landing's several), and the ClickHouse server."""
     roots = [(name, psutil.Process(pid)) for name in APP_PROGRAMS for pid in supervisor.pids(settings, name).values()]
     # The session's ClickHouse server (tests/conftest.py's stack_settings) is a child of this process.
-    server = next(child for child in psutil.Process().children() if "chdb_server" in " ".join(child.cmdline()))
+    server = next(child for child in psutil.Process().children() if "chdb_server" in " ".join(command_line(child)))
     return [*roots, ("clickhouse", server)]
 
 
