@@ -29,6 +29,7 @@ from bench.common import Result, console, median_seconds, scratch_topic, uvicorn
 from heatmap_core.events import Event, RawBatchRecord, encode_record
 from heatmap_core.settings import Settings
 from infra.paths import jars_dir
+from infra.processes import command_line
 from traffic.generator import Batch, TrafficSpec, build
 
 CONCURRENCY = 8
@@ -79,7 +80,7 @@ def _load(url: str, bodies: Path, rate: float = 0.0) -> tuple[float, list[float]
 def _server_cpu_s(url: str) -> float:
     """CPU seconds (user + system) so far of the server behind ``url``: the bench's child listening on its port."""
     port = url.rsplit(":", 1)[1]
-    [server] = [child for child in psutil.Process().children() if port in child.cmdline()]
+    [server] = [child for child in psutil.Process().children() if port in command_line(child)]
     return sum(sum(member.cpu_times()[:2]) for member in (server, *server.children(recursive=True)))
 
 

@@ -29,6 +29,15 @@ def listening_pids() -> dict[int, int | None]:
     }
 
 
+def command_line(process: psutil.Process) -> list[str]:
+    """A process's command line; none for one that has exited, such as a child not yet reaped (a
+    zombie's command line cannot be read), so a scan of children skips it."""
+    try:
+        return process.cmdline()
+    except psutil.NoSuchProcess:  # ZombieProcess included
+        return []
+
+
 def ensure_ports_free(name: str, ports: tuple[int, ...]) -> None:
     """Refuse to start ``name`` on a port something else listens on, naming that process."""
     listening = listening_pids()

@@ -22,7 +22,6 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
-import psutil
 import pytest
 
 from heatmap_core.provision import ensure_buckets, ensure_topic, remove_buckets, remove_topic
@@ -254,15 +253,6 @@ def private_stack_settings(directory: Path) -> Settings:
         dagster_port=free_port(),
         clickhouse_port=free_port(),
     )
-
-
-def command_line(process: psutil.Process) -> list[str]:
-    """A process's command line; none for one that has exited, such as another test's child not yet
-    reaped (a zombie's command line cannot be read), so a scan of children skips it."""
-    try:
-        return process.cmdline()
-    except psutil.NoSuchProcess:  # ZombieProcess included
-        return []
 
 
 @contextmanager

@@ -32,8 +32,9 @@ import psutil
 import pytest
 
 from heatmap_core.settings import Settings
+from infra.processes import command_line
 from query_api.screenshots import MAX_SCREENSHOT_BYTES
-from tests.conftest import command_line, serve_app, week_of
+from tests.conftest import serve_app, week_of
 from tests.ingestion.conftest import WRITE_KEYS, WRITE_KEYS_SETTING, make_batch, read_topic
 
 from .figures import Figures, record

@@ -63,8 +63,8 @@ import pytest
 from bench.ingest import CONCURRENCY
 from heatmap_core.settings import Settings
 from infra import supervisor
+from infra.processes import command_line
 from infra.programs import APP_PROGRAMS
-from tests.conftest import command_line
 from tests.e2e.test_pipeline import pipeline  # noqa: F401  (the fixture: the application programs as `make demo` runs them)
 from tests.landing.conftest import committed_offsets, end_offsets
 from traffic.generator import TrafficSpec, build
