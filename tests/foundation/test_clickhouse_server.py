@@ -184,6 +184,31 @@ def test_get_only_reads(server):
     assert server.client().command("EXISTS TABLE g") == 0
 
 
+def test_no_request_sees_another_ones_session(server):
+    """Handles are kept between requests (chdb_server.engine.HandlePool), never their sessions: a
+    request's settings, database, read-only mode, SET and temporary tables stay its own, whichever
+    handle the next request is given."""
+
+    def ask(sql: str, method: str = "POST", **params: str) -> str:
+        answer = httpx.request(method, server.dsn, params=params, content=sql if method == "POST" else None)
+        return f"{answer.status_code} {answer.text}".strip()
+
+    default_threads = ask("SELECT getSetting('max_threads')")
+    setting = "SELECT getSetting('max_threads') = 1, currentDatabase()"
+    httpx.post(server.dsn, content="CREATE DATABASE elsewhere")
+    for _ in range(3):  # the second and third rounds run on kept handles
+        assert ask(setting, max_threads="1", database="elsewhere") == "200 1\telsewhere"
+        assert ask(setting) == "200 0\tdefault"
+        assert ask("SET max_threads = 1") == "200"
+        assert ask("SELECT getSetting('max_threads')") == default_threads
+        assert ask("CREATE TEMPORARY TABLE scratch (id UInt8)") == "200"
+        assert "(UNKNOWN_TABLE)" in ask("SELECT * FROM scratch")
+        assert ask("SELECT getSetting('readonly')", method="GET", query="SELECT getSetting('readonly')") == "200 2"
+        assert ask("SELECT getSetting('readonly')") == "200 0"
+        assert "(UNKNOWN_IDENTIFIER)" in ask("SELECT no_such_column")  # a failure gives its handle up
+        assert ask("SELECT 1") == "200 1"
+
+
 def _cells(count: int) -> list[tuple]:
     return [("acme", "home", "click", "desktop", None, x, y, count) for x in range(100) for y in range(200)]
 
