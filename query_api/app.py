@@ -116,7 +116,8 @@ def create_app(settings: Settings | None = None) -> Litestar:
             "final_reads": Provide(lambda: final_reads, sync_to_thread=False),
             "screenshots": Provide(lambda: screenshots, sync_to_thread=False),
         },
-        on_startup=[create_schema, _freeze_startup_objects],
+        on_startup=[create_schema, store.open, _freeze_startup_objects],
+        on_shutdown=[store.close],
         state=State({"settings": settings}),
         guards=[single_valued(headers=[READ_KEY_HEADER])],
         exception_handlers={

@@ -18,13 +18,14 @@ read of the cells checks in the same query.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable
+from collections.abc import Awaitable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from functools import lru_cache
 from typing import Protocol, TypeVar
 
 import msgspec
+from async_lru import alru_cache
 from litestar import Request, Response
 from litestar.status_codes import HTTP_304_NOT_MODIFIED
 
@@ -84,13 +85,15 @@ Answer = TypeVar("Answer", covariant=True)
 class PlannedRead(Protocol[Answer]):
     """``HeatmapStore.cells`` or ``.scroll``: a read of spans, checking the rollups they were planned on."""
 
-    def __call__(self, selection: Selection, spans: Iterable[Span], planned_on: PlannedOn | None) -> Answer: ...
+    def __call__(
+        self, selection: Selection, spans: Iterable[Span], planned_on: PlannedOn | None
+    ) -> Awaitable[Answer]: ...
 
 
 @dataclass
 class _LastPlan:
     """What the last read of a screen's recent windows planned on; None before any read, or after a
-    read found it stale. Replaced whole, so threads sharing it see one plan or the other."""
+    read found it stale. Replaced whole, so concurrent reads sharing it see one plan or the other."""
 
     planned_on: PlannedOn | None = None
 
@@ -128,39 +131,43 @@ class FinalReads:
     def __init__(self, store: HeatmapStore, settings: Settings, entries: int):
         self._store = store
         self._settings = settings
-        self._cells = lru_cache(maxsize=entries)(store.cells)
-        self._scroll = lru_cache(maxsize=entries)(store.scroll)
-        self._range_cells = lru_cache(maxsize=entries)(store.range_cells)
-        self._range_scroll = lru_cache(maxsize=entries)(store.range_scroll)
-        self._presence = lru_cache(maxsize=entries)(store.presence)
+        # alru_cache keeps an answer once read (a failed read is not kept) and gives concurrent reads
+        # of one key the same one.
+        self._cells = alru_cache(maxsize=entries)(store.cells)
+        self._scroll = alru_cache(maxsize=entries)(store.scroll)
+        self._range_cells = alru_cache(maxsize=entries)(store.range_cells)
+        self._range_scroll = alru_cache(maxsize=entries)(store.range_scroll)
+        self._presence = alru_cache(maxsize=entries)(store.presence)
         self._last_plans = lru_cache(maxsize=entries)(_no_plan_yet)
 
     def _final(self, end: datetime) -> bool:
         return is_final(end, self._settings)
 
-    def cells(self, selection: Selection, spans: Iterable[Span]) -> msgspec.Raw:
+    async def cells(self, selection: Selection, spans: Iterable[Span]) -> msgspec.Raw:
         spans = tuple(spans)
-        final = all(self._final(span.end) for span in spans)
-        return (self._cells if final else self._store.cells)(selection, spans)
+        if all(self._final(span.end) for span in spans):
+            return await self._cells(selection, spans)
+        return await self._store.cells(selection, spans)
 
-    def scroll(self, selection: Selection, spans: Iterable[Span]) -> list[tuple[int, int, int]]:
+    async def scroll(self, selection: Selection, spans: Iterable[Span]) -> list[tuple[int, int, int]]:
         spans = tuple(spans)
-        final = all(self._final(span.end) for span in spans)
-        return (self._scroll if final else self._store.scroll)(selection, spans)
+        if all(self._final(span.end) for span in spans):
+            return await self._scroll(selection, spans)
+        return await self._store.scroll(selection, spans)
 
-    def range_cells(self, selection: Selection, start: datetime, end: datetime) -> tuple[list[Span], msgspec.Raw]:
+    async def range_cells(self, selection: Selection, start: datetime, end: datetime) -> tuple[list[Span], msgspec.Raw]:
         if self._final(end):
-            return self._range_cells(selection, start, end)
-        return self._recent_range(TABLES, self._store.cells, selection, start, end)
+            return await self._range_cells(selection, start, end)
+        return await self._recent_range(TABLES, self._store.cells, selection, start, end)
 
-    def range_scroll(
+    async def range_scroll(
         self, selection: Selection, start: datetime, end: datetime
     ) -> tuple[list[Span], list[tuple[int, int, int]]]:
         if self._final(end):
-            return self._range_scroll(selection, start, end)
-        return self._recent_range(SCROLL_TABLES, self._store.scroll, selection, start, end)
+            return await self._range_scroll(selection, start, end)
+        return await self._recent_range(SCROLL_TABLES, self._store.scroll, selection, start, end)
 
-    def _recent_range(
+    async def _recent_range(
         self, tables: Tables, read: PlannedRead[Answer], selection: Selection, start: datetime, end: datetime
     ) -> tuple[list[Span], Answer]:
         """``read`` of [start, end) as ``plan_range`` covers it, from the rollups present in ClickHouse.
@@ -178,17 +185,17 @@ class FinalReads:
             split = min(max(start, final_before(grain, self._settings)), end)
             final.append((tables[grain], *fitting_starts(grain, start, split, end)))
             recent.append((tables[grain], *fitting_starts(grain, split, end, end)))
-        final_present = self._presence(screen, tuple(final))
+        final_present = await self._presence(screen, tuple(final))
         recent_windows = tuple(recent)
         last = self._last_plans(screen, recent_windows)
         for _ in range(PLAN_ATTEMPTS):
             planned_on = last.planned_on
             if planned_on is None:
-                planned_on = PlannedOn(screen, recent_windows, self._store.presence(screen, recent_windows))
+                planned_on = PlannedOn(screen, recent_windows, await self._store.presence(screen, recent_windows))
                 last.planned_on = planned_on
             spans = plan_range(start, end, final_present | planned_on.present)
             try:
-                return spans, read(selection, spans, planned_on)
+                return spans, await read(selection, spans, planned_on)
             except StalePlan:
                 last.planned_on = None  # a rollup came or went: ask which are there now
         raise RollupsChanging(f"the rollups of the range changed under each of {PLAN_ATTEMPTS} reads")

@@ -1,5 +1,6 @@
-"""HTTP handlers: parse, delegate to the store, shape the answer. Blocking
-ClickHouse and S3 calls run in worker threads (sync_to_thread=True)."""
+"""HTTP handlers: parse, delegate to the store, shape the answer. ClickHouse is
+asked on the event loop (the store's asyncio client); the blocking S3 calls of
+the screenshots run in worker threads (sync_to_thread=True)."""
 
 from __future__ import annotations
 
@@ -106,7 +107,6 @@ _CLICKHOUSE_DOWN = documented(
 _SECURED: dict[str, Any] = {
     "guards": [client_guard],
     "security": [{SECURITY_SCHEME: []}],
-    "sync_to_thread": True,
     "responses": {
         **documented(
             {
@@ -142,14 +142,14 @@ class ScreenReads:
     settings: Settings
     selection: Selection
 
-    def bucket(self, span: Span) -> Response[Heatmap]:
+    async def bucket(self, span: Span) -> Response[Heatmap]:
         # The cells arrive encoded (msgspec.Raw); the field's annotation is the schema OpenAPI shows.
-        cells = cast("CellColumns", self.store.cells(self.selection, [span]))
+        cells = cast("CellColumns", await self.store.cells(self.selection, [span]))
         body = Heatmap(cells=cells, type=self.selection.type, device=self.selection.device)
         return cached_json(self.request, body, span.end, self.settings)
 
-    def range(self, start: datetime, end: datetime) -> Response[RangeHeatmap]:
-        spans, cells = self.store.range_cells(self.selection, start, end)
+    async def range(self, start: datetime, end: datetime) -> Response[RangeHeatmap]:
+        spans, cells = await self.store.range_cells(self.selection, start, end)
         body = RangeHeatmap(
             cells=cast("CellColumns", cells),
             type=self.selection.type,
@@ -160,13 +160,13 @@ class ScreenReads:
         )
         return cached_json(self.request, body, end, self.settings)
 
-    def scroll_bucket(self, span: Span) -> Response[ScrollMap]:
-        views, rows, fold = reach(self.store.scroll(self.selection, [span]))
+    async def scroll_bucket(self, span: Span) -> Response[ScrollMap]:
+        views, rows, fold = reach(await self.store.scroll(self.selection, [span]))
         body = ScrollMap(views=views, rows=rows, fold=fold, device=self.selection.device)
         return cached_json(self.request, body, span.end, self.settings)
 
-    def scroll_range(self, start: datetime, end: datetime) -> Response[RangeScrollMap]:
-        spans, summed = self.store.range_scroll(self.selection, start, end)
+    async def scroll_range(self, start: datetime, end: datetime) -> Response[RangeScrollMap]:
+        spans, summed = await self.store.range_scroll(self.selection, start, end)
         views, rows, fold = reach(summed)
         body = RangeScrollMap(
             views=views, rows=rows, fold=fold, device=self.selection.device, start=start, end=end, used=_used(spans)
@@ -207,55 +207,57 @@ class HeatmapController(Controller):
     dependencies = {"screen": Provide(provide_cell_reads, sync_to_thread=False)}  # noqa: RUF012  (Litestar copies it per app)
 
     @get("/hourly", **_SECURED, response_headers=_CACHED)
-    def hourly(self, screen: ScreenReads, dt: Day, hour: Hour) -> Response[Heatmap]:
+    async def hourly(self, screen: ScreenReads, dt: Day, hour: Hour) -> Response[Heatmap]:
         """Cells of one UTC hour."""
-        return screen.bucket(hour_bucket(dt, hour))
+        return await screen.bucket(hour_bucket(dt, hour))
 
     @get("/daily", **_SECURED, response_headers=_CACHED)
-    def daily(self, screen: ScreenReads, dt: Day) -> Response[Heatmap]:
+    async def daily(self, screen: ScreenReads, dt: Day) -> Response[Heatmap]:
         """Cells of one UTC day."""
-        return screen.bucket(day_bucket(dt))
+        return await screen.bucket(day_bucket(dt))
 
     @get("/weekly", **_SECURED, response_headers=_CACHED)
-    def weekly(self, screen: ScreenReads, week_start: WeekStart) -> Response[Heatmap]:
+    async def weekly(self, screen: ScreenReads, week_start: WeekStart) -> Response[Heatmap]:
         """Cells of one week, Sunday 00:00 UTC to the next Sunday."""
-        return screen.bucket(week_bucket(week_start))
+        return await screen.bucket(week_bucket(week_start))
 
     @get("/range", **_SECURED, response_headers=_CACHED)
-    def range_(self, screen: ScreenReads, from_: From, to: To) -> Response[RangeHeatmap]:
+    async def range_(self, screen: ScreenReads, from_: From, to: To) -> Response[RangeHeatmap]:
         """Cells of [from, to), summed from the fewest rows: whole weeks, whole days, then hours.
 
         ``buckets`` reports the spans of each grain that answered.
         """
-        return screen.range(*range_bounds(from_, to))
+        return await screen.range(*range_bounds(from_, to))
 
     @get(
         "/clients",
-        sync_to_thread=True,
         security=[{SECURITY_SCHEME: []}],
         responses={**statuses(400, 401, 403), **_CLICKHOUSE_DOWN},
     )
-    def clients(self, store: HeatmapStore, settings: Settings, read_key: ReadKey = None) -> ClientList:
+    async def clients(self, store: HeatmapStore, settings: Settings, read_key: ReadKey = None) -> ClientList:
         """Clients holding data (with keys on: those the presented read key opens)."""
         allowed = readable_clients(settings, read_key)
-        return ClientList(clients=[c for c in store.clients() if allowed is None or c in allowed])
+        return ClientList(clients=[c for c in await store.clients() if allowed is None or c in allowed])
 
     @get("/screens", **_SECURED)
-    def screens(self, store: HeatmapStore, client_id: ClientId) -> ScreenList:
+    async def screens(self, store: HeatmapStore, client_id: ClientId) -> ScreenList:
         """Screens of a client holding data; ``dimensions`` gives each one's event types and devices."""
-        dimensions = store.screens(client_id)
+        dimensions = await store.screens(client_id)
         return ScreenList(client_id=client_id, screens=[d.screen_id for d in dimensions], dimensions=dimensions)
 
     @get("/freshness", **_SECURED)
-    def freshness(self, store: HeatmapStore, client_id: ClientId, from_: From, to: To) -> Freshness:
+    async def freshness(self, store: HeatmapStore, client_id: ClientId, from_: From, to: To) -> Freshness:
         """When the buckets of [from, to) were last written (null: never); a live dashboard view shows it."""
         start, end = range_bounds(from_, to)
         return Freshness(
-            client_id=client_id, start=start, end=end, materialized_at=store.materialized_at(client_id, start, end)
+            client_id=client_id,
+            start=start,
+            end=end,
+            materialized_at=await store.materialized_at(client_id, start, end),
         )
 
     @get("/buckets", **_SECURED)
-    def buckets(
+    async def buckets(
         self,
         store: HeatmapStore,
         client_id: ClientId,
@@ -270,7 +272,7 @@ class HeatmapController(Controller):
             client_id=client_id,
             screen_id=screen_id,
             grain=grain,
-            buckets=store.buckets(selection, grain),
+            buckets=await store.buckets(selection, grain),
             type=type,
             device=device,
         )
@@ -284,24 +286,24 @@ class ScrollController(Controller):
     dependencies = {"screen": Provide(provide_scroll_reads, sync_to_thread=False)}  # noqa: RUF012  (Litestar copies it per app)
 
     @get("/hourly", **_SECURED, response_headers=_CACHED)
-    def hourly(self, screen: ScreenReads, dt: Day, hour: Hour) -> Response[ScrollMap]:
+    async def hourly(self, screen: ScreenReads, dt: Day, hour: Hour) -> Response[ScrollMap]:
         """Scroll reach of one UTC hour: per depth row, the share of page views that scrolled down to it; the median fold."""
-        return screen.scroll_bucket(hour_bucket(dt, hour))
+        return await screen.scroll_bucket(hour_bucket(dt, hour))
 
     @get("/daily", **_SECURED, response_headers=_CACHED)
-    def daily(self, screen: ScreenReads, dt: Day) -> Response[ScrollMap]:
+    async def daily(self, screen: ScreenReads, dt: Day) -> Response[ScrollMap]:
         """Scroll reach of one UTC day: the sum of its hours (a view active in two hours counts in each)."""
-        return screen.scroll_bucket(day_bucket(dt))
+        return await screen.scroll_bucket(day_bucket(dt))
 
     @get("/weekly", **_SECURED, response_headers=_CACHED)
-    def weekly(self, screen: ScreenReads, week_start: WeekStart) -> Response[ScrollMap]:
+    async def weekly(self, screen: ScreenReads, week_start: WeekStart) -> Response[ScrollMap]:
         """Scroll reach of one week, Sunday 00:00 UTC to the next Sunday."""
-        return screen.scroll_bucket(week_bucket(week_start))
+        return await screen.scroll_bucket(week_bucket(week_start))
 
     @get("/range", **_SECURED, response_headers=_CACHED)
-    def range_(self, screen: ScreenReads, from_: From, to: To) -> Response[RangeScrollMap]:
+    async def range_(self, screen: ScreenReads, from_: From, to: To) -> Response[RangeScrollMap]:
         """Scroll reach of [from, to), summed like the cells' range: whole weeks, whole days, then hours."""
-        return screen.scroll_range(*range_bounds(from_, to))
+        return await screen.scroll_range(*range_bounds(from_, to))
 
 
 class ScreenshotController(Controller):
@@ -316,6 +318,7 @@ class ScreenshotController(Controller):
 
     @put(
         **{**_SECURED, "responses": statuses(400, 401, 403, 413, 415)},
+        sync_to_thread=True,
         operation_class=ImageUpload,
         request_max_body_size=MAX_SCREENSHOT_BYTES,
         status_code=200,
@@ -340,6 +343,7 @@ class ScreenshotController(Controller):
 
     @get(
         **{**_SECURED, "responses": statuses(400, 401, 403, 404)},
+        sync_to_thread=True,
         operation_class=ImageDownload,
         description="The screen's screenshot with its stored Content-Type; 404 when none.",
     )

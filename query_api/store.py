@@ -17,9 +17,10 @@ from datetime import UTC, datetime
 from typing import Any
 
 import msgspec
+from clickhouse_connect.driver.asyncclient import AsyncClient
 from clickhouse_connect.driver.exceptions import DatabaseError
 
-from heatmap_core.clickhouse import clickhouse
+from heatmap_core.clickhouse import async_clickhouse
 from heatmap_core.schema import SCROLL_TABLES, TABLES, WRITE_LOG, BucketTable
 from heatmap_core.settings import Settings
 from heatmap_core.sql import in_window, time_array_parameter, time_parameter
@@ -204,11 +205,27 @@ def materialized_at_sql(
 
 
 class HeatmapStore:
-    """One ClickHouse unit of work per call."""
+    """One ClickHouse unit of work per call, on the asyncio client that ``open`` makes on the app's
+    event loop (``close`` on the way out)."""
 
     def __init__(self, settings: Settings):
         self._settings = settings
         self._database = settings.clickhouse_database
+        self._client: AsyncClient | None = None
+
+    async def open(self) -> None:
+        self._client = await async_clickhouse(self._settings)
+
+    async def close(self) -> None:
+        if self._client is not None:
+            client, self._client = self._client, None
+            await client.close()
+
+    @property
+    def client(self) -> AsyncClient:
+        if self._client is None:
+            raise RuntimeError("HeatmapStore used before open() (the app's startup) or after close()")
+        return self._client
 
     def _table(self, table: BucketTable) -> str:
         return f"`{self._database}`.`{table.name}`"
@@ -217,19 +234,18 @@ class HeatmapStore:
         """``select`` (with a ``{table}`` slot) over the three cell tables."""
         return " UNION ALL ".join(select.format(table=self._table(table)) for table in TABLES.values())
 
-    def presence(self, screen: Selection, windows: Iterable[RollupWindow]) -> Presence:
+    async def presence(self, screen: Selection, windows: Iterable[RollupWindow]) -> Presence:
         """``presence_sql``'s rollup buckets."""
         query = presence_sql(self._database, screen, windows)
         if query is None:
             return frozenset()
-        with clickhouse(self._settings) as client:
-            present = client.query(*query).result_rows
+        present = (await self.client.query(*query)).result_rows
         return frozenset((grain, as_utc(moment)) for grain, moment in present)
 
-    def _plan(self, tables: Tables, selection: Selection, start: datetime, end: datetime) -> list[Span]:
+    async def _plan(self, tables: Tables, selection: Selection, start: datetime, end: datetime) -> list[Span]:
         """Plan [start, end) over the weekly and daily buckets of ``tables`` that were written for the screen."""
         windows = [(tables[grain], *fitting_starts(grain, start, end, end)) for grain in ROLLUP_GRAINS]
-        return plan_range(start, end, self.presence(selection, windows))
+        return plan_range(start, end, await self.presence(selection, windows))
 
     def _columns_query(
         self, tables: Tables, selection: Selection, spans: Iterable[Span], planned_on: PlannedOn | None
@@ -243,7 +259,9 @@ class HeatmapStore:
         check = plan_check_sql(self._database, planned_on) if planned_on is not None else None
         return as_columns(sums, (*kind.map_position, *kind.measures), check)
 
-    def cells(self, selection: Selection, spans: Iterable[Span], planned_on: PlannedOn | None = None) -> msgspec.Raw:
+    async def cells(
+        self, selection: Selection, spans: Iterable[Span], planned_on: PlannedOn | None = None
+    ) -> msgspec.Raw:
         """Summed cells of every bucket inside ``spans``, ordered by (cell_x, cell_y): the JSON of
         ``models.CellColumns``, written by ClickHouse (msgspec embeds it as it is in an answer).
         ``StalePlan`` when the spans were planned on rollups (``planned_on``) no longer there.
@@ -254,14 +272,14 @@ class HeatmapStore:
         query = self._columns_query(TABLES, selection, spans, planned_on)
         if query is None:  # no bucket to sum: nothing to ask ClickHouse
             return msgspec.Raw(NO_CELLS)
-        with clickhouse(self._settings) as client, _plan_checked():
-            return msgspec.Raw(client.raw_query(*query, settings=CELLS_JSON_SETTINGS, fmt=CELLS_JSON_FORMAT))
+        with _plan_checked():
+            return msgspec.Raw(await self.client.raw_query(*query, settings=CELLS_JSON_SETTINGS, fmt=CELLS_JSON_FORMAT))
 
-    def range_cells(self, selection: Selection, start: datetime, end: datetime) -> tuple[list[Span], msgspec.Raw]:
-        spans = self._plan(TABLES, selection, start, end)
-        return spans, self.cells(selection, spans)
+    async def range_cells(self, selection: Selection, start: datetime, end: datetime) -> tuple[list[Span], msgspec.Raw]:
+        spans = await self._plan(TABLES, selection, start, end)
+        return spans, await self.cells(selection, spans)
 
-    def scroll(
+    async def scroll(
         self, selection: Selection, spans: Iterable[Span], planned_on: PlannedOn | None = None
     ) -> list[tuple[int, int, int]]:
         """Summed ``(depth_row, reached, folds)`` of every bucket inside ``spans``, ordered by depth_row;
@@ -271,66 +289,62 @@ class HeatmapStore:
         query = self._columns_query(SCROLL_TABLES, selection, spans, planned_on)
         if query is None:
             return []
-        with clickhouse(self._settings) as client, _plan_checked():
-            depth_rows, reached, folds, *_check = client.query(*query).result_rows[0]
+        with _plan_checked():
+            depth_rows, reached, folds, *_check = (await self.client.query(*query)).result_rows[0]
         return list(zip(depth_rows, reached, folds, strict=True))
 
-    def range_scroll(
+    async def range_scroll(
         self, selection: Selection, start: datetime, end: datetime
     ) -> tuple[list[Span], list[tuple[int, int, int]]]:
-        spans = self._plan(SCROLL_TABLES, selection, start, end)
-        return spans, self.scroll(selection, spans)
+        spans = await self._plan(SCROLL_TABLES, selection, start, end)
+        return spans, await self.scroll(selection, spans)
 
-    def materialized_at(self, client_id: str, start: datetime, end: datetime) -> datetime | None:
+    async def materialized_at(self, client_id: str, start: datetime, end: datetime) -> datetime | None:
         """When the client's view of a bucket overlapping [start, end) last changed, None when never:
         ``materialized_at_sql``."""
         query = materialized_at_sql(self._database, client_id, start, end)
         if query is None:
             return None
-        with clickhouse(self._settings) as client:
-            newest = client.query(*query).result_rows[0][0]  # an aggregate: always one row
+        newest = (await self.client.query(*query)).result_rows[0][0]  # an aggregate: always one row
         return None if newest is None else datetime.fromtimestamp(newest, UTC)
 
-    def clients(self) -> list[str]:
+    async def clients(self) -> list[str]:
         sql = self._union("SELECT DISTINCT client_id FROM {table}")
-        with clickhouse(self._settings) as client:
-            rows = client.query(f"SELECT DISTINCT client_id FROM ({sql}) ORDER BY client_id").result_rows
+        rows = (await self.client.query(f"SELECT DISTINCT client_id FROM ({sql}) ORDER BY client_id")).result_rows
         return [row[0] for row in rows]
 
-    def screens(self, client_id: str) -> list[ScreenDimensions]:
+    async def screens(self, client_id: str) -> list[ScreenDimensions]:
         """Screens of a client holding cells, each with the event types and devices present, by screen_id."""
         sql = self._union(
             "SELECT DISTINCT screen_id, event_type, device FROM {table} WHERE client_id = {{client_id:String}}"
         )
-        with clickhouse(self._settings) as client:
-            rows = client.query(
-                "SELECT screen_id, arraySort(groupUniqArray(event_type)), arraySort(groupUniqArray(device))"
-                f" FROM ({sql}) GROUP BY screen_id ORDER BY screen_id",
-                parameters={"client_id": client_id},
-            ).result_rows
+        answer = await self.client.query(
+            "SELECT screen_id, arraySort(groupUniqArray(event_type)), arraySort(groupUniqArray(device))"
+            f" FROM ({sql}) GROUP BY screen_id ORDER BY screen_id",
+            parameters={"client_id": client_id},
+        )
+        rows = answer.result_rows
         return [ScreenDimensions(screen_id=screen, types=types, devices=devices) for screen, types, devices in rows]
 
-    def buckets(self, selection: Selection, grain: Grain) -> list[BucketSummary]:
+    async def buckets(self, selection: Selection, grain: Grain) -> list[BucketSummary]:
         """Buckets of one grain holding cells of the selection, newest first, with the views of their scroll reach."""
         cells_where, parameters = selection.where(TABLES[grain].column_names)
         scroll_where, scroll_parameters = selection.where(SCROLL_TABLES[grain].column_names)
-        with clickhouse(self._settings) as client:
-            rows = client.query(
-                "SELECT bucket_start, sum(count), uniqExact(cell_x, cell_y),"
-                " arraySort(groupUniqArray(event_type)), arraySort(groupUniqArray(device))"
-                f" FROM {self._table(TABLES[grain])} WHERE {cells_where}"
-                " GROUP BY bucket_start ORDER BY bucket_start DESC",
-                parameters=parameters,
-            ).result_rows
-            # Every counted view reached row 0, so row 0's reach is the bucket's views.
-            views: dict[datetime, int] = {
-                start: int(reached)
-                for start, reached in client.query(
-                    f"SELECT bucket_start, sum(reached) FROM {self._table(SCROLL_TABLES[grain])}"
-                    f" WHERE {scroll_where} AND depth_row = 0 GROUP BY bucket_start",
-                    parameters=scroll_parameters,
-                ).result_rows
-            }
+        summaries = await self.client.query(
+            "SELECT bucket_start, sum(count), uniqExact(cell_x, cell_y),"
+            " arraySort(groupUniqArray(event_type)), arraySort(groupUniqArray(device))"
+            f" FROM {self._table(TABLES[grain])} WHERE {cells_where}"
+            " GROUP BY bucket_start ORDER BY bucket_start DESC",
+            parameters=parameters,
+        )
+        reach = await self.client.query(
+            f"SELECT bucket_start, sum(reached) FROM {self._table(SCROLL_TABLES[grain])}"
+            f" WHERE {scroll_where} AND depth_row = 0 GROUP BY bucket_start",
+            parameters=scroll_parameters,
+        )
+        # Every counted view reached row 0, so row 0's reach is the bucket's views.
+        views: dict[datetime, int] = {start: int(reached) for start, reached in reach.result_rows}
+        rows = summaries.result_rows
         return [
             BucketSummary(
                 start=as_utc(start),

@@ -7,6 +7,7 @@ keep answering the old ones.
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
 from datetime import UTC, datetime, timedelta
@@ -119,9 +120,9 @@ def test_a_recent_range_keeps_its_final_rollups_and_checks_its_recent_ones_in_th
     asked: list[int] = []
     presence = HeatmapStore.presence
 
-    def counted(*args):
+    async def counted(*args):
         asked.append(1)
-        return presence(*args)
+        return await presence(*args)
 
     monkeypatch.setattr(HeatmapStore, "presence", counted)
 
@@ -157,8 +158,8 @@ def _range_with_a_racing_writer(settings, monkeypatch, toggles: int):
     presence = HeatmapStore.presence
     looked: list[int] = []
 
-    def racing(store, screen, windows):
-        present = presence(store, screen, windows)
+    async def racing(store, screen, windows):
+        present = await presence(store, screen, windows)
         if any(table is DAILY and lo <= yesterday < hi for table, lo, hi in windows):
             looked.append(1)
             if len(looked) <= toggles:
@@ -199,12 +200,21 @@ def test_a_read_planned_on_rollups_no_longer_there_reads_nothing(settings):
     windows = ((DAILY, day, day + timedelta(days=1)),)
     spans = [Span("day", day, day + timedelta(days=1))]
     planned = PlannedOn(screen, windows, frozenset({("day", day)}))
-    assert cell_counts({"cells": msgspec.json.decode(store.cells(screen, spans, planned))}) == {(4, 4): 5}
-    assert store.scroll(screen, spans, planned) == []  # no scroll rows in the rollup, and no refusal
-    for wrong in (frozenset(), frozenset({("day", day), ("day", day + timedelta(days=1))})):
-        for read in (store.cells, store.scroll):
-            with pytest.raises(StalePlan, match="the rollups changed since the range was planned"):
-                read(screen, spans, PlannedOn(screen, windows, wrong))
+
+    async def reads() -> None:
+        await store.open()
+        try:
+            cells = msgspec.json.decode(await store.cells(screen, spans, planned))
+            assert cell_counts({"cells": cells}) == {(4, 4): 5}
+            assert await store.scroll(screen, spans, planned) == []  # no scroll rows in the rollup, and no refusal
+            for wrong in (frozenset(), frozenset({("day", day), ("day", day + timedelta(days=1))})):
+                for read in (store.cells, store.scroll):
+                    with pytest.raises(StalePlan, match="the rollups changed since the range was planned"):
+                        await read(screen, spans, PlannedOn(screen, windows, wrong))
+        finally:
+            await store.close()
+
+    asyncio.run(reads())
 
 
 def test_a_read_does_not_wait_behind_a_long_statement(settings):
