@@ -124,11 +124,17 @@ def env_for(settings: Settings, **extra: str) -> dict[str, str]:
     return {**os.environ, **settings.as_env(), **extra}
 
 
+@dataclass(frozen=True)
+class ServedApp:
+    url: str  # base URL
+    process: psutil.Process  # uvicorn's own process; with several workers, they are its children
+
+
 @contextmanager
 def uvicorn_app(
     module: str, settings: Settings, health_path: str = "/health", workers: int = 1, **extra_env: str
-) -> Iterator[str]:
-    """Run `module` (e.g. ingestion_api.app:app) under uvicorn on a free port; yields its base URL."""
+) -> Iterator[ServedApp]:
+    """Run `module` (e.g. ingestion_api.app:app) under uvicorn on a free port, until it answers health."""
     port = free_port()
     process = subprocess.Popen(
         [*uvicorn_command(module, port, workers), "--log-level", "warning"],
@@ -141,7 +147,7 @@ def uvicorn_app(
         for attempt in Retrying(stop=stop_after_delay(60), wait=wait_fixed(0.3), reraise=True):
             with attempt:
                 httpx.get(url + health_path, timeout=2).raise_for_status()
-        yield url
+        yield ServedApp(url, psutil.Process(process.pid))
     finally:
         process.terminate()
         process.wait(timeout=20)

@@ -29,7 +29,6 @@ from bench.common import Result, console, median_seconds, scratch_topic, uvicorn
 from heatmap_core.events import Event, RawBatchRecord, encode_record
 from heatmap_core.settings import Settings
 from infra.paths import jars_dir
-from infra.processes import command_line
 from traffic.generator import Batch, TrafficSpec, build
 
 CONCURRENCY = 8
@@ -77,10 +76,8 @@ def _load(url: str, bodies: Path, rate: float = 0.0) -> tuple[float, list[float]
     return report["seconds"], report["latencies_ms"]
 
 
-def _server_cpu_s(url: str) -> float:
-    """CPU seconds (user + system) so far of the server behind ``url``: the bench's child listening on its port."""
-    port = url.rsplit(":", 1)[1]
-    [server] = [child for child in psutil.Process().children() if port in command_line(child)]
+def _server_cpu_s(server: psutil.Process) -> float:
+    """CPU seconds (user + system) so far of ``server`` and its workers."""
     return sum(sum(member.cpu_times()[:2]) for member in (server, *server.children(recursive=True)))
 
 
@@ -141,15 +138,16 @@ def _run(settings: Settings, visitors: int, repeats: int) -> list[Result]:
         directory = Path(scratch)
         with uvicorn_app(
             "ingestion_api.app:app", settings, workers=settings.ingestion_workers, HEATMAP_AUTH_ENABLED="false"
-        ) as url:
+        ) as served:
+            url = served.url
             _load(url, _bodies(batches, directory))  # warm-up: connections, producer metadata
             # Subject and references take turns, so a shared machine's load swings weigh on all of them.
             http_times, bare_times, perf_rates, server_cpu_ms = [], [], [], []
             for _ in range(repeats):
                 bodies = _bodies(batches, directory)
-                cpu_before = _server_cpu_s(url)
+                cpu_before = _server_cpu_s(served.process)
                 http_times.append(_load(url, bodies)[0])
-                server_cpu_ms.append((_server_cpu_s(url) - cpu_before) * 1000 / len(batches))
+                server_cpu_ms.append((_server_cpu_s(served.process) - cpu_before) * 1000 / len(batches))
                 bare_times.append(median_seconds(lambda: _bare_producer(settings, records), 1))
                 perf_rates.append(_perf_test(settings, records, directory))
             http_s, bare_s, perf_records_s = map(statistics.median, (http_times, bare_times, perf_rates))

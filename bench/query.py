@@ -39,7 +39,8 @@ def run(settings: Settings) -> list[Result]:
         replace_bucket(client, DAILY, day, rows=rows, database=settings.clickhouse_database)
 
     params = {"client_id": "bench", "screen_id": "home", "dt": f"{day:%Y-%m-%d}"}
-    with uvicorn_app("query_api.app:app", settings) as url, httpx.Client(timeout=30) as http:
+    with uvicorn_app("query_api.app:app", settings) as served, httpx.Client(timeout=30) as http:
+        url = served.url
 
         def via_api() -> None:
             response = http.get(f"{url}/heatmap/daily", params=params)

@@ -38,7 +38,6 @@ from heatmap_core.clickhouse import apply_schema, clickhouse, replace_bucket
 from heatmap_core.schema import TABLES
 from heatmap_core.settings import Settings
 from heatmap_core.timeutil import BUCKET_LENGTH, naive_utc, week_start
-from infra.processes import command_line
 from infra.programs import dagster_materialize_command
 from query_api.buckets import Grain, Span
 from query_api.caching import is_final
@@ -214,7 +213,10 @@ def _measure(settings: Settings, reads: list[Read], big: bool, data_dir: Path, s
     cold_direct: dict[str, list[float]] = {r.name: [] for r in reads}
     references: dict[str, tuple[str, dict]] = {}
     for _ in range(BIG_COLD if big else COLD):
-        with uvicorn_app("query_api.app:app", settings) as url, httpx.Client(base_url=url, timeout=60) as http:
+        with (
+            uvicorn_app("query_api.app:app", settings) as served,
+            httpx.Client(base_url=served.url, timeout=60) as http,
+        ):
             for read in reads:
                 started = time.perf_counter()
                 answer = http.get(read.path, params=read.params).json()
@@ -226,7 +228,7 @@ def _measure(settings: Settings, reads: list[Read], big: bool, data_dir: Path, s
                 cold_direct[read.name].append((time.perf_counter() - started) * 1000)
                 fresh.close()
 
-    with uvicorn_app("query_api.app:app", settings) as url, httpx.Client(base_url=url, timeout=60) as http:
+    with uvicorn_app("query_api.app:app", settings) as served, httpx.Client(base_url=served.url, timeout=60) as http:
         direct = clickhouse_connect.get_client(dsn=settings.clickhouse_url)
 
         def sample(read: Read) -> tuple[float, float]:
@@ -237,8 +239,7 @@ def _measure(settings: Settings, reads: list[Read], big: bool, data_dir: Path, s
             sample(read)  # the first read of the process (cold) is measured above
         alone = {read.name: [sample(read) for _ in range(WARM)] for read in reads}
 
-        port = url.rsplit(":", 1)[1]
-        [api] = [child for child in psutil.Process().children() if port in command_line(child)]
+        api = served.process
         cpu: dict[str, tuple[dict[str, float], dict[str, float]]] = {}
         for read in reads:
 
