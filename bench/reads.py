@@ -43,7 +43,7 @@ from query_api.buckets import Grain, Span
 from query_api.caching import is_final
 from query_api.dimensions import Selection
 from query_api.store import materialized_at_sql, span_sum_sql
-from tests.answers import cell_counts
+from traffic.answers import cell_counts
 
 GRID = 20_000  # the whole 100 x 200 grid: every bucket of the bench holds 20,000 cells
 # Warm reads of each kind: with nearest-rank percentiles, a p99 of 50 reads is their slowest one; of

@@ -71,7 +71,7 @@ def _parameter_alias(request: Request, key: str) -> str:
     signature = getattr(handler, "parsed_fn_signature", None)
     parameter = signature.parameters.get(key) if signature else None
     kwarg = getattr(parameter, "kwarg_definition", None)
-    return getattr(kwarg, "query", None) or getattr(kwarg, "header", None) or key
+    return getattr(kwarg, "name", None) or key  # QueryParameter(name="from"), HeaderParameter(name=...)
 
 
 def describe(request: Request, exc: HTTPException) -> tuple[str | None, str]:

@@ -13,13 +13,14 @@ from pathlib import Path
 
 from litestar import Litestar, Request, Response, Router, get, post
 from litestar.config.cors import CORSConfig
-from litestar.di import Provide
+from litestar.di import NamedDependency, Provide
 from litestar.dto import MsgspecDTO
 from litestar.exceptions import HTTPException
 from litestar.handlers import HTTPRouteHandler
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.datastructures import ResponseSpec
 from litestar.openapi.spec import Components, Reference, SecurityScheme
+from litestar.params import JSONBody
 from litestar.response import Redirect
 from litestar.static_files import create_static_files_router
 from litestar.typing import FieldDefinition
@@ -93,7 +94,7 @@ def batch_route(service: IngestService) -> HTTPRouteHandler:
         security=[{name: []} for name in _WRITE_KEY_SCHEMES],
         operation_class=BatchOperation,
     )
-    async def post_batch(data: BatchIn, request: Request) -> BatchAccepted:
+    async def post_batch(data: JSONBody[BatchIn], request: Request) -> BatchAccepted:
         return await service.ingest(data, request.state.writer)
 
     return post_batch
@@ -106,7 +107,7 @@ def batch_route(service: IngestService) -> HTTPRouteHandler:
     "HEATMAP_INGESTION_WITHOUT_REDIS=accept (status degraded); 503 otherwise.",
     responses={503: ResponseSpec(Health, description="degraded: batches are refused", generate_examples=False)},
 )
-async def health(service: IngestService) -> Response[Health]:
+async def health(service: NamedDependency[IngestService]) -> Response[Health]:
     kafka, redis = await asyncio.gather(service.publisher.ping(), service.ledger.ping(), return_exceptions=True)
     report = Health(
         status="ok" if kafka is None and redis is None else "degraded",

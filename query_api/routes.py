@@ -10,7 +10,7 @@ from typing import Annotated, Any, cast
 
 from litestar import Controller, HttpMethod, Request, Response, get, put, route
 from litestar.datastructures import ResponseHeader
-from litestar.di import Provide
+from litestar.di import NamedDependency, Provide
 from litestar.exceptions import ClientException, NotFoundException
 from litestar.openapi.spec import (
     OpenAPIFormat,
@@ -21,7 +21,7 @@ from litestar.openapi.spec import (
     RequestBody,
     Schema,
 )
-from litestar.params import Parameter
+from litestar.params import HeaderParameter, Parameter, QueryParameter, RawBody
 from litestar.status_codes import HTTP_415_UNSUPPORTED_MEDIA_TYPE
 
 from heatmap_core.ids import ID_PATTERN
@@ -55,8 +55,10 @@ Day = Annotated[date, Parameter(description="UTC date YYYY-MM-DD")]
 Hour = Annotated[int, Parameter(ge=0, le=23, description="UTC hour 0-23")]
 WeekStart = Annotated[date, Parameter(description="the Sunday (UTC) a week starts on, YYYY-MM-DD")]
 GrainParam = Annotated[Grain, Parameter(description="bucket grain: hour, day or week (weeks start on Sunday, UTC)")]
-From = Annotated[datetime, Parameter(query="from", description="range start, an RFC 3339 time on a UTC hour boundary")]
-To = Annotated[datetime, Parameter(query="to", description="range end (exclusive), on a UTC hour boundary")]
+From = Annotated[
+    datetime, QueryParameter(name="from", description="range start, an RFC 3339 time on a UTC hour boundary")
+]
+To = Annotated[datetime, QueryParameter(name="to", description="range end (exclusive), on a UTC hour boundary")]
 TypeParam = Annotated[
     TypeFilter,
     Parameter(
@@ -67,7 +69,7 @@ DeviceParam = Annotated[
     DeviceFilter,
     Parameter(description="device class from the viewport width: all (the default) or one class; v1 data is unknown"),
 ]
-ReadKey = Annotated[str | None, Parameter(header=READ_KEY_HEADER, required=False, description="client read key")]
+ReadKey = Annotated[str | None, HeaderParameter(name=READ_KEY_HEADER, required=False, description="client read key")]
 
 _IMAGES = {
     media: OpenAPIMediaType(schema=Schema(type=OpenAPIType.STRING, format=OpenAPIFormat.BINARY)) for media in SIGNATURES
@@ -180,8 +182,8 @@ def _used(spans: list[Span]) -> list[BucketSpan]:
 
 def provide_cell_reads(
     request: Request,
-    final_reads: FinalReads,
-    settings: Settings,
+    final_reads: NamedDependency[FinalReads],
+    settings: NamedDependency[Settings],
     client_id: ClientId,
     screen_id: ScreenId,
     type: TypeParam = ALL,  # named as the client sends it; shadows the builtin in this scope only
@@ -192,8 +194,8 @@ def provide_cell_reads(
 
 def provide_scroll_reads(
     request: Request,
-    final_reads: FinalReads,
-    settings: Settings,
+    final_reads: NamedDependency[FinalReads],
+    settings: NamedDependency[Settings],
     client_id: ClientId,
     screen_id: ScreenId,
     device: DeviceParam = ALL,
@@ -207,22 +209,22 @@ class HeatmapController(Controller):
     dependencies = {"screen": Provide(provide_cell_reads, sync_to_thread=False)}  # noqa: RUF012  (Litestar copies it per app)
 
     @get("/hourly", **_SECURED, response_headers=_CACHED)
-    async def hourly(self, screen: ScreenReads, dt: Day, hour: Hour) -> Response[Heatmap]:
+    async def hourly(self, screen: NamedDependency[ScreenReads], dt: Day, hour: Hour) -> Response[Heatmap]:
         """Cells of one UTC hour."""
         return await screen.bucket(hour_bucket(dt, hour))
 
     @get("/daily", **_SECURED, response_headers=_CACHED)
-    async def daily(self, screen: ScreenReads, dt: Day) -> Response[Heatmap]:
+    async def daily(self, screen: NamedDependency[ScreenReads], dt: Day) -> Response[Heatmap]:
         """Cells of one UTC day."""
         return await screen.bucket(day_bucket(dt))
 
     @get("/weekly", **_SECURED, response_headers=_CACHED)
-    async def weekly(self, screen: ScreenReads, week_start: WeekStart) -> Response[Heatmap]:
+    async def weekly(self, screen: NamedDependency[ScreenReads], week_start: WeekStart) -> Response[Heatmap]:
         """Cells of one week, Sunday 00:00 UTC to the next Sunday."""
         return await screen.bucket(week_bucket(week_start))
 
     @get("/range", **_SECURED, response_headers=_CACHED)
-    async def range_(self, screen: ScreenReads, from_: From, to: To) -> Response[RangeHeatmap]:
+    async def range_(self, screen: NamedDependency[ScreenReads], from_: From, to: To) -> Response[RangeHeatmap]:
         """Cells of [from, to), summed from the fewest rows: whole weeks, whole days, then hours.
 
         ``buckets`` reports the spans of each grain that answered.
@@ -234,19 +236,23 @@ class HeatmapController(Controller):
         security=[{SECURITY_SCHEME: []}],
         responses={**statuses(400, 401, 403), **_CLICKHOUSE_DOWN},
     )
-    async def clients(self, store: HeatmapStore, settings: Settings, read_key: ReadKey = None) -> ClientList:
+    async def clients(
+        self, store: NamedDependency[HeatmapStore], settings: NamedDependency[Settings], read_key: ReadKey = None
+    ) -> ClientList:
         """Clients holding data (with keys on: those the presented read key opens)."""
         allowed = readable_clients(settings, read_key)
         return ClientList(clients=[c for c in await store.clients() if allowed is None or c in allowed])
 
     @get("/screens", **_SECURED)
-    async def screens(self, store: HeatmapStore, client_id: ClientId) -> ScreenList:
+    async def screens(self, store: NamedDependency[HeatmapStore], client_id: ClientId) -> ScreenList:
         """Screens of a client holding data; ``dimensions`` gives each one's event types and devices."""
         dimensions = await store.screens(client_id)
         return ScreenList(client_id=client_id, screens=[d.screen_id for d in dimensions], dimensions=dimensions)
 
     @get("/freshness", **_SECURED)
-    async def freshness(self, store: HeatmapStore, client_id: ClientId, from_: From, to: To) -> Freshness:
+    async def freshness(
+        self, store: NamedDependency[HeatmapStore], client_id: ClientId, from_: From, to: To
+    ) -> Freshness:
         """When the buckets of [from, to) were last written (null: never); a live dashboard view shows it."""
         start, end = range_bounds(from_, to)
         return Freshness(
@@ -259,7 +265,7 @@ class HeatmapController(Controller):
     @get("/buckets", **_SECURED)
     async def buckets(
         self,
-        store: HeatmapStore,
+        store: NamedDependency[HeatmapStore],
         client_id: ClientId,
         screen_id: ScreenId,
         grain: GrainParam,
@@ -286,22 +292,22 @@ class ScrollController(Controller):
     dependencies = {"screen": Provide(provide_scroll_reads, sync_to_thread=False)}  # noqa: RUF012  (Litestar copies it per app)
 
     @get("/hourly", **_SECURED, response_headers=_CACHED)
-    async def hourly(self, screen: ScreenReads, dt: Day, hour: Hour) -> Response[ScrollMap]:
+    async def hourly(self, screen: NamedDependency[ScreenReads], dt: Day, hour: Hour) -> Response[ScrollMap]:
         """Scroll reach of one UTC hour: per depth row, the share of page views that scrolled down to it; the median fold."""
         return await screen.scroll_bucket(hour_bucket(dt, hour))
 
     @get("/daily", **_SECURED, response_headers=_CACHED)
-    async def daily(self, screen: ScreenReads, dt: Day) -> Response[ScrollMap]:
+    async def daily(self, screen: NamedDependency[ScreenReads], dt: Day) -> Response[ScrollMap]:
         """Scroll reach of one UTC day: the sum of its hours (a view active in two hours counts in each)."""
         return await screen.scroll_bucket(day_bucket(dt))
 
     @get("/weekly", **_SECURED, response_headers=_CACHED)
-    async def weekly(self, screen: ScreenReads, week_start: WeekStart) -> Response[ScrollMap]:
+    async def weekly(self, screen: NamedDependency[ScreenReads], week_start: WeekStart) -> Response[ScrollMap]:
         """Scroll reach of one week, Sunday 00:00 UTC to the next Sunday."""
         return await screen.scroll_bucket(week_bucket(week_start))
 
     @get("/range", **_SECURED, response_headers=_CACHED)
-    async def range_(self, screen: ScreenReads, from_: From, to: To) -> Response[RangeScrollMap]:
+    async def range_(self, screen: NamedDependency[ScreenReads], from_: From, to: To) -> Response[RangeScrollMap]:
         """Scroll reach of [from, to), summed like the cells' range: whole weeks, whole days, then hours."""
         return await screen.scroll_range(*range_bounds(from_, to))
 
@@ -327,10 +333,10 @@ class ScreenshotController(Controller):
     def upload(
         self,
         request: Request,
-        screenshots: ScreenshotStore,
+        screenshots: NamedDependency[ScreenshotStore],
         client_id: ClientId,
         screen_id: ScreenId,
-        body: bytes,
+        body: RawBody,
     ) -> ScreenshotInfo:
         content_type = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
         try:
@@ -348,7 +354,7 @@ class ScreenshotController(Controller):
         description="The screen's screenshot with its stored Content-Type; 404 when none.",
     )
     def download(
-        self, request: Request, screenshots: ScreenshotStore, client_id: ClientId, screen_id: ScreenId
+        self, request: Request, screenshots: NamedDependency[ScreenshotStore], client_id: ClientId, screen_id: ScreenId
     ) -> Response[bytes]:
         found = screenshots.get(client_id, screen_id)
         if found is None:

@@ -31,7 +31,6 @@ from heatmap_core.settings import Settings
 from heatmap_core.timeutil import hour_start
 from infra import supervisor
 from infra.programs import APP_PROGRAMS, PROGRAMS
-from tests.answers import cell_counts
 from tests.conftest import day_of, free_port, week_of
 from tests.ingestion.demo_session import (
     DESKTOP,
@@ -43,6 +42,7 @@ from tests.ingestion.demo_session import (
     within_one_cell,
 )
 from tests.query.test_dashboard import CELL_PIXELS, wait_ready
+from traffic.answers import cell_counts
 from traffic.cli import send_batches
 from traffic.generator import GroundTruth, TrafficSpec, build
 

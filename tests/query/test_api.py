@@ -11,7 +11,6 @@ from litestar.testing import TestClient
 
 from query_api.app import create_app
 from query_api.models import CellColumns, Heatmap
-from tests.answers import cell_counts
 from tests.query.conftest import (
     CLIENT,
     DAY,
@@ -25,6 +24,7 @@ from tests.query.conftest import (
     Cells,
     Dataset,
 )
+from traffic.answers import cell_counts
 
 
 def cells_of(body: dict) -> Cells:

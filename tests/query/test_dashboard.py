@@ -8,8 +8,8 @@ import zlib
 
 import pytest
 
-from tests.answers import cell_counts
 from tests.query.conftest import CLIENT, HOUR, READ_KEY, SCREEN, WEEK
+from traffic.answers import cell_counts
 
 HOT_HOUR = WEEK + 10 * HOUR  # cells (25, 40): 500 and (26, 40): 200, nothing else
 GREY = (130, 130, 130)

@@ -16,10 +16,10 @@ import pytest
 from heatmap_core.clickhouse import clickhouse, replace_bucket
 from heatmap_core.schema import TABLES
 from heatmap_core.timeutil import naive_utc
-from tests.answers import cell_counts
 from tests.conftest import day_of
 from tests.query.conftest import CLIENT, HOUR, SCROLL_VIEWS, WEEK, Counts, Dataset, View, write_dataset
 from tests.query.test_dashboard import CANVAS_CELL, GREY, PNG_AT, is_grey, solid_png, wait_ready
+from traffic.answers import cell_counts
 
 SCREEN = "maps"
 LIVE_SCREEN = "live"

@@ -25,7 +25,7 @@ from query_api.buckets import Span
 from query_api.caching import final_before
 from query_api.dimensions import Selection
 from query_api.store import HeatmapStore, PlannedOn, StalePlan
-from tests.answers import cell_counts
+from traffic.answers import cell_counts
 
 READ_KEY = "acme-read-secret"
 OTHER_KEY = "globex-read-secret"

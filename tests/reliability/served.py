@@ -22,9 +22,9 @@ from heatmap_core.grid import cell_of
 from heatmap_core.settings import Settings
 from heatmap_core.timeutil import hour_start
 from query_api.app import create_app
-from tests.answers import cell_counts
 from tests.assets.runs import run
 from tests.landing.conftest import LandingProcess, wait_landed
+from traffic.answers import cell_counts
 
 from .figures import Tally
 

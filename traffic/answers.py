@@ -1,4 +1,4 @@
-"""Reading the query API's answers in tests."""
+"""Reading the query API's map answers, to compare them with the traffic's ground truth."""
 
 from __future__ import annotations
 
@@ -10,5 +10,6 @@ def cell_counts(body: dict) -> Counter[tuple[int, int]]:
     columns are of one length and that each cell comes once, in (cell_x, cell_y) order."""
     columns = body["cells"]
     positions = list(zip(columns["cell_x"], columns["cell_y"], strict=True))
-    assert positions == sorted(set(positions)), "cells repeated or out of (cell_x, cell_y) order"
+    if positions != sorted(set(positions)):
+        raise ValueError("cells repeated or out of (cell_x, cell_y) order")
     return Counter(dict(zip(positions, columns["count"], strict=True)))
