@@ -1,23 +1,27 @@
 """The hourly aggregation: the PySpark job of heatmap_hourly (s3a, explicit schema,
 dedup per ingested event, cells per event type and device, scroll reach per
 device and depth row) against chDB reading the same files straight from the S3
-server with its s3() table function and computing the same two results."""
+server with its s3() table function and computing the same two results; on one
+hour's events as JSON lines and as Parquet."""
 
 from __future__ import annotations
 
+import io
 import random
 import uuid
 from datetime import UTC, datetime, timedelta
 
 import msgspec
+import pyarrow as pa
+import pyarrow.parquet as pq
 
 from bench.common import Result, console, median_seconds, scratch_bucket
 from heatmap_assets.spark_job import READ_COLUMNS, write_hours
 from heatmap_core.clickhouse import clickhouse
 from heatmap_core.events import SCROLL, UNKNOWN_DEVICE, LakeEvent
 from heatmap_core.grid import GRID_H, GRID_W
-from heatmap_core.lake import part_key, staging_table_prefix
-from heatmap_core.lake_schema import EVENT_KEY, clickhouse_s3_source, clickhouse_structure
+from heatmap_core.lake import hour_glob, part_key, staging_table_prefix
+from heatmap_core.lake_schema import EVENT_KEY, arrow_schema, clickhouse_s3_source, clickhouse_structure
 from heatmap_core.s3 import s3_client
 from heatmap_core.schema import CELLS
 from heatmap_core.schema import SCROLL as SCROLL_KIND
@@ -110,18 +114,27 @@ def _event(hour: datetime, number: int, rng: random.Random) -> LakeEvent:
     )
 
 
-def _write_hour(settings: Settings, hour: datetime) -> list[str]:
+def _write_hour(settings: Settings, hour: datetime) -> dict[str, list[str]]:
+    """The hour's events in FILES part files per format: JSON lines, and the same events as landing's
+    Parquet (its schema, zstd), so both formats must give the same cells."""
     client = s3_client(settings)
     rng = random.Random(5)
-    keys = []
+    keys: dict[str, list[str]] = {"json": [], "parquet": []}
     per_file = EVENTS // FILES
     encoder = msgspec.json.Encoder()
+    schema = arrow_schema()
     for part in range(FILES):
         first = part * per_file
-        lines = [encoder.encode(_event(hour, first + i, rng)) for i in range(per_file)]
-        key = part_key(hour, "bench", 0, first // BATCH, (first + per_file - 1) // BATCH)
-        client.put_object(Bucket=settings.raw_bucket, Key=key, Body=b"\n".join(lines) + b"\n")
-        keys.append(key)
+        events = [_event(hour, first + i, rng) for i in range(per_file)]
+        offsets = (first // BATCH, (first + per_file - 1) // BATCH)
+        table = pa.Table.from_pylist([msgspec.structs.asdict(event) for event in events], schema=schema)
+        parquet = io.BytesIO()
+        pq.write_table(table, parquet, compression="zstd")
+        bodies = {"json": b"\n".join(encoder.encode(event) for event in events) + b"\n", "parquet": parquet.getvalue()}
+        for fmt, body in bodies.items():
+            key = part_key(hour, "bench", 0, *offsets, fmt, settings.parquet_prefix)
+            client.put_object(Bucket=settings.raw_bucket, Key=key, Body=body)
+            keys[fmt].append(key)
     return keys
 
 
@@ -132,36 +145,40 @@ def run(settings: Settings, repeats: int = 3) -> list[Result]:
 
 def _run(settings: Settings, repeats: int) -> list[Result]:
     hour = hour_start(datetime.now(UTC)) - timedelta(hours=1)
-    console.print(f"writing {EVENTS:,} lake lines in {FILES} files ...")
+    console.print(f"writing {EVENTS:,} lake events in {FILES} files, as JSON lines and as Parquet ...")
     keys = _write_hour(settings, hour)
-    paths = [f"s3a://{settings.raw_bucket}/{key}" for key in keys]
-
     spark = spark_session("bench-hourly", settings)
-    runs: list[dict[str, str]] = []
     try:
-        figures: dict = {}
-
-        def spark_job() -> None:
-            # The asset's job: the executors stage both tables' rows as Parquet (a fresh prefix per run).
-            run_id = f"bench-{uuid.uuid4().hex[:12]}"
-            staging = {
-                kind.name: f"s3a://{settings.raw_bucket}/{staging_table_prefix(run_id, kind.name)}"
-                for kind in (CELLS, SCROLL_KIND)
-            }
-            runs.append(staging)
-            figures.update(write_hours(spark, {hour: paths}, "json", staging))
-
-        spark_job()  # warm-up: JIT, s3a connection pool
-        spark_s = median_seconds(spark_job, repeats)
-        # What the last run staged, read back only to compare it with chDB's answer.
-        staged_cells = spark.read.parquet(runs[-1][CELLS.name]).collect()
-        staged_scroll = spark.read.parquet(runs[-1][SCROLL_KIND.name]).collect()
+        return [_measure(settings, spark, hour, fmt, keys[fmt], repeats) for fmt in ("json", "parquet")]
     finally:
         spark.stop()
 
-    prefix = keys[0].rsplit("/", 2)[0]
+
+def _measure(settings: Settings, spark, hour: datetime, fmt: str, keys: list[str], repeats: int) -> Result:
+    """The job on the hour's files in ``fmt`` (session started, median of ``repeats`` after a warm-up)
+    against chDB computing the same two results from the same files; both answers compared."""
+    paths = [f"s3a://{settings.raw_bucket}/{key}" for key in keys]
+    runs: list[dict[str, str]] = []
+    figures: dict = {}
+
+    def spark_job() -> None:
+        # The asset's job: the executors stage both tables' rows as Parquet (a fresh prefix per run).
+        run_id = f"bench-{uuid.uuid4().hex[:12]}"
+        staging = {
+            kind.name: f"s3a://{settings.raw_bucket}/{staging_table_prefix(run_id, kind.name)}"
+            for kind in (CELLS, SCROLL_KIND)
+        }
+        runs.append(staging)
+        figures.update(write_hours(spark, {hour: paths}, fmt, staging))
+
+    spark_job()  # warm-up: JIT, s3a connection pool
+    spark_s = median_seconds(spark_job, repeats)
+    # What the last run staged, read back only to compare it with chDB's answer.
+    staged_cells = spark.read.parquet(runs[-1][CELLS.name]).collect()
+    staged_scroll = spark.read.parquet(runs[-1][SCROLL_KIND.name]).collect()
+
     parameters = {
-        "url": f"{settings.s3_endpoint}/{settings.raw_bucket}/{prefix}/*/part-*.json",
+        "url": f"{settings.s3_endpoint}/{settings.raw_bucket}/{hour_glob(hour, fmt, settings.parquet_prefix)}",
         "key": settings.s3_access_key,
         "secret": settings.s3_secret_key,
         "structure": clickhouse_structure(READ_COLUMNS),
@@ -173,8 +190,8 @@ def _run(settings: Settings, repeats: int) -> list[Result]:
 
     def chdb_job() -> None:
         with clickhouse(settings) as client:
-            chdb_cells[:] = client.query(chdb_cells_sql("json"), parameters=parameters).result_rows
-            chdb_scroll[:] = client.query(chdb_scroll_sql("json"), parameters=parameters).result_rows
+            chdb_cells[:] = client.query(chdb_cells_sql(fmt), parameters=parameters).result_rows
+            chdb_scroll[:] = client.query(chdb_scroll_sql(fmt), parameters=parameters).result_rows
 
     chdb_job()
     chdb_s = median_seconds(chdb_job, repeats)
@@ -184,20 +201,18 @@ def _run(settings: Settings, repeats: int) -> list[Result]:
         (r.client_id, r.screen_id, r.event_type, r.device, r.cell_x, r.cell_y, r["count"]) for r in staged_cells
     )
     spark_scroll = sorted((r.client_id, r.screen_id, r.device, r.depth_row, r.reached, r.folds) for r in staged_scroll)
-    assert spark_cells == sorted(chdb_cells), "Spark and chDB disagree on the hour's cells"
-    assert spark_scroll == sorted(chdb_scroll), "Spark and chDB disagree on the hour's scroll reach"
+    assert spark_cells == sorted(chdb_cells), f"Spark and chDB disagree on the hour's cells ({fmt})"
+    assert spark_scroll == sorted(chdb_scroll), f"Spark and chDB disagree on the hour's scroll reach ({fmt})"
     console.print(
-        f"{result.events:,} events -> {result.cells:,} cells; {result.views:,} scrolled views -> "
+        f"{fmt}: {result.events:,} events -> {result.cells:,} cells; {result.views:,} scrolled views -> "
         f"{result.scroll_rows:,} scroll rows"
     )
-    return [
-        Result(
-            "hourly",
-            "PySpark job (s3a, dedup, cells by type and device, scroll reach, staged from the executors)",
-            EVENTS / spark_s,
-            "chDB s3() on the same files, same two results",
-            EVENTS / chdb_s,
-            "events/s",
-            True,
-        )
-    ]
+    return Result(
+        "hourly",
+        f"PySpark job on {fmt} (s3a, dedup, cells by type and device, scroll reach, staged from the executors)",
+        EVENTS / spark_s,
+        f"chDB s3() on the same {fmt} files, same two results",
+        EVENTS / chdb_s,
+        "events/s",
+        True,
+    )
