@@ -78,7 +78,7 @@ _IMAGES = {
 
 @dataclass
 class ImageUpload(Operation):
-    """The body is raw image bytes, which Litestar cannot infer from ``body: bytes``."""
+    """The body is raw image bytes, which Litestar cannot infer from ``body: RawBody``."""
 
     def __post_init__(self) -> None:
         self.request_body = RequestBody(required=True, content=_IMAGES)
