@@ -85,6 +85,18 @@ HAVING reached > 0 OR folds > 0
 """
 
 
+def chdb_parameters(settings: Settings, hour: datetime, fmt: str) -> dict[str, str]:
+    """The parameters of ``chdb_cells_sql`` and ``chdb_scroll_sql`` for every lake file of ``hour`` in ``fmt``."""
+    return {
+        "url": f"{settings.s3_endpoint}/{settings.raw_bucket}/{hour_glob(hour, fmt, settings.parquet_prefix)}",
+        "key": settings.s3_access_key,
+        "secret": settings.s3_secret_key,
+        "structure": clickhouse_structure(READ_COLUMNS),
+        "unknown": UNKNOWN_DEVICE,
+        "scroll": SCROLL,
+    }
+
+
 def _event(hour: datetime, number: int, rng: random.Random) -> LakeEvent:
     """Event ``number`` of the hour: batch number // BATCH, of view batch // VIEW_BATCHES."""
     batch = number // BATCH
@@ -177,14 +189,7 @@ def _measure(settings: Settings, spark, hour: datetime, fmt: str, keys: list[str
     staged_cells = spark.read.parquet(runs[-1][CELLS.name]).collect()
     staged_scroll = spark.read.parquet(runs[-1][SCROLL_KIND.name]).collect()
 
-    parameters = {
-        "url": f"{settings.s3_endpoint}/{settings.raw_bucket}/{hour_glob(hour, fmt, settings.parquet_prefix)}",
-        "key": settings.s3_access_key,
-        "secret": settings.s3_secret_key,
-        "structure": clickhouse_structure(READ_COLUMNS),
-        "unknown": UNKNOWN_DEVICE,
-        "scroll": SCROLL,
-    }
+    parameters = chdb_parameters(settings, hour, fmt)
     chdb_cells: list = []
     chdb_scroll: list = []
 

@@ -19,15 +19,12 @@ import psutil
 from dagster import DagsterInstance, materialize
 
 from bench.common import PeakMemory, Result, console, private_clickhouse, scratch_bucket
-from bench.hourly import chdb_cells_sql, chdb_scroll_sql
+from bench.hourly import chdb_cells_sql, chdb_parameters, chdb_scroll_sql
 from heatmap_assets.assets import ALL_ASSETS
 from heatmap_assets.partitions import hour_key
 from heatmap_assets.resources import build_resources
-from heatmap_assets.spark_job import READ_COLUMNS
 from heatmap_core.clickhouse import clickhouse
-from heatmap_core.events import SCROLL, UNKNOWN_DEVICE
-from heatmap_core.lake import hour_glob, part_key
-from heatmap_core.lake_schema import clickhouse_structure
+from heatmap_core.lake import part_key
 from heatmap_core.settings import Settings
 from heatmap_core.spark import spark_session
 from heatmap_core.timeutil import hour_start
@@ -152,14 +149,7 @@ def _measure_size(settings: Settings, server: psutil.Process, events: int, fmt: 
         )
         return [_memory_result(f"{size}, job FAILED after {job_s:.0f} s", job_memory)]
 
-    parameters = {
-        "url": f"{settings.s3_endpoint}/{settings.raw_bucket}/{hour_glob(hour, fmt, settings.parquet_prefix)}",
-        "key": settings.s3_access_key,
-        "secret": settings.s3_secret_key,
-        "structure": clickhouse_structure(READ_COLUMNS),
-        "unknown": UNKNOWN_DEVICE,
-        "scroll": SCROLL,
-    }
+    parameters = chdb_parameters(settings, hour, fmt)
     cell_columns = "client_id, screen_id, event_type, device, cell_x, cell_y, count"
     scroll_columns = "client_id, screen_id, device, depth_row, reached, folds"
     with clickhouse(settings) as client, PeakMemory(clickhouse=server) as chdb_memory:
