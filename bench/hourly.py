@@ -20,7 +20,7 @@ from heatmap_assets.spark_job import READ_COLUMNS, write_hours
 from heatmap_core.clickhouse import clickhouse
 from heatmap_core.events import SCROLL, UNKNOWN_DEVICE, LakeEvent
 from heatmap_core.grid import GRID_H, GRID_W
-from heatmap_core.lake import hour_glob, part_key, staging_table_prefix
+from heatmap_core.lake import hour_glob, part_key, staging_kind_prefix, staging_prefix
 from heatmap_core.lake_schema import EVENT_KEY, arrow_schema, clickhouse_s3_source, clickhouse_structure
 from heatmap_core.s3 import s3_client
 from heatmap_core.schema import CELLS
@@ -170,24 +170,22 @@ def _measure(settings: Settings, spark, hour: datetime, fmt: str, keys: list[str
     """The job on the hour's files in ``fmt`` (session started, median of ``repeats`` after a warm-up)
     against chDB computing the same two results from the same files; both answers compared."""
     paths = [f"s3a://{settings.raw_bucket}/{key}" for key in keys]
-    runs: list[dict[str, str]] = []
+    runs: list[str] = []
     figures: dict = {}
 
     def spark_job() -> None:
         # The asset's job: the executors stage both tables' rows as Parquet (a fresh prefix per run).
         run_id = f"bench-{uuid.uuid4().hex[:12]}"
-        staging = {
-            kind.name: f"s3a://{settings.raw_bucket}/{staging_table_prefix(run_id, kind.name)}"
-            for kind in (CELLS, SCROLL_KIND)
-        }
-        runs.append(staging)
-        figures.update(write_hours(spark, {hour: paths}, fmt, staging))
+        runs.append(run_id)
+        figures.update(write_hours(spark, {hour: paths}, fmt, f"s3a://{settings.raw_bucket}/{staging_prefix(run_id)}"))
 
     spark_job()  # warm-up: JIT, s3a connection pool
     spark_s = median_seconds(spark_job, repeats)
     # What the last run staged, read back only to compare it with chDB's answer.
-    staged_cells = spark.read.parquet(runs[-1][CELLS.name]).collect()
-    staged_scroll = spark.read.parquet(runs[-1][SCROLL_KIND.name]).collect()
+    staged_cells, staged_scroll = (
+        spark.read.parquet(f"s3a://{settings.raw_bucket}/{staging_kind_prefix(runs[-1], kind.name)}").collect()
+        for kind in (CELLS, SCROLL_KIND)
+    )
 
     parameters = chdb_parameters(settings, hour, fmt)
     chdb_cells: list = []

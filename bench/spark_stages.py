@@ -23,9 +23,8 @@ from bench.common import console, machine, private_clickhouse, scratch_bucket
 from bench.profile import PROFILES
 from bench.scale import write_lake_hour
 from heatmap_assets.spark_job import write_hours
-from heatmap_core.lake import hour_prefix, staging_table_prefix
+from heatmap_core.lake import hour_prefix, staging_prefix
 from heatmap_core.s3 import s3_client
-from heatmap_core.schema import CELLS, SCROLL
 from heatmap_core.settings import Settings, get_settings
 from heatmap_core.spark import spark_session
 from heatmap_core.timeutil import hour_start
@@ -133,10 +132,7 @@ def profile(settings: Settings, events: int, fmt: str, runs: int, log_dir: Path)
         walls = []
         for _ in range(runs + 1):  # the first run warms the JVM up
             run_id = f"stages-{uuid.uuid4().hex[:12]}"
-            staging = {
-                kind.name: f"s3a://{settings.raw_bucket}/{staging_table_prefix(run_id, kind.name)}"
-                for kind in (CELLS, SCROLL)
-            }
+            staging = f"s3a://{settings.raw_bucket}/{staging_prefix(run_id)}"
             since = time.time() * 1000
             started = time.perf_counter()
             write_hours(spark, {hour: paths}, fmt, staging)

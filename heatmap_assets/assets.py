@@ -47,7 +47,7 @@ from heatmap_assets.partitions import (
 from heatmap_assets.resources import ClickHouseResource, LakeResource, SparkResource
 from heatmap_core.clickhouse import BucketWrite, replace_bucket
 from heatmap_core.grid import GRID_H, GRID_W
-from heatmap_core.lake import LAYOUT, staging_hour_glob, staging_prefix, staging_table_prefix
+from heatmap_core.lake import LAYOUT, staging_hour_glob, staging_prefix
 from heatmap_core.lake_schema import LAKE_COLUMNS
 from heatmap_core.schema import CELLS, HOURLY, SCROLL, SCROLL_HOURLY, BucketTable, TableKind
 from heatmap_core.settings import get_settings
@@ -183,9 +183,7 @@ def heatmap_hourly(
     per_hour: list[HourStats] = []
     try:
         # The executors write every hour's rows under this run's staging prefix; the driver gets figures only.
-        staging = {
-            t.kind.name: lake_store.s3a_path(staging_table_prefix(run_id, t.name)) for t in (HOURLY, SCROLL_HOURLY)
-        }
+        staging = lake_store.s3a_path(staging_prefix(run_id))
         figures = write_hours(spark.spark_session, paths, settings.raw_format, staging) if paths else {}
         context.log.info(
             "staged %d cells and %d scroll rows under s3://%s/%s",
@@ -276,7 +274,7 @@ def replace_from_staging(
         parameters=staged_parameters(
             table.kind,
             hour,
-            lake_store.http_url(staging_hour_glob(run_id, table.name, hour)),
+            lake_store.http_url(staging_hour_glob(run_id, table.kind.name, hour)),
             settings.s3_access_key,
             settings.s3_secret_key,
         ),

@@ -13,9 +13,9 @@ partition it belongs to.
 
 The two results are two DataFrames whose columns are their tables' columns
 (``schema.CELLS``, ``schema.SCROLL``) with ``hour`` (text) for bucket_start.
-``write_hours`` has the executors write them as Parquet under a staging prefix,
-one folder per hour (``heatmap_core.lake.staging_hour_glob``), where ClickHouse
-reads them into each bucket's replacement; only per-hour figures, Spark's sums
+``write_hours`` has the executors write both as Parquet in one Spark write under
+a staging prefix, one folder per kind and hour (``heatmap_core.lake.staging_hour_glob``),
+where ClickHouse reads them into each bucket's replacement; only per-hour figures, Spark's sums
 of the staged files, come back to the driver, so its memory does not grow with
 the number of cells.
 """
@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING
 from heatmap_core.events import SCROLL as SCROLL_EVENT
 from heatmap_core.events import UNKNOWN_DEVICE
 from heatmap_core.grid import spark_cell_columns, spark_row_column
-from heatmap_core.lake import STAGING_HOUR_COLUMN, STAGING_HOUR_ID
+from heatmap_core.lake import STAGING_HOUR_COLUMN, STAGING_HOUR_ID, STAGING_KIND_COLUMN
 from heatmap_core.lake_schema import COUNTED_COLUMNS, EVENT_KEY, spark_schema
 from heatmap_core.schema import CELLS, SCROLL, TableKind
 from heatmap_core.timeutil import HOUR_TEXT
@@ -199,48 +199,56 @@ class HourFigures:
     scroll_rows: int = 0  # rows staged for the scroll table
 
 
-def _stage(frame, url: str):
-    """Write a frame of ``_table_columns(kind)`` as Parquet under ``url``, one folder per hour
-    (``STAGING_HOUR_COLUMN=<YYYYMMDDHH>``) without the hour column: ClickHouse sets bucket_start.
-    Returns the files' schema, the folder column last, to read them back with."""
+def _staged(frames: dict[str, DataFrame]):
+    """One frame of every kind's rows for one Spark write: each kind's columns (null in the other
+    kind's rows), then ``STAGING_KIND_COLUMN`` (the kind's name) and ``STAGING_HOUR_COLUMN``
+    (``<YYYYMMDDHH>``) in place of the hour column: ClickHouse sets bucket_start."""
     from pyspark.sql import functions as F
 
+    labelled = [frame.withColumn(STAGING_KIND_COLUMN, F.lit(kind)) for kind, frame in frames.items()]
+    both = reduce(lambda first, second: first.unionByName(second, allowMissingColumns=True), labelled)
     hour_id = F.regexp_replace(F.col(HOUR), "[^0-9]", "")  # "2026-11-25 23" -> "2026112523"
-    staged = frame.withColumn(STAGING_HOUR_COLUMN, hour_id).drop(HOUR)
-    staged.write.partitionBy(STAGING_HOUR_COLUMN).mode("errorifexists").parquet(url)
-    return staged.schema
+    columns = [name for name in both.columns if name not in (HOUR, STAGING_KIND_COLUMN)]
+    return both.select(*columns, STAGING_KIND_COLUMN, hour_id.alias(STAGING_HOUR_COLUMN))
 
 
-def write_hours(
-    spark, paths_by_hour: dict[datetime, list[str]], fmt: str, staging: dict[str, str]
-) -> dict[datetime, HourFigures]:
-    """Run the transform over each hour's part files; the executors write each kind's rows under
-    ``staging[kind.name]`` (an s3a:// URL, one folder per hour); returns the per-hour figures, for
-    hours with lines.
+def write_hours(spark, paths_by_hour: dict[datetime, list[str]], fmt: str, staging: str) -> dict[datetime, HourFigures]:
+    """Run the transform over each hour's part files; the executors write the rows of both kinds under
+    ``staging`` (an s3a:// URL, one folder per kind and hour: ``heatmap_core.lake.staging_hour_glob``);
+    returns the per-hour figures, for hours with lines.
 
-    Nothing is cached: each write reads the lake itself, and the figures are Spark's sums of the
-    staged files read back (a few narrow columns of the rows just written), so rows are never
-    collected to the driver. Caching the lines and both results cost more CPU than reading
-    again (a columnar copy of every line, then of every cell; BENCHMARKS.md, 2026-11-26
-    18:55-19:35). The lines read are counted while the first write reads them, not by a pass of
-    their own.
+    Both kinds go out in one Spark write: a write costs about a second of its own here whatever
+    its size (job setup, the s3a commit's copies and deletes, the commit marker), so one write
+    instead of two takes that second off every run (BENCHMARKS.md, 2026-11-28 18:00). Nothing is
+    cached: each kind reads the lake itself, and the figures are Spark's sums of the staged files
+    read back (a few narrow columns of the rows just written), so rows are never collected to the
+    driver. Caching the lines and both results cost more CPU than reading again (a columnar copy of
+    every line, then of every cell; BENCHMARKS.md, 2026-11-26 18:55-19:35). The lines read are
+    counted while the write reads them, not by a pass of their own.
     """
     from pyspark.sql import functions as F
 
     frame, lines = read_lake(spark, paths_by_hour, fmt)
     lines_read = counted_lines(frame)
-    cells_schema = _stage(hourly_cells(lines_read), staging[CELLS.name])
-    scroll_schema = _stage(scroll_reach(lines_read), staging[SCROLL.name])
+    staged = _staged({CELLS.name: hourly_cells(lines_read), SCROLL.name: scroll_reach(lines_read)})
+    staged.write.partitionBy(STAGING_KIND_COLUMN, STAGING_HOUR_COLUMN).mode("errorifexists").parquet(staging)
     figures = {hour: HourFigures(hour, lines=int(observed.get["lines"])) for hour, observed in lines.items()}
     by_id = {f"{hour:{STAGING_HOUR_ID}}": figure for hour, figure in figures.items()}
-    # An explicit schema: a kind without any row left only _SUCCESS, where inference would fail.
-    cells = spark.read.schema(cells_schema).parquet(staging[CELLS.name]).groupBy(STAGING_HOUR_COLUMN)
-    for row in cells.agg(F.count(F.lit(1)).alias("cells"), F.sum("count").alias("events")).collect():
+    # An explicit schema: a run without any row left only _SUCCESS, where inference would fail.
+    sums = (
+        spark.read.schema(staged.schema)
+        .parquet(staging)
+        .groupBy(STAGING_KIND_COLUMN, STAGING_HOUR_COLUMN)
+        .agg(
+            F.count(F.lit(1)).alias("rows"),
+            F.sum("count").alias("events"),
+            F.sum(F.when(F.col("depth_row") == 0, F.col("reached")).otherwise(0)).alias("views"),
+        )
+    )
+    for row in sums.collect():
         figure = by_id[row[STAGING_HOUR_COLUMN]]
-        figure.cells, figure.events = int(row["cells"]), int(row["events"])
-    scroll = spark.read.schema(scroll_schema).parquet(staging[SCROLL.name]).groupBy(STAGING_HOUR_COLUMN)
-    views = F.sum(F.when(F.col("depth_row") == 0, F.col("reached")).otherwise(0)).alias("views")
-    for row in scroll.agg(F.count(F.lit(1)).alias("rows"), views).collect():
-        figure = by_id[row[STAGING_HOUR_COLUMN]]
-        figure.scroll_rows, figure.views = int(row["rows"]), int(row["views"])
+        if row[STAGING_KIND_COLUMN] == CELLS.name:
+            figure.cells, figure.events = int(row["rows"]), int(row["events"])
+        else:
+            figure.scroll_rows, figure.views = int(row["rows"]), int(row["views"])
     return {hour: figure for hour, figure in figures.items() if figure.lines}

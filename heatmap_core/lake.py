@@ -100,14 +100,16 @@ def hour_glob(hour: datetime, fmt: str = "json", parquet_prefix: str = "parquet"
 
 # --------------------------------------------------------------------------- staging of the hourly job
 #
-# The hourly job's executors write the rows of each table as Parquet under
-#     _staging/<run id>/<table>/hour_id=YYYYMMDDHH/part-*.parquet
-# and ClickHouse reads one hour's folder into that bucket's replacement. A run
+# The hourly job's executors write the rows of both kinds (cells, scroll) as Parquet,
+# in one Spark write, under
+#     _staging/<run id>/kind=<cells|scroll>/hour_id=YYYYMMDDHH/part-*.parquet
+# and ClickHouse reads one hour's folder of a kind into that bucket's replacement. A run
 # deletes its prefix when it ends; a prefix left by a run that died is named by
 # that run, read by nothing else, and swept once older than STAGING_MAX_AGE.
 
 STAGING_PREFIX = "_staging/"
-STAGING_HOUR_COLUMN = "hour_id"  # the folder per hour (Spark's partitionBy column)
+STAGING_KIND_COLUMN = "kind"  # the folder per kind (Spark's first partitionBy column)
+STAGING_HOUR_COLUMN = "hour_id"  # the folder per hour within it (the second)
 STAGING_HOUR_ID = "%Y%m%d%H"  # its value: the hour's digits
 STAGING_MAX_AGE = timedelta(days=1)
 
@@ -118,15 +120,17 @@ def staging_prefix(run_id: str) -> str:
     return f"{STAGING_PREFIX}{run_id}/"
 
 
-def staging_table_prefix(run_id: str, table_name: str) -> str:
-    """Where one run's executors write the rows of one table."""
-    validate_id(table_name, "table_name")
-    return f"{staging_prefix(run_id)}{table_name}/"
+def staging_kind_prefix(run_id: str, kind_name: str) -> str:
+    """Where one run's executors write the rows of one kind (``schema.TableKind.name``)."""
+    validate_id(kind_name, "kind_name")
+    return f"{staging_prefix(run_id)}{STAGING_KIND_COLUMN}={kind_name}/"
 
 
-def staging_hour_glob(run_id: str, table_name: str, hour: datetime) -> str:
-    """The Parquet files of one hour of one table staged by one run."""
-    return f"{staging_table_prefix(run_id, table_name)}{STAGING_HOUR_COLUMN}={hour_start(hour):{STAGING_HOUR_ID}}/*.parquet"
+def staging_hour_glob(run_id: str, kind_name: str, hour: datetime) -> str:
+    """The Parquet files of one hour of one kind staged by one run."""
+    return (
+        f"{staging_kind_prefix(run_id, kind_name)}{STAGING_HOUR_COLUMN}={hour_start(hour):{STAGING_HOUR_ID}}/*.parquet"
+    )
 
 
 # --------------------------------------------------------------------------- change ledger

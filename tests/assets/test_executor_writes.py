@@ -16,7 +16,7 @@ from heatmap_assets.partitions import hour_key
 from heatmap_assets.resources import LakeResource, build_resources
 from heatmap_assets.spark_job import HourFigures, write_hours
 from heatmap_core.clickhouse import apply_schema, clickhouse
-from heatmap_core.lake import STAGING_MAX_AGE, STAGING_PREFIX, staging_table_prefix
+from heatmap_core.lake import STAGING_MAX_AGE, STAGING_PREFIX, staging_kind_prefix, staging_prefix
 from heatmap_core.schema import CELLS, HOURLY, SCROLL, SCROLL_HOURLY
 from tests.assets import lakedata
 from tests.assets.runs import run
@@ -45,10 +45,7 @@ def test_executors_stage_each_hour_and_clickhouse_reads_it_exactly(settings, spa
     parts = {hour: lakedata.write_part(settings, hour, found, duplicate_every=9) for hour, found in events.items()}
     lake = _lake(settings)
     run_id = "run-under-test"
-    staging = {
-        CELLS.name: lake.s3a_path(staging_table_prefix(run_id, HOURLY.name)),
-        SCROLL.name: lake.s3a_path(staging_table_prefix(run_id, SCROLL_HOURLY.name)),
-    }
+    staging = lake.s3a_path(staging_prefix(run_id))
 
     figures = write_hours(spark, {hour: [lake.s3a_path(part.key)] for hour, part in parts.items()}, "json", staging)
 
@@ -65,15 +62,14 @@ def test_executors_stage_each_hour_and_clickhouse_reads_it_exactly(settings, spa
         )
         for hour in events
     }
-    # One folder per hour and table, Parquet part files only (and Spark's commit marker).
+    # One Spark write: its commit marker, then one folder per kind and hour of Parquet part files only.
     staged = _keys(settings, STAGING_PREFIX)
-    for table in (HOURLY, SCROLL_HOURLY):
-        prefix = staging_table_prefix(run_id, table.name)
+    assert f"{staging_prefix(run_id)}_SUCCESS" in staged
+    for kind in (CELLS, SCROLL):
+        prefix = staging_kind_prefix(run_id, kind.name)
         mine = [key.removeprefix(prefix) for key in staged if key.startswith(prefix)]
-        assert "_SUCCESS" in mine
-        folders = {key.split("/")[0] for key in mine if key != "_SUCCESS"}
-        assert folders == {f"hour_id={hour:%Y%m%d%H}" for hour in events}
-        assert all(re.fullmatch(r"hour_id=\d{10}/part-[^/]+\.parquet", key) for key in mine if key != "_SUCCESS")
+        assert {key.split("/")[0] for key in mine} == {f"hour_id={hour:%Y%m%d%H}" for hour in events}
+        assert all(re.fullmatch(r"hour_id=\d{10}/part-[^/]+\.parquet", key) for key in mine)
 
     with clickhouse(settings) as client:
         apply_schema(client, settings.clickhouse_database)
@@ -132,7 +128,7 @@ def test_a_run_cleans_its_staging_and_a_failed_one_leaves_the_live_bucket(settin
 
 def test_staged_files_a_dead_run_left_are_swept_once_old(settings):
     lake = _lake(settings)
-    left = [f"{STAGING_PREFIX}dead-run/{HOURLY.name}/hour_id=2026112523/part-{n}.parquet" for n in range(3)]
+    left = [f"{staging_kind_prefix('dead-run', CELLS.name)}hour_id=2026112523/part-{n}.parquet" for n in range(3)]
     for key in left:
         lakedata.put(settings, key, b"not read by anything")
     now = datetime.now(UTC)

@@ -14,7 +14,7 @@ from heatmap_core.lake import (
     parse_part_key,
     part_key,
     staging_hour_glob,
-    staging_table_prefix,
+    staging_kind_prefix,
 )
 
 valid_ids = st.from_regex(r"\A[A-Za-z0-9_-]{1,64}\Z")
@@ -80,16 +80,13 @@ def test_ledger_keys_sort_by_write_time(a, b):
         assert ledger_key(a, 5, 0) < ledger_key(b, 0, 0)
 
 
-def test_staging_paths_name_the_run_the_table_and_the_utc_hour():
+def test_staging_paths_name_the_run_the_kind_and_the_utc_hour():
     hour = datetime(2026, 11, 26, 0, 30, tzinfo=timezone(timedelta(hours=1)))  # 2026-11-25 23:30 UTC
-    assert staging_table_prefix("run-1", "heatmap_hourly") == "_staging/run-1/heatmap_hourly/"
-    assert (
-        staging_hour_glob("run-1", "heatmap_hourly", hour)
-        == "_staging/run-1/heatmap_hourly/hour_id=2026112523/*.parquet"
-    )
+    assert staging_kind_prefix("run-1", "cells") == "_staging/run-1/kind=cells/"
+    assert staging_hour_glob("run-1", "scroll", hour) == "_staging/run-1/kind=scroll/hour_id=2026112523/*.parquet"
 
 
 @pytest.mark.parametrize("run_id", ["../x", "a/b", "", "x" * 65, "*"])
 def test_staging_paths_refuse_a_bad_run_id(run_id):
     with pytest.raises(InvalidId):
-        staging_table_prefix(run_id, "heatmap_hourly")
+        staging_kind_prefix(run_id, "cells")

@@ -41,8 +41,8 @@ def test_remove_bucket_removes_objects_and_folder_markers(settings):
     # cleanup leaves in S3Proxy's store, which only _folders removes, is not reproduced here: the
     # teardown of tests/assets/test_assets_inprocess.py meets it, and without _folders it leaves
     # the bucket behind with a warning in the summary.)
-    client.put_object(Bucket=bucket, Key="_staging/run/heatmap_scroll_hourly/", Body=b"")
-    client.put_object(Bucket=bucket, Key="_staging/run/heatmap_scroll_hourly/part-0.parquet", Body=b"x")
+    client.put_object(Bucket=bucket, Key="_staging/run/kind=scroll/hour_id=2026020210/", Body=b"")
+    client.put_object(Bucket=bucket, Key="_staging/run/kind=scroll/hour_id=2026020210/part-0.parquet", Body=b"x")
     remove_bucket(client, bucket)
     with pytest.raises(ClientError) as missing:
         client.head_bucket(Bucket=bucket)
