@@ -217,9 +217,9 @@ def write_hours(spark, paths_by_hour: dict[datetime, list[str]], fmt: str, stagi
     ``staging`` (an s3a:// URL, one folder per kind and hour: ``heatmap_core.lake.staging_hour_glob``);
     returns the per-hour figures, for hours with lines.
 
-    Both kinds go out in one Spark write: a write costs about a second of its own here whatever
-    its size (job setup, the s3a commit's copies and deletes, the commit marker), so one write
-    instead of two takes that second off every run (BENCHMARKS.md, 2026-11-28 18:00). Nothing is
+    Both kinds go out in one Spark write: a write into s3a costs about a second of its own here
+    whatever its size (Spark's job setup and commit protocol, s3a's requests), so one write instead
+    of two takes 0.3-0.8 s off a run of 400,000 events (BENCHMARKS.md, 2026-11-28 17:30-18:20). Nothing is
     cached: each kind reads the lake itself, and the figures are Spark's sums of the staged files
     read back (a few narrow columns of the rows just written), so rows are never collected to the
     driver. Caching the lines and both results cost more CPU than reading again (a columnar copy of
