@@ -5,9 +5,11 @@ from __future__ import annotations
 import importlib
 import os
 import platform
+import signal
 import socket
 import statistics
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -208,7 +210,37 @@ def private_clickhouse(settings: Settings, data_dir: Path) -> Iterator[tuple[Set
     )
     supervisor.start(private, PROGRAMS, ["clickhouse"], do_fetch=False)
     try:
-        pid = int(StackPaths(private.data_path).program_pid("clickhouse").read_text().split()[0])
-        yield private, psutil.Process(pid)
+        process = psutil.Process(int(StackPaths(private.data_path).program_pid("clickhouse").read_text().split()[0]))
+        with sampled(process):
+            yield private, process
     finally:
         supervisor.stop(private)
+
+
+# Set by `python -m bench.profile` for the bench it runs: a folder, and py-spy's sampling options.
+SAMPLE_DIR_ENV = "HEATMAP_BENCH_SAMPLE_DIR"
+SAMPLE_OPTIONS_ENV = "HEATMAP_BENCH_SAMPLE_OPTIONS"
+
+
+@contextmanager
+def sampled(process: psutil.Process) -> Iterator[None]:
+    """Under `bench.profile`, a py-spy of its own on ``process``, writing its stacks into the profile's folder.
+
+    A program of a supervisord is not in the profiled bench's process tree (supervisord runs as a
+    daemon), so `py-spy --subprocesses` never sees it; bench.profile adds these stacks to the run's.
+    """
+    folder = os.environ.get(SAMPLE_DIR_ENV)
+    if not folder:
+        yield
+        return
+    spy = Path(sys.executable).with_name("py-spy")
+    output = Path(folder) / f"{process.pid}.collapsed"
+    options = os.environ.get(SAMPLE_OPTIONS_ENV, "").split()
+    # --subprocesses only for its root frame, `process PID:"command"`, which names the process in the summary.
+    command = [str(spy), "record", "--pid", str(process.pid), "--subprocesses", "-f", "raw", "-o", str(output)]
+    sampler = subprocess.Popen([*command, *options], stdout=subprocess.DEVNULL)
+    try:
+        yield
+    finally:
+        sampler.send_signal(signal.SIGINT)  # py-spy writes its output on an interrupt
+        sampler.wait(timeout=60)

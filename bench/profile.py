@@ -1,7 +1,8 @@
 """python -m bench.profile NAME: run one benchmark under py-spy and keep what dominated.
 
 Every process of the run is sampled (the bench itself, which is the load
-generator or the reference, and the service it starts: uvicorn, landing).
+generator or the reference, and the service it starts: uvicorn, landing),
+and the bench's own ClickHouse server (chdb_server) by a py-spy of its own.
 Written to bench/profiles/:
 
 - ``NAME.collapsed.gz``: py-spy's raw collapsed stacks, gzipped (flamegraph.pl,
@@ -14,16 +15,18 @@ Written to bench/profiles/:
 from __future__ import annotations
 
 import gzip
+import os
 import re
 import subprocess
 import sys
+import tempfile
 from collections import Counter
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from bench.common import SIZED, console, run_bench, show
+from bench.common import SAMPLE_DIR_ENV, SAMPLE_OPTIONS_ENV, SIZED, console, run_bench, show
 from heatmap_core.settings import get_settings
 
 PROFILES = Path(__file__).resolve().parent / "profiles"
@@ -36,8 +39,15 @@ _PROCESS = re.compile(r'^process \d+:"(?P<command>[^"]*)"')
 def _py_spy(name: str, fmt: str, output: Path, rate: int, idle: bool, big: bool) -> None:
     command = [sys.executable, "-m", "bench.profile", "run-bench", name, *(["--big"] if big else [])]
     spy = Path(sys.executable).with_name("py-spy")
-    options = ["--subprocesses", "--nonblocking", "-r", str(rate), "-f", fmt, "-o", str(output)]
-    subprocess.run([str(spy), "record", *options, *(["--idle"] if idle else []), "--", *command], check=True)
+    sampling = ["--nonblocking", "-r", str(rate), *(["--idle"] if idle else [])]
+    options = ["--subprocesses", *sampling, "-f", fmt, "-o", str(output)]
+    with tempfile.TemporaryDirectory(prefix="bench-profile-") as folder:
+        # The bench's own ClickHouse server is sampled apart (bench.common.sampled); raw stacks join the run's.
+        sampled = {SAMPLE_DIR_ENV: folder, SAMPLE_OPTIONS_ENV: " ".join(sampling)} if fmt == "raw" else {}
+        subprocess.run([str(spy), "record", *options, "--", *command], check=True, env={**os.environ, **sampled})
+        with output.open("a") as stacks:
+            for extra in sorted(Path(folder).glob("*.collapsed")):
+                stacks.write(extra.read_text())
 
 
 def _process_name(root: str) -> str:
@@ -46,7 +56,7 @@ def _process_name(root: str) -> str:
     if not command:  # py-spy names the process it launched before it has read its command line
         return "bench (reference)"
     # The bench's own command line names its bench ("run-bench landing"): it is tried first.
-    for marker in ("bench.profile", "uvicorn", "landing", "bench.loadgen", "ProducerPerformance"):
+    for marker in ("bench.profile", "uvicorn", "landing", "bench.loadgen", "ProducerPerformance", "chdb_server"):
         if marker in command:
             return {"bench.profile": "bench (reference)", "bench.loadgen": "load generator"}.get(marker, marker)
     return command[:60]
