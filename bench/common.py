@@ -217,6 +217,8 @@ def private_clickhouse(settings: Settings, data_dir: Path) -> Iterator[tuple[Set
         supervisor.stop(private)
 
 
+# The sampling profiler of `python -m bench.profile`, installed beside this interpreter.
+PY_SPY = Path(sys.executable).with_name("py-spy")
 # Set by `python -m bench.profile` for the bench it runs: a folder, and py-spy's sampling options.
 SAMPLE_DIR_ENV = "HEATMAP_BENCH_SAMPLE_DIR"
 SAMPLE_OPTIONS_ENV = "HEATMAP_BENCH_SAMPLE_OPTIONS"
@@ -233,11 +235,10 @@ def sampled(process: psutil.Process) -> Iterator[None]:
     if not folder:
         yield
         return
-    spy = Path(sys.executable).with_name("py-spy")
     output = Path(folder) / f"{process.pid}.collapsed"
     options = os.environ.get(SAMPLE_OPTIONS_ENV, "").split()
     # --subprocesses only for its root frame, `process PID:"command"`, which names the process in the summary.
-    command = [str(spy), "record", "--pid", str(process.pid), "--subprocesses", "-f", "raw", "-o", str(output)]
+    command = [str(PY_SPY), "record", "--pid", str(process.pid), "--subprocesses", "-f", "raw", "-o", str(output)]
     sampler = subprocess.Popen([*command, *options], stdout=subprocess.DEVNULL)
     try:
         yield

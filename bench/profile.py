@@ -26,7 +26,7 @@ from typing import Annotated
 
 import typer
 
-from bench.common import SAMPLE_DIR_ENV, SAMPLE_OPTIONS_ENV, SIZED, console, run_bench, show
+from bench.common import PY_SPY, SAMPLE_DIR_ENV, SAMPLE_OPTIONS_ENV, SIZED, console, run_bench, show
 from heatmap_core.settings import get_settings
 
 PROFILES = Path(__file__).resolve().parent / "profiles"
@@ -38,13 +38,14 @@ _PROCESS = re.compile(r'^process \d+:"(?P<command>[^"]*)"')
 
 def _py_spy(name: str, fmt: str, output: Path, rate: int, idle: bool, big: bool) -> None:
     command = [sys.executable, "-m", "bench.profile", "run-bench", name, *(["--big"] if big else [])]
-    spy = Path(sys.executable).with_name("py-spy")
     sampling = ["--nonblocking", "-r", str(rate), *(["--idle"] if idle else [])]
     options = ["--subprocesses", *sampling, "-f", fmt, "-o", str(output)]
     with tempfile.TemporaryDirectory(prefix="bench-profile-") as folder:
         # The bench's own ClickHouse server is sampled apart (bench.common.sampled); raw stacks join the run's.
-        sampled = {SAMPLE_DIR_ENV: folder, SAMPLE_OPTIONS_ENV: " ".join(sampling)} if fmt == "raw" else {}
-        subprocess.run([str(spy), "record", *options, "--", *command], check=True, env={**os.environ, **sampled})
+        server_sampling = {SAMPLE_DIR_ENV: folder, SAMPLE_OPTIONS_ENV: " ".join(sampling)} if fmt == "raw" else {}
+        subprocess.run(
+            [str(PY_SPY), "record", *options, "--", *command], check=True, env={**os.environ, **server_sampling}
+        )
         with output.open("a") as stacks:
             for extra in sorted(Path(folder).glob("*.collapsed")):
                 stacks.write(extra.read_text())
