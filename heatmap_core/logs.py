@@ -113,11 +113,12 @@ def _stop_listener() -> None:
         _listener = None
 
 
-def configure_logging(level: str | int = "INFO") -> None:
+def configure_logging(level: str | int = "INFO", library_info: tuple[str, ...] = ()) -> None:
     """Make this process's logging the project's one setup; call it from an entry point (again: replaces it).
 
     Our loggers log from ``level`` up; every other library from WARNING up (their
-    INFO is connection chatter). Everything, including what uvicorn and Litestar
+    INFO is connection chatter), except the loggers named in ``library_info``: from
+    ``level`` but at least INFO up. Everything, including what uvicorn and Litestar
     log, is throttled and formatted in the caller, then written to stderr by a
     listener thread, so a slow stderr never blocks an event loop.
     """
@@ -138,6 +139,8 @@ def configure_logging(level: str | int = "INFO") -> None:
     root.setLevel(logging.WARNING)
     for name in OWN_LOGGERS:
         logging.getLogger(name).setLevel(level.upper() if isinstance(level, str) else level)
+    for name in library_info:
+        logging.getLogger(name).setLevel(max(logging.getLogger(OWN_LOGGERS[0]).level, logging.INFO))
     for name in _REROUTED:
         rerouted = logging.getLogger(name)
         # A logger the server silenced (uvicorn --no-access-log: no handler, no propagation) stays silent.

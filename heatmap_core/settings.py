@@ -48,8 +48,9 @@ class LandingSettings(BaseSettings):
     stall_timeout_s: float = Field(
         60.0,
         gt=0,
-        description="Assigned partitions that see no fetch response for this long mean a wedged client: "
-        "exit and be restarted.",
+        description="Seconds of polling after which an assigned partition that saw no fetch response, or that "
+        "delivered none of its waiting records, means a wedged Kafka client: it is replaced, and the process exits "
+        "(for its supervisor) if a partition it was replaced for stalls again.",
     )
 
     health_port: int | None = Field(

@@ -48,7 +48,8 @@ def run(
     except ValidationError as exc:
         raise typer.BadParameter(str(exc)) from exc
     landing = options.of_instance(options.instance_number)
-    configure_logging(landing.log_level)
+    # kafka-python's group and fetch lines (joins, assignments, offset resets) are the history of a rebalance.
+    configure_logging(landing.log_level, library_info=("kafka.coordinator", "kafka.consumer"))
     Landing(settings.model_copy(update={"landing": landing})).run()
 
 

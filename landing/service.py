@@ -80,6 +80,12 @@ class PartitionState:
         first_buffered = self.buffer.first_offset
         return self.watermark.landed_through_offset + 1 if first_buffered is None else first_buffered
 
+    @property
+    def next_offset(self) -> int:
+        """The partition's first offset this member has neither buffered nor landed: the next one to arrive."""
+        last_buffered = self.buffer.last_offset
+        return self.watermark.landed_through_offset + 1 if last_buffered is None else last_buffered + 1
+
 
 class _RebalanceNotes(ConsumerRebalanceListener):
     """Notes revoked partitions; the loop acts on them after poll returns, so listeners stay instant.
@@ -134,11 +140,20 @@ class Landing:
         self.states: dict[int, PartitionState] = {}
         # Partitions sought back during this loop iteration: the rest of their polled records is stale.
         self.rewound: set[int] = set()
-        self.assigned_at = time.monotonic()
+        # The stall watchdog's clock: seconds spent waiting in poll, which a slow object store does not advance.
+        self.poll_clock = 0.0
+        self.assigned_at = 0.0  # on the poll clock, as is delivered_at
+        self.delivered_at: dict[int, float] = {}  # partition -> when a poll last delivered records of it
+        # Partitions the Kafka client was restarted for that have delivered nothing since.
+        self.restarted_for: set[int] = set()
         self.progress = Progress()
         self.stopping = False
-        self.consumer = KafkaConsumer(
-            bootstrap_servers=settings.kafka_bootstrap,
+        self.consumer = self._new_consumer()
+
+    def _new_consumer(self) -> KafkaConsumer:
+        options = self.options
+        return KafkaConsumer(
+            bootstrap_servers=self.settings.kafka_bootstrap,
             group_id=options.group,
             group_instance_id=options.instance_id,
             client_id=f"landing-{options.instance_id or 'dynamic'}",
@@ -171,16 +186,17 @@ class Landing:
             self.settings.raw_bucket,
             "+".join(self.options.formats),
         )
-        log.info("topic %s has partitions %s", self.topic, sorted(self._topic_partitions()))
-        self.consumer.subscribe([self.topic], listener=self.rebalance)
+        self._join()
         try:
             while not self.stopping:
                 self.rewound = set()
-                batches = self.consumer.poll(timeout_ms=200)
+                batches = self._poll()
                 self._apply_rebalance()
                 # What became due in the last round is written while this round's records are read.
                 self._flush(self._due())
                 for tp, records in batches.items():
+                    self.delivered_at[tp.partition] = self.poll_clock
+                    self.restarted_for.discard(tp.partition)
                     for message in records:
                         if tp.partition in self.rewound:
                             break
@@ -200,6 +216,17 @@ class Landing:
             self.writer.close()
 
     # ------------------------------------------------------------------ consuming
+
+    def _poll(self) -> dict[TopicPartition, list]:
+        started = time.monotonic()
+        batches = self.consumer.poll(timeout_ms=200)
+        self.poll_clock += time.monotonic() - started
+        return batches
+
+    def _join(self) -> None:
+        """Subscribe to the topic once its partitions are known."""
+        log.info("topic %s has partitions %s", self.topic, sorted(self._topic_partitions()))
+        self.consumer.subscribe([self.topic], listener=self.rebalance)
 
     @retry(
         retry=retry_if_result(lambda partitions: not partitions),
@@ -226,18 +253,56 @@ class Landing:
             state = self.states.pop(tp.partition, None)
             if state is not None and not state.buffer.empty and tp in assigned:
                 self._rewind(tp, state.first_unlanded_offset)
-        self.assigned_at = time.monotonic()
+        self.assigned_at = self.poll_clock
         log.info("assigned partitions %s", sorted(tp.partition for tp in assigned))
 
     def _check_fetching(self) -> None:
-        """Fail loudly when the client stops fetching: the supervisor restarts it, and nothing is lost."""
-        if time.monotonic() - self.assigned_at < self.options.stall_timeout_s:
+        """Restart the Kafka client when it stops delivering; fail loudly when that did not help.
+
+        Stalled: an assigned partition that fetched nothing ``stall_timeout_s`` after its
+        assignment, or whose last fetch showed records past the ones received and that
+        delivered none of them for as long. (kafka-python 3 has been seen to leave a
+        partition so after a rebalance.) A new client joins the group and reads again from
+        the committed offsets, so nothing is lost; if a partition the client was restarted
+        for stalls again before delivering anything, ``ConsumerStalled`` ends ``run()`` and
+        the process's supervisor restarts it.
+        """
+        timeout = self.options.stall_timeout_s
+        now = self.poll_clock
+        if now - self.assigned_at < timeout:
             return
-        unfetched = sorted(tp.partition for tp in self.consumer.assignment() if self.consumer.highwater(tp) is None)
-        if unfetched:
-            raise ConsumerStalled(
-                f"partitions {unfetched} fetched nothing {self.options.stall_timeout_s:.0f} s after assignment"
-            )
+        unfetched, waiting = [], []
+        for tp in self.consumer.assignment():
+            if now - self.delivered_at.get(tp.partition, self.assigned_at) < timeout:
+                continue
+            highwater = self.consumer.highwater(tp)
+            if highwater is None:
+                unfetched.append(tp.partition)
+            elif highwater > self._state(tp.partition).next_offset:
+                waiting.append(tp.partition)
+        if not unfetched and not waiting:
+            return
+        reasons = (
+            [f"partitions {sorted(unfetched)} fetched nothing {timeout:.0f} s after assignment"] if unfetched else []
+        )
+        if waiting:
+            reasons.append(f"partitions {sorted(waiting)} delivered none of their waiting records for {timeout:.0f} s")
+        reason = "; ".join(reasons)
+        if self.restarted_for & {*unfetched, *waiting}:
+            raise ConsumerStalled(f"{reason}, after a restart of the Kafka client for them")
+        self._restart_client(reason, {*unfetched, *waiting})
+
+    def _restart_client(self, reason: str, stalled: set[int]) -> None:
+        """Replace the Kafka client by a new member of the group; unflushed buffers are read again."""
+        log.warning("%s: restarting the Kafka client, reading resumes at the committed offsets", reason)
+        self.consumer.close(autocommit=False, timeout_ms=10_000)
+        self.states.clear()  # nothing is in flight here: the loop committed the last flush before this check
+        self.rebalance.revoked.clear()
+        self.delivered_at.clear()
+        self.restarted_for = stalled
+        self.consumer = self._new_consumer()
+        self._join()
+        self.assigned_at = self.poll_clock
 
     def _rewind(self, tp: TopicPartition, offset: int) -> None:
         self.states.pop(tp.partition, None)

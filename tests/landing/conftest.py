@@ -133,7 +133,7 @@ def wait_landed(settings: Settings, *landings: LandingProcess, timeout_s: float 
     return wait_committed(
         settings,
         landings[0].group,
-        lambda: "\n".join(f"--- exit {p.process.poll()}, {p.log_path}:\n{p.log()[-4000:]}" for p in landings),
+        lambda: "\n".join(f"--- exit {p.process.poll()}, {p.log_path}:\n{p.excerpt()}" for p in landings),
         timeout_s,
     )
 
@@ -178,6 +178,13 @@ class LandingProcess:
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
+
+    def excerpt(self, progress_lines: int = 3, chars: int = 12_000) -> str:
+        """The log without its progress lines but the last few: the history of a failure (assignments, resets)."""
+        lines = self.log().splitlines()
+        progress = [i for i, line in enumerate(lines) if '"progress: ' in line]
+        dropped = set(progress[:-progress_lines])
+        return "\n".join(line for i, line in enumerate(lines) if i not in dropped)[-chars:]
 
     def wait_for_log(self, pattern: str, timeout_s: float = 60.0, start: int = 0) -> re.Match:
         deadline = time.monotonic() + timeout_s
@@ -232,11 +239,18 @@ class LakeFile:
     events: list[LakeEvent]
 
 
+# S3Proxy's filesystem store writes an object as "<key>-<uuid>" beside the key, then renames it:
+# a listing made during a write shows that name, which is gone a moment later. S3 and MinIO never
+# list an upload before it completes, and no key of the lake ends in a UUID.
+_UPLOAD_IN_PROGRESS = re.compile(r"-[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
+
+
 def list_keys(settings: Settings, prefix: str = "", client=None) -> list[str]:
+    """The stored keys under ``prefix``; uploads still in progress on S3Proxy are not objects yet."""
     client = client or s3_client(settings)
     keys: list[str] = []
     for page in client.get_paginator("list_objects_v2").paginate(Bucket=settings.raw_bucket, Prefix=prefix):
-        keys.extend(obj["Key"] for obj in page.get("Contents", []))
+        keys.extend(obj["Key"] for obj in page.get("Contents", []) if not _UPLOAD_IN_PROGRESS.search(obj["Key"]))
     return keys
 
 

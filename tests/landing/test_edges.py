@@ -2,21 +2,26 @@
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import re
 import signal
+import threading
 import time
 import uuid
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta, timezone
 
 import msgspec
 import pytest
+from kafka import TopicPartition
 
 from heatmap_core.events import encode_record
 from heatmap_core.lake import LEDGER_PREFIX, decode_ledger, rejected_key
 from landing.service import ConsumerStalled, Landing
 from tests.landing.conftest import (
     committed_offsets,
+    end_offsets,
     event_row,
     expected_rows,
     list_keys,
@@ -25,6 +30,7 @@ from tests.landing.conftest import (
     read_lake,
     read_object,
     send_raw,
+    wait_committed,
     wait_landed,
 )
 
@@ -94,9 +100,21 @@ def test_a_partition_flushes_when_its_buffer_reaches_max_bytes(settings, start_l
     assert landed == expected_rows(records, origins)
 
 
-def test_watchdog_stops_the_loop_when_assigned_partitions_fetch_nothing(settings, monkeypatch):
+@contextlib.contextmanager
+def signal_handlers_kept() -> Iterator[None]:
+    """Landing.run() installs SIGTERM and SIGINT handlers; put pytest's back afterwards."""
+    handlers = signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, handlers[0])
+        signal.signal(signal.SIGINT, handlers[1])
+
+
+def test_watchdog_stops_the_loop_when_assigned_partitions_fetch_nothing(settings, monkeypatch, caplog):
     """A wedged client (here: partitions paused the moment they are assigned, so no fetch
-    ever answers) makes run() raise ConsumerStalled, which exits the process for its supervisor."""
+    ever answers) is replaced once; when the replacement fetches nothing either, run()
+    raises ConsumerStalled, which exits the process for its supervisor."""
     produce(settings, make_records(events=10, per_record=5))
     options = settings.landing.model_copy(update={"group": f"stall-{uuid.uuid4().hex[:8]}", "stall_timeout_s": 3.0})
     landing = Landing(settings.model_copy(update={"landing": options}))
@@ -107,12 +125,64 @@ def test_watchdog_stops_the_loop_when_assigned_partitions_fetch_nothing(settings
         landing.consumer.pause(*assigned)
 
     monkeypatch.setattr(landing.rebalance, "on_partitions_assigned", assign_and_wedge)
-    handlers = signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT)
-    try:
-        with pytest.raises(ConsumerStalled, match=r"partitions \[\d.*\] fetched nothing 3 s after assignment"):
-            landing.run()
-    finally:
-        signal.signal(signal.SIGTERM, handlers[0])
-        signal.signal(signal.SIGINT, handlers[1])
+    with (
+        signal_handlers_kept(),
+        pytest.raises(
+            ConsumerStalled,
+            match=r"partitions \[\d.*\] fetched nothing 3 s after assignment, after a restart of the Kafka client",
+        ),
+    ):
+        landing.run()
+    assert [r.message for r in caplog.records if "restarting the Kafka client" in r.message] == [
+        f"partitions {sorted(end_offsets(settings))} fetched nothing 3 s"
+        " after assignment: restarting the Kafka client, reading resumes at the committed offsets"
+    ]
     assert committed_offsets(settings, landing.options.group) == {}
     assert list_keys(settings, LEDGER_PREFIX) == []
+
+
+def test_watchdog_replaces_a_client_that_stops_delivering_waiting_records(settings, monkeypatch, caplog):
+    """The first client delivers one record of each partition and then nothing more (paused,
+    the rest of its poll lost, as the client of the CI run of 2026-11-29 lost two partitions'
+    records): its lag shows records waiting, so the watchdog replaces it, and the new client
+    reads the rest from the committed offsets. Every event lands exactly once."""
+    records = make_records(events=1200, per_record=20)
+    origins = produce(settings, records)
+    options = settings.landing.model_copy(
+        update={"group": f"stall-{uuid.uuid4().hex[:8]}", "stall_timeout_s": 3.0, "flush_interval": 0.5}
+    )
+    landing = Landing(settings.model_copy(update={"landing": options}))
+    first_client, add, wedged = landing.consumer, landing._add, set()
+
+    def add_one_then_wedge(partition: int, offset: int, value: bytes) -> None:
+        if landing.consumer is first_client:
+            if partition in wedged:
+                return
+            wedged.add(partition)
+            first_client.pause(TopicPartition(settings.topic, partition))
+        add(partition, offset, value)
+
+    monkeypatch.setattr(landing, "_add", add_one_then_wedge)
+    ends = end_offsets(settings)
+
+    def stop_once_landed() -> None:
+        try:
+            wait_committed(settings, options.group, lambda: "", timeout_s=120)
+        finally:
+            landing.stopping = True
+
+    stopper = threading.Thread(target=stop_once_landed)
+    with signal_handlers_kept():
+        stopper.start()
+        landing.run()
+    stopper.join()
+
+    restarts = [r.message for r in caplog.records if "restarting the Kafka client" in r.message]
+    assert restarts == [
+        f"partitions {sorted(p for p, end in ends.items() if end > 1)} delivered none of their waiting records"
+        " for 3 s: restarting the Kafka client, reading resumes at the committed offsets"
+    ]
+    assert wedged == {p for p, end in ends.items() if end > 0}
+    assert committed_offsets(settings, options.group) == {p: end for p, end in ends.items() if end > 0}
+    landed = sorted(event_row(e) for f in read_lake(settings) for e in f.events)
+    assert landed == expected_rows(records, origins)
