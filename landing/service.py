@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import signal
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -34,7 +35,7 @@ from datetime import UTC, datetime
 import msgspec
 from kafka import KafkaConsumer, TopicPartition
 from kafka.consumer.subscription_state import ConsumerRebalanceListener
-from kafka.errors import CommitFailedError, RebalanceInProgressError
+from kafka.errors import CommitFailedError, KafkaError, RebalanceInProgressError
 from kafka.structs import OffsetAndMetadata
 from tenacity import retry, retry_if_result, stop_after_delay, wait_fixed
 
@@ -278,7 +279,7 @@ class Landing:
             highwater = self.consumer.highwater(tp)
             if highwater is None:
                 unfetched.append(tp.partition)
-            elif highwater > self._state(tp.partition).next_offset:
+            elif highwater > self._state(tp.partition).next_offset and highwater > self._committed(tp):
                 waiting.append(tp.partition)
         if not unfetched and not waiting:
             return
@@ -291,6 +292,17 @@ class Landing:
         if self.restarted_for & {*unfetched, *waiting}:
             raise ConsumerStalled(f"{reason}, after a restart of the Kafka client for them")
         self._restart_client(reason, {*unfetched, *waiting})
+
+    def _committed(self, tp: TopicPartition) -> int | float:
+        """The group's committed offset of the partition (0 if none); infinite when Kafka cannot say.
+
+        A partition whose watermark object lags its committed offset (say, a group pointed at a new
+        bucket) has nothing waiting once it has read up to the committed offset.
+        """
+        try:
+            return self.consumer.committed(tp, timeout_ms=5_000) or 0
+        except KafkaError:
+            return math.inf
 
     def _restart_client(self, reason: str, stalled: set[int]) -> None:
         """Replace the Kafka client by a new member of the group; unflushed buffers are read again."""
