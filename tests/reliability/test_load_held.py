@@ -24,9 +24,13 @@ batch ids, so the ground truth is the generator's cells per round times the roun
 (the bodies a run sent are a prefix of the file repeated).
 
 Guarantees:
-- memory is not growing: for every process alive through the hold, the median RSS
-  of the hold's last third is at most RSS_GROWTH_FACTOR times the middle third's
-  plus RSS_GROWTH_MIB (the first third is the warm-up);
+- memory is not growing: for every process alive through the hold, the RSS floor
+  (lower quintile) of the hold's last third is at most RSS_GROWTH_FACTOR times the
+  middle third's plus RSS_GROWTH_MIB (the first third is the warm-up). A floor, not
+  a median: the ClickHouse server's RSS rises 2-3x for the half minute a daemon run
+  inserts a bucket and falls back after (CI of 2026-11-29: 514 MiB, up to 1,413 for
+  36 s of the last third, 524 at the end), while a steady leak moves the floor of
+  one third from the next's exactly as much as their medians;
 - lag is bounded: it never exceeds MAX_LAG_S seconds of the held load, and after
   the load stops the group commits the topic's end within DRAIN_TIMEOUT_S;
 - no 5xx from either API, every batch answered 202;
@@ -191,8 +195,8 @@ class ProcessMemory:
     program: str
     pid: int
     command: str
-    middle_mib: float  # median RSS of the hold's middle third
-    last_mib: float  # median RSS of the hold's last third
+    middle_mib: float  # RSS floor (lower quintile) of the hold's middle third
+    last_mib: float  # RSS floor (lower quintile) of the hold's last third
     peak_mib: float
     final_mib: float
 
@@ -201,8 +205,13 @@ class ProcessMemory:
         return self.middle_mib * RSS_GROWTH_FACTOR + RSS_GROWTH_MIB
 
 
+def _floor(samples: list[float]) -> float:
+    """The lower quintile of a third's RSS samples (about 20 of them)."""
+    return statistics.quantiles(samples, n=5, method="inclusive")[0] if len(samples) > 1 else samples[0]
+
+
 def _memory(sampler: Sampler, hold_start: float, hold_end: float) -> tuple[list[ProcessMemory], list[tuple]]:
-    """Per process alive through the whole hold: its middle and last third's median RSS; and the
+    """Per process alive through the whole hold: its middle and last third's RSS floor; and the
     processes that came and went (the daemon's runs), not held to the bound."""
     third = (hold_end - hold_start) / 3
     by_process: dict[tuple[str, int, str], list[tuple[float, float]]] = defaultdict(list)
@@ -215,11 +224,7 @@ def _memory(sampler: Sampler, hold_start: float, hold_end: float) -> tuple[list[
         last = [mib for t, mib in samples if t >= hold_start + 2 * third]
         peak = max(mib for _, mib in samples)
         if samples[0][0] < hold_start + SAMPLE_S * 2 and samples[-1][0] > hold_end - SAMPLE_S * 2 and middle and last:
-            held.append(
-                ProcessMemory(
-                    program, pid, command, statistics.median(middle), statistics.median(last), peak, samples[-1][1]
-                )
-            )
+            held.append(ProcessMemory(program, pid, command, _floor(middle), _floor(last), peak, samples[-1][1]))
         else:
             transient.append((program, command, peak))
     return held, transient
@@ -346,7 +351,7 @@ def test_load_held_at_the_maximum_keeps_memory_and_lag_bounded_and_serves_every_
     held_events = sum(held_cells.values())
     achieved = held_events / held.seconds
     notes = (
-        "RSS median middle/last third, peak, final (MiB): "
+        "RSS floor (lower quintile) middle/last third, peak, final (MiB): "
         + "; ".join(
             f"{m.program} [{m.command}] {m.middle_mib:.0f}/{m.last_mib:.0f}, {m.peak_mib:.0f}, {m.final_mib:.0f}"
             for m in memory
