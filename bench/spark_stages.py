@@ -113,7 +113,7 @@ def summarize(event_log: Path, since_ms: float) -> str:
     return "\n".join(lines)
 
 
-def profile(settings: Settings, events: int, fmt: str, runs: int, log_dir: Path) -> str:
+def profile(settings: Settings, events: int, fmt: str, runs: int, log_dir: Path, conf: dict[str, str]) -> str:
     hour = hour_start(datetime.now(UTC)) - timedelta(hours=2)
     write_lake_hour(settings, hour, events, fmt)
     client = s3_client(settings)
@@ -126,6 +126,7 @@ def profile(settings: Settings, events: int, fmt: str, runs: int, log_dir: Path)
         "spark.eventLog.dir": log_dir.as_uri(),
         "spark.eventLog.rolling.enabled": "false",
         "spark.eventLog.compress": "false",
+        **conf,
     }
     spark = spark_session("bench-spark-stages", settings, extra)
     try:
@@ -141,7 +142,8 @@ def profile(settings: Settings, events: int, fmt: str, runs: int, log_dir: Path)
         spark.stop()
     (event_log,) = [p for p in log_dir.iterdir() if p.is_file()]
     header = (
-        f"write_hours on {events:,} {fmt} lines in {len(paths)} files, Spark {settings.spark_master}; "
+        f"write_hours on {events:,} {fmt} lines in {len(paths)} files, Spark {settings.spark_master}"
+        f"{''.join(f', {key}={value}' for key, value in conf.items())}; "
         f"wall per run (first: warm-up): {', '.join(f'{w:.1f} s' for w in walls)}\n"
         f"machine: {machine()}\nlast run:"
     )
@@ -154,7 +156,11 @@ def main(
     fmt: Annotated[list[str] | None, typer.Option(help="json and/or parquet (default both).")] = None,
     runs: Annotated[int, typer.Option(help="Runs after the warm-up.")] = 1,
     save: Annotated[str | None, typer.Option(help="Also write bench/profiles/spark-stages-<SAVE>-<fmt>.txt")] = None,
+    conf: Annotated[
+        list[str] | None, typer.Option(help="KEY=VALUE laid over the project's Spark conf, to try a setting.")
+    ] = None,
 ) -> None:
+    extra = dict(item.split("=", 1) for item in conf or ())
     settings = get_settings()
     with (
         tempfile.TemporaryDirectory(prefix="bench-stages-") as scratch,
@@ -165,7 +171,7 @@ def main(
             log_dir.mkdir()
             bucket = private.model_copy(update={"raw_bucket": f"bench-stages-{uuid.uuid4().hex[:8]}"})
             with scratch_bucket(bucket):
-                text = profile(bucket, events, name, runs, log_dir)
+                text = profile(bucket, events, name, runs, log_dir, extra)
             console.print(text, highlight=False, markup=False)
             if save:
                 (PROFILES / f"spark-stages-{save}-{name}.txt").write_text(text + "\n")

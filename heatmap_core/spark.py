@@ -38,7 +38,11 @@ def spark_conf(settings: Settings | None = None) -> dict[str, str]:
         "spark.jars": ",".join(s3a_jars(settings)),
         "spark.pyspark.python": sys.executable,
         "spark.sql.session.timeZone": "UTC",
-        "spark.sql.shuffle.partitions": "4",
+        # A ceiling that adaptive execution (on by default) coalesces down from: to the cores at a small
+        # hour, to partitions of about 64 MB at a large one, so a cluster's final stage is not capped at a
+        # few tasks. A fixed 4 did as well at 1M events and took 1.4x as long at 10M, its aggregations
+        # spilling to disk (BENCHMARKS.md, 2026-11-29).
+        "spark.sql.shuffle.partitions": "64",
         "spark.ui.enabled": "false",
         "spark.ui.showConsoleProgress": "false",
         "spark.driver.host": "127.0.0.1",
