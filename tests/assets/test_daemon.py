@@ -317,7 +317,7 @@ def test_backfill_48_hours_through_graphql(dev: Dev, backfill: Backfill):
     # Dagster stores that run's 48 materializations one by one after it returns: a daemon tick between
     # them requests the days (and weeks) whose hours are stored, and the rest on a later tick. So days
     # and weeks may come in more than one run, but every partition in exactly one of them.
-    covered = {asset: [] for asset in ("heatmap_hourly", "heatmap_daily", "heatmap_weekly")}
+    covered: dict[str, list[str]] = {asset: [] for asset in ("heatmap_hourly", "heatmap_daily", "heatmap_weekly")}
     runs_of = {asset: 0 for asset in covered}
     for run in backfill.runs:
         (asset,) = [key.to_user_string() for key in run.asset_selection or ()]
