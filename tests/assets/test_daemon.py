@@ -32,7 +32,7 @@ from dagster._core.instance.ref import InstanceRef
 
 from heatmap_assets import checks
 from heatmap_assets.definitions import defs
-from heatmap_assets.partitions import daily_partitions, day_key, hour_key, hourly_partitions, weekly_partitions
+from heatmap_assets.partitions import day_key, hour_key
 from heatmap_core.s3 import ensure_bucket, s3_client
 from heatmap_core.schema import CELLS
 from heatmap_core.settings import Settings
@@ -44,11 +44,6 @@ from tests.conftest import day_of, free_port, week_of
 ROOT = Path(__file__).resolve().parents[2]
 AUTOMATION_LOOKBACK_DAYS = 12
 DAILY_FAIL_MINUTES = 1
-PARTITIONS_OF = {
-    "heatmap_hourly": hourly_partitions,
-    "heatmap_daily": daily_partitions,
-    "heatmap_weekly": weekly_partitions,
-}
 
 
 @dataclass
@@ -317,13 +312,13 @@ def test_backfill_48_hours_through_graphql(dev: Dev, backfill: Backfill):
     # Dagster stores that run's 48 materializations one by one after it returns: a daemon tick between
     # them requests the days (and weeks) whose hours are stored, and the rest on a later tick. So days
     # and weeks may come in more than one run, but every partition in exactly one of them.
-    covered: dict[str, list[str]] = {asset: [] for asset in ("heatmap_hourly", "heatmap_daily", "heatmap_weekly")}
-    runs_of = {asset: 0 for asset in covered}
+    graph = defs.resolve_asset_graph()
+    covered: dict[str, list[str]] = {}
     for run in backfill.runs:
-        (asset,) = [key.to_user_string() for key in run.asset_selection or ()]
-        covered[asset] += partitions_of_run(run, PARTITIONS_OF[asset])
-        runs_of[asset] += 1
-    assert runs_of["heatmap_hourly"] == 1, runs_of
+        (key,) = run.asset_selection or set()
+        covered.setdefault(key.to_user_string(), []).extend(partitions_of_run(run, graph.get(key).partitions_def))
+    hourly_runs = [run for run in backfill.runs if run.asset_selection == {AssetKey("heatmap_hourly")}]
+    assert len(hourly_runs) == 1, [run.asset_selection for run in backfill.runs]
     assert {asset: sorted(keys) for asset, keys in covered.items()} == {
         "heatmap_hourly": [hour_key(hour) for hour in backfill.hours],
         "heatmap_daily": backfill.days,
