@@ -160,6 +160,9 @@ def main(
         list[str] | None, typer.Option(help="KEY=VALUE laid over the project's Spark conf, to try a setting.")
     ] = None,
 ) -> None:
+    malformed = [item for item in conf or () if "=" not in item]
+    if malformed:
+        raise typer.BadParameter(f"expected KEY=VALUE, got {', '.join(map(repr, malformed))}", param_hint="--conf")
     extra = dict(item.split("=", 1) for item in conf or ())
     settings = get_settings()
     with (
