@@ -1,13 +1,16 @@
-"""The hourly Spark transform on small in-memory frames: cells per type and device, scroll reach per depth row.
+"""The hourly Spark transform on small in-memory frames: cells per type and device, scroll reach per depth row,
+both from ``hour_rows``' one frame (each row tagged with its kind and hour).
 
 Every expected figure below is written out by hand from the lines above it.
 """
 
 from __future__ import annotations
 
-from heatmap_assets.spark_job import HOUR, READ_COLUMNS, counted_lines, hourly_cells, scroll_reach
+from heatmap_assets.spark_job import HOUR, READ_COLUMNS, counted_lines, hour_rows
 from heatmap_core.grid import GRID_H
+from heatmap_core.lake import STAGING_HOUR_COLUMN, STAGING_KIND_COLUMN
 from heatmap_core.lake_schema import spark_schema
+from heatmap_core.schema import CELLS, SCROLL
 
 H1 = "2026-11-20 10"
 H2 = "2026-11-20 11"
@@ -31,9 +34,11 @@ def line(hour, batch, index, *, y=0.5, x=0.5, type="scroll", device=None, view=N
     return tuple(values[name] for name in (*READ_COLUMNS, HOUR))
 
 
-def frame_of(spark, lines):
+def rows_of(spark, lines, kind):
+    """``hour_rows`` of the lines, the rows of one kind."""
     schema = spark_schema(READ_COLUMNS).add(HOUR, "string")
-    return counted_lines(spark.createDataFrame(lines, schema))
+    rows = hour_rows(counted_lines(spark.createDataFrame(lines, schema))).collect()
+    return [row for row in rows if row[STAGING_KIND_COLUMN] == kind.name]
 
 
 def reach(first_rows: int, value: int) -> dict[int, int]:
@@ -64,17 +69,20 @@ def test_scroll_reach_counts_each_view_once_at_its_deepest_row(spark):
         line(H1, "b8", 0, y=0.1, view="view-a", screen="pricing", **desktop),
     ]
     got: dict[tuple[str, str, str], dict[int, tuple[int, int]]] = {}
-    for row in scroll_reach(frame_of(spark, lines)).collect():
-        got.setdefault((row[HOUR], row.screen_id, row.device), {})[row.depth_row] = (row.reached, row.folds)
+    for row in rows_of(spark, lines, SCROLL):
+        got.setdefault((row[STAGING_HOUR_COLUMN], row.screen_id, row.device), {})[row.depth_row] = (
+            row.reached,
+            row.folds,
+        )
 
     def table(reached: dict[int, int], folds: dict[int, int]) -> dict[int, tuple[int, int]]:
         return {r: (reached.get(r, 0), folds.get(r, 0)) for r in reached.keys() | folds.keys()}
 
     assert got == {
-        (H1, "home", "desktop"): table(reach(126, 1), {80: 1}),
-        (H1, "home", "mobile"): table({**reach(200, 1), **reach(41, 2)}, {40: 1, 199: 1}),
-        (H2, "home", "mobile"): table(reach(181, 1), {40: 1}),
-        (H1, "pricing", "desktop"): table(reach(21, 1), {80: 1}),
+        ("2026112010", "home", "desktop"): table(reach(126, 1), {80: 1}),
+        ("2026112010", "home", "mobile"): table({**reach(200, 1), **reach(41, 2)}, {40: 1, 199: 1}),
+        ("2026112011", "home", "mobile"): table(reach(181, 1), {40: 1}),
+        ("2026112010", "pricing", "desktop"): table(reach(21, 1), {80: 1}),
     }
 
 
@@ -84,7 +92,7 @@ def test_fold_below_the_deepest_scroll_and_a_view_without_sizes(spark):
         line(H1, "b1", 0, y=0.1, view="view-e", device="tablet", vh=900, sh=1000),  # deepest 20, fold 0.9 -> 180
         line(H1, "b2", 0, y=0.05, view="view-f", device="tablet"),  # deepest 10, no fold
     ]
-    got = {row.depth_row: (row.reached, row.folds) for row in scroll_reach(frame_of(spark, lines)).collect()}
+    got = {row.depth_row: (row.reached, row.folds) for row in rows_of(spark, lines, SCROLL)}
     expected = {r: (2 if r <= 10 else 1, 0) for r in range(21)}
     expected[180] = (0, 1)
     assert got == expected
@@ -102,9 +110,7 @@ def test_cells_per_type_and_device_with_old_lines_unknown(spark):
         line(H1, "b4", 0, x=0.5, y=0.3, type="scroll", device="desktop", view="view-b", vh=1, sh=1),
         line(H1, "b5", 0, x=None, y=0.3, type="scroll"),  # not counted: no x_norm
     ]
-    got = {
-        (r.event_type, r.device, r.cell_x, r.cell_y): r["count"] for r in hourly_cells(frame_of(spark, lines)).collect()
-    }
+    got = {(r.event_type, r.device, r.cell_x, r.cell_y): r["count"] for r in rows_of(spark, lines, CELLS)}
     assert got == {
         ("click", "mobile", 10, 1): 1,
         ("rageclick", "mobile", 10, 1): 1,
