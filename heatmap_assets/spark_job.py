@@ -134,7 +134,7 @@ def hour_rows(lines):
     line with a view also a scroll record; the records are hash-partitioned by ``_SHUFFLE_KEY``, and
     every later grouping (the distinct event keys, the views, the depth rows) contains that key, so it
     runs where the records landed. Two aggregations of their own read the lake twice, which on JSON
-    is a second parse of every line (BENCHMARKS.md, 2026-11-29 11:40). The price: an hour's scroll
+    is a second parse of every line (BENCHMARKS.md, 2026-11-29 11:08-12:20). The price: an hour's scroll
     records of one (client, screen, device) are aggregated by one task.
     """
     from pyspark.sql import functions as F

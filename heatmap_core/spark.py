@@ -43,6 +43,10 @@ def spark_conf(settings: Settings | None = None) -> dict[str, str]:
         # few tasks. A fixed 4 did as well at 1M events and took 1.4x as long at 10M, its aggregations
         # spilling to disk (BENCHMARKS.md, 2026-11-29).
         "spark.sql.shuffle.partitions": "64",
+        # The size adaptive execution coalesces partitions to (Spark's default 64 MB): the hourly job's one
+        # stage after its shuffle holds three hash aggregations of the cells, which at 64 MB partitions of a
+        # 10M-event hour outgrew their memory and spilled 2.4 GB; at 16 MB none spills (BENCHMARKS.md, 2026-11-29).
+        "spark.sql.adaptive.advisoryPartitionSizeInBytes": "16m",
         "spark.ui.enabled": "false",
         "spark.ui.showConsoleProgress": "false",
         "spark.driver.host": "127.0.0.1",
