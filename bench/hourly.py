@@ -177,13 +177,8 @@ def _floor(settings: Settings, spark, hour: datetime, keys: list[str], chdb_parq
     """The job on an hour of FLOOR_EVENTS Parquet events (median of ``repeats`` after a warm-up), against
     chDB's time on the large hour: a floor above 3x that time puts the issue's bound at EVENTS events
     out of reach of any run that costs at least its floor."""
-    paths = [f"s3a://{settings.raw_bucket}/{key}" for key in keys]
-
-    def spark_job() -> None:
-        write_hours(spark, {hour: paths}, "parquet", f"s3a://{settings.raw_bucket}/{staging_prefix(uuid.uuid4().hex)}")
-
-    spark_job()
-    floor_s = median_seconds(spark_job, repeats)
+    _stage(settings, spark, hour, keys, "parquet")  # warm-up
+    floor_s = median_seconds(lambda: _stage(settings, spark, hour, keys, "parquet"), repeats)
     console.print(
         f"the job's floor ({FLOOR_EVENTS:,} Parquet events): {floor_s * 1000:,.0f} ms; within 3x of chDB on "
         f"{EVENTS:,} Parquet events is {3 * chdb_parquet_s * 1000:,.0f} ms for the whole run"
@@ -199,24 +194,24 @@ def _floor(settings: Settings, spark, hour: datetime, keys: list[str], chdb_parq
     )
 
 
+def _stage(settings: Settings, spark, hour: datetime, keys: list[str], fmt: str) -> tuple[str, dict]:
+    """One run of the asset's job on the hour's files: the executors stage both tables' rows as Parquet
+    under a fresh prefix. Returns the run id and the job's per-hour figures."""
+    run_id = f"bench-{uuid.uuid4().hex[:12]}"
+    paths = [f"s3a://{settings.raw_bucket}/{key}" for key in keys]
+    return run_id, write_hours(spark, {hour: paths}, fmt, f"s3a://{settings.raw_bucket}/{staging_prefix(run_id)}")
+
+
 def _measure(settings: Settings, spark, hour: datetime, fmt: str, keys: list[str], repeats: int) -> Result:
     """The job on the hour's files in ``fmt`` (session started, median of ``repeats`` after a warm-up)
     against chDB computing the same two results from the same files; both answers compared."""
-    paths = [f"s3a://{settings.raw_bucket}/{key}" for key in keys]
-    runs: list[str] = []
-    figures: dict = {}
-
-    def spark_job() -> None:
-        # The asset's job: the executors stage both tables' rows as Parquet (a fresh prefix per run).
-        run_id = f"bench-{uuid.uuid4().hex[:12]}"
-        runs.append(run_id)
-        figures.update(write_hours(spark, {hour: paths}, fmt, f"s3a://{settings.raw_bucket}/{staging_prefix(run_id)}"))
-
-    spark_job()  # warm-up: JIT, s3a connection pool
-    spark_s = median_seconds(spark_job, repeats)
+    runs: list[tuple[str, dict]] = []
+    runs.append(_stage(settings, spark, hour, keys, fmt))  # warm-up: JIT, s3a connection pool
+    spark_s = median_seconds(lambda: runs.append(_stage(settings, spark, hour, keys, fmt)), repeats)
+    run_id, figures = runs[-1]
     # What the last run staged, read back only to compare it with chDB's answer.
     staged_cells, staged_scroll = (
-        spark.read.parquet(f"s3a://{settings.raw_bucket}/{staging_kind_prefix(runs[-1], kind.name)}").collect()
+        spark.read.parquet(f"s3a://{settings.raw_bucket}/{staging_kind_prefix(run_id, kind.name)}").collect()
         for kind in (CELLS, SCROLL_KIND)
     )
 

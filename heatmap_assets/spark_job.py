@@ -6,16 +6,18 @@ and names the type and device of lines that lack them (every line written before
 v2 lacks a device); from those lines ``hour_rows`` counts each ingested event
 once (``EVENT_KEY``) per (hour, client_id, screen_id, event_type, device,
 cell_x, cell_y) and page views per (hour, client_id, screen_id, device,
-depth_row), as docs/ARCHITECTURE.md's "Heatmap v2" section defines them. The hour of a line is the hour of the lake folder it was read
-from (the caller groups the files by folder), i.e. exactly the ``raw_events``
-partition it belongs to.
+depth_row), as docs/ARCHITECTURE.md's "Heatmap v2" section defines them. The
+hour of a line is the hour of the lake folder it was read from (the caller
+groups the files by folder), i.e. exactly the ``raw_events`` partition it
+belongs to.
 
 The two results are one DataFrame holding both tables' columns (``schema.CELLS``,
 ``schema.SCROLL``) and the kind of each row. ``write_hours`` has the executors
-write it as Parquet in one Spark write under a staging prefix, one folder per kind and hour (``heatmap_core.lake.staging_hour_glob``),
-where ClickHouse reads them into each bucket's replacement; only per-hour figures, Spark's sums
-of the staged files, come back to the driver, so its memory does not grow with
-the number of cells.
+write it as Parquet in one Spark write under a staging prefix, one folder per
+kind and hour (``heatmap_core.lake.staging_hour_glob``), where ClickHouse reads
+them into each bucket's replacement; only per-hour figures, Spark's sums of the
+staged files, come back to the driver, so its memory does not grow with the
+number of cells.
 """
 
 from __future__ import annotations
